@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (ctest) against ./build. Extra args go to ctest,
+# e.g. scripts/test.sh -R Tokenizer
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+if [[ ! -f "$BUILD_DIR/CTestTestfile.cmake" ]]; then
+  echo "no build in $BUILD_DIR: run scripts/setup.sh first" >&2
+  exit 2
+fi
+# LibTorch uses one intra-op thread by default on small machines; tests use all cores.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+cd "$BUILD_DIR"
+ctest --output-on-failure --timeout 900 -j"${CTEST_JOBS:-2}" "$@"
