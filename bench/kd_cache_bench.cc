@@ -1,0 +1,193 @@
+// KD cache throughput: a randomly initialised Qwen3 teacher (default: the real Qwen3-0.6B
+// shape from tests/data/golden/qwen3-0.6b/config.json), synthetic token ids, the real
+// TeacherPipeline (chunked top-K, pinned double-buffered copies on CUDA) and the real
+// KdCacheWriter (writer thread, atomic shards) into a temp directory.
+//
+// Prints one JSON object: teacher-only tokens/s (forward + top-K + device->host), end-to-end
+// tokens/s (until the last shard and progress.json are durable), bytes per sequence.
+//
+//   kd_cache_bench [--batch 32] [--num-seqs 1024] [--max-length 128] [--topk 64]
+//                  [--rand-neg 0] [--dtype bf16] [--device auto] [--num-layers N]
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <torch/version.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "core/kd/cache_writer.h"
+#include "core/kd/teacher.h"
+#include "core/model/model_io.h"
+#include "core/model/qwen3_config.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+int Die(const absl::Status& s) {
+  std::fprintf(stderr, "kd_cache_bench: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path = QATD_BENCH_CONFIG;
+  int64_t batch = 32, num_seqs = 1024, max_length = 128, topk = 64, rand_neg = 0, shard_size = 512;
+  int64_t chunk_rows = 2048, warmup = 2, num_layers = 0;
+  std::string dtype_name = "bf16", device_name = "auto", out_dir;
+  CLI::App app{"KD cache throughput benchmark (JSON on stdout)"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--config", config_path, "Teacher config.json (random weights)");
+  app.add_option("--num-layers", num_layers, "Override the number of decoder layers (0 = keep)");
+  app.add_option("--batch", batch, "Sequences per teacher forward");
+  app.add_option("--num-seqs", num_seqs, "Sequences to compute (and write)");
+  app.add_option("--max-length", max_length, "L");
+  app.add_option("--topk", topk, "K");
+  app.add_option("--rand-neg", rand_neg, "R");
+  app.add_option("--shard-size", shard_size, "Sequences per shard");
+  app.add_option("--chunk-rows", chunk_rows, "Rows of full-vocabulary logits at a time");
+  app.add_option("--warmup", warmup, "Warm-up batches (not timed)");
+  app.add_option("--dtype", dtype_name, "bf16, fp16 or fp32")->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
+  app.add_option("--device", device_name, "auto, cpu or cuda");
+  app.add_option("--out-dir", out_dir, "Where to write the cache (default: a temp dir, removed)");
+  CLI11_PARSE(app, argc, argv);
+  at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+
+  auto config = qatd::model::Qwen3Config::FromFile(config_path);
+  if (!config.ok()) return Die(config.status());
+  if (num_layers > 0) config->num_hidden_layers = num_layers;
+  const at::ScalarType dtype = dtype_name == "bf16" ? at::kBFloat16 : dtype_name == "fp16" ? at::kHalf : at::kFloat;
+  const bool cuda = device_name == "cuda" || (device_name == "auto" && at::hasCUDA());
+  const at::Device device = cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  qatd::model::InitOptions init;
+  init.seed = 0;
+  init.dtype = dtype;
+  init.device = device;
+  auto model = qatd::model::InitTinyQwen3(*config, init);
+  if (!model.ok()) return Die(model.status());
+  (*model)->eval();
+
+  // Synthetic ids, uniform over the vocabulary.
+  std::mt19937_64 rng(1);
+  std::vector<int32_t> ids(static_cast<size_t>(num_seqs * max_length));
+  for (auto& id : ids) id = static_cast<int32_t>(rng() % static_cast<uint64_t>(config->vocab_size));
+
+  qatd::kd::TeacherOptions to;
+  to.top_k = topk;
+  to.rand_neg = rand_neg;
+  to.chunk_rows = chunk_rows;
+  qatd::kd::TeacherPipeline pipe(*model, to, max_length);
+  auto sync = [&]() {
+    if (cuda) at::empty({1}, at::TensorOptions().device(device)).cpu();  // a blocking round trip
+  };
+
+  // Runs all batches; `sink` sees every finished batch. Returns seconds.
+  auto run = [&](int64_t n_batches_limit, const std::function<absl::Status(const qatd::kd::TeacherHostBatch&)>& sink,
+                 double* secs) -> absl::Status {
+    sync();
+    const auto t0 = Clock::now();
+    int64_t pos = 0, batches = 0;
+    while (pos < num_seqs && (n_batches_limit <= 0 || batches < n_batches_limit)) {
+      const int64_t shard_end = (pos / shard_size + 1) * shard_size;
+      const int64_t n = std::min({batch, num_seqs - pos, shard_end - pos});
+      auto done = pipe.Submit(ids.data() + pos * max_length, n, pos);
+      if (!done.ok()) return done.status();
+      if (done->has_value()) {
+        absl::Status s = sink(**done);
+        if (!s.ok()) return s;
+      }
+      pos += n;
+      ++batches;
+    }
+    auto last = pipe.Drain();
+    if (!last.ok()) return last.status();
+    if (last->has_value()) {
+      absl::Status s = sink(**last);
+      if (!s.ok()) return s;
+    }
+    *secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    return absl::OkStatus();
+  };
+
+  double secs = 0;
+  absl::Status s = run(warmup, [](const qatd::kd::TeacherHostBatch&) { return absl::OkStatus(); }, &secs);
+  if (!s.ok()) return Die(s);
+
+  double teacher_secs = 0;
+  int64_t checksum = 0;
+  s = run(0,
+          [&](const qatd::kd::TeacherHostBatch& b) {
+            checksum += b.topk_idx.data_ptr<int32_t>()[0];
+            return absl::OkStatus();
+          },
+          &teacher_secs);
+  if (!s.ok()) return Die(s);
+
+  const bool temp_dir = out_dir.empty();
+  if (temp_dir) {
+    out_dir = (fs::temp_directory_path() / ("kd_cache_bench." + std::to_string(::getpid()))).string();
+  }
+  fs::remove_all(out_dir);
+  fs::create_directories(out_dir);
+  qatd::kd::KdCacheWriter::Options wo;
+  wo.dir = out_dir;
+  wo.layout = {max_length, topk, rand_neg, shard_size};
+  auto writer = qatd::kd::KdCacheWriter::Open(wo, qatd::kd::KdProgress{});
+  if (!writer.ok()) return Die(writer.status());
+  double e2e_secs = 0;
+  const auto t0 = Clock::now();
+  s = run(0, [&](const qatd::kd::TeacherHostBatch& b) { return (*writer)->Append(b.rows()); }, &e2e_secs);
+  if (s.ok()) s = (*writer)->Finish();
+  if (!s.ok()) return Die(s);
+  e2e_secs = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  uint64_t shard_bytes = 0;
+  int64_t shards = 0;
+  for (const auto& e : fs::directory_iterator(out_dir)) {
+    if (e.path().extension() == ".safetensors") {
+      shard_bytes += fs::file_size(e.path());
+      ++shards;
+    }
+  }
+  if (temp_dir) fs::remove_all(out_dir);
+
+  const double tokens = static_cast<double>(num_seqs * max_length);
+  nlohmann::json j = {
+      {"bench", "kd_cache"},
+      {"device", cuda ? "cuda" : "cpu"},
+      {"cpu_threads", at::get_num_threads()},
+      {"libtorch", TORCH_VERSION},
+      {"config", config_path},
+      {"num_layers", config->num_hidden_layers},
+      {"hidden_size", config->hidden_size},
+      {"vocab_size", config->vocab_size},
+      {"dtype", dtype_name},
+      {"batch", batch},
+      {"max_length", max_length},
+      {"topk", topk},
+      {"rand_neg", rand_neg},
+      {"chunk_rows", chunk_rows},
+      {"shard_size", shard_size},
+      {"num_seqs", num_seqs},
+      {"shards", shards},
+      {"teacher_tokens_per_s", tokens / teacher_secs},
+      {"end_to_end_tokens_per_s", tokens / e2e_secs},
+      {"teacher_seconds", teacher_secs},
+      {"end_to_end_seconds", e2e_secs},
+      {"bytes_per_sequence", static_cast<double>(shard_bytes) / static_cast<double>(num_seqs)},
+      {"checksum", checksum}};
+  std::printf("%s\n", j.dump(2).c_str());
+  return 0;
+}

@@ -1,0 +1,351 @@
+#include "core/jobs/kd_cache_job.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <regex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "core/common/status_macros.h"
+#include "core/common/torch_status.h"
+#include "core/kd/cache_format.h"
+#include "core/kd/cache_writer.h"
+#include "core/kd/dataset.h"
+#include "core/kd/render.h"
+#include "core/kd/sample_stream.h"
+#include "core/kd/sha256.h"
+#include "core/kd/teacher.h"
+#include "core/model/model_io.h"
+#include "core/model/qwen3_config.h"
+#include "core/model/tokenizer.h"
+
+namespace qatd::jobs {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+absl::Status Range(const char* field, int64_t value, int64_t lo, int64_t hi) {
+  if (value < lo || value > hi) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " must be in [", lo, ", ", hi, "], got ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::ScalarType> ResolveDtype(const std::string& name) {
+  if (name == "auto" || name == "bf16" || name == "bfloat16") return at::kBFloat16;
+  if (name == "fp16" || name == "float16") return at::kHalf;
+  if (name == "fp32" || name == "float32") return at::kFloat;
+  return absl::InvalidArgumentError(absl::StrCat("dtype must be one of auto, bf16, fp16, fp32; got '", name, "'"));
+}
+
+std::string DtypeName(at::ScalarType t) {
+  return t == at::kBFloat16 ? "bf16" : t == at::kHalf ? "fp16" : "fp32";
+}
+
+absl::StatusOr<at::Device> ResolveDevice(const std::string& name) {
+  if (name == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  if (name == "cpu") return at::Device(at::kCPU);
+  static const std::regex cuda("cuda(:([0-9]+))?");
+  std::smatch m;
+  if (std::regex_match(name, m, cuda)) {
+    if (!at::hasCUDA()) return absl::FailedPreconditionError(absl::StrCat("device '", name, "': CUDA is not available"));
+    return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(m[2].matched ? std::stoi(m[2].str()) : 0));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("device must be auto, cpu, cuda or cuda:N; got '", name, "'"));
+}
+
+std::string AbsolutePath(const std::string& p) {
+  std::error_code ec;
+  fs::path abs = fs::weakly_canonical(fs::absolute(p), ec);
+  return ec ? p : abs.string();
+}
+
+// The fields of meta.json that must be equal for a continuation to be the same cache.
+absl::Status CompareForResume(const kd::KdCacheMeta& old, const kd::KdCacheMeta& now) {
+  const json a = old.ToJson(), b = now.ToJson();
+  for (const char* key : {"teacher_model", "tokenizer_sha256", "dataset_path", "dataset_format", "dataset_text_field",
+                          "dataset_text_unit", "dataset_sha256", "thinking", "max_length", "top_k", "rand_neg",
+                          "vocab_size", "eos_token_id", "shard_size", "seed", "shuffle", "dtype"}) {
+    if (a[key] != b[key]) {
+      return absl::FailedPreconditionError(absl::StrCat("resume: meta.json field '", key, "' is ", a[key].dump(),
+                                                        " but this run has ", b[key].dump(),
+                                                        " (use --overwrite to start a new cache)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Removes the files of a KD cache in `dir` (and nothing else).
+void RemoveCacheFiles(const std::string& dir) {
+  std::error_code ec;
+  static const std::regex ours(R"((shard_[0-9]{5,}\.safetensors|meta\.json|progress\.json)(\.tmp\.[0-9]+)?)");
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (std::regex_match(entry.path().filename().string(), ours)) fs::remove(entry.path(), ec);
+  }
+}
+
+bool HasCacheFiles(const std::string& dir) {
+  std::error_code ec;
+  static const std::regex ours(R"(shard_[0-9]{5,}\.(safetensors|pt)|meta\.json|progress\.json)");
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (std::regex_match(entry.path().filename().string(), ours)) return true;
+  }
+  return false;
+}
+
+std::string TokenizerJsonPath(const std::string& p) {
+  std::error_code ec;
+  return fs::is_directory(p, ec) ? (fs::path(p) / "tokenizer.json").string() : p;
+}
+
+}  // namespace
+
+absl::Status KdCacheOptions::Validate() const {
+  if (teacher_model.empty()) return absl::InvalidArgumentError("teacher_model_name_or_path is required");
+  if (dataset.empty()) return absl::InvalidArgumentError("dataset_name (a local file or directory) is required");
+  if (output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
+  QATD_RETURN_IF_ERROR(kd::ParseDatasetFormat(dataset_format).status());
+  QATD_RETURN_IF_ERROR(kd::ParseThinkingMode(enable_thinking).status());
+  QATD_RETURN_IF_ERROR(kd::ParseTextUnit(text_unit).status());
+  if (dataset_text_field.empty()) return absl::InvalidArgumentError("dataset_text_field must not be empty");
+  QATD_RETURN_IF_ERROR(Range("max_length", max_length, 2, 1 << 20));
+  QATD_RETURN_IF_ERROR(Range("topk", topk, 1, 1 << 16));
+  QATD_RETURN_IF_ERROR(Range("rand_neg", rand_neg, 0, 1 << 20));
+  QATD_RETURN_IF_ERROR(Range("num_sequences", num_sequences, 1, int64_t{1} << 40));
+  QATD_RETURN_IF_ERROR(Range("batch_size", batch_size, 1, 1 << 16));
+  QATD_RETURN_IF_ERROR(Range("shard_size", shard_size, 1, 1 << 24));
+  QATD_RETURN_IF_ERROR(Range("logits_chunk_rows", logits_chunk_rows, 0, int64_t{1} << 30));
+  QATD_RETURN_IF_ERROR(Range("num_threads", num_threads, 0, 256));
+  QATD_RETURN_IF_ERROR(ResolveDtype(dtype).status());
+  if (!std::regex_match(device, std::regex("auto|cpu|cuda(:[0-9]+)?"))) {
+    return absl::InvalidArgumentError(absl::StrCat("device must be auto, cpu, cuda or cuda:N; got '", device, "'"));
+  }
+  if (resume && overwrite) return absl::InvalidArgumentError("resume and overwrite are mutually exclusive");
+  if (testing_crash_after_shards < 0) return absl::InvalidArgumentError("testing_crash_after_shards must be >= 0");
+  return absl::OkStatus();
+}
+
+absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken& cancel) {
+  QATD_RETURN_IF_ERROR(o.Validate());
+  const auto format = *kd::ParseDatasetFormat(o.dataset_format);
+  const auto thinking = *kd::ParseThinkingMode(o.enable_thinking);
+  const auto text_unit = *kd::ParseTextUnit(o.text_unit);
+  QATD_ASSIGN_OR_RETURN(const at::ScalarType dtype, ResolveDtype(o.dtype));
+
+  // 1. Data first: a malformed file fails before anything expensive happens.
+  QATD_ASSIGN_OR_RETURN(kd::Dataset data, kd::ReadDataset({o.dataset, format, o.dataset_text_field, text_unit}));
+  if (!data.bad_records.empty()) {
+    const size_t shown = std::min<size_t>(data.bad_records.size(), 10);
+    for (size_t i = 0; i < shown; ++i) {
+      reporter.Log(LogLevel::kWarning, absl::StrCat("bad record ", data.bad_records[i].location.ToString(), ": ",
+                                                    data.bad_records[i].reason));
+    }
+    reporter.Log(LogLevel::kWarning, absl::StrCat(data.bad_records.size(), " bad record(s) skipped",
+                                                  shown < data.bad_records.size() ? " (first 10 listed)" : ""));
+  }
+  if (data.records.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(o.dataset, ": no usable records (", data.bad_records.size(),
+                                                      " bad, ", data.skipped_empty, " empty)"));
+  }
+  reporter.Log(LogLevel::kInfo, absl::StrCat("dataset: ", data.records.size(), " records from ", data.files.size(),
+                                             " file(s)"));
+
+  // 2. Tokenizer and teacher config (cheap; the weights come later).
+  const std::string tokenizer_path = o.tokenizer.empty() ? o.teacher_model : o.tokenizer;
+  QATD_ASSIGN_OR_RETURN(const model::Tokenizer tokenizer, model::Tokenizer::FromFile(tokenizer_path));
+  QATD_ASSIGN_OR_RETURN(const std::string tokenizer_sha, kd::Sha256File(TokenizerJsonPath(tokenizer_path)));
+  QATD_ASSIGN_OR_RETURN(const model::Qwen3Config config, model::Qwen3Config::FromFile(o.teacher_model));
+  int64_t eos = tokenizer.eos_token_id().value_or(-1);
+  if (eos < 0) eos = config.eos_token_id;
+  if (eos < 0) {
+    return absl::FailedPreconditionError("no eos token: neither tokenizer_config.json nor config.json names one");
+  }
+  if (o.topk + (o.rand_neg > 0 ? 1 : 0) > config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("topk (", o.topk, ") must be below the vocabulary size ",
+                                                   config.vocab_size));
+  }
+  QATD_ASSIGN_OR_RETURN(const at::Device device, ResolveDevice(o.device));
+  QATD_ASSIGN_OR_RETURN(const std::string dataset_sha, kd::DatasetSha256(data.files));
+
+  kd::KdCacheMeta meta;
+  meta.teacher_model = AbsolutePath(o.teacher_model);
+  meta.tokenizer_sha256 = tokenizer_sha;
+  meta.dataset_path = AbsolutePath(o.dataset);
+  meta.dataset_format = kd::DatasetFormatName(format);
+  meta.dataset_text_field = o.dataset_text_field;
+  meta.dataset_text_unit = kd::TextUnitName(text_unit);
+  meta.dataset_sha256 = dataset_sha;
+  meta.thinking = kd::ThinkingModeName(thinking);
+  meta.max_length = o.max_length;
+  meta.top_k = o.topk;
+  meta.rand_neg = o.rand_neg;
+  meta.vocab_size = config.vocab_size;
+  meta.eos_token_id = eos;
+  meta.num_sequences = o.num_sequences;
+  meta.shard_size = o.shard_size;
+  meta.seed = o.seed;
+  meta.shuffle = o.shuffle;
+  meta.dtype = DtypeName(dtype);
+  meta.device = device.is_cuda() ? "cuda" : "cpu";
+  meta.dataset_records = static_cast<int64_t>(data.records.size());
+  meta.dataset_bad_records = static_cast<int64_t>(data.bad_records.size());
+  meta.qatd_version = kd::QatdVersion();
+  meta.libtorch_version = TORCH_VERSION;
+  meta.created_utc = kd::UtcNowIso8601();
+
+  // 3. Output directory: new, replaced, or continued.
+  std::error_code ec;
+  fs::create_directories(o.output_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create output_dir ", o.output_dir, ": ", ec.message()));
+  const std::string meta_path = (fs::path(o.output_dir) / "meta.json").string();
+  const std::string progress_path = (fs::path(o.output_dir) / "progress.json").string();
+  kd::KdProgress start;
+  if (o.resume && fs::exists(meta_path)) {
+    QATD_ASSIGN_OR_RETURN(json old_json, kd::ReadJsonFile(meta_path));
+    QATD_ASSIGN_OR_RETURN(kd::KdCacheMeta old, kd::KdCacheMeta::FromJson(old_json));
+    QATD_RETURN_IF_ERROR(CompareForResume(old, meta));
+    meta.created_utc = old.created_utc;
+    meta.device = old.device;
+    meta.extra = old.extra;
+    if (fs::exists(progress_path)) {
+      QATD_ASSIGN_OR_RETURN(json pj, kd::ReadJsonFile(progress_path));
+      QATD_ASSIGN_OR_RETURN(start, kd::KdProgress::FromJson(pj));
+    }
+    if (start.done && start.n_written >= o.num_sequences) {
+      reporter.Log(LogLevel::kInfo, absl::StrCat("resume: ", o.output_dir, " is already complete (",
+                                                 start.n_written, " sequences)"));
+      reporter.Artifact(o.output_dir, "kd_cache");
+      return absl::OkStatus();
+    }
+    start.done = false;
+    reporter.Log(LogLevel::kInfo, absl::StrCat("resume: ", start.n_written, " sequences already on disk"));
+  } else if (HasCacheFiles(o.output_dir)) {
+    if (!o.overwrite) {
+      return absl::FailedPreconditionError(absl::StrCat("output_dir ", o.output_dir,
+                                                        " already holds a KD cache: pass --resume to continue it "
+                                                        "or --overwrite to replace it"));
+    }
+    RemoveCacheFiles(o.output_dir);
+  }
+  QATD_RETURN_IF_ERROR(kd::WriteJsonFileAtomic(meta_path, meta.ToJson()));
+  if (start.n_written == 0) QATD_RETURN_IF_ERROR(kd::WriteJsonFileAtomic(progress_path, start.ToJson()));
+
+  // 4. The sample stream, fast-forwarded past what is already stored.
+  kd::SampleStreamOptions so;
+  so.render = {format, thinking};
+  so.block_length = o.max_length;
+  so.eos_id = static_cast<int32_t>(eos);
+  so.seed = o.seed;
+  so.shuffle = o.shuffle;
+  so.num_threads = o.num_threads > 0 ? o.num_threads
+                                     : static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
+  kd::PackedSequenceStream stream(
+      data, [&tokenizer](const std::string& text) { return tokenizer.Encode(text); }, so);
+  if (start.n_written > 0) {
+    QATD_ASSIGN_OR_RETURN(const int64_t skipped, stream.Skip(start.n_written));
+    if (skipped != start.n_written) {
+      return absl::DataLossError(absl::StrCat("resume: the dataset yields ", skipped, " sequences but ",
+                                              start.n_written, " are stored"));
+    }
+  }
+
+  // 5. Teacher.
+  reporter.Log(LogLevel::kInfo, absl::StrCat("loading teacher ", o.teacher_model, " (", DtypeName(dtype), ", ",
+                                             device.str(), ")"));
+  QATD_ASSIGN_OR_RETURN(model::LoadedModel loaded, model::LoadQwen3(o.teacher_model, {dtype, device}));
+  loaded.model->eval();
+  kd::TeacherOptions to;
+  to.top_k = o.topk;
+  to.rand_neg = o.rand_neg;
+  to.chunk_rows = o.logits_chunk_rows;
+  to.seed = o.seed;
+  kd::TeacherPipeline teacher(loaded.model, to, o.max_length);
+
+  std::atomic<bool> crashed{false};
+  kd::KdCacheWriter::Options wo;
+  wo.dir = o.output_dir;
+  wo.layout = {o.max_length, o.topk, o.rand_neg, o.shard_size};
+  if (o.testing_crash_after_shards > 0) {
+    wo.on_durable = [&crashed, n = o.testing_crash_after_shards](int64_t shards) {
+      if (shards >= n) crashed.store(true);
+    };
+  }
+  QATD_ASSIGN_OR_RETURN(std::unique_ptr<kd::KdCacheWriter> writer, kd::KdCacheWriter::Open(wo, start));
+
+  // 6. The loop. Batches never cross a shard boundary, so a continuation batches exactly
+  // as an uninterrupted run does.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last_metric = t0;
+  const int64_t first = start.n_written;
+  int64_t pos = start.n_written;
+  bool exhausted = false;
+  std::vector<int32_t> ids(static_cast<size_t>(o.batch_size * o.max_length));
+  auto consume = [&](const std::optional<kd::TeacherHostBatch>& done) -> absl::Status {
+    if (!done.has_value()) return absl::OkStatus();
+    QATD_RETURN_IF_ERROR(writer->Append(done->rows()));
+    const auto now = std::chrono::steady_clock::now();
+    const double secs = std::chrono::duration<double>(now - t0).count();
+    const int64_t n_done = writer->n_appended();
+    const double rate = secs > 0 ? static_cast<double>(n_done - first) / secs : 0.0;
+    const double eta = rate > 0 ? static_cast<double>(o.num_sequences - n_done) / rate : -1.0;
+    reporter.Progress(n_done, o.num_sequences, "sequences", rate, eta);
+    if (std::chrono::duration<double>(now - last_metric).count() >= 1.0) {
+      reporter.Metric("kd_cache/tokens_per_second", n_done, rate * static_cast<double>(o.max_length));
+      last_metric = now;
+    }
+    return absl::OkStatus();
+  };
+  while (pos < o.num_sequences && !cancel.cancelled()) {
+    const int64_t shard_end = (pos / o.shard_size + 1) * o.shard_size;
+    const int64_t want = std::min({o.batch_size, shard_end - pos, o.num_sequences - pos});
+    int64_t got = 0;
+    while (got < want) {
+      QATD_ASSIGN_OR_RETURN(const bool more, stream.Next(ids.data() + got * o.max_length));
+      if (!more) {
+        exhausted = true;
+        break;
+      }
+      ++got;
+    }
+    if (got > 0) {
+      QATD_ASSIGN_OR_RETURN(auto done, teacher.Submit(ids.data(), got, pos));
+      QATD_RETURN_IF_ERROR(consume(done));
+      pos += got;
+    }
+    if (crashed.load()) return absl::AbortedError("simulated crash (testing_crash_after_shards)");
+    if (exhausted) break;
+  }
+  QATD_ASSIGN_OR_RETURN(auto last, teacher.Drain());
+  QATD_RETURN_IF_ERROR(consume(last));
+  if (crashed.load()) return absl::AbortedError("simulated crash (testing_crash_after_shards)");
+
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int64_t computed = writer->n_appended() - first;
+  if (cancel.cancelled() && writer->n_appended() < o.num_sequences && !exhausted) {
+    QATD_RETURN_IF_ERROR(writer->Flush());
+    reporter.Log(LogLevel::kInfo, absl::StrCat("cancelled: ", writer->n_durable(),
+                                               " sequences are durable; continue with --resume"));
+    return absl::CancelledError(absl::StrCat("KD cache cancelled after ", writer->n_durable(), " sequences"));
+  }
+  QATD_RETURN_IF_ERROR(writer->Finish());
+  if (exhausted) {
+    reporter.Log(LogLevel::kWarning, absl::StrCat("dataset exhausted after ", writer->n_appended(),
+                                                  " sequences (", o.num_sequences, " requested)"));
+  }
+  const double tps = secs > 0 ? static_cast<double>(computed * o.max_length) / secs : 0.0;
+  reporter.Metric("kd_cache/tokens_per_second", writer->n_appended(), tps);
+  reporter.Log(LogLevel::kInfo, absl::StrCat("KD cache done: ", writer->n_appended(), " sequences of ", o.max_length,
+                                             " tokens in ", o.output_dir, " (", static_cast<int64_t>(tps),
+                                             " tokens/s)"));
+  reporter.Artifact(o.output_dir, "kd_cache");
+  return absl::OkStatus();
+}
+
+}  // namespace qatd::jobs

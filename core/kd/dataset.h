@@ -1,0 +1,100 @@
+#pragma once
+// Dataset readers for the KD cache: local files only (no hub downloads).
+//
+// Inputs (`DatasetOptions::path` is a file or a directory):
+//   *.txt          plain text; records are lines (the Hugging Face "text" loader's unit),
+//                  paragraphs (blank-line separated) or whole files (`text_unit`).
+//   *.json         one JSON array of objects (records are addressed by array index).
+//   *.jsonl        one JSON object per line (records addressed by 1-based line number).
+//   a directory    its *.txt, *.json and *.jsonl files (not recursive), sorted by name.
+// Record shapes by format:
+//   plain          {"<text_field>": string} (JSON) or text units (.txt);
+//   alpaca(_chat)  {"instruction": string, "input": string|null (optional), "output": string};
+//   sharegpt       {"conversations": [{"from": "system"|"human"|"gpt"|"user"|"assistant",
+//                   "value": string}, ...]} or {"messages": [{"role", "content"}, ...]}.
+//
+// Errors vs bad records: a file that cannot be parsed (not JSON, a JSONL line that is not
+// JSON, a top-level value that is not an array / object per line, a .txt file for a chat
+// format) fails the whole read with INVALID_ARGUMENT naming the file and line. A well-formed
+// record with missing or mistyped fields is a *bad record*: skipped, counted, and listed
+// with its location, so the caller can report it before any model work starts. Blank plain
+// texts are skipped silently (as the reference does), not counted as bad.
+//
+// Thread safety: plain functions over values; no shared state.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/model/chat_template.h"
+
+namespace qatd::kd {
+
+enum class DatasetFormat { kPlain, kAlpaca, kAlpacaChat, kShareGpt };
+
+// "plain", "alpaca", "alpaca_chat", "sharegpt" (also "conversations").
+absl::StatusOr<DatasetFormat> ParseDatasetFormat(std::string_view name);
+std::string DatasetFormatName(DatasetFormat format);
+// True for the formats rendered through the chat template.
+inline bool IsChatFormat(DatasetFormat f) { return f != DatasetFormat::kPlain; }
+
+enum class TextUnit { kLine, kParagraph, kFile };
+absl::StatusOr<TextUnit> ParseTextUnit(std::string_view name);  // "line", "paragraph", "file"
+std::string TextUnitName(TextUnit unit);
+
+struct DatasetOptions {
+  std::string path;                    // file or directory
+  DatasetFormat format = DatasetFormat::kPlain;
+  std::string text_field = "text";     // plain format, JSON inputs
+  TextUnit text_unit = TextUnit::kLine;  // plain format, .txt inputs
+};
+
+// Where a record came from: `file` and either a 1-based `line` (.txt, .jsonl) or a 0-based
+// array `index` (.json). The unused one is -1.
+struct RecordLocation {
+  std::string file;
+  int64_t line = -1;
+  int64_t index = -1;
+  std::string ToString() const;  // "data.jsonl:12" or "data.json[3]"
+};
+
+struct DatasetRecord {
+  RecordLocation location;
+  std::string text;                         // plain format
+  std::vector<model::ChatMessage> messages;  // chat formats (alpaca becomes user+assistant)
+};
+
+struct BadRecord {
+  RecordLocation location;
+  std::string reason;  // "missing string field 'output'"
+};
+
+struct Dataset {
+  std::vector<std::string> files;     // the files read, in order
+  std::vector<DatasetRecord> records;  // good records, in file order
+  std::vector<BadRecord> bad_records;
+  int64_t skipped_empty = 0;           // blank plain texts dropped
+};
+
+// Reads every record. Errors: NOT_FOUND (path missing, or a directory without data files),
+// INVALID_ARGUMENT (malformed file, named with its line), INTERNAL (I/O).
+absl::StatusOr<Dataset> ReadDataset(const DatasetOptions& options);
+
+// sha256 over the data files in read order: for each file, its base name, a NUL byte, its
+// contents and a NUL byte. Identifies the input of a cache (resume refuses a changed one).
+absl::StatusOr<std::string> DatasetSha256(const std::vector<std::string>& files);
+
+// Python's str.strip(): removes leading/trailing whitespace (ASCII whitespace, U+0085,
+// U+00A0, U+1680, U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000 and the
+// \x1c-\x1f separators, as str.isspace() defines them).
+std::string PyStrip(std::string_view s);
+
+// The reference's alpaca messages (spec §6.2): user = instruction.strip(), followed by
+// "\n\n" + input.strip() when the stripped input is non-empty; assistant = output.strip().
+// No system message.
+std::vector<model::ChatMessage> AlpacaMessages(std::string_view instruction, std::string_view input,
+                                               std::string_view output);
+
+}  // namespace qatd::kd

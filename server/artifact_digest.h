@@ -1,0 +1,25 @@
+#pragma once
+// Size and SHA-256 of an artifact (a file or a directory), as registered in the job store.
+// A directory's digest is the SHA-256 of "relative-path\0file-sha256-hex\n" lines of its
+// regular files, sorted by path bytes; its size is the sum of those files' sizes. Symlinks
+// are not followed.
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace qatd::server {
+
+struct ArtifactDigest {
+  int64_t size_bytes = 0;
+  std::string sha256;  // 64 lowercase hex digits
+};
+
+// NOT_FOUND if `path` does not exist; INTERNAL on read errors.
+absl::StatusOr<ArtifactDigest> DigestPath(const std::string& path);
+
+// SHA-256 of a byte string, hex (exposed for tests).
+std::string Sha256Hex(const std::string& bytes);
+
+}  // namespace qatd::server

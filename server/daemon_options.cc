@@ -1,0 +1,55 @@
+#include "server/daemon_options.h"
+
+#include <cstdlib>
+
+#include "CLI/CLI.hpp"
+
+namespace qatd::server {
+
+CommandLine ParseCommandLine(int argc, char** argv) {
+  CommandLine cl;
+  DaemonOptions& d = cl.daemon;
+  CLI::App app{"qatd: the LUT quantization-aware training daemon"};
+  app.add_option("--listen", d.listen, "gRPC address HOST:PORT (port 0 = pick one; see <data-dir>/qatd.port)")
+      ->capture_default_str();
+  app.add_option("--data-dir", d.data_dir, "Database, logs and job directories (default ~/.qatd)");
+  app.add_option("--metrics-address", d.metrics_address,
+                 "Prometheus /metrics address HOST:PORT (port 0 = pick one; see <data-dir>/metrics.port)")
+      ->capture_default_str();
+  app.add_option("--token-file", d.token_file, "File holding the bearer token every RPC must present")
+      ->check(CLI::ExistingFile);
+  auto* cert = app.add_option("--tls-cert", d.tls_cert, "PEM certificate chain: serve TLS")->check(CLI::ExistingFile);
+  auto* key = app.add_option("--tls-key", d.tls_key, "PEM private key for --tls-cert")->check(CLI::ExistingFile);
+  cert->needs(key);
+  key->needs(cert);
+  app.add_option("--max-concurrent-jobs", d.max_concurrent_jobs, "Concurrent jobs per device")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  app.add_option("--cancel-grace-seconds", d.cancel_grace_seconds, "SIGTERM -> SIGKILL grace for cancelled jobs")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
+  app.add_option("--gpu-poll-seconds", d.gpu_poll_seconds, "How often GPU memory is sampled")
+      ->check(CLI::Range(0.5, 3600.0))
+      ->capture_default_str();
+
+  CLI::App* worker = app.add_subcommand("worker", "Run one job (started by the daemon)");
+  worker->add_option("--job-file", cl.worker_args.job_file, "Serialized WorkerTask")->required();
+  worker->add_option("--event-fd", cl.worker_args.event_fd, "File descriptor of the event pipe")
+      ->capture_default_str();
+  app.require_subcommand(0, 1);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    cl.exit_code = app.exit(e);
+    return cl;
+  }
+  cl.worker = worker->parsed();
+  if (d.data_dir.empty()) {
+    const char* home = std::getenv("HOME");
+    d.data_dir = std::string(home != nullptr ? home : ".") + "/.qatd";
+  }
+  return cl;
+}
+
+}  // namespace qatd::server

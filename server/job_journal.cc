@@ -1,0 +1,110 @@
+#include "server/job_journal.h"
+
+#include "core/common/status_macros.h"
+#include "server/artifact_digest.h"
+#include "storage/job_codec.h"
+
+namespace qatd::server {
+
+JobJournal::JobJournal(storage::JobStore* store, EventHub* hub, DaemonMetrics* metrics, const Clock* clock,
+                       int64_t progress_persist_interval_ms)
+    : store_(store), hub_(hub), metrics_(metrics), clock_(clock), progress_interval_ms_(progress_persist_interval_ms) {}
+
+absl::Status JobJournal::Init() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (v1::JobState state : {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED,
+                             v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
+    QATD_ASSIGN_OR_RETURN(counts_[state], store_->CountJobs(state));
+    metrics_->SetJobCount(state, counts_[state]);
+  }
+  return absl::OkStatus();
+}
+
+void JobJournal::Created(const v1::Job& job) {
+  std::lock_guard<std::mutex> lock(mu_);
+  metrics_->SetJobCount(job.state(), ++counts_[job.state()]);
+}
+
+absl::StatusOr<v1::JobEvent> JobJournal::Transition(int64_t job_id, const storage::Transition& transition,
+                                                    std::optional<v1::JobState> expected_from) {
+  std::lock_guard<std::mutex> lock(mu_);
+  QATD_ASSIGN_OR_RETURN(v1::JobEvent event,
+                        store_->TransitionJob(job_id, transition, clock_->NowMs(), expected_from));
+  const v1::JobState from = event.state().from();
+  const v1::JobState to = event.state().to();
+  metrics_->SetJobCount(from, --counts_[from]);
+  metrics_->SetJobCount(to, ++counts_[to]);
+  if (from == v1::JOB_STATE_RUNNING) {
+    metrics_->ForgetJob(job_id);
+    last_progress_persist_.erase(job_id);
+  }
+  hub_->Publish(event);
+  return event;
+}
+
+absl::Status JobJournal::Append(int64_t job_id, const v1::JobEvent& event, bool persist) {
+  // Caller holds mu_.
+  QATD_ASSIGN_OR_RETURN(v1::JobEvent stored, store_->AppendEvent(job_id, event, clock_->NowMs(), persist));
+  hub_->Publish(stored);
+  return absl::OkStatus();
+}
+
+absl::Status JobJournal::Progress(int64_t job_id, v1::JobKind kind, const v1::Progress& progress) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = clock_->NowMs();
+  auto it = last_progress_persist_.find(job_id);
+  const bool finished = progress.total() > 0 && progress.done() >= progress.total();
+  const bool persist = it == last_progress_persist_.end() || now - it->second >= progress_interval_ms_ || finished;
+  if (persist) last_progress_persist_[job_id] = now;
+  v1::JobEvent event;
+  *event.mutable_progress() = progress;
+  QATD_RETURN_IF_ERROR(Append(job_id, event, persist));
+  metrics_->JobProgress(job_id, kind, progress.done());
+  if (progress.unit() == "tokens" && progress.rate() > 0) metrics_->JobMetric(job_id, "tokens_per_second", progress.rate());
+  return absl::OkStatus();
+}
+
+absl::Status JobJournal::Metric(int64_t job_id, const v1::MetricPoint& point) {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::JobEvent event;
+  *event.mutable_metric() = point;
+  QATD_RETURN_IF_ERROR(Append(job_id, event, true));
+  metrics_->JobMetric(job_id, point.name(), point.value());
+  return absl::OkStatus();
+}
+
+absl::Status JobJournal::Log(int64_t job_id, const v1::LogLine& line) {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::JobEvent event;
+  *event.mutable_log() = line;
+  return Append(job_id, event, true);
+}
+
+absl::Status JobJournal::Text(int64_t job_id, const v1::GeneratedText& text) {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::JobEvent event;
+  *event.mutable_text() = text;
+  return Append(job_id, event, true);
+}
+
+absl::Status JobJournal::Artifact(int64_t job_id, const std::string& path, const std::string& kind) {
+  // Digest outside the lock: large artifacts take a while.
+  QATD_ASSIGN_OR_RETURN(ArtifactDigest digest, DigestPath(path));
+  v1::Artifact artifact;
+  artifact.set_path(path);
+  artifact.set_kind(kind);
+  artifact.set_size_bytes(digest.size_bytes);
+  artifact.set_sha256(digest.sha256);
+  std::lock_guard<std::mutex> lock(mu_);
+  QATD_ASSIGN_OR_RETURN(v1::JobEvent event, store_->AddArtifact(job_id, artifact, clock_->NowMs()));
+  hub_->Publish(event);
+  return absl::OkStatus();
+}
+
+int64_t JobJournal::CountInState(v1::JobState state) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = counts_.find(state);
+  return it == counts_.end() ? 0 : it->second;
+}
+
+}  // namespace qatd::server

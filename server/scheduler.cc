@@ -1,0 +1,441 @@
+#include "server/scheduler.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "core/common/status_macros.h"
+#include "server/atomic_file.h"
+#include "server/framing.h"
+#include "server/pipeline_plan.h"
+#include "server/status_mapping.h"
+#include "spdlog/spdlog.h"
+#include "storage/job_codec.h"
+
+namespace qatd::server {
+namespace fs = std::filesystem;
+namespace {
+
+storage::Transition Terminal(v1::JobState state, const absl::Status& error, std::string reason) {
+  storage::Transition t;
+  t.to = state;
+  t.reason = std::move(reason);
+  t.error = ToJobError(error);
+  return t;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(SchedulerOptions options, JobJournal* journal, DevicePool* devices, WorkerLauncher* launcher,
+                     DaemonMetrics* metrics)
+    : options_(std::move(options)), journal_(journal), devices_(devices), launcher_(launcher), metrics_(metrics) {}
+
+Scheduler::~Scheduler() { Shutdown(); }
+
+absl::Status Scheduler::Start() {
+  storage::JobStore& store = journal_->store();
+  QATD_ASSIGN_OR_RETURN(std::vector<int64_t> requeued,
+                        store.RequeueRunningJobs("re-queued: the daemon restarted while the job was running",
+                                                 journal_->clock().NowMs()));
+  for (int64_t id : requeued) spdlog::info("job {} re-queued after daemon restart", id);
+  QATD_RETURN_IF_ERROR(journal_->Init());
+  std::error_code ec;
+  fs::create_directories(options_.jobs_dir, ec);
+  if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create ", options_.jobs_dir, ": ", ec.message()));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  storage::JobFilter filter;
+  filter.states = {v1::JOB_STATE_QUEUED};
+  filter.limit = 1000;
+  while (true) {
+    QATD_ASSIGN_OR_RETURN(std::vector<v1::Job> page, store.ListJobs(filter));
+    for (const v1::Job& job : page) EnqueueLocked(job);
+    if (static_cast<int>(page.size()) < filter.limit) break;
+    filter.before_id = page.back().id();
+  }
+  spdlog::info("scheduler: {} job(s) queued at start", queue_.size());
+  started_ = true;
+  dispatcher_ = std::thread(&Scheduler::DispatchLoop, this);
+  return absl::OkStatus();
+}
+
+void Scheduler::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!started_ || stopping_) {
+      stopping_ = true;
+    } else {
+      stopping_ = true;
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.cancel_grace_ms);
+      for (auto& [id, job] : running_) {
+        spdlog::info("shutdown: stopping the worker of job {} (pid {})", id, job->worker->pid());
+        job->worker->Signal(SIGTERM);
+        if (!job->kill_deadline.has_value()) job->kill_deadline = deadline;
+      }
+    }
+    WakeLocked();
+  }
+  if (dispatcher_.joinable()) dispatcher_.join();
+}
+
+void Scheduler::WakeLocked() {
+  ++generation_;
+  wake_.notify_all();
+}
+
+void Scheduler::EnqueueLocked(const v1::Job& job) {
+  QueuedJob q;
+  q.id = job.id();
+  q.priority = job.spec().priority();
+  q.device_count = storage::DeviceCountOf(job.spec());
+  q.depends_on.assign(job.depends_on().begin(), job.depends_on().end());
+  queue_[q.id] = std::move(q);
+  metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
+  WakeLocked();
+}
+
+absl::StatusOr<v1::Job> Scheduler::Submit(const v1::JobSpec& spec) {
+  storage::NewJob job;
+  job.spec = spec;
+  QATD_ASSIGN_OR_RETURN(v1::Job created, journal_->store().CreateJob(job, journal_->clock().NowMs()));
+  journal_->Created(created);
+  std::lock_guard<std::mutex> lock(mu_);
+  EnqueueLocked(created);
+  return created;
+}
+
+absl::StatusOr<v1::Pipeline> Scheduler::SubmitPipeline(const v1::PipelineSpec& spec,
+                                                       std::vector<storage::NewJob> jobs) {
+  storage::JobStore& store = journal_->store();
+  QATD_ASSIGN_OR_RETURN(v1::Pipeline pipeline, store.CreatePipeline(spec, std::move(jobs), journal_->clock().NowMs()));
+  std::vector<v1::Job> created;
+  for (int64_t id : pipeline.job_ids()) {
+    QATD_ASSIGN_OR_RETURN(v1::Job job, store.GetJob(id));
+    journal_->Created(job);
+    created.push_back(std::move(job));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const v1::Job& job : created) EnqueueLocked(job);
+  return pipeline;
+}
+
+absl::StatusOr<v1::Job> Scheduler::Cancel(int64_t job_id, const std::string& reason) {
+  const std::string why = reason.empty() ? "cancelled by request" : absl::StrCat("cancelled: ", reason);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queue_.erase(job_id) > 0) {
+      metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
+      QATD_RETURN_IF_ERROR(
+          journal_->Transition(job_id, Terminal(v1::JOB_STATE_CANCELLED, absl::CancelledError(why), why),
+                               v1::JOB_STATE_QUEUED)
+              .status());
+      WakeLocked();
+    } else if (auto it = running_.find(job_id); it != running_.end()) {
+      RunningJob& job = *it->second;
+      if (!job.cancel_requested) {
+        job.cancel_requested = true;
+        job.cancel_reason = why;
+        QATD_RETURN_IF_ERROR(journal_->store().SetCancelRequested(job_id));
+        job.worker->Signal(SIGTERM);
+        job.kill_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.cancel_grace_ms);
+        spdlog::info("job {}: SIGTERM to worker pid {} ({})", job_id, job.worker->pid(), why);
+        WakeLocked();
+      }
+    } else {
+      QATD_ASSIGN_OR_RETURN(v1::Job job, journal_->store().GetJob(job_id));
+      if (storage::IsTerminal(job.state())) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("job ", job_id, " already ended (", storage::JobStateName(job.state()), ")"));
+      }
+      return absl::UnavailableError(absl::StrCat("job ", job_id, " is not in this daemon's queue; retry"));
+    }
+  }
+  return journal_->store().GetJob(job_id);
+}
+
+int64_t Scheduler::queued() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(queue_.size());
+}
+
+int64_t Scheduler::running() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(running_.size());
+}
+
+void Scheduler::DispatchLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    if (!finished_.empty()) {
+      std::vector<std::shared_ptr<RunningJob>> done;
+      done.swap(finished_);
+      lock.unlock();
+      for (auto& job : done) {
+        if (job->monitor.joinable()) job->monitor.join();
+      }
+      lock.lock();
+      continue;
+    }
+    if (stopping_ && running_.empty()) break;
+    if (!stopping_) DispatchLocked();
+
+    // SIGKILL escalation for cancelled / stopping workers.
+    const auto now = std::chrono::steady_clock::now();
+    std::optional<std::chrono::steady_clock::time_point> next;
+    for (auto& [id, job] : running_) {
+      if (!job->kill_deadline.has_value()) continue;
+      if (*job->kill_deadline <= now) {
+        spdlog::warn("job {}: worker pid {} ignored SIGTERM for the grace period; SIGKILL", id, job->worker->pid());
+        job->worker->Signal(SIGKILL);
+        job->kill_deadline.reset();
+      } else if (!next.has_value() || *job->kill_deadline < *next) {
+        next = job->kill_deadline;
+      }
+    }
+    const uint64_t seen = generation_;
+    auto changed = [&] { return generation_ != seen; };
+    if (next.has_value()) {
+      wake_.wait_until(lock, *next, changed);
+    } else {
+      wake_.wait(lock, changed);
+    }
+  }
+}
+
+void Scheduler::DispatchLocked() {
+  std::vector<const QueuedJob*> order;
+  for (const auto& [id, job] : queue_) order.push_back(&job);
+  std::stable_sort(order.begin(), order.end(),
+                   [](const QueuedJob* a, const QueuedJob* b) { return a->priority > b->priority; });
+  std::vector<QueuedJob> to_start;
+  std::vector<std::vector<std::string>> grants;
+  std::vector<std::pair<int64_t, std::string>> to_fail;
+  for (const QueuedJob* job : order) {
+    bool ready = true;
+    for (int64_t dep : job->depends_on) {
+      absl::StatusOr<v1::Job> upstream = journal_->store().GetJob(dep);
+      if (!upstream.ok()) {
+        to_fail.emplace_back(job->id, absl::StrCat("dependency job ", dep, ": ", std::string(upstream.status().message())));
+        ready = false;
+        break;
+      }
+      if (upstream->state() == v1::JOB_STATE_SUCCEEDED) continue;
+      ready = false;
+      if (storage::IsTerminal(upstream->state())) {
+        to_fail.emplace_back(job->id, absl::StrCat("dependency job ", dep,
+                                                   upstream->stage().empty() ? "" : absl::StrCat(" (stage '", upstream->stage(), "')"),
+                                                   " ended ", storage::JobStateName(upstream->state())));
+      }
+      break;
+    }
+    if (!ready) continue;
+    std::optional<std::vector<std::string>> granted = devices_->TryAcquire(job->device_count);
+    if (!granted.has_value()) break;  // strict order: nothing behind a ready job jumps ahead
+    to_start.push_back(*job);
+    grants.push_back(*std::move(granted));
+  }
+  for (const auto& [id, message] : to_fail) {
+    FailQueuedLocked(id, absl::FailedPreconditionError(message), "dependency did not succeed");
+  }
+  for (size_t i = 0; i < to_start.size(); ++i) StartLocked(to_start[i], grants[i]);
+}
+
+void Scheduler::FailQueuedLocked(int64_t job_id, const absl::Status& error, const std::string& reason) {
+  queue_.erase(job_id);
+  metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
+  absl::StatusOr<v1::JobEvent> failed =
+      journal_->Transition(job_id, Terminal(v1::JOB_STATE_FAILED, error, reason), v1::JOB_STATE_QUEUED);
+  if (!failed.ok()) spdlog::error("job {}: cannot mark FAILED: {}", job_id, failed.status().ToString());
+  WakeLocked();
+}
+
+absl::StatusOr<v1::WorkerTask> Scheduler::PrepareTaskLocked(const v1::Job& job, const std::vector<std::string>& devices) {
+  storage::JobStore& store = journal_->store();
+  v1::JobSpec spec = job.spec();
+  QATD_ASSIGN_OR_RETURN(std::vector<v1::ArtifactInput> inputs, store.GetInputs(job.id()));
+  for (const v1::ArtifactInput& input : inputs) {
+    std::optional<v1::Artifact> newest;
+    for (int64_t dep : job.depends_on()) {
+      QATD_ASSIGN_OR_RETURN(v1::Job upstream, store.GetJob(dep));
+      if (upstream.stage() != input.from_stage()) continue;
+      for (const v1::Artifact& artifact : upstream.artifacts()) {
+        if (artifact.kind() == input.artifact_kind()) newest = artifact;
+      }
+    }
+    if (!newest.has_value()) {
+      return absl::FailedPreconditionError(absl::StrCat("stage '", input.from_stage(), "' registered no '",
+                                                        input.artifact_kind(), "' artifact for field ", input.field()));
+    }
+    QATD_RETURN_IF_ERROR(SetSpecField(spec, input.field(), newest->path()));
+  }
+  if (!inputs.empty()) QATD_RETURN_IF_ERROR(store.UpdateSpec(job.id(), spec));
+
+  const fs::path job_dir = fs::path(options_.jobs_dir) / std::to_string(job.id());
+  const fs::path output_dir = job_dir / "output";
+  std::error_code ec;
+  fs::create_directories(output_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", output_dir.string(), ": ", ec.message()));
+  v1::WorkerTask task;
+  task.set_job_id(job.id());
+  *task.mutable_spec() = spec;
+  task.set_job_dir(job_dir.string());
+  task.set_output_dir(output_dir.string());
+  task.set_attempt(job.attempt() + 1);
+  for (const std::string& d : devices) task.add_devices(d);
+  return task;
+}
+
+void Scheduler::StartLocked(const QueuedJob& queued, const std::vector<std::string>& devices) {
+  const int64_t id = queued.id;
+  auto fail = [&](const absl::Status& error) {
+    devices_->Release(devices);
+    spdlog::error("job {}: cannot start: {}", id, error.ToString());
+    FailQueuedLocked(id, error, "cannot start the worker");
+  };
+  absl::StatusOr<v1::Job> job = journal_->store().GetJob(id);
+  if (!job.ok()) return fail(job.status());
+  absl::StatusOr<v1::WorkerTask> task = PrepareTaskLocked(*job, devices);
+  if (!task.ok()) return fail(task.status());
+  const std::string task_file = (fs::path(task->job_dir()) / "task.pb").string();
+  if (absl::Status written = WriteFileAtomically(task_file, task->SerializeAsString()); !written.ok()) {
+    return fail(written);
+  }
+  WorkerLaunch launch;
+  launch.job_id = id;
+  launch.task_file = task_file;
+  launch.log_file = (fs::path(task->job_dir()) / "worker.log").string();
+  launch.cuda_visible_devices = DevicePool::CudaVisibleDevices(devices);
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> worker = launcher_->Launch(launch);
+  if (!worker.ok()) return fail(worker.status());
+
+  auto running = std::make_shared<RunningJob>();
+  running->id = id;
+  running->kind = job->kind();
+  running->devices = devices;
+  running->worker = *std::move(worker);
+
+  storage::Transition start;
+  start.to = v1::JOB_STATE_RUNNING;
+  start.reason = absl::StrCat("worker pid ", running->worker->pid(), " on ", storage::JoinDevices(devices));
+  start.worker_pid = running->worker->pid();
+  start.devices = devices;
+  start.bump_attempt = true;
+  absl::StatusOr<v1::JobEvent> started = journal_->Transition(id, start, v1::JOB_STATE_QUEUED);
+  queue_.erase(id);
+  metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
+  if (!started.ok()) {
+    // Should not happen (only this thread starts jobs); do not leave a worker behind.
+    spdlog::error("job {}: cannot mark RUNNING ({}); stopping its worker", id, started.status().ToString());
+    running->worker->Signal(SIGKILL);
+    running->cancel_requested = true;
+  }
+  spdlog::info("job {} ({}) started: worker pid {} on {}", id, storage::JobKindName(running->kind),
+               running->worker->pid(), storage::JoinDevices(devices));
+  running_[id] = running;
+  running->monitor = std::thread(&Scheduler::Monitor, this, running);
+}
+
+void Scheduler::Monitor(std::shared_ptr<RunningJob> job) {
+  FrameReader reader(job->worker->event_fd());
+  std::optional<v1::WorkerFinal> final;
+  absl::Status stream_status;
+  while (true) {
+    absl::StatusOr<std::optional<std::string>> frame = reader.Next();
+    if (!frame.ok()) {
+      stream_status = frame.status();
+      break;
+    }
+    if (!frame->has_value()) break;
+    v1::WorkerEvent event;
+    if (!event.ParseFromString(**frame)) {
+      stream_status = absl::DataLossError("unparsable worker event");
+      break;
+    }
+    absl::Status applied;
+    switch (event.event_case()) {
+      case v1::WorkerEvent::kProgress:
+        applied = journal_->Progress(job->id, job->kind, event.progress());
+        break;
+      case v1::WorkerEvent::kMetric:
+        applied = journal_->Metric(job->id, event.metric());
+        break;
+      case v1::WorkerEvent::kLog:
+        applied = journal_->Log(job->id, event.log());
+        break;
+      case v1::WorkerEvent::kText:
+        applied = journal_->Text(job->id, event.text());
+        break;
+      case v1::WorkerEvent::kArtifact: {
+        applied = journal_->Artifact(job->id, event.artifact().path(), event.artifact().kind());
+        if (!applied.ok()) {
+          v1::LogLine warning;
+          warning.set_level(v1::LOG_LEVEL_WARNING);
+          warning.set_message(absl::StrCat("artifact ", event.artifact().path(), " not registered: ",
+                                           std::string(applied.message())));
+          applied = journal_->Log(job->id, warning);
+        }
+        break;
+      }
+      case v1::WorkerEvent::kFinal:
+        final = event.final();
+        break;
+      case v1::WorkerEvent::EVENT_NOT_SET:
+        break;
+    }
+    if (!applied.ok()) spdlog::error("job {}: cannot record a worker event: {}", job->id, applied.ToString());
+  }
+  if (!stream_status.ok()) {
+    spdlog::error("job {}: bad event stream ({}); killing the worker", job->id, stream_status.ToString());
+    job->worker->Signal(SIGKILL);
+  }
+  const WorkerExit exit = job->worker->Wait();
+  Finish(job, final, exit, stream_status);
+}
+
+void Scheduler::Finish(const std::shared_ptr<RunningJob>& job, const std::optional<v1::WorkerFinal>& final,
+                       const WorkerExit& exit, const absl::Status& stream_status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string worker = absl::StrCat("worker pid ", job->worker->pid(), " ", exit.Describe());
+  storage::Transition t;
+  if (final.has_value()) {
+    const absl::Status status = FromJobError(final->status());
+    if (status.ok()) {
+      t.to = v1::JOB_STATE_SUCCEEDED;
+      t.reason = "succeeded";
+      t.result = final->result();
+    } else if (absl::IsCancelled(status) && stopping_ && !job->cancel_requested) {
+      t.to = v1::JOB_STATE_QUEUED;
+      t.reason = "re-queued: the daemon is shutting down";
+    } else if (absl::IsCancelled(status)) {
+      t = Terminal(v1::JOB_STATE_CANCELLED, status, job->cancel_reason.empty() ? "cancelled" : job->cancel_reason);
+    } else {
+      t = Terminal(v1::JOB_STATE_FAILED, status, "the job reported an error");
+      t.result = final->result();
+    }
+  } else if (job->cancel_requested) {
+    t = Terminal(v1::JOB_STATE_CANCELLED, absl::CancelledError(absl::StrCat(job->cancel_reason, "; ", worker)),
+                 job->cancel_reason);
+  } else if (stopping_) {
+    t.to = v1::JOB_STATE_QUEUED;
+    t.reason = absl::StrCat("re-queued: the daemon is shutting down (", worker, ")");
+  } else {
+    std::string message = absl::StrCat(worker, " without reporting a result");
+    if (!stream_status.ok()) absl::StrAppend(&message, " (", std::string(stream_status.message()), ")");
+    t = Terminal(v1::JOB_STATE_FAILED, absl::InternalError(message), "worker process failed");
+  }
+  absl::StatusOr<v1::JobEvent> recorded = journal_->Transition(job->id, t, v1::JOB_STATE_RUNNING);
+  if (!recorded.ok()) spdlog::error("job {}: cannot record its end: {}", job->id, recorded.status().ToString());
+  spdlog::info("job {} -> {} ({}; {})", job->id, storage::JobStateName(t.to), t.reason, worker);
+  if (t.to == v1::JOB_STATE_QUEUED && !stopping_) {
+    absl::StatusOr<v1::Job> again = journal_->store().GetJob(job->id);
+    if (again.ok()) EnqueueLocked(*again);
+  }
+  devices_->Release(job->devices);
+  running_.erase(job->id);
+  finished_.push_back(job);
+  WakeLocked();
+}
+
+}  // namespace qatd::server

@@ -1,0 +1,124 @@
+#pragma once
+// The job queue and its workers (DESIGN.md §3).
+//
+// Order: priority (higher first), then FIFO by job id. A queued job is *ready* when every job
+// it depends on has SUCCEEDED (a dependency that ended otherwise fails it with
+// FAILED_PRECONDITION); the first ready job in that order starts when the DevicePool grants
+// its devices, and nothing behind it starts before it (no starvation of large jobs).
+//
+// Starting a job: pipeline inputs (upstream artifacts) are written into its spec, a
+// WorkerTask goes to <jobs_dir>/<id>/task.pb, a worker is launched on the granted devices and
+// the job becomes RUNNING. A monitor thread per worker turns its event stream into journal
+// entries and, when the worker is gone, decides the final state:
+//   final status OK -> SUCCEEDED; CANCELLED -> CANCELLED; other -> FAILED with that status;
+//   no final status -> FAILED (INTERNAL) with the exit reason ("killed by signal SIGKILL (9)"),
+//   or CANCELLED if a cancel was requested.
+// Cancel: a queued job is cancelled at once; a running one gets SIGTERM, and SIGKILL after
+// `cancel_grace_ms`. Shutdown re-queues running jobs (they resume on the next start), as does
+// Start() for jobs a previous daemon left RUNNING.
+//
+// Thread-safe. The dispatcher thread also forks the workers, so their PR_SET_PDEATHSIG is tied
+// to a thread that lives as long as the scheduler.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "qatd/v1/job.pb.h"
+#include "qatd/v1/worker.pb.h"
+#include "server/device_pool.h"
+#include "server/job_journal.h"
+#include "server/metrics.h"
+#include "server/worker_launcher.h"
+#include "storage/job_store.h"
+
+namespace qatd::server {
+
+struct SchedulerOptions {
+  std::string jobs_dir;            // per-job directories (task.pb, worker.log, output/)
+  int64_t cancel_grace_ms = 10000;  // SIGTERM -> SIGKILL
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerOptions options, JobJournal* journal, DevicePool* devices, WorkerLauncher* launcher,
+            DaemonMetrics* metrics);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Re-queues jobs a previous daemon left RUNNING, loads the queue and starts dispatching.
+  absl::Status Start();
+  // Stops dispatching, asks running workers to stop (SIGTERM, then SIGKILL after the grace
+  // period) and re-queues their jobs unless they end first. Blocks until all workers are gone.
+  void Shutdown();
+
+  // The spec must be validated already (ValidateJobSpec, DevicePool::CheckFits).
+  absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec);
+  // `jobs` as returned by PlanPipeline.
+  absl::StatusOr<v1::Pipeline> SubmitPipeline(const v1::PipelineSpec& spec, std::vector<storage::NewJob> jobs);
+  // NOT_FOUND for an unknown job, FAILED_PRECONDITION for one that already ended. Returns the
+  // job after the request (a running job is still RUNNING until its worker exits).
+  absl::StatusOr<v1::Job> Cancel(int64_t job_id, const std::string& reason);
+
+  int64_t queued() const;
+  int64_t running() const;
+
+ private:
+  struct QueuedJob {
+    int64_t id = 0;
+    int priority = 0;
+    int device_count = 1;
+    std::vector<int64_t> depends_on;
+  };
+  struct RunningJob {
+    int64_t id = 0;
+    v1::JobKind kind = v1::JOB_KIND_UNSPECIFIED;
+    std::vector<std::string> devices;
+    std::unique_ptr<WorkerProcess> worker;
+    std::thread monitor;
+    // Guarded by Scheduler::mu_.
+    bool cancel_requested = false;
+    std::string cancel_reason;
+    std::optional<std::chrono::steady_clock::time_point> kill_deadline;
+  };
+
+  void DispatchLoop();
+  void DispatchLocked();
+  // Starts `job` on `devices`; on failure the job is FAILED and the devices released.
+  void StartLocked(const QueuedJob& job, const std::vector<std::string>& devices);
+  absl::StatusOr<v1::WorkerTask> PrepareTaskLocked(const v1::Job& job, const std::vector<std::string>& devices);
+  void FailQueuedLocked(int64_t job_id, const absl::Status& error, const std::string& reason);
+  void Monitor(std::shared_ptr<RunningJob> job);
+  void Finish(const std::shared_ptr<RunningJob>& job, const std::optional<v1::WorkerFinal>& final,
+              const WorkerExit& exit, const absl::Status& stream_status);
+  void EnqueueLocked(const v1::Job& job);
+  void WakeLocked();
+
+  const SchedulerOptions options_;
+  JobJournal* journal_;
+  DevicePool* devices_;
+  WorkerLauncher* launcher_;
+  DaemonMetrics* metrics_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  uint64_t generation_ = 0;                                  // bumped on every change
+  bool started_ = false;
+  bool stopping_ = false;
+  std::map<int64_t, QueuedJob> queue_;
+  std::map<int64_t, std::shared_ptr<RunningJob>> running_;
+  std::vector<std::shared_ptr<RunningJob>> finished_;        // monitors to join
+  std::thread dispatcher_;
+};
+
+}  // namespace qatd::server

@@ -1,0 +1,32 @@
+#pragma once
+// Small conversions shared by the store and its users: job kind of a spec, terminal states,
+// timestamps, device lists.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "google/protobuf/timestamp.pb.h"
+#include "qatd/v1/job.pb.h"
+
+namespace qatd::storage {
+
+// The kind named by the spec's oneof; JOB_KIND_UNSPECIFIED when none is set.
+v1::JobKind JobKindOf(const v1::JobSpec& spec);
+// "KD_CACHE", "QAT", ... (the enum name without its prefix).
+std::string JobKindName(v1::JobKind kind);
+// "QUEUED", "RUNNING", ...
+std::string JobStateName(v1::JobState state);
+bool IsTerminal(v1::JobState state);
+
+// Devices the spec asks for (Resources.device_count, default 1).
+int DeviceCountOf(const v1::JobSpec& spec);
+
+google::protobuf::Timestamp ToTimestamp(int64_t unix_ms);
+int64_t ToUnixMs(const google::protobuf::Timestamp& ts);
+
+std::string JoinDevices(const std::vector<std::string>& devices);
+std::vector<std::string> SplitDevices(std::string_view joined);
+
+}  // namespace qatd::storage

@@ -1,0 +1,93 @@
+#pragma once
+// Helpers for end-to-end tests: child processes the test starts (and only those it kills),
+// the qatd daemon on an ephemeral loopback port, polling with deadlines, a tiny HTTP client
+// for Prometheus' API.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "qatd/v1/service.grpc.pb.h"
+
+namespace qatd::e2e {
+
+// Polls `done` every 20 ms until it returns true or `timeout` passes; returns its last value.
+bool PollUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout);
+
+// A process started by the test: argv[0] is the program, output appended to `log_file`.
+class ChildProcess {
+ public:
+  ChildProcess(const std::vector<std::string>& argv, const std::string& log_file);
+  ~ChildProcess();  // SIGKILL + reap if still running
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  void Signal(int signal);
+  // Waits for exit (up to `timeout`); the raw waitpid status, or nullopt on timeout.
+  std::optional<int> Wait(std::chrono::milliseconds timeout);
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
+};
+
+struct DaemonConfig {
+  std::string data_dir;
+  std::string token;            // "" = none; else written next to data_dir and passed
+  int max_concurrent_jobs = 4;
+  double cancel_grace_seconds = 5;
+};
+
+// The real qatd binary (QATD_BINARY) on 127.0.0.1:0 with its metrics on 127.0.0.1:0;
+// stdout/stderr go to <data_dir>.out.
+class Daemon {
+ public:
+  explicit Daemon(DaemonConfig config);
+  ~Daemon();  // SIGTERM, then SIGKILL if it does not exit within 30 s
+
+  // Starts the process and waits for <data_dir>/qatd.port (60 s). False if it did not come up
+  // (the log tail is printed).
+  bool Start();
+  // Graceful stop (SIGTERM); returns the waitpid status.
+  std::optional<int> Stop();
+  void Kill9();
+
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_port_; }
+  const DaemonConfig& config() const { return config_; }
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
+  std::string LogTail() const;
+
+  std::unique_ptr<v1::Qatd::Stub> Stub() const;
+  std::shared_ptr<grpc::Channel> Channel() const;
+  // A context with a deadline and, if the daemon has one, the bearer token.
+  std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds deadline = std::chrono::seconds(30)) const;
+
+ private:
+  DaemonConfig config_;
+  std::string token_file_;
+  std::unique_ptr<ChildProcess> process_;
+  int port_ = 0;
+  int metrics_port_ = 0;
+};
+
+// GET http://127.0.0.1:<port><path>; the response body, or nullopt on connection errors or a
+// non-200 status.
+std::optional<std::string> HttpGet(int port, const std::string& path);
+
+// A TCP port that was free a moment ago on 127.0.0.1.
+int FreeLoopbackPort();
+
+std::string ReadFileOrEmpty(const std::string& path);
+
+}  // namespace qatd::e2e
