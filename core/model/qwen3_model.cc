@@ -147,10 +147,6 @@ Qwen3ModelImpl::Qwen3ModelImpl(const Qwen3Config& config, at::TensorOptions opti
     lm_head = register_module("lm_head", MakeDense(c.hidden_size, c.vocab_size, options));
   }
 
-  // HF: inv_freq = 1 / theta^(arange(0, D, 2) / D), in fp32.
-  at::Tensor exponents = at::arange(0, c.head_dim, 2, at::kLong).to(at::kFloat) / c.head_dim;
-  inv_freq_ = at::pow(c.rope_theta, exponents).reciprocal();
-
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string prefix = "model.layers." + std::to_string(i) + ".";
     Qwen3DecoderLayer& layer = *model->layers[i];
@@ -178,9 +174,14 @@ Qwen3ModelImpl::Qwen3ModelImpl(const Qwen3Config& config, at::TensorOptions opti
 }
 
 RotaryTables Qwen3ModelImpl::Rope(int64_t start_pos, int64_t len) const {
+  // Built on the model's device every call: a few tiny kernels, but no host-to-device copy
+  // (which would block once per decoding step).
   const at::Device dev = device();
-  at::Tensor inv_freq = dev.is_cpu() ? inv_freq_ : inv_freq_.to(dev);
-  at::Tensor positions = at::arange(start_pos, start_pos + len, at::TensorOptions().dtype(at::kFloat).device(dev));
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(dev);
+  // HF: inv_freq = 1 / theta^(arange(0, D, 2) / D), in fp32.
+  at::Tensor exponents = at::arange(0, config_.head_dim, 2, f32.dtype(at::kLong)).to(at::kFloat) / config_.head_dim;
+  at::Tensor inv_freq = at::pow(config_.rope_theta, exponents).reciprocal();
+  at::Tensor positions = at::arange(start_pos, start_pos + len, f32);
   at::Tensor freqs = at::outer(positions, inv_freq).unsqueeze(1);  // [S, 1, D/2] fp32
   at::Tensor cos = freqs.cos(), sin = freqs.sin();
   const at::ScalarType dt = dtype();

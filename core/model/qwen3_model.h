@@ -142,6 +142,9 @@ class Qwen3ModelImpl : public torch::nn::Module {
   // options: dtype (fp32, bf16, fp16) and device of every parameter.
   // Throws c10::Error if the config is inconsistent (call config.Validate() first).
   explicit Qwen3ModelImpl(const Qwen3Config& config, at::TensorOptions options = {});
+  // Not copyable: the linear slots point into this object's submodules.
+  Qwen3ModelImpl(const Qwen3ModelImpl&) = delete;
+  Qwen3ModelImpl& operator=(const Qwen3ModelImpl&) = delete;
 
   // ids: [B, S] int64 (int32 accepted) on the model's device.
   // Returns the hidden states after the final norm, [B, S, H] in the model dtype.
@@ -204,7 +207,6 @@ class Qwen3ModelImpl : public torch::nn::Module {
   std::map<std::string, LinearSlot> linear_slots_;
   std::vector<std::string> linear_names_;
   Qwen3Config config_;
-  at::Tensor inv_freq_;  // [head_dim / 2] fp32 on the CPU; moved to the device per call
 };
 
 TORCH_MODULE(Qwen3Model);

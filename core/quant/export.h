@@ -70,7 +70,8 @@ at::Tensor DequantizeRecord(const QuantizedLayerRecord& record);
 
 // Layer state: every non-empty parameter and buffer of `layer` (QuantLinearV1/V2: weight,
 // scales, lut, _snapped_mode or _Q/_indices/_scales_baked_flag; not the inference cache),
-// named "<prefix>.<name>" (just "<name>" for an empty prefix). Tensors are detached, not copied.
+// named "<prefix>.<name>" (just "<name>" for an empty prefix). Like a PyTorch state_dict the
+// tensors are detached aliases of the live ones, not copies: clone them for a snapshot.
 TensorMap LayerState(torch::nn::Module& layer, const std::string& prefix = "");
 
 // Restores a LayerState. Every parameter and persistent buffer must be present with the

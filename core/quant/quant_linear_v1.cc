@@ -67,7 +67,7 @@ const at::Tensor& QuantLinearV1::Boundaries() {
 }
 
 at::Tensor QuantLinearV1::EffectiveScales() {
-  at::Tensor s = low_rank_ ? at::matmul(scale_A, scale_B) : full_scales;
+  at::Tensor s = low_rank_ ? ScaleProduct(scale_A, scale_B) : full_scales;
   return s.clamp_min(kMinScale);
 }
 

@@ -108,7 +108,7 @@ QuantLinearV2::Factors QuantLinearV2::ComputeFactors() { return FactorsOf(scale_
 
 at::Tensor QuantLinearV2::EffectiveScales() {
   Factors f = ComputeFactors();
-  return at::matmul(f.a_dir * f.g_hat.unsqueeze(0), f.b_dir);
+  return ScaleProduct(f.a_dir * f.g_hat.unsqueeze(0), f.b_dir);
 }
 
 at::Tensor QuantLinearV2::ComputeIndicesNow() {

@@ -35,6 +35,13 @@ at::Tensor CompleteBasis(const at::Tensor& basis, int64_t extra, uint64_t seed) 
 
 }  // namespace
 
+at::Tensor ScaleProduct(const at::Tensor& a, const at::Tensor& b) {
+  if (a.is_cpu() && a.scalar_type() == at::kHalf) {
+    return at::matmul(a.to(at::kFloat), b.to(at::kFloat)).to(at::kHalf);
+  }
+  return at::matmul(a, b);
+}
+
 at::Tensor GroupAbsMax(const at::Tensor& weight, int64_t group_size) {
   at::NoGradGuard no_grad;
   const int64_t out = weight.size(0);

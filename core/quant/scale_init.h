@@ -32,6 +32,10 @@ struct SvdFactors {
   at::Tensor vh;     // [r, P] orthonormal rows
 };
 
+// scale_A @ scale_B. LibTorch 1.13 has no fp16 matmul on the CPU: there the product is formed
+// in float32 and rounded to fp16 once (what an fp16 device accumulating in fp32 produces).
+at::Tensor ScaleProduct(const at::Tensor& a, const at::Tensor& b);
+
 // Rank-`rank` truncated SVD of S0 = ExpandGroupScales(group_max, group_size); rank must be
 // <= min(O, G * group_size).
 SvdFactors FactorGroupScales(const at::Tensor& group_max, int64_t group_size, int64_t rank);

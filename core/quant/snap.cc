@@ -26,8 +26,9 @@ absl::StatusOr<SnapStats> SnapV1(QuantLinearV1& layer, SnapMode mode) {
   return CatchTorchOr<SnapStats>("snap v1", [&]() -> absl::StatusOr<SnapStats> {
     at::NoGradGuard no_grad;
     const bool was_latent = layer.snapped_mode() == SnapMode::kNone;
-    at::Tensor before = layer.EffectiveWeight().to(at::kFloat);
-    at::Tensor latent = was_latent ? layer.weight.detach().to(at::kFloat) : before;
+    // Copies: the snap overwrites the weight in place, which these may alias.
+    at::Tensor before = layer.EffectiveWeight().to(at::kFloat).clone();
+    at::Tensor latent = was_latent ? layer.weight.detach().to(at::kFloat).clone() : before;
     at::Tensor idx = layer.ComputeIndices();
     at::Tensor values = layer.lut.index_select(0, idx.to(at::kLong).reshape({-1})).reshape(idx.sizes());
     at::Tensor s = layer.EffectiveScales();
@@ -48,8 +49,8 @@ absl::StatusOr<SnapStats> SnapV2ForExport(QuantLinearV2& layer) {
   return CatchTorchOr<SnapStats>("snap v2 export", [&]() -> absl::StatusOr<SnapStats> {
     at::NoGradGuard no_grad;
     if (!layer.q_frozen()) layer.FreezeQ();
-    at::Tensor before = layer.EffectiveWeight().to(at::kFloat);
-    at::Tensor latent = layer.weight.detach().to(at::kFloat);
+    at::Tensor before = layer.EffectiveWeight().to(at::kFloat).clone();
+    at::Tensor latent = layer.weight.detach().to(at::kFloat).clone();
     SnapStats st;
     if (!layer.scales_baked()) {
       QuantLinearV2::Factors f = layer.ComputeFactors();
@@ -70,8 +71,8 @@ absl::StatusOr<SnapStats> SnapV2ForAne(QuantLinearV2& layer, const AneSnapOption
   return CatchTorchOr<SnapStats>("snap v2 ane", [&]() -> absl::StatusOr<SnapStats> {
     at::NoGradGuard no_grad;
     if (!layer.q_frozen()) layer.FreezeQ();
-    at::Tensor before = layer.EffectiveWeight().to(at::kFloat);
-    at::Tensor latent = layer.weight.detach().to(at::kFloat);
+    at::Tensor before = layer.EffectiveWeight().to(at::kFloat).clone();
+    at::Tensor latent = layer.weight.detach().to(at::kFloat).clone();
     at::Tensor idx_before = layer.Indices().clone();
 
     // Bake in float32, round each stored tensor to fp16 once.

@@ -103,6 +103,9 @@ bool Daemon::Start() {
     argv.push_back("--token-file");
     argv.push_back(token_file_);
   }
+  if (!config_.tls_cert.empty()) {
+    argv.insert(argv.end(), {"--tls-cert", config_.tls_cert, "--tls-key", config_.tls_key});
+  }
   const std::string port_file = config_.data_dir + "/qatd.port";
   ::unlink(port_file.c_str());
   process_ = std::make_unique<ChildProcess>(argv, config_.data_dir + ".out");
@@ -145,7 +148,13 @@ void Daemon::Kill9() {
 }
 
 std::shared_ptr<grpc::Channel> Daemon::Channel() const {
-  return grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials());
+  const std::string target = "127.0.0.1:" + std::to_string(port_);
+  if (config_.tls_cert.empty()) return grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadFileOrEmpty(config_.tls_cert);  // self-signed: the cert is its own root
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride("localhost");
+  return grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), args);
 }
 
 std::unique_ptr<v1::Qatd::Stub> Daemon::Stub() const { return v1::Qatd::NewStub(Channel()); }

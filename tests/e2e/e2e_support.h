@@ -46,6 +46,8 @@ struct DaemonConfig {
   std::string token;            // "" = none; else written next to data_dir and passed
   int max_concurrent_jobs = 4;
   double cancel_grace_seconds = 5;
+  std::string tls_cert;  // PEM files: serve (and connect with) TLS
+  std::string tls_key;
 };
 
 // The real qatd binary (QATD_BINARY) on 127.0.0.1:0 with its metrics on 127.0.0.1:0;

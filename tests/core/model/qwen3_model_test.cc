@@ -264,6 +264,19 @@ TEST(Qwen3Model, ToDtypeConvertsInPlace) {
   EXPECT_LT(MaxAbsDiff(m.model->ForwardLogits(ids), ref), 0.05);
 }
 
+TEST(Qwen3Model, ToDeviceCuda) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  LoadedModel m = LoadTiny(at::kFloat);
+  at::NoGradGuard no_grad;
+  at::Tensor ids = Golden::Get()["input_ids"];
+  at::Tensor ref = m.model->ForwardLogits(ids);
+  m.model->to(at::Device(at::kCUDA, 0));
+  EXPECT_TRUE(m.model->device().is_cuda());
+  EXPECT_LT(MaxAbsDiff(m.model->ForwardLogits(ids.cuda()), ref), 1e-4);
+  KvCache cache = m.model->NewKvCache(2, 24);
+  EXPECT_TRUE(cache.k[0].is_cuda());
+}
+
 TEST(Qwen3Model, Fp16OnCuda) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   LoadedModel f32 = LoadTiny(at::kFloat);
