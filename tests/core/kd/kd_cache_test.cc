@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 
 #include <cstring>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -26,8 +28,21 @@ using nlohmann::json;
 const std::string kData = QATD_TEST_DATA;
 const std::string kSample = kData + "/golden/kd_cache_sample";
 
+// Every temp dir of this process lives under TempRoot(), removed when the tests end.
+fs::path TempRoot() { return fs::temp_directory_path() / ("qatd_kd_cache_test." + std::to_string(::getpid())); }
+
+class TempRootCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(TempRoot(), ec);
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kTempRootCleanup =
+    ::testing::AddGlobalTestEnvironment(new TempRootCleanup);
+
 fs::path FreshDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("qatd_kd_cache_test." + std::to_string(::getpid())) / name;
+  fs::path dir = TempRoot() / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;

@@ -1,6 +1,8 @@
 // LibTorch-free parts of the KD cache: SHA-256, dataset readers, rendering, packing,
 // shuffling, the sample stream, the cache json files and the shard writer.
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -35,8 +37,21 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
+// Every temp dir of this process lives under TempRoot(), removed when the tests end.
+fs::path TempRoot() { return fs::temp_directory_path() / ("qatd_kd_data_test." + std::to_string(::getpid())); }
+
+class TempRootCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(TempRoot(), ec);
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kTempRootCleanup =
+    ::testing::AddGlobalTestEnvironment(new TempRootCleanup);
+
 fs::path FreshDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("qatd_kd_data_test." + std::to_string(::getpid())) / name;
+  fs::path dir = TempRoot() / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;

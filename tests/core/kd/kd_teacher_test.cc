@@ -9,6 +9,8 @@
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -38,8 +40,21 @@ const std::string kData = QATD_TEST_DATA;
 const std::string kTiny = kData + "/golden/tiny-qwen3";
 const std::string kTokenizer = kData + "/golden/qwen3-tokenizer";
 
+// Every temp dir of this process lives under TempRoot(), removed when the tests end.
+fs::path TempRoot() { return fs::temp_directory_path() / ("qatd_kd_teacher_test." + std::to_string(::getpid())); }
+
+class TempRootCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(TempRoot(), ec);
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kTempRootCleanup =
+    ::testing::AddGlobalTestEnvironment(new TempRootCleanup);
+
 fs::path FreshDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("qatd_kd_teacher_test." + std::to_string(::getpid())) / name;
+  fs::path dir = TempRoot() / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;

@@ -88,7 +88,8 @@ int64_t BruteNearest(float u, const std::vector<float>& lut) {
 TEST(Lut, NearestIndexIsExactArgminWithTiesToLower) {
   at::manual_seed(7);
   std::vector<std::vector<float>> luts = {MakeLutValues(4, false).value(), MakeLutValues(16, false).value(),
-                                          MakeLutValues(16, true).value(), {-0.7333f, -0.2f, 0.2667f, 0.8f}};
+                                          MakeLutValues(16, true).value(), MakeLutValues(256, false).value(),
+                                          {-0.7333f, -0.2f, 0.2667f, 0.8f}};
   for (const auto& lut_values : luts) {
     at::Tensor lut = ToTensor(lut_values);
     at::Tensor boundaries = LutBoundaries(lut);
@@ -119,6 +120,22 @@ TEST(Lut, NearestIndexIsExactArgminWithTiesToLower) {
     for (size_t i = 0; i < probes.size(); ++i) {
       ASSERT_EQ(idx[i].item<int64_t>(), BruteNearest(probes[i], lut_values)) << "u=" << probes[i];
     }
+  }
+}
+
+// The CPU fast path (compare-and-count, binary search for > 31 boundaries) equals ATen's
+// searchsorted, including NaN (-> 0 here; any index in range is acceptable).
+TEST(Lut, CpuFastPathMatchesSearchsorted) {
+  at::manual_seed(8);
+  for (int n : {2, 4, 16, 32, 64, 256}) {
+    at::Tensor lut = MakeLut(n, false).value();
+    at::Tensor b = LutBoundaries(lut);
+    at::Tensor u = at::randn({37, 301}) * 0.7;
+    EXPECT_TRUE(at::equal(NearestLutIndexWithBoundaries(u, b), at::searchsorted(b, u))) << n;
+    at::Tensor nan = at::full({3}, std::numeric_limits<float>::quiet_NaN());
+    at::Tensor idx = NearestLutIndexWithBoundaries(nan, b);
+    EXPECT_GE(idx.min().item<int64_t>(), 0);
+    EXPECT_LT(idx.max().item<int64_t>(), n);
   }
 }
 
