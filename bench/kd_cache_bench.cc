@@ -225,5 +225,6 @@ int main(int argc, char** argv) {
       {"pipeline_batches_checked", static_cast<int64_t>(kept.size())},
       {"pipeline_batches_equal_to_direct", checked_equal}};
   std::printf("%s\n", j.dump(2).c_str());
+  std::fflush(stdout);
   return 0;
 }

@@ -222,11 +222,12 @@ int RunDaemon(const DaemonOptions& options, const JobRegistry& registry) {
     scheduler.Shutdown();
     return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen)));
   }
-  if (absl::Status written = WriteFileAtomically(data_dir + "/qatd.port", absl::StrCat(grpc_port, "\n")); !written.ok()) {
-    spdlog::error("{}", written.ToString());
-  }
+  // metrics.port first: qatd.port appearing means the daemon is fully up.
   if (absl::Status written = WriteFileAtomically(data_dir + "/metrics.port", absl::StrCat(metrics_port, "\n"));
       !written.ok()) {
+    spdlog::error("{}", written.ToString());
+  }
+  if (absl::Status written = WriteFileAtomically(data_dir + "/qatd.port", absl::StrCat(grpc_port, "\n")); !written.ok()) {
     spdlog::error("{}", written.ToString());
   }
   spdlog::info("serving gRPC on port {} ({}{}), /metrics on port {}", grpc_port, options.listen,

@@ -4,8 +4,8 @@
 // reflection), re-queues jobs a previous run left RUNNING, and serves until SIGTERM/SIGINT;
 // then it stops accepting calls, stops the workers (their jobs are re-queued) and exits.
 //
-// Once serving it writes the bound ports to <data-dir>/qatd.port and <data-dir>/metrics.port
-// (atomically; useful with port 0).
+// Once serving it writes the bound ports to <data-dir>/metrics.port and then
+// <data-dir>/qatd.port (atomically; useful with port 0): qatd.port existing means "ready".
 
 #include "server/daemon_options.h"
 #include "server/job_registry.h"

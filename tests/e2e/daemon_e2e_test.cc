@@ -68,7 +68,10 @@ class DaemonE2eTest : public ::testing::Test {
     config.token = kToken;
     config.max_concurrent_jobs = 4;
     daemon_ = new Daemon(config);
-    ASSERT_TRUE(daemon_->Start());
+    if (!daemon_->Start()) {  // every test of the suite then fails in SetUp
+      delete daemon_;
+      daemon_ = nullptr;
+    }
   }
   static void TearDownTestSuite() {
     if (daemon_ != nullptr) {
@@ -82,7 +85,7 @@ class DaemonE2eTest : public ::testing::Test {
     delete dir_;
     dir_ = nullptr;
   }
-  void SetUp() override { ASSERT_NE(daemon_, nullptr); }
+  void SetUp() override { ASSERT_NE(daemon_, nullptr) << "the shared qatd did not start"; }
 
   static v1::Job Submit(const v1::JobSpec& spec) {
     v1::SubmitJobRequest request;
