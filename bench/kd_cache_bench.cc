@@ -21,6 +21,8 @@
 #include <random>
 #include <thread>
 
+#include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -36,6 +38,39 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// Removes a flat directory (the cache has no sub-folders). POSIX calls on purpose: with the
+// pip LibTorch 2.11 on the GPU hosts, std::filesystem::remove_all binds to libtorch.so's
+// own copy and crashes.
+void RemoveFlatDir(const std::string& dir) {
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name != "." && name != "..") ::unlink((dir + "/" + name).c_str());
+    }
+    ::closedir(d);
+  }
+  ::rmdir(dir.c_str());
+}
+
+// Sum of the sizes and number of the *.safetensors files in `dir`.
+std::pair<uint64_t, int64_t> ShardBytes(const std::string& dir) {
+  uint64_t bytes = 0;
+  int64_t count = 0;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      struct stat st {};
+      if (name.size() > 12 && name.substr(name.size() - 12) == ".safetensors" &&
+          ::stat((dir + "/" + name).c_str(), &st) == 0) {
+        bytes += static_cast<uint64_t>(st.st_size);
+        ++count;
+      }
+    }
+    ::closedir(d);
+  }
+  return {bytes, count};
+}
+
 int Die(const absl::Status& s) {
   std::fprintf(stderr, "kd_cache_bench: %s\n", s.ToString().c_str());
   return 1;
@@ -46,7 +81,7 @@ int Die(const absl::Status& s) {
 int main(int argc, char** argv) {
   std::string config_path = QATD_BENCH_CONFIG;
   int64_t batch = 32, num_seqs = 1024, max_length = 128, topk = 64, rand_neg = 0, shard_size = 512;
-  int64_t chunk_rows = 2048, warmup = 2, num_layers = 0;
+  int64_t chunk_rows = 2048, warmup = 2, num_layers = 0, topk_block = 0;
   std::string dtype_name = "bf16", device_name = "auto", out_dir;
   CLI::App app{"KD cache throughput benchmark (JSON on stdout)"};
   app.option_defaults()->always_capture_default();
@@ -59,6 +94,7 @@ int main(int argc, char** argv) {
   app.add_option("--rand-neg", rand_neg, "R");
   app.add_option("--shard-size", shard_size, "Sequences per shard");
   app.add_option("--chunk-rows", chunk_rows, "Rows of full-vocabulary logits at a time");
+  app.add_option("--topk-block", topk_block, "Top-K block-max prefilter width (0 = auto, 1 = plain top-K)");
   app.add_option("--warmup", warmup, "Warm-up batches (not timed)");
   app.add_option("--dtype", dtype_name, "bf16, fp16 or fp32")->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
   app.add_option("--device", device_name, "auto, cpu or cuda");
@@ -91,6 +127,7 @@ int main(int argc, char** argv) {
   to.top_k = topk;
   to.rand_neg = rand_neg;
   to.chunk_rows = chunk_rows;
+  to.topk_block = topk_block;
   qatd::kd::TeacherPipeline pipe(*model, to, max_length);
   auto sync = [&]() {
     if (cuda) at::empty({1}, at::TensorOptions().device(device)).cpu();  // a blocking round trip
@@ -168,13 +205,29 @@ int main(int argc, char** argv) {
     }
   }
 
+  // Forward only (no lm_head, no top-K): what the model itself costs.
+  double forward_secs = 0;
+  {
+    torch::NoGradGuard no_grad;
+    sync();
+    const auto f0 = Clock::now();
+    for (int64_t pos = 0; pos < num_seqs; pos += batch) {
+      const int64_t n = std::min(batch, num_seqs - pos);
+      const at::Tensor x = at::from_blob(ids.data() + pos * max_length, {n, max_length},
+                                         at::TensorOptions().dtype(at::kInt));
+      (void)(*model)->Forward(x.to(device));
+    }
+    sync();
+    forward_secs = std::chrono::duration<double>(Clock::now() - f0).count();
+  }
+
   std::fprintf(stderr, "[kd_cache_bench] end to end\n");
   const bool temp_dir = out_dir.empty();
   if (temp_dir) {
     out_dir = (fs::temp_directory_path() / ("kd_cache_bench." + std::to_string(::getpid()))).string();
   }
-  fs::remove_all(out_dir);
-  fs::create_directories(out_dir);
+  RemoveFlatDir(out_dir);
+  ::mkdir(out_dir.c_str(), 0755);
   qatd::kd::KdCacheWriter::Options wo;
   wo.dir = out_dir;
   wo.layout = {max_length, topk, rand_neg, shard_size};
@@ -187,15 +240,8 @@ int main(int argc, char** argv) {
   if (!s.ok()) return Die(s);
   e2e_secs = std::chrono::duration<double>(Clock::now() - t0).count();
 
-  uint64_t shard_bytes = 0;
-  int64_t shards = 0;
-  for (const auto& e : fs::directory_iterator(out_dir)) {
-    if (e.path().extension() == ".safetensors") {
-      shard_bytes += fs::file_size(e.path());
-      ++shards;
-    }
-  }
-  if (temp_dir) fs::remove_all(out_dir);
+  const auto [shard_bytes, shards] = ShardBytes(out_dir);
+  if (temp_dir) RemoveFlatDir(out_dir);
 
   const double tokens = static_cast<double>(num_seqs * max_length);
   nlohmann::json j = {
@@ -219,6 +265,8 @@ int main(int argc, char** argv) {
       {"teacher_tokens_per_s", tokens / teacher_secs},
       {"end_to_end_tokens_per_s", tokens / e2e_secs},
       {"teacher_seconds", teacher_secs},
+      {"forward_only_tokens_per_s", tokens / forward_secs},
+      {"topk_block", qatd::kd::ResolveTopKBlock(topk_block, config->vocab_size, topk)},
       {"end_to_end_seconds", e2e_secs},
       {"bytes_per_sequence", static_cast<double>(shard_bytes) / static_cast<double>(num_seqs)},
       {"checksum", checksum},

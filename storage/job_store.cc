@@ -317,25 +317,35 @@ absl::Status JobStore::UpdateSpec(int64_t job_id, const v1::JobSpec& spec) {
 }
 
 absl::StatusOr<std::vector<int64_t>> JobStore::RequeueRunningJobs(const std::string& reason, int64_t now_ms) {
-  std::vector<int64_t> running;
+  std::vector<std::pair<int64_t, bool>> running;  // id, cancel requested
   {
     QATD_ASSIGN_OR_RETURN(ReadPool::Lease lease, readers_->Acquire());
     QATD_ASSIGN_OR_RETURN(SqliteStatement select, lease.db().Prepare(
-        "SELECT id FROM jobs WHERE state = ? ORDER BY id"));
+        "SELECT id, cancel_requested FROM jobs WHERE state = ? ORDER BY id"));
     select.Bind(1, static_cast<int64_t>(v1::JOB_STATE_RUNNING));
     while (true) {
       QATD_ASSIGN_OR_RETURN(bool row, select.Step());
       if (!row) break;
-      running.push_back(select.Int(0));
+      running.emplace_back(select.Int(0), select.Int(1) != 0);
     }
   }
-  Transition requeue;
-  requeue.to = v1::JOB_STATE_QUEUED;
-  requeue.reason = reason;
-  for (int64_t id : running) {
-    QATD_RETURN_IF_ERROR(TransitionJob(id, requeue, now_ms, v1::JOB_STATE_RUNNING).status());
+  std::vector<int64_t> requeued;
+  for (const auto& [id, cancel_requested] : running) {
+    Transition t;
+    if (cancel_requested) {
+      // The user asked for this job to stop; a restart must not run it again.
+      t.to = v1::JOB_STATE_CANCELLED;
+      t.reason = "cancelled: the daemon restarted before the worker stopped";
+      t.error.set_code(static_cast<int32_t>(absl::StatusCode::kCancelled));
+      t.error.set_message(t.reason);
+    } else {
+      t.to = v1::JOB_STATE_QUEUED;
+      t.reason = reason;
+      requeued.push_back(id);
+    }
+    QATD_RETURN_IF_ERROR(TransitionJob(id, t, now_ms, v1::JOB_STATE_RUNNING).status());
   }
-  return running;
+  return requeued;
 }
 
 }  // namespace qatd::storage

@@ -108,7 +108,8 @@ class JobStore {
   absl::Status SetCancelRequested(int64_t job_id);
   // Replaces the spec (pipeline inputs resolved into it).
   absl::Status UpdateSpec(int64_t job_id, const v1::JobSpec& spec);
-  // Every RUNNING job -> QUEUED with `reason`; returns their ids (daemon restart).
+  // Daemon restart: every RUNNING job goes back to QUEUED with `reason` (returned ids), except
+  // one whose cancel was requested, which becomes CANCELLED.
   absl::StatusOr<std::vector<int64_t>> RequeueRunningJobs(const std::string& reason, int64_t now_ms);
 
   // ---- Reads (read pool) ----------------------------------------------------------------

@@ -4,6 +4,8 @@
 #include <ATen/Context.h>
 #include <torch/version.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -87,7 +89,9 @@ void RemoveCacheFiles(const std::string& dir) {
   std::error_code ec;
   static const std::regex ours(R"((shard_[0-9]{5,}\.safetensors|meta\.json|progress\.json)(\.tmp\.[0-9]+)?)");
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    if (std::regex_match(entry.path().filename().string(), ours)) fs::remove(entry.path(), ec);
+    // ::unlink, not fs::remove: see RemoveFlatDir in bench/kd_cache_bench.cc (pip LibTorch
+    // exports its own std::filesystem symbols).
+    if (std::regex_match(entry.path().filename().string(), ours)) ::unlink(entry.path().c_str());
   }
 }
 

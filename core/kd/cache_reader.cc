@@ -3,6 +3,8 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/version.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -461,9 +463,10 @@ absl::StatusOr<int64_t> ImportReferenceCache(const std::string& src, const std::
     if (!options.overwrite) {
       return absl::FailedPreconditionError(absl::StrCat(dst, " already holds a KD cache (pass overwrite)"));
     }
-    for (const std::string& name : existing) fs::remove(fs::path(dst) / name, ec);
-    fs::remove(fs::path(dst) / "progress.json", ec);
-    fs::remove(fs::path(dst) / "meta.json", ec);
+    // ::unlink, not fs::remove (pip LibTorch exports its own std::filesystem symbols).
+    for (const std::string& name : existing) ::unlink((fs::path(dst) / name).c_str());
+    ::unlink((fs::path(dst) / "progress.json").c_str());
+    ::unlink((fs::path(dst) / "meta.json").c_str());
   }
   const json& ref = reader->meta_json();
   auto str = [&](const char* key) { return ref.contains(key) && ref[key].is_string() ? ref[key].get<std::string>() : ""; };

@@ -43,6 +43,26 @@ at::Tensor ExcludeTopK(const at::Tensor& offsets, const at::Tensor& topk_ids) {
   return u + count;
 }
 
+int64_t ResolveTopKBlock(int64_t requested, int64_t vocab, int64_t top_k) {
+  const int64_t b = requested == 0 ? 64 : requested;
+  if (b <= 1 || vocab % b != 0 || vocab / b < top_k) return 1;
+  return b;
+}
+
+std::tuple<at::Tensor, at::Tensor> BlockTopK(const at::Tensor& logits, int64_t k, int64_t block) {
+  if (block <= 1) return at::topk(logits, k, /*dim=*/1, /*largest=*/true, /*sorted=*/true);
+  // Exact: fewer than K blocks can hold a value above the K-th largest v, so they are all
+  // kept, and the kept blocks with maximum == v hold enough copies of v (or all of them).
+  const int64_t rows = logits.size(0), nblocks = logits.size(1) / block;
+  const at::Tensor blocks = logits.view({rows, nblocks, block});
+  const at::Tensor block_max = std::get<0>(blocks.max(2));                            // [rows, nblocks]
+  const at::Tensor keep = std::get<1>(at::topk(block_max, k, 1, true, /*sorted=*/false));  // [rows, K]
+  const at::Tensor candidates = blocks.gather(1, keep.unsqueeze(2).expand({rows, k, block})).view({rows, k * block});
+  auto [val, pos] = at::topk(candidates, k, 1, true, /*sorted=*/true);
+  const at::Tensor ids = keep.gather(1, at::floor_divide(pos, block)).mul_(block).add_(pos.remainder(block));
+  return {val, ids};
+}
+
 TeacherTopK TopKFromHidden(const at::Tensor& hidden, const LogitsFn& logits_fn, const TeacherOptions& options,
                            int64_t first_sequence) {
   TORCH_CHECK(hidden.dim() == 3 && hidden.size(1) >= 2, "TopKFromHidden: hidden must be [B, L>=2, H], got ",
@@ -68,7 +88,7 @@ TeacherTopK TopKFromHidden(const at::Tensor& hidden, const LogitsFn& logits_fn, 
     const int64_t vocab = logits.size(1);
     TORCH_CHECK(k + (r > 0 ? 1 : 0) <= vocab, "TopKFromHidden: K=", k, " (+ negatives) exceeds the vocabulary ",
                 vocab);
-    auto [top_val, top_idx] = at::topk(logits, k, /*dim=*/1, /*largest=*/true, /*sorted=*/true);
+    auto [top_val, top_idx] = BlockTopK(logits, k, ResolveTopKBlock(options.topk_block, vocab, k));
     val.narrow(0, r0, c).copy_(top_val);
     idx.narrow(0, r0, c).copy_(top_idx);
     if (r > 0) {

@@ -33,7 +33,16 @@ struct TeacherOptions {
   int64_t rand_neg = 0;      // R
   int64_t chunk_rows = 2048;  // rows of [rows, V] logits at a time; <= 0: all rows at once
   uint64_t seed = 0;         // random negatives
+  // Exact block-max prefilter for the top-K: the row is cut into blocks of B ids, the K
+  // blocks with the largest maxima are kept (every top-K logit lies in one of them, ties
+  // included) and top-K runs over their K*B candidates. One cheap reduction replaces a
+  // radix select over the whole 151936-wide row. 0 = auto (64 when it divides V and
+  // V/64 >= K), 1 = a single top-K over the whole row.
+  int64_t topk_block = 0;
 };
+
+// The B that TeacherOptions::topk_block resolves to for a vocabulary of `vocab`.
+int64_t ResolveTopKBlock(int64_t requested, int64_t vocab, int64_t top_k);
 
 // One batch of teacher outputs, on the compute device.
 struct TeacherTopK {
@@ -51,6 +60,11 @@ using LogitsFn = std::function<at::Tensor(const at::Tensor&)>;
 // Throws c10::Error (callers convert with CatchTorch). Must run under NoGradGuard.
 TeacherTopK TopKFromHidden(const at::Tensor& hidden, const LogitsFn& logits_fn, const TeacherOptions& options,
                            int64_t first_sequence);
+
+// Top-K along dim 1 of `logits` [rows, V] with the block prefilter of `block` ids (see
+// topk_block; 1 = plain at::topk): values descending and their ids (int64). Ties may come
+// out in another order than a single at::topk gives them.
+std::tuple<at::Tensor, at::Tensor> BlockTopK(const at::Tensor& logits, int64_t k, int64_t block);
 
 // Random negative ids for `n` sequences starting at `first_sequence`: [n, S, R] int64 draws
 // in [0, V - K) on the CPU (before mapping around the top-K ids).

@@ -1,7 +1,11 @@
 #include "core/quant/quant_linear_v1.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "core/quant/lut.h"
+#include "core/quant/module_cast.h"
 #include "core/quant/scale_init.h"
 #include "core/quant/ste.h"
 
@@ -18,6 +22,29 @@ absl::Status CheckDenseWeight(const at::Tensor& weight, const at::Tensor& bias) 
     return absl::InvalidArgumentError(absl::StrCat("bias must be [", weight.size(0), "]"));
   }
   return absl::OkStatus();
+}
+
+// Above this many weights the index search runs over blocks of rows, so that its float32 and
+// int64 temporaries stay small (lm_head: 155M weights). The reference chunks at 50M too (§3.5).
+constexpr int64_t kChunkThreshold = 50'000'000;
+constexpr int64_t kChunkRows = 1024;
+
+// fn(first_row, rows) -> [rows, I] per block; the blocks concatenated along dim 0.
+template <typename Fn>
+at::Tensor ByRowBlocks(const at::Tensor& weight, Fn fn) {
+  const int64_t rows = weight.size(0);
+  if (weight.numel() <= kChunkThreshold) return fn(0, rows);
+  std::vector<at::Tensor> parts;
+  for (int64_t r = 0; r < rows; r += kChunkRows) parts.push_back(fn(r, std::min(kChunkRows, rows - r)));
+  return at::cat(parts, 0);
+}
+
+// LUT indices (int64) of weight[r : r + n] / s[r : r + n] (s undefined: weight itself).
+at::Tensor BlockIndices(const at::Tensor& weight, const at::Tensor& s, const at::Tensor& boundaries, int64_t r,
+                        int64_t n) {
+  at::Tensor u = weight.narrow(0, r, n).detach().to(at::kFloat);
+  if (s.defined()) u = at::div(u, s.narrow(0, r, n).detach());
+  return NearestLutIndexWithBoundaries(u, boundaries);
 }
 
 }  // namespace
@@ -78,14 +105,16 @@ at::Tensor QuantLinearV1::ScalesForInput() {
 
 at::Tensor QuantLinearV1::FakeQuantWeight() {
   at::Tensor s = ScalesForInput();  // [O, I], graph when the scales are trainable
-  at::Tensor idx;
+  at::Tensor q;                     // LUT[idx]: [O, I] in the LUT dtype
   {
+    // u = W / S in float32 (spec §3.5); the index carries no gradient.
     at::NoGradGuard no_grad;
-    // u in float32 (spec §3.5); the index carries no gradient.
-    at::Tensor u = at::div(weight.detach().to(at::kFloat), s.detach());
-    idx = NearestLutIndexWithBoundaries(u, Boundaries());
+    const at::Tensor& b = Boundaries();
+    q = ByRowBlocks(weight, [&](int64_t r, int64_t n) {
+      at::Tensor idx = BlockIndices(weight, s, b, r, n);
+      return lut.index_select(0, idx.reshape({-1})).reshape(idx.sizes());
+    });
   }
-  at::Tensor q = lut.index_select(0, idx.reshape({-1})).reshape(idx.sizes());
   // LUT[idx] * S in the parameter dtype: for bf16/fp16 parameters the product of two such
   // values is exact in float32, so this equals the reference's float32 product rounded once.
   at::Tensor dq = q.to(s.scalar_type()) * s;
@@ -119,9 +148,10 @@ at::Tensor QuantLinearV1::EffectiveWeight() {
 
 at::Tensor QuantLinearV1::ComputeIndices() {
   at::NoGradGuard no_grad;
-  at::Tensor u = weight.to(at::kFloat);
-  if (snapped_mode() != SnapMode::kLut) u = at::div(u, ScalesForInput());
-  return NearestLutIndexWithBoundaries(u, Boundaries()).to(at::kByte);
+  // In 'lut' mode the weight already holds LUT values.
+  at::Tensor s = snapped_mode() == SnapMode::kLut ? at::Tensor() : ScalesForInput();
+  const at::Tensor& b = Boundaries();
+  return ByRowBlocks(weight, [&](int64_t r, int64_t n) { return BlockIndices(weight, s, b, r, n).to(at::kByte); });
 }
 
 void QuantLinearV1::SetTrainable(bool weights, bool scales) {
@@ -151,6 +181,16 @@ void QuantLinearV1::CacheEffectiveWeight() {
 void QuantLinearV1::ClearCache() {
   at::NoGradGuard no_grad;
   cached_weight_.set_data(at::empty({0}, weight.options()));
+}
+
+void QuantLinearV1::to(torch::Dtype dtype, bool non_blocking) {
+  CastFloatingTensors(*this, dtype, non_blocking);
+  SyncFromBuffers();
+}
+
+void QuantLinearV1::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+  to(dtype, non_blocking);
 }
 
 }  // namespace qatd::quant

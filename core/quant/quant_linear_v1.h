@@ -48,6 +48,12 @@ class QuantLinearV1 final : public model::LinearLayer {
   // [O, I] in the weight dtype, no graph: what forward multiplies with.
   at::Tensor EffectiveWeight() override;
 
+  // Module::to(dtype) casts floating parameters and buffers only: indices and flags keep
+  // their integer types (LibTorch's default would cast them too). Other overloads unchanged.
+  using torch::nn::Module::to;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+
   const LayerQuantSpec& spec() const { return spec_; }
   bool low_rank() const { return low_rank_; }
   int64_t padded_in() const { return padded_in_; }

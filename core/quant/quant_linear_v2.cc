@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/quant/lut.h"
+#include "core/quant/module_cast.h"
 #include "core/quant/scale_init.h"
 #include "core/quant/ste.h"
 
@@ -226,6 +227,16 @@ void QuantLinearV2::CacheEffectiveWeight() {
 void QuantLinearV2::ClearCache() {
   at::NoGradGuard no_grad;
   cached_weight_.set_data(at::empty({0}, weight.options()));
+}
+
+void QuantLinearV2::to(torch::Dtype dtype, bool non_blocking) {
+  CastFloatingTensors(*this, dtype, non_blocking);
+  SyncFromBuffers();
+}
+
+void QuantLinearV2::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+  to(dtype, non_blocking);
 }
 
 }  // namespace qatd::quant

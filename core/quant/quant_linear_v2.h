@@ -61,6 +61,12 @@ class QuantLinearV2 final : public model::LinearLayer {
   // Q ⊙ S: [O, I] in the weight dtype, no graph (what freeze_for_inference caches).
   at::Tensor EffectiveWeight() override;
 
+  // Module::to(dtype) casts floating parameters and buffers only: indices and flags keep
+  // their integer types (LibTorch's default would cast them too). Other overloads unchanged.
+  using torch::nn::Module::to;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+
   struct Factors {
     at::Tensor a_dir;  // [O, r]
     at::Tensor b_dir;  // [r, I]

@@ -310,6 +310,22 @@ TEST_F(JobStoreTest, RequeueRunningJobsOnRestartSurvivesReopen) {
   EXPECT_EQ(transitions->back().reason, "daemon restarted");
 }
 
+TEST_F(JobStoreTest, RestartCancelsRunningJobsWhoseCancelWasRequested) {
+  v1::Job job = Create(Probe());
+  Transition run;
+  run.to = v1::JOB_STATE_RUNNING;
+  run.worker_pid = 5;
+  ASSERT_TRUE(store_->TransitionJob(job.id(), run, 10).ok());
+  ASSERT_TRUE(store_->SetCancelRequested(job.id()).ok());
+  EXPECT_TRUE(store_->GetJob(job.id())->cancel_requested());
+  auto requeued = store_->RequeueRunningJobs("daemon restarted", 20);
+  ASSERT_TRUE(requeued.ok());
+  EXPECT_TRUE(requeued->empty());
+  v1::Job cancelled = *store_->GetJob(job.id());
+  EXPECT_EQ(cancelled.state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(cancelled.error().code(), static_cast<int>(absl::StatusCode::kCancelled));
+}
+
 TEST_F(JobStoreTest, ConcurrentReadersDoNotBlockTheWriter) {
   v1::Job job = Create(Probe());
   std::atomic<bool> stop{false};

@@ -102,7 +102,10 @@ TEST(TeacherTest, ChunkedTopKEqualsTopKOfTheFullLogits) {
   const TeacherTopK whole = TopKFromHidden(hidden, logits, o, 0);
   o.chunk_rows = 5;  // 27 rows in chunks of 5: a ragged last chunk
   const TeacherTopK chunked = TopKFromHidden(hidden, logits, o, 0);
-  for (const TeacherTopK* t : {&whole, &chunked}) {
+  ASSERT_EQ(ResolveTopKBlock(o.topk_block, 151936, 16), 64);  // the prefilter is on by default
+  o.topk_block = 1;                                          // plain at::topk
+  const TeacherTopK plain = TopKFromHidden(hidden, logits, o, 0);
+  for (const TeacherTopK* t : {&whole, &chunked, &plain}) {
     EXPECT_EQ(t->topk_idx.sizes(), (std::vector<int64_t>{3, 9, 16}));
     EXPECT_EQ(t->topk_idx.scalar_type(), at::kInt);
     EXPECT_EQ(t->topk_logits.scalar_type(), at::kHalf);
@@ -114,6 +117,31 @@ TEST(TeacherTest, ChunkedTopKEqualsTopKOfTheFullLogits) {
     EXPECT_TRUE(at::allclose(got.select(2, 0), std::get<0>(full.max(2)), 0.0, 1e-6));
   }
   EXPECT_TRUE(at::equal(whole.topk_logits, chunked.topk_logits));
+  EXPECT_TRUE(at::equal(whole.topk_logits, plain.topk_logits));
+}
+
+TEST(TeacherTest, BlockTopKIsExactWithTies) {
+  // Few distinct values, so ties straddle block boundaries and the K-th value.
+  std::mt19937 g(8);
+  at::Tensor logits = at::empty({40, 512}, at::TensorOptions().dtype(at::kFloat));
+  for (int64_t i = 0; i < logits.numel(); ++i) logits.data_ptr<float>()[i] = static_cast<float>(g() % 7);
+  for (int64_t block : {2, 8, 16, 32}) {
+    for (int64_t k : {1, 5, 16}) {
+      if (512 / block < k) continue;
+      auto [val, idx] = BlockTopK(logits, k, block);
+      auto [want, unused] = at::topk(logits, k, 1);
+      EXPECT_TRUE(at::equal(val, want)) << "block " << block << " k " << k;
+      EXPECT_TRUE(at::equal(logits.gather(1, idx), want)) << "block " << block << " k " << k;
+      // Ids are distinct within a row.
+      if (k > 1) {
+        const at::Tensor sorted = std::get<0>(idx.sort(1));
+        EXPECT_FALSE(sorted.narrow(1, 1, k - 1).eq(sorted.narrow(1, 0, k - 1)).any().item<bool>());
+      }
+    }
+  }
+  EXPECT_EQ(ResolveTopKBlock(0, 1000, 10), 1);    // 64 does not divide 1000
+  EXPECT_EQ(ResolveTopKBlock(0, 640, 11), 1);     // 10 blocks < K
+  EXPECT_EQ(ResolveTopKBlock(32, 640, 11), 32);
 }
 
 TEST(TeacherTest, Bf16TopKMatchesGoldenLogits) {

@@ -239,6 +239,28 @@ TEST(V2Properties, RankIsValidatedPerLayer) {
   EXPECT_NE(layer.status().message().find("scale_rank must be in [1, 4]"), std::string::npos);
 }
 
+TEST(V2Properties, ModuleToDtypeKeepsIntegerBuffers) {
+  LayerQuantSpecV2 spec;
+  spec.lut_size = 16;
+  spec.scale_rank = 4;
+  spec.group_size = 8;
+  auto layer = RandomV2(16, 32, spec, 6);
+  layer->FreezeQ();
+  at::Tensor idx = layer->indices.clone();
+  layer->to(at::kBFloat16);
+  EXPECT_EQ(layer->weight.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(layer->lut.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(layer->q.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(layer->indices.scalar_type(), at::kByte);
+  EXPECT_EQ(layer->scales_baked_flag.scalar_type(), at::kChar);
+  EXPECT_TRUE(at::equal(layer->indices, idx));
+  at::NoGradGuard no_grad;
+  EXPECT_EQ(layer->forward(at::randn({2, 32}).to(at::kBFloat16)).scalar_type(), at::kBFloat16);
+  // The index boundaries follow the (now bf16-rounded) LUT: re-freezing keeps the indices.
+  layer->FreezeQ();
+  EXPECT_GT(layer->indices.eq(idx).to(at::kFloat).mean().item<double>(), 0.99);
+}
+
 TEST(V2Properties, Bf16ForwardKeepsDtype) {
   LayerQuantSpecV2 spec;
   spec.lut_size = 4;
