@@ -105,6 +105,16 @@ Step MakeStep(const std::function<at::Tensor(const at::Tensor&)>& forward, const
   };
 }
 
+// 1-minute load average (Linux), to judge how noisy CPU timings on a shared host are.
+double LoadAverage() {
+  double load = -1;
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &load) != 1) load = -1;
+    std::fclose(f);
+  }
+  return load;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -126,6 +136,7 @@ int main(int argc, char** argv) {
   out["tokens"] = tokens;
   out["iters"] = iters;
   out["warmup"] = opt.warmup;
+  out["load_average_start"] = LoadAverage();
   out["results"] = nlohmann::json::array();
 
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{1024, 3072}, {3072, 1024}};  // (in, out)
@@ -190,6 +201,7 @@ int main(int argc, char** argv) {
       }
     }
   }
+  out["load_average_end"] = LoadAverage();
   std::printf("%s\n", out.dump(1).c_str());
   return 0;
 }

@@ -1,5 +1,6 @@
 #include "core/quant/convert.h"
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>

@@ -1,5 +1,6 @@
 #include "core/quant/export.h"
 
+#include <ATen/core/grad_mode.h>
 #include <set>
 
 #include "absl/strings/numbers.h"

@@ -1,5 +1,6 @@
 #include "core/quant/lut.h"
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>

@@ -4,6 +4,7 @@
 // The quantized layers override to(dtype) with this.
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/nn/module.h>
 
 namespace qatd::quant {

@@ -1,5 +1,6 @@
 #include "core/quant/quant_linear_v1.h"
 
+#include <ATen/core/grad_mode.h>
 #include <algorithm>
 #include <vector>
 

@@ -1,3 +1,4 @@
+#include <ATen/core/grad_mode.h>
 #include "core/quant/quant_linear_v2.h"
 
 #include "absl/strings/str_cat.h"

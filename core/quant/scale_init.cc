@@ -1,5 +1,6 @@
 #include "core/quant/scale_init.h"
 
+#include <ATen/core/grad_mode.h>
 #include <cmath>
 #include <tuple>
 

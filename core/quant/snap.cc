@@ -1,3 +1,4 @@
+#include <ATen/core/grad_mode.h>
 #include "core/quant/snap.h"
 
 #include "core/common/torch_status.h"

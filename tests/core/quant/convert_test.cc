@@ -2,6 +2,7 @@
 #include "core/quant/convert.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "core/quant/lut.h"
 #include "core/quant/snap.h"

@@ -2,6 +2,7 @@
 #include "core/quant/quant_linear_v2.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <string>
 

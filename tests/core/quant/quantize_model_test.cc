@@ -3,6 +3,7 @@
 #include "core/quant/quantize_model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <map>
 

@@ -2,6 +2,7 @@
 #include "core/quant/snap.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <filesystem>
 
