@@ -2,11 +2,11 @@
 # Installs qatd's build dependencies (Debian 12) and builds the project into ./build.
 #   scripts/setup.sh            # install (when root or via sudo) + configure + build
 #   QATD_SKIP_APT=1 scripts/setup.sh   # build only
-# Environment: BUILD_DIR (default build), BUILD_TYPE (default RelWithDebInfo), JOBS.
+# Environment: BUILD_DIR (default build), BUILD_TYPE (default Release), JOBS.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
-BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo}
+BUILD_TYPE=${BUILD_TYPE:-Release}
 JOBS=${JOBS:-$(nproc)}
 
 if [[ "${QATD_SKIP_APT:-0}" != 1 ]]; then

@@ -1,6 +1,5 @@
 #include "server/artifact_digest.h"
 
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -9,31 +8,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/common/sha256.h"
 
 namespace qatd::server {
 namespace fs = std::filesystem;
 namespace {
 
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX_free) { EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr); }
-  void Update(const void* data, size_t size) { EVP_DigestUpdate(ctx_.get(), data, size); }
-  std::string FinishHex() {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int length = 0;
-    EVP_DigestFinal_ex(ctx_.get(), digest, &length);
-    static const char kHex[] = "0123456789abcdef";
-    std::string hex;
-    for (unsigned int i = 0; i < length; ++i) {
-      hex.push_back(kHex[digest[i] >> 4]);
-      hex.push_back(kHex[digest[i] & 15]);
-    }
-    return hex;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
-};
+using ::qatd::Sha256;
 
 absl::StatusOr<ArtifactDigest> DigestFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

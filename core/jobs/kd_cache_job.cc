@@ -21,7 +21,7 @@
 #include "core/kd/dataset.h"
 #include "core/kd/render.h"
 #include "core/kd/sample_stream.h"
-#include "core/kd/sha256.h"
+#include "core/common/sha256.h"
 #include "core/kd/teacher.h"
 #include "core/model/model_io.h"
 #include "core/model/qwen3_config.h"
@@ -164,7 +164,7 @@ absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken
   // 2. Tokenizer and teacher config (cheap; the weights come later).
   const std::string tokenizer_path = o.tokenizer.empty() ? o.teacher_model : o.tokenizer;
   QATD_ASSIGN_OR_RETURN(const model::Tokenizer tokenizer, model::Tokenizer::FromFile(tokenizer_path));
-  QATD_ASSIGN_OR_RETURN(const std::string tokenizer_sha, kd::Sha256File(TokenizerJsonPath(tokenizer_path)));
+  QATD_ASSIGN_OR_RETURN(const std::string tokenizer_sha, Sha256File(TokenizerJsonPath(tokenizer_path)));
   QATD_ASSIGN_OR_RETURN(const model::Qwen3Config config, model::Qwen3Config::FromFile(o.teacher_model));
   int64_t eos = tokenizer.eos_token_id().value_or(-1);
   if (eos < 0) eos = config.eos_token_id;

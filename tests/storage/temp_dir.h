@@ -3,6 +3,7 @@
 // by the storage, server and e2e tests.
 
 #include <cstdlib>
+#include "core/common/file_util.h"
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -19,7 +20,7 @@ class TempDir {
   }
   ~TempDir() {
     std::error_code ignored;
-    if (std::getenv("QATD_KEEP_TEST_DIRS") == nullptr) std::filesystem::remove_all(path_, ignored);
+    if (std::getenv("QATD_KEEP_TEST_DIRS") == nullptr) (void)::qatd::RemoveTree(path_.string());
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

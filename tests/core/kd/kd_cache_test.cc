@@ -3,6 +3,7 @@
 // reference `.pt` cache (tests/data/golden/kd_cache_sample) read directly and imported.
 
 #include <ATen/ATen.h>
+#include "core/common/file_util.h"
 
 #include <cstring>
 #include <unistd.h>
@@ -35,7 +36,8 @@ class TempRootCleanup : public ::testing::Environment {
  public:
   void TearDown() override {
     std::error_code ec;
-    fs::remove_all(TempRoot(), ec);
+    (void)ec;
+    (void)::qatd::RemoveTree(TempRoot().string());
   }
 };
 [[maybe_unused]] ::testing::Environment* const kTempRootCleanup =
@@ -43,7 +45,7 @@ class TempRootCleanup : public ::testing::Environment {
 
 fs::path FreshDir(const std::string& name) {
   fs::path dir = TempRoot() / name;
-  fs::remove_all(dir);
+  (void)::qatd::RemoveTree(dir.string());
   fs::create_directories(dir);
   return dir;
 }

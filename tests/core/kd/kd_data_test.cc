@@ -2,6 +2,7 @@
 // shuffling, the sample stream, the cache json files and the shard writer.
 
 #include <unistd.h>
+#include "core/common/file_util.h"
 
 #include <filesystem>
 #include <fstream>
@@ -17,7 +18,7 @@
 #include "core/kd/packing.h"
 #include "core/kd/render.h"
 #include "core/kd/sample_stream.h"
-#include "core/kd/sha256.h"
+#include "core/common/sha256.h"
 #include "core/model/chat_template.h"
 #include "core/model/safetensors.h"
 #include "core/model/tokenizer.h"
@@ -44,7 +45,8 @@ class TempRootCleanup : public ::testing::Environment {
  public:
   void TearDown() override {
     std::error_code ec;
-    fs::remove_all(TempRoot(), ec);
+    (void)ec;
+    (void)::qatd::RemoveTree(TempRoot().string());
   }
 };
 [[maybe_unused]] ::testing::Environment* const kTempRootCleanup =
@@ -52,7 +54,7 @@ class TempRootCleanup : public ::testing::Environment {
 
 fs::path FreshDir(const std::string& name) {
   fs::path dir = TempRoot() / name;
-  fs::remove_all(dir);
+  (void)::qatd::RemoveTree(dir.string());
   fs::create_directories(dir);
   return dir;
 }

@@ -3,6 +3,7 @@
 // a cancel gives the same files as an uninterrupted run, option validation.
 
 #include <ATen/ATen.h>
+#include "core/common/file_util.h"
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/version.h>
 
@@ -47,7 +48,8 @@ class TempRootCleanup : public ::testing::Environment {
  public:
   void TearDown() override {
     std::error_code ec;
-    fs::remove_all(TempRoot(), ec);
+    (void)ec;
+    (void)::qatd::RemoveTree(TempRoot().string());
   }
 };
 [[maybe_unused]] ::testing::Environment* const kTempRootCleanup =
@@ -55,7 +57,7 @@ class TempRootCleanup : public ::testing::Environment {
 
 fs::path FreshDir(const std::string& name) {
   fs::path dir = TempRoot() / name;
-  fs::remove_all(dir);
+  (void)::qatd::RemoveTree(dir.string());
   fs::create_directories(dir);
   return dir;
 }

@@ -1,6 +1,7 @@
 // safetensors reader/writer tests. LibTorch-free: this file is also built with the parser
 // under AddressSanitizer + UBSan (qatd_safetensors_asan_tests).
 #include "core/model/safetensors.h"
+#include "core/common/file_util.h"
 
 #include <unistd.h>
 
@@ -23,7 +24,7 @@ class TempDir {
     path_ = fs::temp_directory_path() / ("qatd_st_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
     fs::create_directories(path_);
   }
-  ~TempDir() { fs::remove_all(path_); }
+  ~TempDir() { (void)::qatd::RemoveTree(path_.string()); }
   std::string File(const std::string& name) const { return (path_ / name).string(); }
   const fs::path& path() const { return path_; }
 

@@ -1,4 +1,4 @@
-#include "core/kd/sha256.h"
+#include "core/common/sha256.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace qatd::kd {
+namespace qatd {
 namespace {
 
 constexpr std::array<uint32_t, 64> kRoundConstants = {
@@ -142,4 +142,4 @@ absl::StatusOr<std::string> Sha256File(const std::string& path) {
   return h.FinishHex();
 }
 
-}  // namespace qatd::kd
+}  // namespace qatd

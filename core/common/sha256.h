@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace qatd::kd {
+namespace qatd {
 
 class Sha256 {
  public:
@@ -42,4 +42,4 @@ std::string Sha256Hex(std::string_view bytes);
 // NOT_FOUND if it cannot be opened, INTERNAL on a read error.
 absl::StatusOr<std::string> Sha256File(const std::string& path);
 
-}  // namespace qatd::kd
+}  // namespace qatd
