@@ -218,7 +218,7 @@ TEST(Safetensors, MutatedImagesNeverCrash) {
         // Touch every byte of every accepted tensor: out-of-range views would trip ASan.
         const uint8_t* p = (*f)->DataOf(t);
         volatile uint8_t sink = 0;
-        for (uint64_t k = 0; k < t.nbytes(); ++k) sink ^= p[k];
+        for (uint64_t k = 0; k < t.nbytes(); ++k) sink = sink ^ p[k];
         (void)sink;
       }
     }
