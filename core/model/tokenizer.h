@@ -84,7 +84,7 @@ class Tokenizer {
   std::optional<int32_t> eos_token_id() const;
   std::optional<int32_t> pad_token_id() const;
 
-  struct Impl;  // defined in tokenizer.cc
+  struct Impl;  // defined in tokenizer_impl.h
 
  private:
   explicit Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}

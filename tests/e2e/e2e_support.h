@@ -1,9 +1,11 @@
 #pragma once
 // Helpers for end-to-end tests: child processes the test starts (and only those it kills),
 // the qatd daemon on an ephemeral loopback port, polling with deadlines, a tiny HTTP client
-// for Prometheus' API.
+// for Prometheus' API, and the DaemonE2eTest fixture (one daemon shared by the suite, whose
+// tests live in several files).
 
 #include <sys/types.h>
+#include <sys/wait.h>
 
 #include <chrono>
 #include <functional>
@@ -13,8 +15,11 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "qatd/v1/service.grpc.pb.h"
+#include "tests/storage/temp_dir.h"
 
 namespace qatd::e2e {
 
@@ -91,5 +96,90 @@ std::optional<std::string> HttpGet(int port, const std::string& path);
 int FreeLoopbackPort();
 
 std::string ReadFileOrEmpty(const std::string& path);
+
+// The bearer token of the shared DaemonE2eTest daemon.
+inline constexpr char kToken[] = "e2e-token-7f3a";
+
+inline v1::JobSpec Probe(int steps, int step_ms) {
+  v1::JobSpec spec;
+  spec.mutable_probe()->set_steps(steps);
+  spec.mutable_probe()->set_step_ms(step_ms);
+  return spec;
+}
+
+// One qatd (with kToken) shared by every DaemonE2eTest test, started once per suite.
+class DaemonE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new qatd::testing::TempDir();
+    DaemonConfig config;
+    config.data_dir = dir_->File("shared");
+    config.token = kToken;
+    config.max_concurrent_jobs = 4;
+    daemon_ = new Daemon(config);
+    if (!daemon_->Start()) {  // every test of the suite then fails in SetUp
+      delete daemon_;
+      daemon_ = nullptr;
+    }
+  }
+  static void TearDownTestSuite() {
+    if (daemon_ != nullptr) {
+      std::optional<int> status = daemon_->Stop();
+      EXPECT_TRUE(status.has_value() && WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
+          << "qatd did not shut down cleanly on SIGTERM; log:\n"
+          << daemon_->LogTail();
+    }
+    delete daemon_;
+    daemon_ = nullptr;
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(daemon_, nullptr) << "the shared qatd did not start"; }
+
+  static v1::Job Submit(const v1::JobSpec& spec) {
+    v1::SubmitJobRequest request;
+    *request.mutable_spec() = spec;
+    v1::Job job;
+    grpc::Status status = daemon_->Stub()->SubmitJob(daemon_->Context().get(), request, &job);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return job;
+  }
+
+  static v1::Job Get(const Daemon& daemon, int64_t id) {
+    v1::GetJobRequest request;
+    request.set_job_id(id);
+    v1::Job job;
+    grpc::Status status = daemon.Stub()->GetJob(daemon.Context().get(), request, &job);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return job;
+  }
+
+  // Polls GetJob until `done(job)` (deadline `timeout`).
+  static v1::Job WaitFor(const Daemon& daemon, int64_t id, const std::function<bool(const v1::Job&)>& done,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
+    v1::Job job;
+    EXPECT_TRUE(PollUntil(
+        [&] {
+          job = Get(daemon, id);
+          return done(job);
+        },
+        timeout))
+        << "job " << id << " last seen as " << job.ShortDebugString();
+    return job;
+  }
+
+  static bool Serving(const Daemon& daemon) {
+    auto health = grpc::health::v1::Health::NewStub(daemon.Channel());
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::health::v1::HealthCheckRequest request;
+    grpc::health::v1::HealthCheckResponse response;
+    grpc::Status status = health->Check(&context, request, &response);
+    return status.ok() && response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  }
+
+  inline static qatd::testing::TempDir* dir_ = nullptr;
+  inline static Daemon* daemon_ = nullptr;
+};
 
 }  // namespace qatd::e2e
