@@ -37,12 +37,6 @@ absl::StatusOr<ArtifactDigest> DigestFile(const fs::path& path) {
 
 }  // namespace
 
-std::string Sha256Hex(const std::string& bytes) {
-  Sha256 sha;
-  sha.Update(bytes.data(), bytes.size());
-  return sha.FinishHex();
-}
-
 absl::StatusOr<ArtifactDigest> DigestPath(const std::string& path) {
   std::error_code ec;
   fs::file_status status = fs::symlink_status(path, ec);

@@ -19,7 +19,4 @@ struct ArtifactDigest {
 // NOT_FOUND if `path` does not exist; INTERNAL on read errors.
 absl::StatusOr<ArtifactDigest> DigestPath(const std::string& path);
 
-// SHA-256 of a byte string, hex (exposed for tests).
-std::string Sha256Hex(const std::string& bytes);
-
 }  // namespace qatd::server

@@ -16,7 +16,7 @@
 
 #include "nlohmann/json.hpp"
 #include "tests/e2e/e2e_support.h"
-#include "tests/storage/temp_dir.h"
+#include "tests/common/temp_dir.h"
 
 namespace qatd::e2e {
 namespace {

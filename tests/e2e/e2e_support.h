@@ -19,7 +19,7 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "qatd/v1/service.grpc.pb.h"
-#include "tests/storage/temp_dir.h"
+#include "tests/common/temp_dir.h"
 
 namespace qatd::e2e {
 

@@ -4,7 +4,7 @@
 
 #include "server/clock.h"
 #include "server/job_journal.h"
-#include "tests/storage/temp_dir.h"
+#include "tests/common/temp_dir.h"
 
 namespace qatd::server {
 namespace {

@@ -11,7 +11,7 @@
 #include "server/pipeline_plan.h"
 #include "storage/job_codec.h"
 #include "tests/server/fake_worker.h"
-#include "tests/storage/temp_dir.h"
+#include "tests/common/temp_dir.h"
 
 namespace qatd::server {
 namespace {

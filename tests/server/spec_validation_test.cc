@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "server/pipeline_plan.h"
-#include "tests/storage/temp_dir.h"
+#include "tests/common/temp_dir.h"
 
 namespace qatd::server {
 namespace {

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "server/artifact_digest.h"
+#include "core/common/sha256.h"
 #include "server/auth.h"
 #include "server/device_discovery.h"
 #include "server/device_pool.h"
@@ -16,7 +17,7 @@
 #include "server/metrics.h"
 #include "qatd/v1/worker.pb.h"
 #include "server/status_mapping.h"
-#include "tests/storage/temp_dir.h"
+#include "tests/common/temp_dir.h"
 
 namespace qatd::server {
 namespace {

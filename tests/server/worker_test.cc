@@ -9,7 +9,7 @@
 #include <fstream>
 
 #include "server/framing.h"
-#include "tests/storage/temp_dir.h"
+#include "tests/common/temp_dir.h"
 
 namespace qatd::server {
 namespace {

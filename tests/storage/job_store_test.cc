@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "storage/job_codec.h"
-#include "tests/storage/temp_dir.h"
+#include "tests/common/temp_dir.h"
 
 namespace qatd::storage {
 namespace {

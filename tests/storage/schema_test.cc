@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "storage/job_store.h"
-#include "tests/storage/temp_dir.h"
+#include "tests/common/temp_dir.h"
 
 namespace qatd::storage {
 namespace {

@@ -3,7 +3,7 @@
 // reference `.pt` cache (tests/data/golden/kd_cache_sample) read directly and imported.
 
 #include <ATen/ATen.h>
-#include "core/common/file_util.h"
+#include "tests/core/kd/kd_test_dirs.h"
 
 #include <cstring>
 #include <unistd.h>
@@ -29,26 +29,7 @@ using nlohmann::json;
 const std::string kData = QATD_TEST_DATA;
 const std::string kSample = kData + "/golden/kd_cache_sample";
 
-// Every temp dir of this process lives under TempRoot(), removed when the tests end.
-fs::path TempRoot() { return fs::temp_directory_path() / ("qatd_kd_cache_test." + std::to_string(::getpid())); }
-
-class TempRootCleanup : public ::testing::Environment {
- public:
-  void TearDown() override {
-    std::error_code ec;
-    (void)ec;
-    (void)::qatd::RemoveTree(TempRoot().string());
-  }
-};
-[[maybe_unused]] ::testing::Environment* const kTempRootCleanup =
-    ::testing::AddGlobalTestEnvironment(new TempRootCleanup);
-
-fs::path FreshDir(const std::string& name) {
-  fs::path dir = TempRoot() / name;
-  (void)::qatd::RemoveTree(dir.string());
-  fs::create_directories(dir);
-  return dir;
-}
+using testdirs::FreshDir;
 
 // A synthetic cache: N sequences, L, K, R, shard size S.
 struct SyntheticCache {

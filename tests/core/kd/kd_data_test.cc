@@ -2,7 +2,7 @@
 // shuffling, the sample stream, the cache json files and the shard writer.
 
 #include <unistd.h>
-#include "core/common/file_util.h"
+#include "tests/core/kd/kd_test_dirs.h"
 
 #include <filesystem>
 #include <fstream>
@@ -38,26 +38,7 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-// Every temp dir of this process lives under TempRoot(), removed when the tests end.
-fs::path TempRoot() { return fs::temp_directory_path() / ("qatd_kd_data_test." + std::to_string(::getpid())); }
-
-class TempRootCleanup : public ::testing::Environment {
- public:
-  void TearDown() override {
-    std::error_code ec;
-    (void)ec;
-    (void)::qatd::RemoveTree(TempRoot().string());
-  }
-};
-[[maybe_unused]] ::testing::Environment* const kTempRootCleanup =
-    ::testing::AddGlobalTestEnvironment(new TempRootCleanup);
-
-fs::path FreshDir(const std::string& name) {
-  fs::path dir = TempRoot() / name;
-  (void)::qatd::RemoveTree(dir.string());
-  fs::create_directories(dir);
-  return dir;
-}
+using testdirs::FreshDir;
 
 // ---------------------------------------------------------------------------------------
 // SHA-256

@@ -3,7 +3,7 @@
 // a cancel gives the same files as an uninterrupted run, option validation.
 
 #include <ATen/ATen.h>
-#include "core/common/file_util.h"
+#include "tests/core/kd/kd_test_dirs.h"
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/version.h>
 
@@ -41,26 +41,7 @@ const std::string kData = QATD_TEST_DATA;
 const std::string kTiny = kData + "/golden/tiny-qwen3";
 const std::string kTokenizer = kData + "/golden/qwen3-tokenizer";
 
-// Every temp dir of this process lives under TempRoot(), removed when the tests end.
-fs::path TempRoot() { return fs::temp_directory_path() / ("qatd_kd_teacher_test." + std::to_string(::getpid())); }
-
-class TempRootCleanup : public ::testing::Environment {
- public:
-  void TearDown() override {
-    std::error_code ec;
-    (void)ec;
-    (void)::qatd::RemoveTree(TempRoot().string());
-  }
-};
-[[maybe_unused]] ::testing::Environment* const kTempRootCleanup =
-    ::testing::AddGlobalTestEnvironment(new TempRootCleanup);
-
-fs::path FreshDir(const std::string& name) {
-  fs::path dir = TempRoot() / name;
-  (void)::qatd::RemoveTree(dir.string());
-  fs::create_directories(dir);
-  return dir;
-}
+using testdirs::FreshDir;
 
 std::string ReadFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -5,7 +5,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <torch/cuda.h>
 #include <unistd.h>
@@ -21,29 +20,14 @@
 #include "core/model/safetensors.h"
 #include "core/model/torch_compat.h"
 #include "gtest/gtest.h"
+#include "tests/common/temp_dir.h"
 
 namespace qatd::model {
 namespace {
 
 const std::string kTiny = std::string(QATD_TEST_DATA) + "/golden/tiny-qwen3";
 
-// POSIX only: with a pip LibTorch, std::filesystem::remove_all bound to libtorch.so's copy
-// and crashed.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/qatd_model_XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    ::nftw(path_.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-           FTW_DEPTH | FTW_PHYS);
-  }
-  std::string Path(const std::string& name = "") const { return name.empty() ? path_ : path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using ::qatd::testing::TempDir;
 
 // The golden tensors, read once.
 class Golden {
@@ -407,11 +391,11 @@ void ExpectRoundTrip(bool tied) {
   auto model = InitTinyQwen3(c, InitOptions{.seed = 11});
   ASSERT_TRUE(model.ok()) << model.status();
   TempDir dir;
-  ASSERT_TRUE(SaveQwen3(*model, c, dir.Path("m")).ok());
-  auto ckpt = Checkpoint::Open(dir.Path("m"));
+  ASSERT_TRUE(SaveQwen3(*model, c, dir.File("m")).ok());
+  auto ckpt = Checkpoint::Open(dir.File("m"));
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
   EXPECT_EQ(ckpt->Has("lm_head.weight"), !tied);
-  auto loaded = LoadQwen3(dir.Path("m"), LoadOptions{at::kFloat, at::kCPU});
+  auto loaded = LoadQwen3(dir.File("m"), LoadOptions{at::kFloat, at::kCPU});
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ(loaded->config.tie_word_embeddings, tied);
   EXPECT_EQ(loaded->config.torch_dtype, "float32");
@@ -420,8 +404,8 @@ void ExpectRoundTrip(bool tied) {
   EXPECT_TRUE(loaded->model->ForwardLogits(ids).equal((*model)->ForwardLogits(ids)));
 
   // A bf16 save loads back as the bf16-rounded weights.
-  ASSERT_TRUE(SaveQwen3(*model, c, dir.Path("b"), SaveOptions{at::kBFloat16}).ok());
-  auto bf = LoadQwen3(dir.Path("b"), LoadOptions{at::kBFloat16, at::kCPU});
+  ASSERT_TRUE(SaveQwen3(*model, c, dir.File("b"), SaveOptions{at::kBFloat16}).ok());
+  auto bf = LoadQwen3(dir.File("b"), LoadOptions{at::kBFloat16, at::kCPU});
   ASSERT_TRUE(bf.ok()) << bf.status();
   at::Tensor w = bf->model->named_parameters()["model.layers.1.mlp.up_proj.weight"];
   EXPECT_TRUE(w.equal((*model)->named_parameters()["model.layers.1.mlp.up_proj.weight"].to(at::kBFloat16)));
@@ -437,12 +421,12 @@ TEST(ModelIo, SaveWritesEffectiveWeightsOfSwappedLayers) {
   const std::string name = "model.layers.0.mlp.up_proj";
   (*model)->ReplaceLinear(name, std::make_shared<CountingLinear>((*model)->GetLinear(name)));
   TempDir dir;
-  ASSERT_TRUE(SaveQwen3(*model, c, dir.Path()).ok());
-  auto ckpt = Checkpoint::Open(dir.Path());
+  ASSERT_TRUE(SaveQwen3(*model, c, dir.path().string()).ok());
+  auto ckpt = Checkpoint::Open(dir.path().string());
   ASSERT_TRUE(ckpt.ok());
   EXPECT_TRUE(ckpt->Has(name + ".weight"));
   EXPECT_FALSE(ckpt->Has(name + ".inner.weight"));
-  EXPECT_TRUE(LoadQwen3(dir.Path(), LoadOptions{at::kFloat, at::kCPU}).ok());
+  EXPECT_TRUE(LoadQwen3(dir.path().string(), LoadOptions{at::kFloat, at::kCPU}).ok());
 }
 
 // Writes the tensors of a small model to `path`, with `edit` applied to the list first.
@@ -468,44 +452,44 @@ TEST(ModelIo, LoadErrorsNameTheTensor) {
   std::vector<at::Tensor> keep;
   const std::string victim = "model.layers.1.self_attn.k_norm.weight";
 
-  WriteEdited(dir.Path("missing"), c, [&](std::vector<TensorToWrite>& ts) {
+  WriteEdited(dir.File("missing"), c, [&](std::vector<TensorToWrite>& ts) {
     std::erase_if(ts, [&](const TensorToWrite& t) { return t.name == victim; });
   }, keep);
-  auto missing = LoadQwen3(dir.Path("missing"), LoadOptions{at::kFloat, at::kCPU});
+  auto missing = LoadQwen3(dir.File("missing"), LoadOptions{at::kFloat, at::kCPU});
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(missing.status().message().find(victim), std::string::npos) << missing.status();
   EXPECT_NE(missing.status().message().find("missing"), std::string::npos) << missing.status();
 
   std::vector<float> wrong(9, 0.f);
-  WriteEdited(dir.Path("shape"), c, [&](std::vector<TensorToWrite>& ts) {
+  WriteEdited(dir.File("shape"), c, [&](std::vector<TensorToWrite>& ts) {
     for (auto& t : ts) {
       if (t.name == victim) t = {victim, DType::kF32, {9}, wrong.data(), wrong.size() * 4};
     }
   }, keep);
-  auto shape = LoadQwen3(dir.Path("shape"), LoadOptions{at::kFloat, at::kCPU});
+  auto shape = LoadQwen3(dir.File("shape"), LoadOptions{at::kFloat, at::kCPU});
   EXPECT_EQ(shape.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(shape.status().message().find(victim), std::string::npos) << shape.status();
   EXPECT_NE(shape.status().message().find("[9]"), std::string::npos) << shape.status();
 
-  WriteEdited(dir.Path("extra"), c, [&](std::vector<TensorToWrite>& ts) {
+  WriteEdited(dir.File("extra"), c, [&](std::vector<TensorToWrite>& ts) {
     ts.push_back({"model.layers.7.mlp.up_proj.weight", DType::kF32, {9}, wrong.data(), wrong.size() * 4});
   }, keep);
-  auto extra = LoadQwen3(dir.Path("extra"), LoadOptions{at::kFloat, at::kCPU});
+  auto extra = LoadQwen3(dir.File("extra"), LoadOptions{at::kFloat, at::kCPU});
   EXPECT_EQ(extra.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(extra.status().message().find("model.layers.7.mlp.up_proj.weight"), std::string::npos)
       << extra.status();
 
   std::vector<int32_t> ints(8, 0);
-  WriteEdited(dir.Path("dtype"), c, [&](std::vector<TensorToWrite>& ts) {
+  WriteEdited(dir.File("dtype"), c, [&](std::vector<TensorToWrite>& ts) {
     for (auto& t : ts) {
       if (t.name == victim) t = {victim, DType::kI32, {8}, ints.data(), ints.size() * 4};
     }
   }, keep);
-  auto dtype = LoadQwen3(dir.Path("dtype"), LoadOptions{at::kFloat, at::kCPU});
+  auto dtype = LoadQwen3(dir.File("dtype"), LoadOptions{at::kFloat, at::kCPU});
   EXPECT_EQ(dtype.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(dtype.status().message().find(victim), std::string::npos) << dtype.status();
 
-  EXPECT_EQ(LoadQwen3(dir.Path("nothing-here")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(LoadQwen3(dir.File("nothing-here")).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(LoadQwen3(kTiny, LoadOptions{at::kLong, at::kCPU}).status().code(),
             absl::StatusCode::kInvalidArgument);
 }

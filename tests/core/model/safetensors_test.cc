@@ -1,7 +1,6 @@
 // safetensors reader/writer tests. LibTorch-free: this file is also built with the parser
 // under AddressSanitizer + UBSan (qatd_safetensors_asan_tests).
 #include "core/model/safetensors.h"
-#include "core/common/file_util.h"
 
 #include <unistd.h>
 
@@ -12,26 +11,14 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/common/temp_dir.h"
 
 namespace qatd::model {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("qatd_st_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() { (void)::qatd::RemoveTree(path_.string()); }
-  std::string File(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  static inline int counter_ = 0;
-  fs::path path_;
-};
+using ::qatd::testing::TempDir;
 
 // Builds a raw safetensors image from a header string and a data section.
 std::string Image(const std::string& header, const std::string& data) {

@@ -1,12 +1,14 @@
 #pragma once
 // A directory under $TMPDIR (or /tmp) that lives as long as the object. Header-only; shared
-// by the storage, server and e2e tests.
+// by every test that needs scratch files. Removal goes through qatd::RemoveTree (never
+// std::filesystem::remove_all, see core/common/file_util.h). QATD_KEEP_TEST_DIRS=1 keeps them.
 
 #include <cstdlib>
-#include "core/common/file_util.h"
 #include <filesystem>
 #include <stdexcept>
 #include <string>
+
+#include "core/common/file_util.h"
 
 namespace qatd::testing {
 
@@ -19,7 +21,6 @@ class TempDir {
     path_ = pattern;
   }
   ~TempDir() {
-    std::error_code ignored;
     if (std::getenv("QATD_KEEP_TEST_DIRS") == nullptr) (void)::qatd::RemoveTree(path_.string());
   }
   TempDir(const TempDir&) = delete;
