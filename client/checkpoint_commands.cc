@@ -1,0 +1,107 @@
+// `qat convert`, `qat snap`, `qat eval`: the stages that work on a trained checkpoint
+// (convert_q4_to_q2.py spec §11, convert_v1_to_v2.py spec §5, snap_and_test_v2.py spec §10.2,
+// the KD evaluation spec §7.3).
+#include "client/spec_commands.h"
+
+namespace qatd::client {
+namespace {
+
+class ConvertCommand : public SpecCommand {
+ protected:
+  void Init(v1::JobSpec& spec) override { spec.mutable_convert(); }
+
+  std::string Example() const override {
+    return "qat convert q4-to-q2 --model ./Qwen3-0.6B --checkpoint <q4-checkpoint>\n"
+           "  qat convert v1-to-v2 --model ./Qwen3-0.6B --checkpoint <v1-checkpoint> --lut-size 4 --scale-rank 8";
+  }
+
+  void AddFlags(SpecFlags& f) override {
+    auto c = [this] { return spec_.mutable_convert(); };
+    f.Enum("mode", "Conversion", {{"q4-to-q2", v1::CONVERT_MODE_Q4_TO_Q2}, {"v1-to-v2", v1::CONVERT_MODE_V1_TO_V2}},
+           [c](int v) { c()->set_mode(static_cast<v1::ConvertMode>(v)); })
+        ->required();
+    f.Value<std::string>("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+                         [c](const std::string& v) { c()->set_model(v); });
+    f.Value<std::string>("--checkpoint,--q4-checkpoint,--v1-checkpoint", "Checkpoint to convert (required)",
+                         [c](const std::string& v) { c()->set_checkpoint(v); });
+    f.Value<int>("--q4-rank", "q4-to-q2: scale rank of the Q4 checkpoint (default 4; its config.json wins)",
+                 [c](const int& v) { c()->set_q4_rank(v); });
+    f.Value<int>("--q2-mlp-rank", "q4-to-q2: MLP scale rank of the Q2 model (default 32)",
+                 [c](const int& v) { c()->set_q2_mlp_rank(v); });
+    f.Value<int>("--q2-attn-rank", "q4-to-q2: attention scale rank of the Q2 model (default 8)",
+                 [c](const int& v) { c()->set_q2_attn_rank(v); });
+    f.Value<int>("--q2-mlp-lut-size", "q4-to-q2: MLP LUT entries of the Q2 model (default 4)",
+                 [c](const int& v) { c()->set_q2_mlp_lut_size(v); });
+    f.Value<int>("--q2-attn-lut-size", "q4-to-q2: attention LUT entries of the Q2 model (default 16)",
+                 [c](const int& v) { c()->set_q2_attn_lut_size(v); });
+    // v1-to-v2 describes the source checkpoint with the V1 LUT flags.
+    AddQuantFlags(f, [c] { return c()->mutable_source_quant(); });
+    f.Flag("--eval", "Evaluate the converted model on --kd-cache-dir", [c](bool v) { c()->set_eval(v); });
+    f.Value<std::string>("--kd-cache-dir,--kd-cache,--cache-dir", "KD cache for --eval",
+                         [c](const std::string& v) { c()->set_kd_cache_dir(v); });
+    f.Value<std::string>("--output-dir,--output", "Where the converted checkpoint goes (default: the job's directory)",
+                         [c](const std::string& v) { c()->set_output_dir(v); });
+  }
+};
+
+class SnapCommand : public SpecCommand {
+ protected:
+  void Init(v1::JobSpec& spec) override { spec.mutable_snap(); }
+
+  std::string Example() const override {
+    return "qat snap --model ./Qwen3-0.6B --checkpoint <v2-checkpoint> --fp16";
+  }
+
+  void AddFlags(SpecFlags& f) override {
+    auto s = [this] { return spec_.mutable_snap(); };
+    f.Value<std::string>("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+                         [s](const std::string& v) { s()->set_model(v); });
+    f.Value<std::string>("--checkpoint", "V2 checkpoint to snap (required)",
+                         [s](const std::string& v) { s()->set_checkpoint(v); });
+    f.Value<int>("--lut-bits", "MLP LUT bits (default 2)", [s](const int& v) { s()->set_lut_bits(v); });
+    f.Value<int>("--attn-lut-bits", "Attention LUT bits (default 4)", [s](const int& v) { s()->set_attn_lut_bits(v); });
+    f.Value<int>("--scale-rank", "MLP scale rank (default 32)", [s](const int& v) { s()->set_scale_rank(v); });
+    f.Value<int>("--attn-scale-rank", "Attention scale rank (default 8)",
+                 [s](const int& v) { s()->set_attn_scale_rank(v); });
+    f.Flag("--fp16,--ane", "Snap for the ANE: fp16 weights with baked scales", [s](bool v) { s()->set_fp16(v); });
+    f.Flag("--test-generation,!--no-test-generation", "Greedy 128 tokens on 4 prompts afterwards (default on)",
+           [s](bool v) { s()->set_test_generation(v); });
+    f.Value<std::string>("--output-dir,--output", "Where the snapped checkpoint goes (default: the job's directory)",
+                         [s](const std::string& v) { s()->set_output_dir(v); });
+  }
+};
+
+class EvalCommand : public SpecCommand {
+ protected:
+  void Init(v1::JobSpec& spec) override { spec.mutable_eval(); }
+
+  std::string Example() const override {
+    return "qat eval --model ./Qwen3-0.6B --checkpoint <checkpoint> --kd-cache <cache> --eval-samples 40";
+  }
+
+  void AddFlags(SpecFlags& f) override {
+    auto e = [this] { return spec_.mutable_eval(); };
+    f.Value<std::string>("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+                         [e](const std::string& v) { e()->set_model(v); });
+    f.Value<std::string>("--checkpoint", "Checkpoint to evaluate (default: the unquantized model)",
+                         [e](const std::string& v) { e()->set_checkpoint(v); });
+    f.Value<std::string>("--kd-cache-dir,--kd-cache", "KD cache with the evaluation sequences (required)",
+                         [e](const std::string& v) { e()->set_kd_cache_dir(v); });
+    f.Flag("--v2", "The checkpoint holds V2 layers", [e](bool v) {
+      if (v) e()->set_version(v1::QAT_VERSION_V2);
+    });
+    f.Value<int>("--eval-samples", "Sequences to evaluate (default 40)", [e](const int& v) { e()->set_eval_samples(v); });
+    f.Value<double>("--temperature", "KD temperature (default 2.0)", [e](const double& v) { e()->set_temperature(v); });
+    f.Value<int>("--batch-size", "Batch size (default 8)", [e](const int& v) { e()->set_batch_size(v); });
+    f.Enum("--dtype", "Model dtype (auto = bf16 on GPU, fp32 on CPU)", kDtypeNames,
+           [e](int v) { e()->set_dtype(static_cast<v1::Dtype>(v)); });
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<SpecCommand> NewConvertCommand() { return std::make_unique<ConvertCommand>(); }
+std::unique_ptr<SpecCommand> NewSnapCommand() { return std::make_unique<SnapCommand>(); }
+std::unique_ptr<SpecCommand> NewEvalCommand() { return std::make_unique<EvalCommand>(); }
+
+}  // namespace qatd::client

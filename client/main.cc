@@ -1,0 +1,314 @@
+// qat: the thin gRPC client of qatd (DESIGN.md §1). Every subcommand turns its flags into one
+// request, makes the call and prints the answer; see client/README.md for the tour.
+//
+// Exit codes: 0 ok, 1 job failed / RPC error, 2 usage or validation error, 3 cannot connect.
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "client/connection.h"
+#include "client/job_watch.h"
+#include "client/queries.h"
+#include "client/recipes.h"
+#include "client/render.h"
+#include "client/spec_commands.h"
+#include "client/submit.h"
+
+namespace qatd::client {
+namespace {
+
+constexpr char kTour[] = R"(Examples:
+  qatd --data-dir ~/.qatd &                                  # the daemon (default 127.0.0.1:7433)
+  qat server                                                 # version, devices, queue, job kinds
+  qat cache --model ./Qwen3-0.6B --dataset alpaca.json --max-length 128 --top-k 64 --num-samples 2048
+  qat train --model ./Qwen3-0.6B --kd-cache <cache> --train-scales --max-steps 500 --lr 1e-3 --wait
+  qat pipeline run q4 --model ./Qwen3-0.6B --dataset alpaca.json --wait
+  qat jobs --state running,queued
+  qat watch 17          qat logs 17 -f          qat curve 17 --png loss.png
+  qat infer --model ./Qwen3-0.6B --checkpoint <artifact> --prompt "What is 2+2?"
+Exit codes: 0 ok, 1 job failed or RPC error, 2 usage/validation error, 3 cannot reach qatd.)";
+
+// " (flag --dataset)" for a daemon message that starts with a field path whose last part is
+// a flag of `app` ("spec.kd_cache.dataset is required").
+std::string FlagHint(CLI::App* app, const std::string& message) {
+  std::string path = message.substr(0, message.find(' '));
+  const size_t dot = path.rfind('.');
+  std::string field = dot == std::string::npos ? path : path.substr(dot + 1);
+  if (const size_t bracket = field.find('['); bracket != std::string::npos) field = field.substr(0, bracket);
+  if (field.empty()) return "";
+  std::string flag = "--";
+  for (char c : field) flag.push_back(c == '_' ? '-' : c);
+  if (app->get_option_no_throw(flag) == nullptr) return "";
+  return " (flag " + flag + ")";
+}
+
+class Cli {
+ public:
+  Cli() : app_("qat: drive qatd, the LUT quantization-aware training daemon, over gRPC", "qat") {
+    app_.require_subcommand(1);
+    app_.fallthrough();
+    app_.footer(kTour);
+    AddConnectionFlags(&app_, &connection_options_);
+    app_.add_flag("--json", json_, "Print protobuf JSON (one object; streams: one per line) for scripts");
+    AddSpecCommands();
+    AddQueryCommands();
+    AddPipelineCommands();
+  }
+
+  int Run(int argc, char** argv) {
+    try {
+      app_.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+      return app_.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+      return app_.exit(e);
+    } catch (const CLI::ParseError& e) {
+      std::fprintf(stderr, "qat: %s\nRun 'qat --help' or 'qat COMMAND --help' for the flags.\n", e.what());
+      return kExitUsage;
+    }
+    out_.json = json_;
+    out_.color = ColorsWanted() && !json_;
+    out_.utf8 = Utf8Wanted();
+    for (const auto& [app, run] : actions_) {
+      if (app->parsed()) return run();
+    }
+    std::fprintf(stderr, "qat: no command given; run 'qat --help'\n");
+    return kExitUsage;
+  }
+
+ private:
+  Connection& Connect(CLI::App* command) {
+    connection_ = std::make_unique<Connection>(connection_options_);
+    connection_->set_invalid_argument_hint([command](const std::string& m) { return FlagHint(command, m); });
+    return *connection_;
+  }
+
+  SubmitOptions Submit(bool wait) const {
+    SubmitOptions o;
+    o.wait = wait;
+    o.tty = StdoutIsTty();
+    o.out = out_;
+    return o;
+  }
+
+  static int UsageError(const absl::Status& status) {
+    std::fprintf(stderr, "qat: %s\n", std::string(status.message()).c_str());
+    return kExitUsage;
+  }
+
+  CLI::App* AddSpecCommand(const char* name, const char* help, std::unique_ptr<SpecCommand> command) {
+    CLI::App* sub = app_.add_subcommand(name, help);
+    command->Register(sub);
+    SpecCommand* cmd = command.get();
+    commands_.push_back(std::move(command));
+    if (std::string(name) == "infer") {
+      auto interactive = std::make_shared<bool>(false);
+      sub->add_flag("--interactive,-i", *interactive,
+                    "Chat: read prompts from stdin, one Generate per line (quit, exit, q or EOF ends)");
+      actions_.emplace_back(sub, [this, sub, cmd, interactive] {
+        absl::StatusOr<v1::JobSpec> spec = cmd->Build();
+        if (!spec.ok()) return UsageError(spec.status());
+        Connection& c = Connect(sub);
+        if (!c.ok()) return c.exit_code();
+        if (*interactive) return GenerateInteractive(c, *spec, std::cin, out_);
+        return Generate(c, *spec, out_);
+      });
+      return sub;
+    }
+    auto wait = std::make_shared<bool>(false);
+    sub->add_flag("--wait", *wait, "Follow the job like `qat watch` after submitting it (exit code: the job's)");
+    actions_.emplace_back(sub, [this, sub, cmd, wait] {
+      absl::StatusOr<v1::JobSpec> spec = cmd->Build();
+      if (!spec.ok()) return UsageError(spec.status());
+      Connection& c = Connect(sub);
+      if (!c.ok()) return c.exit_code();
+      return SubmitJob(c, *spec, Submit(*wait));
+    });
+    return sub;
+  }
+
+  void AddSpecCommands() {
+    AddSpecCommand("cache", "Build a KD cache of teacher top-k logits (KD_CACHE)", NewKdCacheCommand());
+    AddSpecCommand("lbl", "Layer-by-layer QAT of scales/weights (LAYERWISE)", NewLayerwiseCommand());
+    AddSpecCommand("train", "End-to-end QAT, V1 or --v2 (QAT)", NewQatCommand());
+    AddSpecCommand("convert", "Convert a checkpoint: q4-to-q2 or v1-to-v2 (CONVERT)", NewConvertCommand());
+    AddSpecCommand("snap", "Snap a V2 checkpoint, optionally for the ANE (SNAP)", NewSnapCommand());
+    AddSpecCommand("eval", "KD loss of a checkpoint on cached sequences (EVAL)", NewEvalCommand());
+    AddSpecCommand("infer", "Generate text, streamed as it is produced (GENERATE)", NewGenerateCommand());
+    AddSpecCommand("probe", "(testing) a synthetic job that needs no model", NewProbeCommand())->group("");
+  }
+
+  // A subcommand with a required positional job id.
+  CLI::App* AddIdCommand(const char* name, const char* help, int64_t* id, const std::string& example) {
+    CLI::App* sub = app_.add_subcommand(name, help);
+    sub->add_option("id", *id, "Job id")->required();
+    sub->footer("Example:\n  " + example);
+    return sub;
+  }
+
+  void AddQueryCommands() {
+    CLI::App* server = app_.add_subcommand("server", "Daemon version, devices, memory, queue and job kinds");
+    server->footer("Example:\n  qat server --address 10.0.0.5:7433 --token-file ~/.qatd-token");
+    actions_.emplace_back(server, [this, server] { return WithConnection(server, [&](Connection& c) { return ShowServer(c, out_); }); });
+
+    CLI::App* jobs = app_.add_subcommand("jobs", "List jobs, newest first");
+    jobs->add_option("--state", jobs_query_.states, "Only these states (queued,running,succeeded,failed,cancelled)")
+        ->delimiter(',');
+    jobs->add_option("--kind", jobs_query_.kinds, "Only these kinds (kd_cache,layerwise,qat,convert,snap,eval,generate,probe)")
+        ->delimiter(',');
+    jobs->add_option("--pipeline", jobs_query_.pipeline_id, "Only the jobs of this pipeline");
+    jobs->add_option("--limit", jobs_query_.limit, "Jobs per page (max 1000)")->capture_default_str()->check(CLI::Range(1, 1000));
+    jobs->add_option("--page-token", jobs_query_.page_token, "Continue a listing (printed after a full page)");
+    jobs->add_flag("--all", jobs_query_.all, "Every page");
+    jobs->footer("Example:\n  qat jobs --state running,queued --kind qat");
+    actions_.emplace_back(jobs, [this, jobs] {
+      return WithConnection(jobs, [&](Connection& c) { return ListJobs(c, jobs_query_, out_); });
+    });
+
+    CLI::App* status = AddIdCommand("status", "One job: state, times, progress, result, artifacts, spec", &job_id_,
+                                    "qat status 17");
+    actions_.emplace_back(status, [this, status] {
+      return WithConnection(status, [&](Connection& c) { return ShowJob(c, job_id_, out_); });
+    });
+
+    CLI::App* watch = AddIdCommand("watch", "Follow a job: progress bar, loss, tokens/s, ETA; exit 0 iff it succeeds",
+                                   &job_id_, "qat watch 17");
+    actions_.emplace_back(watch, [this, watch] {
+      return WithConnection(watch, [&](Connection& c) { return WatchJob(c, job_id_, Submit(true).tty ? WatchTty() : WatchPlain()).exit_code; });
+    });
+
+    CLI::App* logs = AddIdCommand("logs", "A job's log lines (stored history; -f follows until the job ends)", &job_id_,
+                                  "qat logs 17 -f");
+    logs->add_flag("--follow,-f", logs_.follow, "Keep following until the job ends");
+    actions_.emplace_back(logs, [this, logs] {
+      logs_.json = out_.json;
+      logs_.color = out_.color;
+      return WithConnection(logs, [&](Connection& c) { return PrintLogs(c, job_id_, logs_); });
+    });
+
+    CLI::App* cancel = AddIdCommand("cancel", "Cancel a job (queued: at once; running: SIGTERM, then SIGKILL)",
+                                    &job_id_, "qat cancel 17 --reason \"wrong lr\"");
+    cancel->add_option("--reason", cancel_reason_, "Recorded with the cancellation");
+    actions_.emplace_back(cancel, [this, cancel] {
+      return WithConnection(cancel, [&](Connection& c) { return CancelJob(c, job_id_, cancel_reason_, out_); });
+    });
+
+    CLI::App* curve = AddIdCommand("curve", "Loss curves: terminal chart, --csv, or --png FILE", &job_id_,
+                                   "qat curve 17 --png loss.png");
+    curve->add_option("--metric", curve_.metrics, "Series to show (repeatable; default loss/* and eval/*)")
+        ->delimiter(',');
+    curve->add_flag("--csv", curve_.csv, "Print series,step,value CSV");
+    curve->add_option("--png", curve_.png, "Write a PNG line plot to this file");
+    curve->add_flag("--log", curve_.log_y, "Logarithmic y axis");
+    curve->add_option("--width", curve_.width, "Terminal chart columns (default: fit the terminal)");
+    curve->add_option("--height", curve_.height, "Terminal chart rows")->capture_default_str();
+    actions_.emplace_back(curve, [this, curve] {
+      return WithConnection(curve, [&](Connection& c) { return ShowCurve(c, job_id_, curve_, out_); });
+    });
+
+    CLI::App* artifacts = app_.add_subcommand("artifacts", "Artifacts (checkpoints, caches, ...) with size and sha256");
+    artifacts->add_option("id", artifacts_.job_id, "Job id (default: any job)");
+    artifacts->add_option("--pipeline", artifacts_.pipeline_id, "Only the artifacts of this pipeline");
+    artifacts->add_option("--kind", artifacts_.kind, "Only this kind (kd_cache, checkpoint, ...)");
+    artifacts->footer("Example:\n  qat artifacts 17\n  qat artifacts --pipeline 3 --kind checkpoint");
+    actions_.emplace_back(artifacts, [this, artifacts] {
+      return WithConnection(artifacts, [&](Connection& c) { return ListArtifacts(c, artifacts_, out_); });
+    });
+  }
+
+  void AddPipelineCommands() {
+    CLI::App* pipeline = app_.add_subcommand("pipeline", "Multi-stage pipelines (DAGs of jobs)");
+    pipeline->require_subcommand(1);
+    pipeline->footer("Example:\n  qat pipeline run q4 --model ./Qwen3-0.6B --dataset alpaca.json --steps-scale 0.1 --wait\n"
+                     "  qat pipeline status 3");
+
+    CLI::App* run = pipeline->add_subcommand(
+        "run", "Submit a built-in recipe (q4: cache, scales, weights, both, snap, infer; q2: cache, scales, convert, v2, "
+               "snap, infer) or a PipelineSpec text-format file");
+    run->add_option("source", pipeline_source_, "q4, q2, or FILE.textproto")->required();
+    recipe_.Register(run);
+    run->add_flag("--print", pipeline_print_, "Print the PipelineSpec (text format) instead of submitting it");
+    run->add_flag("--wait", pipeline_wait_, "Follow every stage in order, then print a per-stage table");
+    run->footer("Example:\n  qat pipeline run q4 --model ./Qwen3-0.6B --dataset alpaca.json --wait\n"
+                "  qat pipeline run q2 --model ./Qwen3-0.6B --kd-cache <cache> --print > q2.textproto\n"
+                "  qat pipeline run q2.textproto");
+    actions_.emplace_back(run, [this, run] {
+      absl::StatusOr<v1::PipelineSpec> spec;
+      if (const auto recipe = RecipeByName(pipeline_source_)) {
+        spec = recipe_.Build(*recipe);
+      } else if (std::filesystem::exists(pipeline_source_)) {
+        spec = ReadPipelineFile(pipeline_source_);
+      } else {
+        return UsageError(absl::InvalidArgumentError("unknown pipeline '" + pipeline_source_ +
+                                                     "': expected q4, q2 or a PipelineSpec .textproto file"));
+      }
+      if (!spec.ok()) return UsageError(spec.status());
+      if (pipeline_print_) {
+        std::printf("%s", PipelineText(*spec).c_str());
+        return kExitOk;
+      }
+      return WithConnection(run, [&](Connection& c) { return SubmitPipeline(c, *spec, Submit(pipeline_wait_)); });
+    });
+
+    CLI::App* status = pipeline->add_subcommand("status", "A pipeline's state and its stages' jobs");
+    status->add_option("id", pipeline_id_, "Pipeline id")->required();
+    actions_.emplace_back(status, [this, status] {
+      return WithConnection(status, [&](Connection& c) { return ShowPipeline(c, pipeline_id_, out_); });
+    });
+  }
+
+  int WithConnection(CLI::App* command, const std::function<int(Connection&)>& body) {
+    Connection& c = Connect(command);
+    if (!c.ok()) return c.exit_code();
+    return body(c);
+  }
+
+  WatchOptions WatchTty() const {
+    WatchOptions w = WatchPlain();
+    w.tty = !out_.json;
+    return w;
+  }
+  WatchOptions WatchPlain() const {
+    WatchOptions w;
+    w.json = out_.json;
+    w.color = out_.color;
+    w.utf8 = out_.utf8;
+    return w;
+  }
+
+  CLI::App app_;
+  ConnectionOptions connection_options_;
+  bool json_ = false;
+  OutputOptions out_;
+  std::unique_ptr<Connection> connection_;
+  std::vector<std::unique_ptr<SpecCommand>> commands_;
+  std::vector<std::pair<CLI::App*, std::function<int()>>> actions_;
+  int64_t job_id_ = 0;
+  JobsQuery jobs_query_;
+  LogsOptions logs_;
+  std::string cancel_reason_;
+  CurveOptions curve_;
+  ArtifactsQuery artifacts_;
+  RecipeFlags recipe_;
+  std::string pipeline_source_;
+  bool pipeline_print_ = false;
+  bool pipeline_wait_ = false;
+  int64_t pipeline_id_ = 0;
+};
+
+}  // namespace
+}  // namespace qatd::client
+
+int main(int argc, char** argv) {
+  qatd::client::Cli cli;
+  return cli.Run(argc, argv);
+}

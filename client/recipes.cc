@@ -1,0 +1,223 @@
+#include "client/recipes.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/status/status.h"
+
+namespace qatd::client {
+namespace {
+
+void Feed(v1::PipelineStage* stage, const std::string& from, const char* kind, const std::string& field) {
+  v1::ArtifactInput* input = stage->add_inputs();
+  input->set_from_stage(from);
+  input->set_artifact_kind(kind);
+  input->set_field(field);
+}
+
+}  // namespace
+
+std::optional<Recipe> RecipeByName(const std::string& name) {
+  if (name == "q4") return Recipe::kQ4;
+  if (name == "q2") return Recipe::kQ2;
+  return std::nullopt;
+}
+
+void RecipeFlags::Register(CLI::App* app) {
+  flags_ = std::make_unique<SpecFlags>(app);
+  SpecFlags& f = *flags_;
+  AddJobFlags(f, &job_);
+  f.Value<std::string>("--model", "Base/teacher model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+                       [this](const std::string& v) {
+                         cache_.set_teacher_model(v);
+                         train_.set_model(v);
+                       });
+  f.Value<std::string>("--dataset", "Local dataset for the KD cache (required unless --kd-cache)",
+                       [this](const std::string& v) { cache_.set_dataset(v); });
+  app->add_option("--kd-cache,--kd-cache-dir", kd_cache_dir_, "Use this existing KD cache: no cache stage");
+  // The cache stage (qat cache's flags; --cache-batch-size because --batch-size is training's).
+  f.Enum("--dataset-format", "How records become text (default plain)",
+         {{"plain", v1::DATASET_FORMAT_PLAIN},
+          {"alpaca", v1::DATASET_FORMAT_ALPACA},
+          {"alpaca_chat", v1::DATASET_FORMAT_ALPACA_CHAT},
+          {"sharegpt", v1::DATASET_FORMAT_SHAREGPT}},
+         [this](int v) { cache_.set_dataset_format(static_cast<v1::DatasetFormat>(v)); });
+  f.Value<std::string>("--dataset-text-field", "JSON field holding the text, plain format (default text)",
+                       [this](const std::string& v) { cache_.set_dataset_text_field(v); });
+  f.Enum("--enable-thinking", "Chat formats' think blocks (default none)",
+         {{"none", v1::THINKING_MODE_NONE},
+          {"on", v1::THINKING_MODE_ON},
+          {"off", v1::THINKING_MODE_OFF},
+          {"both", v1::THINKING_MODE_BOTH},
+          {"false", v1::THINKING_MODE_OFF},
+          {"true", v1::THINKING_MODE_ON}},
+         [this](int v) { cache_.set_enable_thinking(static_cast<v1::ThinkingMode>(v)); });
+  f.Value<int>("--max-length", "Cache: tokens per sequence (default 64)", [this](const int& v) { cache_.set_max_length(v); });
+  f.Value<int>("--top-k,--topk", "Cache: teacher logits per position (default 32)",
+               [this](const int& v) { cache_.set_topk(v); });
+  f.Value<int>("--rand-neg", "Cache: random negatives per position (default 0)", [this](const int& v) { cache_.set_rand_neg(v); });
+  f.Value<int64_t>("--num-samples,--num-sequences", "Cache: sequences (default 20000)",
+                   [this](const int64_t& v) { cache_.set_num_sequences(v); });
+  f.Value<int>("--cache-batch-size", "Cache: sequences per teacher forward (default 1)",
+               [this](const int& v) { cache_.set_batch_size(v); });
+  // Shared by the training stages.
+  AddQuantFlags(f, [this] { return train_.mutable_quant(); });
+  f.Value<int>("--batch-size", "Training stages: batch size (default V1 32, V2 8)",
+               [this](const int& v) { train_.set_batch_size(v); });
+  f.Value<int>("--eval-samples", "Training stages: sequences per evaluation (default 40)",
+               [this](const int& v) { train_.set_eval_samples(v); });
+  f.Value<int>("--eval-steps", "Training stages: steps between evaluations (default V1 200, V2 100)",
+               [this](const int& v) { train_.set_eval_steps(v); });
+  f.Value<int>("--logging-steps", "Training stages: steps between logged losses (default V1 50, V2 20)",
+               [this](const int& v) { train_.set_logging_steps(v); });
+  f.Enum("--dtype", "Training stages: model dtype", kDtypeNames,
+         [this](int v) { train_.set_dtype(static_cast<v1::Dtype>(v)); });
+  // Per stage.
+  app->add_option("--scales-steps", scales_steps_, "scales: steps")->capture_default_str();
+  app->add_option("--scales-lr", scales_lr_, "scales: learning rate")->capture_default_str();
+  app->add_option("--weights-steps", weights_steps_, "q4 weights: steps")->capture_default_str();
+  app->add_option("--weights-lr", weights_lr_, "q4 weights: learning rate")->capture_default_str();
+  app->add_option("--weights-hard-top1", weights_hard_top1_, "q4 weights: hard top-1 weight")->capture_default_str();
+  app->add_option("--weights-hard-full", weights_hard_full_, "q4 weights: full-vocabulary hard weight")
+      ->capture_default_str();
+  app->add_option("--both-steps", both_steps_, "q4 both: steps")->capture_default_str();
+  app->add_option("--both-lr", both_lr_, "q4 both: learning rate")->capture_default_str();
+  app->add_option("--v2-steps", v2_steps_, "q2 v2: steps")->capture_default_str();
+  f.Value<double>("--v2-lr", "q2 v2: learning rate (default 5e-5)", [this](const double& v) { v2_lr_ = v; });
+  app->add_flag("--v2-mlp-only", v2_mlp_only_, "q2 v2: train only the MLP layers");
+  f.Flag("--ane,--fp16", "q2 snap: fp16 snap for the ANE", [this](bool v) { snap_.set_fp16(v); });
+  app->add_option("--steps-scale", steps_scale_, "Multiply every step count by this (e.g. 0.01 for a demo)")
+      ->capture_default_str();
+  app->add_option("--prompt", prompt_, "infer: the prompt")->capture_default_str();
+  f.Value<int>("--max-new-tokens", "infer: tokens to generate (default 256)",
+               [this](const int& v) { infer_.set_max_new_tokens(v); });
+}
+
+int RecipeFlags::Scaled(int steps) const {
+  return std::max(1, static_cast<int>(std::lround(steps * steps_scale_)));
+}
+
+v1::PipelineStage* RecipeFlags::AddStage(v1::PipelineSpec& pipeline, const std::string& name,
+                                         const v1::JobSpec& spec) {
+  v1::PipelineStage* stage = pipeline.add_stages();
+  stage->set_name(name);
+  *stage->mutable_spec() = spec;
+  stage->mutable_spec()->set_priority(job_.priority());
+  if (job_.has_resources()) *stage->mutable_spec()->mutable_resources() = job_.resources();
+  return stage;
+}
+
+v1::JobSpec RecipeFlags::TrainStage(int steps, double lr) const {
+  v1::JobSpec spec;
+  v1::QatSpec* q = spec.mutable_qat();
+  *q = train_;
+  q->set_max_steps(Scaled(steps));
+  q->set_lr(lr);
+  if (!kd_cache_dir_.empty()) q->set_kd_cache_dir(kd_cache_dir_);
+  return spec;
+}
+
+absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
+  job_.Clear();
+  cache_.Clear();
+  train_.Clear();
+  infer_.Clear();
+  snap_.Clear();
+  v2_lr_.reset();
+  flags_->Apply();
+  const std::string recipe_name = recipe == Recipe::kQ4 ? "q4" : "q2";
+  if (train_.model().empty()) return absl::InvalidArgumentError("--model is required for the " + recipe_name + " recipe");
+  if (kd_cache_dir_.empty() && cache_.dataset().empty()) {
+    return absl::InvalidArgumentError("--dataset (or an existing cache with --kd-cache) is required for the " +
+                                      recipe_name + " recipe");
+  }
+  if (!(steps_scale_ > 0)) return absl::InvalidArgumentError("--steps-scale must be > 0");
+  const std::string& model = train_.model();
+
+  v1::PipelineSpec pipeline;
+  pipeline.set_name(job_.name().empty() ? recipe_name : job_.name());
+  const bool with_cache = kd_cache_dir_.empty();
+  // Feeds the KD cache into `field` of a stage (from the cache stage, or --kd-cache is set).
+  auto feed_cache = [&](v1::PipelineStage* stage) {
+    if (with_cache) Feed(stage, "cache", kKdCacheArtifact, "kd_cache_dir");
+  };
+  if (with_cache) {
+    v1::JobSpec cache;
+    *cache.mutable_kd_cache() = cache_;
+    AddStage(pipeline, "cache", cache);
+  }
+
+  v1::JobSpec scales = TrainStage(scales_steps_, scales_lr_);
+  scales.mutable_qat()->set_train_scales(true);
+  feed_cache(AddStage(pipeline, "scales", scales));
+
+  v1::JobSpec infer;
+  *infer.mutable_generate() = infer_;
+  infer.mutable_generate()->set_model(model);
+  infer.mutable_generate()->set_prompt(prompt_);
+
+  if (recipe == Recipe::kQ4) {
+    v1::JobSpec weights = TrainStage(weights_steps_, weights_lr_);
+    weights.mutable_qat()->set_train_weights(true);
+    weights.mutable_qat()->set_hard_top1_weight(weights_hard_top1_);
+    weights.mutable_qat()->set_hard_full_weight(weights_hard_full_);
+    v1::PipelineStage* stage = AddStage(pipeline, "weights", weights);
+    feed_cache(stage);
+    Feed(stage, "scales", kCheckpointArtifact, "init_state");
+
+    v1::JobSpec both = TrainStage(both_steps_, both_lr_);
+    both.mutable_qat()->set_train_weights(true);
+    both.mutable_qat()->set_train_scales(true);
+    stage = AddStage(pipeline, "both", both);
+    feed_cache(stage);
+    Feed(stage, "weights", kCheckpointArtifact, "init_state");
+
+    v1::JobSpec snap;
+    v1::QatSpec* s = snap.mutable_qat();
+    s->set_model(model);
+    *s->mutable_quant() = train_.quant();
+    s->set_dtype(train_.dtype());
+    s->set_skip_training(true);
+    s->set_snap_weights(true);
+    Feed(AddStage(pipeline, "snap", snap), "both", kCheckpointArtifact, "init_state");
+
+    Feed(AddStage(pipeline, "infer", infer), "snap", kCheckpointArtifact, "checkpoint");
+    return pipeline;
+  }
+
+  v1::JobSpec convert;
+  v1::ConvertSpec* c = convert.mutable_convert();
+  c->set_mode(v1::CONVERT_MODE_Q4_TO_Q2);
+  c->set_model(model);
+  if (train_.quant().has_scale_rank()) c->set_q4_rank(train_.quant().scale_rank());
+  Feed(AddStage(pipeline, "convert", convert), "scales", kCheckpointArtifact, "checkpoint");
+
+  v1::JobSpec v2;
+  v1::QatSpec* q = v2.mutable_qat();
+  q->set_version(v1::QAT_VERSION_V2);
+  q->set_model(model);
+  q->set_v2_init(v1::V2_INIT_FROM_V2);
+  q->set_train_scales(true);
+  q->set_train_mlp_only(v2_mlp_only_);
+  q->set_max_steps(Scaled(v2_steps_));
+  if (v2_lr_.has_value()) q->set_lr(*v2_lr_);
+  if (train_.has_batch_size()) q->set_batch_size(train_.batch_size());
+  if (train_.has_eval_samples()) q->set_eval_samples(train_.eval_samples());
+  if (train_.has_eval_steps()) q->set_eval_steps(train_.eval_steps());
+  if (train_.has_logging_steps()) q->set_logging_steps(train_.logging_steps());
+  if (!kd_cache_dir_.empty()) q->set_kd_cache_dir(kd_cache_dir_);
+  v1::PipelineStage* stage = AddStage(pipeline, "v2", v2);
+  feed_cache(stage);
+  Feed(stage, "convert", kCheckpointArtifact, "v2_checkpoint");
+
+  v1::JobSpec snap;
+  *snap.mutable_snap() = snap_;
+  snap.mutable_snap()->set_model(model);
+  Feed(AddStage(pipeline, "snap", snap), "v2", kCheckpointArtifact, "checkpoint");
+
+  infer.mutable_generate()->set_version(v1::QAT_VERSION_V2);
+  Feed(AddStage(pipeline, "infer", infer), "snap", kCheckpointArtifact, "checkpoint");
+  return pipeline;
+}
+
+}  // namespace qatd::client

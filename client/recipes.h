@@ -1,0 +1,78 @@
+#pragma once
+// Built-in pipelines for `qat pipeline run q4|q2` (PipelineSpec DAGs, job.proto).
+//
+// q4 — the seed's documented 4-bit recipe (spec §9.2):
+//   cache (KD_CACHE) -> scales (QAT V1, train_scales, lr 1e-3, 500 steps)
+//   -> weights (QAT V1, train_weights, lr 5e-6, hard 0.1 / 0.0005, 3000 steps, init: scales)
+//   -> both (QAT V1, train_weights + train_scales, lr 1e-6, 1000 steps, init: weights)
+//   -> snap (QAT V1, skip_training + snap_weights, init: both)
+//   -> infer (GENERATE from the snapped checkpoint)
+// q2 — Q4 -> Q2 progressive (spec §11):
+//   cache -> scales (QAT V1 Q4, as above) -> convert (CONVERT Q4_TO_Q2)
+//   -> v2 (QAT V2 from the V2 checkpoint, train_scales) -> snap (SNAP) -> infer (GENERATE, V2)
+//
+// Artifacts flow through ArtifactInput: KD_CACHE's "kd_cache" feeds kd_cache_dir; the
+// "checkpoint" of QAT/CONVERT/SNAP feeds init_state (QAT V1), v2_checkpoint (QAT V2) or
+// checkpoint (CONVERT, SNAP, GENERATE). With --kd-cache DIR the cache stage is left out and
+// every stage reads DIR.
+//
+// Step counts and learning rates have flags with the seed's values as defaults;
+// --steps-scale F multiplies every step count (at least 1 step), for demos.
+
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/status/statusor.h"
+#include "client/spec_flags.h"
+#include "qatd/v1/job.pb.h"
+
+namespace qatd::client {
+
+enum class Recipe { kQ4, kQ2 };
+
+// "q4" / "q2", or nullopt for anything else.
+std::optional<Recipe> RecipeByName(const std::string& name);
+
+// Artifact kinds the daemon registers (server/README.md, core job kinds).
+inline constexpr char kKdCacheArtifact[] = "kd_cache";
+inline constexpr char kCheckpointArtifact[] = "checkpoint";
+
+class RecipeFlags {
+ public:
+  // Adds the recipe flags to `app` (`qat pipeline run`).
+  void Register(CLI::App* app);
+  // The pipeline for `recipe` from the parsed flags; INVALID_ARGUMENT naming the flag when a
+  // required one is missing or a value is out of range.
+  absl::StatusOr<v1::PipelineSpec> Build(Recipe recipe);
+
+ private:
+  v1::PipelineStage* AddStage(v1::PipelineSpec& pipeline, const std::string& name, const v1::JobSpec& spec);
+  v1::JobSpec TrainStage(int steps, double lr) const;
+  int Scaled(int steps) const;
+
+  std::unique_ptr<SpecFlags> flags_;
+  // Templates filled by the flags (only given flags set optional fields).
+  v1::JobSpec job_;          // priority, resources, name
+  v1::KdCacheSpec cache_;
+  v1::QatSpec train_;        // shared training settings (quant, batch size, ...)
+  v1::GenerateSpec infer_;
+  v1::SnapSpec snap_;
+  std::string kd_cache_dir_;
+  int scales_steps_ = 500;
+  double scales_lr_ = 1e-3;
+  int weights_steps_ = 3000;
+  double weights_lr_ = 5e-6;
+  double weights_hard_top1_ = 0.1;
+  double weights_hard_full_ = 0.0005;
+  int both_steps_ = 1000;
+  double both_lr_ = 1e-6;
+  int v2_steps_ = 1000;
+  std::optional<double> v2_lr_;
+  bool v2_mlp_only_ = false;
+  double steps_scale_ = 1.0;
+  std::string prompt_ = "What is the capital of France?";
+};
+
+}  // namespace qatd::client
