@@ -1,0 +1,176 @@
+#include "core/train/optimizer.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <array>
+
+#include <cmath>
+#include <numbers>
+
+#include "absl/strings/str_cat.h"
+
+namespace qatd::train {
+namespace {
+
+absl::Status NonNegativeFinite(double v, const char* name) {
+  if (!std::isfinite(v) || v < 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be finite and >= 0, got ", v));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status AdamWOptions::Validate() const {
+  if (auto s = NonNegativeFinite(lr, "lr"); !s.ok()) return s;
+  if (!(beta1 >= 0 && beta1 < 1)) return absl::InvalidArgumentError(absl::StrCat("beta1 must be in [0, 1), got ", beta1));
+  if (!(beta2 >= 0 && beta2 < 1)) return absl::InvalidArgumentError(absl::StrCat("beta2 must be in [0, 1), got ", beta2));
+  if (!(eps > 0 && std::isfinite(eps))) return absl::InvalidArgumentError(absl::StrCat("eps must be > 0, got ", eps));
+  return NonNegativeFinite(weight_decay, "weight_decay");
+}
+
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options)
+    : params_(std::move(params)), options_(options) {
+  at::NoGradGuard no_grad;
+  slots_.reserve(params_.size());
+  for (auto& [name, p] : params_) {
+    TORCH_CHECK(p.requires_grad(), "AdamW: parameter ", name, " does not require grad");
+    Slot slot;
+    auto f32 = p.options().dtype(at::kFloat);
+    slot.exp_avg = at::zeros(p.sizes(), f32);
+    slot.exp_avg_sq = at::zeros(p.sizes(), f32);
+    if (p.scalar_type() != at::kFloat) slot.master = p.detach().to(at::kFloat).clone();
+    slots_.push_back(std::move(slot));
+  }
+}
+
+void AdamW::Step(double lr) {
+  at::NoGradGuard no_grad;
+  ++step_;
+  const double b1 = options_.beta1, b2 = options_.beta2;
+  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step_));
+  const double step_size = lr / bc1;
+  const double bc2_sqrt = std::sqrt(bc2);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor& p = params_[i].second;
+    const at::Tensor& grad = p.grad();
+    if (!grad.defined()) continue;
+    Slot& s = slots_[i];
+    at::Tensor g = grad.scalar_type() == at::kFloat ? grad : grad.to(at::kFloat);
+    at::Tensor w = s.master.defined() ? s.master : p;
+    if (options_.weight_decay != 0) w.mul_(1.0 - lr * options_.weight_decay);
+    s.exp_avg.mul_(b1).add_(g, 1.0 - b1);
+    s.exp_avg_sq.mul_(b2).addcmul_(g, g, 1.0 - b2);
+    at::Tensor denom = (s.exp_avg_sq.sqrt() / bc2_sqrt).add_(options_.eps);
+    w.addcdiv_(s.exp_avg, denom, -step_size);
+    if (s.master.defined()) p.copy_(s.master);
+  }
+}
+
+void AdamW::ZeroGrad() {
+  for (auto& [name, p] : params_) {
+    at::Tensor& g = p.mutable_grad();
+    if (g.defined()) g = at::Tensor();
+  }
+}
+
+at::Tensor AdamW::GradNorm() const {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> norms;
+  for (const auto& [name, p] : params_) {
+    if (p.grad().defined()) norms.push_back(p.grad().to(at::kFloat).norm().reshape({1}));
+  }
+  if (norms.empty()) return at::zeros({}, at::kFloat);
+  return at::cat(norms).norm();
+}
+
+at::Tensor AdamW::ClipGradNorm(double max_norm) {
+  at::NoGradGuard no_grad;
+  at::Tensor total = GradNorm();
+  // coef = min(1, max_norm / (total + 1e-6)), applied without a host sync (as
+  // torch.nn.utils.clip_grad_norm_); a non-finite norm leaves non-finite gradients, which
+  // the trainer's divergence guard reports.
+  at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  for (auto& [name, p] : params_) {
+    if (p.grad().defined()) p.mutable_grad().mul_(coef.to(p.grad().device()).to(p.grad().scalar_type()));
+  }
+  return total;
+}
+
+int64_t AdamW::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& [name, p] : params_) n += p.numel();
+  return n;
+}
+
+quant::TensorMap AdamW::State() const {
+  quant::TensorMap out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = params_[i].first;
+    out[name + ".exp_avg"] = slots_[i].exp_avg.detach().cpu();
+    out[name + ".exp_avg_sq"] = slots_[i].exp_avg_sq.detach().cpu();
+    if (slots_[i].master.defined()) out[name + ".master"] = slots_[i].master.detach().cpu();
+  }
+  out["step"] = at::full({1}, step_, at::kLong);
+  return out;
+}
+
+absl::Status AdamW::LoadState(const quant::TensorMap& state) {
+  at::NoGradGuard no_grad;
+  auto get = [&](const std::string& key, const at::Tensor& like) -> absl::StatusOr<at::Tensor> {
+    auto it = state.find(key);
+    if (it == state.end()) return absl::InvalidArgumentError(absl::StrCat("optimizer state: missing ", key));
+    if (it->second.sizes() != like.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat("optimizer state: ", key, " has shape ",
+                                                     c10::str(it->second.sizes()), ", expected ", c10::str(like.sizes())));
+    }
+    return it->second;
+  };
+  auto step_it = state.find("step");
+  if (step_it == state.end() || step_it->second.numel() != 1) {
+    return absl::InvalidArgumentError("optimizer state: missing step");
+  }
+  // Check everything before changing anything.
+  std::vector<std::array<at::Tensor, 3>> loaded(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string& name = params_[i].first;
+    auto m = get(name + ".exp_avg", slots_[i].exp_avg);
+    if (!m.ok()) return m.status();
+    auto v = get(name + ".exp_avg_sq", slots_[i].exp_avg_sq);
+    if (!v.ok()) return v.status();
+    loaded[i][0] = *m;
+    loaded[i][1] = *v;
+    if (slots_[i].master.defined()) {
+      auto w = get(name + ".master", slots_[i].master);
+      if (!w.ok()) return w.status();
+      loaded[i][2] = *w;
+    }
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    slots_[i].exp_avg.copy_(loaded[i][0]);
+    slots_[i].exp_avg_sq.copy_(loaded[i][1]);
+    if (slots_[i].master.defined()) slots_[i].master.copy_(loaded[i][2]);
+  }
+  step_ = step_it->second.to(at::kLong).item<int64_t>();
+  return absl::OkStatus();
+}
+
+double LrSchedule::Factor(int64_t step) const {
+  if (warmup_steps > 0 && step < warmup_steps) {
+    return static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
+  }
+  if (!cosine) return 1.0;
+  const int64_t span = std::max<int64_t>(1, total_steps - warmup_steps);
+  const double progress = std::min(1.0, static_cast<double>(step - warmup_steps) / static_cast<double>(span));
+  return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
+}
+
+absl::Status LrSchedule::Validate() const {
+  if (warmup_steps < 0) return absl::InvalidArgumentError(absl::StrCat("warmup_steps must be >= 0, got ", warmup_steps));
+  if (total_steps < 1) return absl::InvalidArgumentError(absl::StrCat("max_steps must be >= 1, got ", total_steps));
+  if (!(min_lr_ratio >= 0 && min_lr_ratio <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("min_lr_ratio must be in [0, 1], got ", min_lr_ratio));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace qatd::train

@@ -1,0 +1,299 @@
+#include "core/train/student.h"
+
+#include <torch/csrc/jit/serialization/pickle.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/common/file_util.h"
+#include "core/common/status_macros.h"
+#include "core/common/torch_status.h"
+#include "core/model/model_io.h"
+#include "core/quant/export.h"
+#include "core/quant/quant_linear_v1.h"
+#include "core/quant/quant_linear_v2.h"
+#include "core/quant/quantize_model.h"
+#include "core/quant/tensor_io.h"
+
+namespace qatd::train {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr char kFormat[] = "qatd_checkpoint_v1";
+
+absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, " is not valid JSON"));
+  return j;
+}
+
+absl::StatusOr<at::ScalarType> ResolveDtype(const StudentOptions& o) {
+  std::string name = o.dtype == "auto" || o.dtype.empty() ? o.auto_dtype : o.dtype;
+  if (name == "bf16" || name == "bfloat16") return at::kBFloat16;
+  if (name == "fp16" || name == "float16") return at::kHalf;
+  if (name == "fp32" || name == "float32") return at::kFloat;
+  return absl::InvalidArgumentError(absl::StrCat("dtype must be one of auto, bf16, fp16, fp32; got \"", name, "\""));
+}
+
+// The seed's state_dict file for `path`: the file itself, or model_state_dict.pt /
+// best_state_dict.pt inside a directory (spec §9.2 --init-state).
+absl::StatusOr<std::string> SeedStateFile(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_regular_file(path, ec)) return path;
+  for (const char* name : {"model_state_dict.pt", "best_state_dict.pt"}) {
+    fs::path p = fs::path(path) / name;
+    if (fs::is_regular_file(p, ec)) return p.string();
+  }
+  return absl::NotFoundError(absl::StrCat("checkpoint ", path,
+                                          " is neither a qatd checkpoint (config.json + model.safetensors) nor a "
+                                          "seed file/directory (model_state_dict.pt or best_state_dict.pt)"));
+}
+
+absl::StatusOr<quant::TensorMap> ReadPickledStateDict(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  quant::TensorMap out;
+  QATD_RETURN_IF_ERROR(CatchTorch("unpickle", [&]() -> absl::Status {
+    const c10::IValue value = torch::jit::pickle_load(bytes);
+    if (!value.isGenericDict()) return absl::InvalidArgumentError(absl::StrCat(path, " is not a dict of tensors"));
+    for (const auto& item : value.toGenericDict()) {
+      if (item.key().isString() && item.value().isTensor()) out[item.key().toStringRef()] = item.value().toTensor();
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+std::string SnapModeName(quant::SnapMode mode) {
+  switch (mode) {
+    case quant::SnapMode::kLut: return "lut";
+    case quant::SnapMode::kBakeScales: return "baked";
+    default: return "";
+  }
+}
+
+// Applies the seed's state_dict to the quantized layers: keys under each layer's prefix
+// replace the layer's current state; keys the seed never writes (our _snapped_mode, a V2
+// baked flag) keep their current values.
+absl::Status LoadSeedState(Student& s, const std::string& path) {
+  QATD_ASSIGN_OR_RETURN(quant::TensorMap seed, ReadPickledStateDict(path));
+  quant::TensorMap state = quant::QuantState(*s.registry);
+  int64_t used = 0;
+  for (auto& [key, value] : state) {
+    auto it = seed.find(key);
+    if (it != seed.end()) {
+      value = it->second;
+      ++used;
+    }
+  }
+  // V2 frozen indices are optional in the layer state: take them when the seed has them.
+  for (const auto& [name, layer] : quant::QuantizedLayers(*s.registry)) {
+    for (const char* t : {"._Q", "._indices"}) {
+      auto it = seed.find(name + t);
+      if (it != seed.end()) state[name + t] = it->second, ++used;
+    }
+  }
+  if (used == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " holds none of the quantized layers' tensors (expected keys like ",
+                                                   state.empty() ? "<layer>.scale_A" : state.begin()->first, ")"));
+  }
+  return quant::LoadQuantState(*s.registry, state);
+}
+
+}  // namespace
+
+bool IsQatdCheckpoint(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::path(path) / "config.json", ec)) return false;
+  auto j = ReadJsonFile((fs::path(path) / "config.json").string());
+  return j.ok() && j->is_object() && j->value("format", "") == kFormat;
+}
+
+absl::StatusOr<Student> LoadStudent(const StudentOptions& options) {
+  if (options.model_dir.empty()) return absl::InvalidArgumentError("model is required");
+  QATD_ASSIGN_OR_RETURN(at::ScalarType dtype, ResolveDtype(options));
+  Student s;
+  s.base_model = options.model_dir;
+  s.version = options.version;
+  s.quant_v1 = options.quant_v1;
+  s.quant_v2 = options.quant_v2;
+  quant::TensorMap state;
+  bool have_state = false;
+  std::string seed_file;
+  if (!options.checkpoint.empty()) {
+    if (IsQatdCheckpoint(options.checkpoint)) {
+      QATD_ASSIGN_OR_RETURN(s.source, ReadJsonFile((fs::path(options.checkpoint) / "config.json").string()));
+      s.version = s.source.value("version", 1);
+      if (s.version == 1) {
+        QATD_ASSIGN_OR_RETURN(s.quant_v1, quant::QuantConfigFromJson(s.source.value("quant_config", nlohmann::json::object())));
+      } else if (s.version == 2) {
+        QATD_ASSIGN_OR_RETURN(s.quant_v2,
+                              quant::QuantConfigV2FromJson(s.source.value("quant_config_v2", nlohmann::json::object())));
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(options.checkpoint, "/config.json: version must be 1 or 2"));
+      }
+      if (s.source.contains("snapped_mode") && s.source["snapped_mode"].is_string()) {
+        s.snapped_mode = s.source["snapped_mode"].get<std::string>();
+      }
+      QATD_ASSIGN_OR_RETURN(quant::LoadedTensors loaded,
+                            quant::ReadTensorMap((fs::path(options.checkpoint) / "model.safetensors").string()));
+      state = std::move(loaded.tensors);
+      have_state = true;
+    } else {
+      QATD_ASSIGN_OR_RETURN(seed_file, SeedStateFile(options.checkpoint));
+    }
+  }
+  if (s.version == 1) {
+    QATD_RETURN_IF_ERROR(s.quant_v1.Validate());
+  } else {
+    QATD_RETURN_IF_ERROR(s.quant_v2.Validate());
+  }
+
+  model::LoadOptions load;
+  load.dtype = dtype;
+  QATD_RETURN_IF_ERROR(CatchTorch("device", [&]() -> absl::Status {
+    load.device = at::Device(options.device);
+    return absl::OkStatus();
+  }));
+  QATD_ASSIGN_OR_RETURN(model::LoadedModel loaded, model::LoadQwen3(options.model_dir, load));
+  s.config = loaded.config;
+  s.model = loaded.model;
+  s.registry = quant::MakeQwen3Registry(*s.model);
+  if (s.version == 1) {
+    QATD_RETURN_IF_ERROR(quant::QuantizeLinears(*s.registry, s.quant_v1).status());
+  } else {
+    // A V2 checkpoint carries its frozen indices; a fresh or seed init freezes them here.
+    QATD_RETURN_IF_ERROR(quant::QuantizeLinearsV2(*s.registry, s.quant_v2, /*freeze_q=*/false).status());
+  }
+  if (have_state) {
+    QATD_RETURN_IF_ERROR(quant::LoadQuantState(*s.registry, state));
+  } else if (!seed_file.empty()) {
+    QATD_RETURN_IF_ERROR(LoadSeedState(s, seed_file));
+  }
+  if (s.version == 2 && options.freeze_q) QATD_RETURN_IF_ERROR(quant::FreezeAllQ(*s.registry));
+  s.registry->FreezeAllParameters();
+  return s;
+}
+
+nlohmann::json StudentConfigJson(const Student& s) {
+  nlohmann::json j;
+  j["format"] = kFormat;
+  j["version"] = s.version;
+  j["base_model"] = s.base_model;
+  j["model_id"] = s.base_model;  // seed key
+  j["snapped_mode"] = s.snapped_mode.empty() ? nlohmann::json() : nlohmann::json(s.snapped_mode);
+  j["snapped"] = !s.snapped_mode.empty();
+  auto bits = [](int lut) {
+    int b = 0;
+    while ((1 << b) < lut) ++b;
+    return b;
+  };
+  if (s.version == 1) {
+    const auto& q = s.quant_v1;
+    j["quant_config"] = quant::ToJson(q);
+    j["lut_size"] = q.lut_size;
+    j["group_size"] = q.group_size;
+    j["scale_rank"] = q.scale_rank;
+    j["quantize_attn"] = q.quantize_attn;
+    j["attn_lut_size"] = q.attn_lut_size > 0 ? q.attn_lut_size : q.lut_size;
+    j["attn_group_size"] = q.attn_group_size > 0 ? q.attn_group_size : q.group_size;
+    j["attn_scale_rank"] = q.attn_scale_rank >= 0 ? q.attn_scale_rank : q.scale_rank;
+    j["lut_bits"] = bits(q.lut_size);
+    j["attn_lut_bits"] = bits(j["attn_lut_size"].get<int>());
+  } else {
+    const auto& q = s.quant_v2;
+    j["quant_config_v2"] = quant::ToJson(q);
+    j["lut_size"] = q.lut_size;
+    j["scale_rank"] = q.scale_rank;
+    j["quantize_attn"] = q.quantize_attn;
+    j["attn_lut_size"] = q.attn_lut_size > 0 ? q.attn_lut_size : q.lut_size;
+    j["attn_scale_rank"] = q.attn_scale_rank >= 0 ? q.attn_scale_rank : q.scale_rank;
+    j["lut_bits"] = bits(q.lut_size);
+    j["attn_lut_bits"] = bits(j["attn_lut_size"].get<int>());
+  }
+  return j;
+}
+
+absl::Status WriteStateDictPt(Student& s, const std::string& path) {
+  return CatchTorch("pickle state_dict", [&]() -> absl::Status {
+    c10::Dict<std::string, at::Tensor> dict;
+    for (const auto& item : s.model->named_parameters(/*recurse=*/true)) dict.insert(item.key(), item.value().detach().cpu());
+    for (const auto& item : s.model->named_buffers(/*recurse=*/true)) {
+      if (absl::EndsWith(item.key(), "_cached_weight_q") || item.value().numel() == 0) continue;
+      dict.insert(item.key(), item.value().detach().cpu());
+    }
+    std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
+    return WriteFileAtomically(path, std::string_view(bytes.data(), bytes.size()));
+  });
+}
+
+namespace {
+
+absl::Status WriteIndicesPt(Student& s, const std::string& path) {
+  return CatchTorch("pickle indices", [&]() -> absl::Status {
+    c10::Dict<std::string, at::Tensor> dict;
+    for (const auto& [name, layer] : quant::QuantizedLayers(*s.registry)) {
+      if (auto* v1 = dynamic_cast<quant::QuantLinearV1*>(layer.get())) dict.insert(name, v1->ComputeIndices().cpu());
+    }
+    std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
+    return WriteFileAtomically(path, std::string_view(bytes.data(), bytes.size()));
+  });
+}
+
+}  // namespace
+
+absl::Status SaveStudent(Student& s, const std::string& dir, const nlohmann::json& extra, bool seed_files,
+                         const std::function<absl::Status(const std::string& tmp_dir)>& add_files) {
+  const std::string tmp = absl::StrCat(dir, ".tmp-", ::getpid());
+  (void)RemoveTree(tmp);
+  std::error_code ec;
+  fs::create_directories(tmp, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", ec.message()));
+  nlohmann::json config = StudentConfigJson(s);
+  if (extra.is_object()) config.update(extra);
+  QATD_RETURN_IF_ERROR(WriteFileAtomically((fs::path(tmp) / "config.json").string(), config.dump(2) + "\n"));
+  QATD_RETURN_IF_ERROR(quant::WriteTensorMap((fs::path(tmp) / "model.safetensors").string(), quant::QuantState(*s.registry),
+                                             {{"format", kFormat}, {"version", std::to_string(s.version)}}));
+  if (seed_files) {
+    QATD_RETURN_IF_ERROR(WriteStateDictPt(s, (fs::path(tmp) / "model_state_dict.pt").string()));
+    if (s.version == 1) QATD_RETURN_IF_ERROR(WriteIndicesPt(s, (fs::path(tmp) / "indices.pt").string()));
+  }
+  if (add_files) QATD_RETURN_IF_ERROR(add_files(tmp));
+  return ReplaceDirectory(tmp, dir);
+}
+
+ModelSize MeasureModelSize(Student& s) {
+  ModelSize size;
+  std::set<const void*> counted;
+  for (const auto& item : s.model->named_parameters(/*recurse=*/true)) {
+    const at::Tensor& t = item.value();
+    size.dense_bytes += t.numel() * 2;  // the dense model in fp16/bf16
+  }
+  // Quantized: every non-quantized parameter at 2 bytes, every quantized layer as packed
+  // indices + fp16 LUT + fp16 low-rank scales (+ bias).
+  int64_t quant_dense = 0, quant_packed = 0;
+  for (const auto& [name, layer] : quant::QuantizedLayers(*s.registry)) {
+    const int64_t o = layer->out_features(), i = layer->in_features();
+    quant_dense += o * i * 2;
+    if (auto* v1 = dynamic_cast<quant::QuantLinearV1*>(layer.get())) {
+      const int bits = quant::PackedBitsForLutSize(v1->lut.numel());
+      int64_t scales = v1->low_rank() ? (v1->scale_A.numel() + v1->scale_B.numel()) : v1->full_scales.numel();
+      quant_packed += (o * i * bits + 7) / 8 + v1->lut.numel() * 2 + scales * 2;
+    } else if (auto* v2 = dynamic_cast<quant::QuantLinearV2*>(layer.get())) {
+      const int bits = quant::PackedBitsForLutSize(v2->lut.numel());
+      quant_packed += (o * i * bits + 7) / 8 + v2->lut.numel() * 2 + (v2->scale_A.numel() + v2->scale_B.numel()) * 2;
+    }
+  }
+  size.quantized_bytes = size.dense_bytes - quant_dense + quant_packed;
+  (void)counted;
+  return size;
+}
+
+}  // namespace qatd::train
