@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "absl/strings/str_format.h"
 #include "client/render.h"
@@ -30,6 +31,13 @@ int Cell(double v, double lo, double hi, int cells) {
   if (hi <= lo) return 0;
   const int c = static_cast<int>(std::lround((v - lo) / (hi - lo) * (cells - 1)));
   return std::clamp(c, 0, cells - 1);
+}
+
+// The shortest of %.15g / %.17g that reads back as the same double.
+std::string ShortestDouble(double v) {
+  std::string text = absl::StrFormat("%.15g", v);
+  if (std::strtod(text.c_str(), nullptr) != v) text = absl::StrFormat("%.17g", v);
+  return text;
 }
 
 std::string AxisLabel(double v, bool log_y) { return FormatNumber(log_y ? std::pow(10.0, v) : v); }
@@ -61,7 +69,7 @@ std::string CurveCsv(const std::vector<CurveSeries>& series) {
   std::string out = "series,step,value\n";
   for (const auto& s : series) {
     for (size_t i = 0; i < s.steps.size(); ++i) {
-      out += absl::StrFormat("%s,%d,%.17g\n", s.name, static_cast<int64_t>(s.steps[i]), s.values[i]);
+      out += absl::StrFormat("%s,%d,%s\n", s.name, static_cast<int64_t>(s.steps[i]), ShortestDouble(s.values[i]));
     }
   }
   return out;

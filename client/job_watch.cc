@@ -109,6 +109,7 @@ class WatchPrinter {
     switch (event.event_case()) {
       case v1::JobEvent::kState: {
         const v1::StateChange& s = event.state();
+        if (IsTerminal(s.to())) Finish();  // the last progress before the end
         std::string text = absl::StrFormat("job %d: %s", job_id_, Paint(StateName(s.to()), StateColor(s.to()), o_.color));
         if (!s.reason().empty()) text += " (" + s.reason() + ")";
         if (const std::string error = ErrorText(s.error()); !error.empty()) text += ": " + error;

@@ -35,7 +35,8 @@ constexpr char kTour[] = R"(Examples:
   qat jobs --state running,queued
   qat watch 17          qat logs 17 -f          qat curve 17 --png loss.png
   qat infer --model ./Qwen3-0.6B --checkpoint <artifact> --prompt "What is 2+2?"
-Exit codes: 0 ok, 1 job failed or RPC error, 2 usage/validation error, 3 cannot reach qatd.)";
+Exit codes: 0 ok, 1 job failed or RPC error, 2 usage/validation error, 3 cannot reach qatd.
+)";
 
 // " (flag --dataset)" for a daemon message that starts with a field path whose last part is
 // a flag of `app` ("spec.kd_cache.dataset is required").
@@ -151,13 +152,13 @@ class Cli {
   CLI::App* AddIdCommand(const char* name, const char* help, int64_t* id, const std::string& example) {
     CLI::App* sub = app_.add_subcommand(name, help);
     sub->add_option("id", *id, "Job id")->required();
-    sub->footer("Example:\n  " + example);
+    sub->footer("Example:\n  " + example + "\n");
     return sub;
   }
 
   void AddQueryCommands() {
     CLI::App* server = app_.add_subcommand("server", "Daemon version, devices, memory, queue and job kinds");
-    server->footer("Example:\n  qat server --address 10.0.0.5:7433 --token-file ~/.qatd-token");
+    server->footer("Example:\n  qat server --address 10.0.0.5:7433 --token-file ~/.qatd-token\n");
     actions_.emplace_back(server, [this, server] { return WithConnection(server, [&](Connection& c) { return ShowServer(c, out_); }); });
 
     CLI::App* jobs = app_.add_subcommand("jobs", "List jobs, newest first");
@@ -169,7 +170,7 @@ class Cli {
     jobs->add_option("--limit", jobs_query_.limit, "Jobs per page (max 1000)")->capture_default_str()->check(CLI::Range(1, 1000));
     jobs->add_option("--page-token", jobs_query_.page_token, "Continue a listing (printed after a full page)");
     jobs->add_flag("--all", jobs_query_.all, "Every page");
-    jobs->footer("Example:\n  qat jobs --state running,queued --kind qat");
+    jobs->footer("Example:\n  qat jobs --state running,queued --kind qat\n");
     actions_.emplace_back(jobs, [this, jobs] {
       return WithConnection(jobs, [&](Connection& c) { return ListJobs(c, jobs_query_, out_); });
     });
@@ -219,7 +220,7 @@ class Cli {
     artifacts->add_option("id", artifacts_.job_id, "Job id (default: any job)");
     artifacts->add_option("--pipeline", artifacts_.pipeline_id, "Only the artifacts of this pipeline");
     artifacts->add_option("--kind", artifacts_.kind, "Only this kind (kd_cache, checkpoint, ...)");
-    artifacts->footer("Example:\n  qat artifacts 17\n  qat artifacts --pipeline 3 --kind checkpoint");
+    artifacts->footer("Example:\n  qat artifacts 17\n  qat artifacts --pipeline 3 --kind checkpoint\n");
     actions_.emplace_back(artifacts, [this, artifacts] {
       return WithConnection(artifacts, [&](Connection& c) { return ListArtifacts(c, artifacts_, out_); });
     });
@@ -229,7 +230,7 @@ class Cli {
     CLI::App* pipeline = app_.add_subcommand("pipeline", "Multi-stage pipelines (DAGs of jobs)");
     pipeline->require_subcommand(1);
     pipeline->footer("Example:\n  qat pipeline run q4 --model ./Qwen3-0.6B --dataset alpaca.json --steps-scale 0.1 --wait\n"
-                     "  qat pipeline status 3");
+                     "  qat pipeline status 3\n");
 
     CLI::App* run = pipeline->add_subcommand(
         "run", "Submit a built-in recipe (q4: cache, scales, weights, both, snap, infer; q2: cache, scales, convert, v2, "
@@ -240,7 +241,7 @@ class Cli {
     run->add_flag("--wait", pipeline_wait_, "Follow every stage in order, then print a per-stage table");
     run->footer("Example:\n  qat pipeline run q4 --model ./Qwen3-0.6B --dataset alpaca.json --wait\n"
                 "  qat pipeline run q2 --model ./Qwen3-0.6B --kd-cache <cache> --print > q2.textproto\n"
-                "  qat pipeline run q2.textproto");
+                "  qat pipeline run q2.textproto\n");
     actions_.emplace_back(run, [this, run] {
       absl::StatusOr<v1::PipelineSpec> spec;
       if (const auto recipe = RecipeByName(pipeline_source_)) {

@@ -8,7 +8,7 @@ void SpecCommand::Register(CLI::App* app) {
   flags_ = std::make_unique<SpecFlags>(app);
   AddJobFlags(*flags_, &spec_);
   AddFlags(*flags_);
-  app->footer("Example:\n  " + Example());
+  app->footer("Example:\n  " + Example() + "\n");
 }
 
 absl::StatusOr<v1::JobSpec> SpecCommand::Build() {

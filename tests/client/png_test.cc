@@ -1,1 +1,134 @@
+// The PNG encoder: signature, IHDR fields, chunk CRCs (checked with zlib's crc32), and IDAT
+// that inflates back to the filtered scanlines; and the plot that `qat curve --png` writes.
+#include <zlib.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
+
+#include "client/plot_png.h"
+#include "client/png.h"
+
+namespace qatd::client {
+namespace {
+
+uint32_t U32(const std::string& s, size_t at) {
+  return (uint32_t{static_cast<uint8_t>(s[at])} << 24) | (uint32_t{static_cast<uint8_t>(s[at + 1])} << 16) |
+         (uint32_t{static_cast<uint8_t>(s[at + 2])} << 8) | uint32_t{static_cast<uint8_t>(s[at + 3])};
+}
+
+struct Chunk {
+  std::string type;
+  std::string data;
+};
+
+// Splits a PNG file into chunks, checking each CRC-32 over type + data.
+std::vector<Chunk> Chunks(const std::string& png) {
+  std::vector<Chunk> chunks;
+  size_t at = 8;
+  while (at + 12 <= png.size()) {
+    const uint32_t length = U32(png, at);
+    EXPECT_LE(at + 12 + length, png.size());
+    if (at + 12 + length > png.size()) break;
+    Chunk chunk{png.substr(at + 4, 4), png.substr(at + 8, length)};
+    uLong crc = crc32(0L, Z_NULL, 0);
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(png.data() + at + 4), 4 + length);
+    EXPECT_EQ(U32(png, at + 8 + length), static_cast<uint32_t>(crc)) << "CRC of " << chunk.type;
+    chunks.push_back(std::move(chunk));
+    at += 12 + length;
+  }
+  EXPECT_EQ(at, png.size()) << "trailing bytes";
+  return chunks;
+}
+
+TEST(Png, SignatureHeaderCrcAndPixels) {
+  RgbImage image(3, 2, {255, 255, 255});
+  image.Set(0, 0, {255, 0, 0});
+  image.Set(2, 1, {0, 0, 255});
+  image.Set(7, 7, {1, 2, 3});  // out of range: ignored
+  absl::StatusOr<std::string> png = EncodePng(image);
+  ASSERT_TRUE(png.ok()) << png.status();
+  ASSERT_GE(png->size(), 8u);
+  EXPECT_EQ(png->substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+
+  const std::vector<Chunk> chunks = Chunks(*png);
+  ASSERT_EQ(chunks.size(), 3u);
+  EXPECT_EQ(chunks[0].type, "IHDR");
+  ASSERT_EQ(chunks[0].data.size(), 13u);
+  EXPECT_EQ(U32(chunks[0].data, 0), 3u);  // width
+  EXPECT_EQ(U32(chunks[0].data, 4), 2u);  // height
+  EXPECT_EQ(chunks[0].data[8], 8);        // bit depth
+  EXPECT_EQ(chunks[0].data[9], 2);        // truecolor
+  EXPECT_EQ(chunks[0].data[10], 0);
+  EXPECT_EQ(chunks[0].data[11], 0);
+  EXPECT_EQ(chunks[0].data[12], 0);
+  EXPECT_EQ(chunks[1].type, "IDAT");
+  EXPECT_EQ(chunks[2].type, "IEND");
+  EXPECT_TRUE(chunks[2].data.empty());
+
+  std::string raw(2 * (1 + 3 * 3), '\0');
+  uLongf raw_size = raw.size();
+  ASSERT_EQ(uncompress(reinterpret_cast<Bytef*>(raw.data()), &raw_size,
+                       reinterpret_cast<const Bytef*>(chunks[1].data.data()), chunks[1].data.size()),
+            Z_OK);
+  ASSERT_EQ(raw_size, raw.size());
+  EXPECT_EQ(raw[0], 0);  // filter type None
+  EXPECT_EQ(raw[10], 0);
+  EXPECT_EQ(static_cast<uint8_t>(raw[1]), 255);  // (0,0) red
+  EXPECT_EQ(static_cast<uint8_t>(raw[2]), 0);
+  EXPECT_EQ(static_cast<uint8_t>(raw[3]), 0);
+  EXPECT_EQ(static_cast<uint8_t>(raw[4]), 255);  // (1,0) white
+  EXPECT_EQ(static_cast<uint8_t>(raw[10 + 1 + 6]), 0);  // (2,1) blue
+  EXPECT_EQ(static_cast<uint8_t>(raw[10 + 1 + 8]), 255);
+}
+
+TEST(Png, EmptyImageIsAnError) { EXPECT_FALSE(EncodePng(RgbImage(0, 5, {})).ok()); }
+
+TEST(PlotPng, DrawsAxesSeriesAndText) {
+  CurveSeries loss{"loss/kd", {1, 2, 3, 4}, {1.0, 0.5, 0.33, 0.25}};
+  CurveSeries eval{"eval/kd", {2, 4}, {0.8, 0.4}};
+  PlotOptions options;
+  options.width = 400;
+  options.height = 300;
+  options.title = "job 1";
+  const RgbImage image = PlotCurves({loss, eval}, options);
+  ASSERT_EQ(image.width(), 400);
+  ASSERT_EQ(image.height(), 300);
+  // Both palette colors appear (first series blue, second orange), and so does dark text.
+  int blue = 0, orange = 0, dark = 0;
+  for (int y = 0; y < image.height(); ++y) {
+    for (int x = 0; x < image.width(); ++x) {
+      const Rgb c = image.Get(x, y);
+      blue += c.r == 31 && c.g == 119 && c.b == 180;
+      orange += c.r == 255 && c.g == 127 && c.b == 14;
+      dark += c.r == 30 && c.g == 30 && c.b == 30;
+    }
+  }
+  EXPECT_GT(blue, 100);
+  EXPECT_GT(orange, 50);
+  EXPECT_GT(dark, 500);
+  absl::StatusOr<std::string> png = EncodePng(image);
+  ASSERT_TRUE(png.ok());
+  EXPECT_EQ(Chunks(*png).size(), 3u);
+}
+
+TEST(PlotPng, TextUsesTheFont) {
+  RgbImage image(40, 20, {255, 255, 255});
+  DrawText(image, 0, 0, " ", {0, 0, 0}, 1);
+  int dark = 0;
+  for (int y = 0; y < 20; ++y) {
+    for (int x = 0; x < 40; ++x) dark += image.Get(x, y).r == 0;
+  }
+  EXPECT_EQ(dark, 0);
+  DrawText(image, 0, 0, "1.5e", {0, 0, 0}, 1);
+  for (int y = 0; y < 20; ++y) {
+    for (int x = 0; x < 40; ++x) dark += image.Get(x, y).r == 0;
+  }
+  EXPECT_GT(dark, 20);
+  EXPECT_EQ(TextWidth("abc", 2), 3 * 12 - 2);
+}
+
+}  // namespace
+}  // namespace qatd::client

@@ -1,1 +1,433 @@
+// The real `qat` binary against the real `qatd` (one daemon per test process, with a token;
+// tests/e2e/e2e_support.h). Each call runs `qat` as a child process and checks its stdout,
+// stderr and exit code (0 ok, 1 job failed / RPC error, 2 usage / validation, 3 unreachable).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/e2e/e2e_support.h"
+
+namespace qatd::client {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+struct QatResult {
+  int exit_code = -1;  // -1: killed after the timeout
+  std::string out;
+  std::string err;
+};
+
+std::atomic<int> g_runs{0};
+
+// One `qat` child process: argv after the program name, environment overrides (an empty
+// value unsets the variable), optional stdin text; stdout/stderr go to files under `dir`.
+class QatProcess {
+ public:
+  QatProcess(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+             const std::string& dir, const std::string& stdin_text = "") {
+    const std::string base = dir + "/qat-run-" + std::to_string(++g_runs);
+    out_file_ = base + ".out";
+    err_file_ = base + ".err";
+    const std::string in_file = base + ".in";
+    std::ofstream(in_file) << stdin_text;
+    std::vector<std::string> argv = {QAT_BINARY};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> cargs;
+    for (std::string& a : argv) cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      for (const auto& [name, value] : env) {
+        if (value.empty()) {
+          ::unsetenv(name.c_str());
+        } else {
+          ::setenv(name.c_str(), value.c_str(), 1);
+        }
+      }
+      const int in = ::open(in_file.c_str(), O_RDONLY);
+      const int out = ::open(out_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int err = ::open(err_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(in, 0);
+      ::dup2(out, 1);
+      ::dup2(err, 2);
+      ::execv(cargs[0], cargs.data());
+      ::_exit(127);
+    }
+  }
+  ~QatProcess() {
+    if (pid_ > 0 && !reaped_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  QatResult Wait(std::chrono::seconds timeout = std::chrono::seconds(180)) {
+    QatResult result;
+    int status = 0;
+    const bool exited = e2e::PollUntil([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, timeout);
+    if (!exited) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+    }
+    reaped_ = true;
+    if (exited && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+    result.out = e2e::ReadFileOrEmpty(out_file_);
+    result.err = e2e::ReadFileOrEmpty(err_file_);
+    return result;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  std::string out_file_, err_file_;
+};
+
+std::ostream& operator<<(std::ostream& os, const QatResult& r) {
+  return os << "exit " << r.exit_code << "\n--- stdout\n" << r.out << "--- stderr\n" << r.err;
+}
+
+class QatCliTest : public e2e::DaemonE2eTest {
+ protected:
+  // The daemon's address and token through the environment, as a user would set them.
+  std::map<std::string, std::string> Env() const {
+    return {{"QATD_ADDRESS", "127.0.0.1:" + std::to_string(daemon_->port())}, {"QATD_TOKEN", e2e::kToken},
+            {"NO_COLOR", "1"}};
+  }
+
+  QatResult Qat(const std::vector<std::string>& args, std::map<std::string, std::string> env_overrides = {},
+                const std::string& stdin_text = "") {
+    std::map<std::string, std::string> env = Env();
+    for (const auto& [k, v] : env_overrides) env[k] = v;
+    QatProcess process(args, env, dir_->path().string(), stdin_text);
+    return process.Wait();
+  }
+
+  std::unique_ptr<QatProcess> Start(const std::vector<std::string>& args) {
+    return std::make_unique<QatProcess>(args, Env(), dir_->path().string());
+  }
+
+  // The id in "submitted job N" / "submitted pipeline N".
+  static int64_t SubmittedId(const std::string& out, const std::string& what = "job") {
+    std::smatch m;
+    const std::regex re("submitted " + what + " ([0-9]+)");
+    if (!std::regex_search(out, m, re)) {
+      ADD_FAILURE() << "no 'submitted " << what << " N' in:\n" << out;
+      return 0;
+    }
+    return std::stoll(m[1]);
+  }
+
+  // A finished probe with `steps` steps (for the read-only commands).
+  int64_t FinishedProbe(int steps) {
+    const QatResult r = Qat({"probe", "--steps", std::to_string(steps), "--step-ms", "5", "--wait"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    return SubmittedId(r.out);
+  }
+
+  std::string MakeFile(const std::string& name, const std::string& text) {
+    const std::string path = dir_->File(name);
+    std::ofstream(path) << text;
+    return path;
+  }
+};
+
+TEST_F(QatCliTest, ServerAndHelp) {
+  QatResult r = Qat({"server"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("qatd "));
+  EXPECT_THAT(r.out, HasSubstr("PROBE"));
+  EXPECT_THAT(r.out, HasSubstr("KD_CACHE"));
+  EXPECT_THAT(r.out, HasSubstr("DEVICE"));
+
+  r = Qat({"--json", "server"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const nlohmann::json info = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(info.contains("version"));
+  EXPECT_TRUE(info["availableKinds"].is_array());
+
+  r = Qat({"--help"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("pipeline"));
+  EXPECT_THAT(r.out, Not(HasSubstr("probe ")));  // hidden: for tests
+  r = Qat({"train", "--help"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("--lut-size"));
+  EXPECT_THAT(r.out, HasSubstr("Example:"));
+}
+
+TEST_F(QatCliTest, ProbeLifecycle) {
+  QatResult r = Qat({"probe", "--steps", "5", "--step-ms", "10", "--name", "smoke"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const int64_t id = SubmittedId(r.out);
+  const std::string sid = std::to_string(id);
+
+  r = Qat({"watch", sid});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("5/5 steps"));
+  EXPECT_THAT(r.out, HasSubstr("loss/kd"));
+  EXPECT_THAT(r.out, HasSubstr("job " + sid + " SUCCEEDED"));
+
+  r = Qat({"status", sid});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("SUCCEEDED"));
+  EXPECT_THAT(r.out, HasSubstr("smoke"));
+  EXPECT_THAT(r.out, HasSubstr("probe {"));
+  EXPECT_THAT(r.out, HasSubstr("loss/kd=0.2"));
+
+  r = Qat({"--json", "status", sid});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["state"], "JOB_STATE_SUCCEEDED");
+
+  r = Qat({"jobs"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("ID"));
+  EXPECT_THAT(r.out, HasSubstr("PROGRESS"));
+  EXPECT_THAT(r.out, HasSubstr("PROBE"));
+  EXPECT_THAT(r.out, HasSubstr("smoke"));
+  r = Qat({"jobs", "--state", "succeeded", "--kind", "probe"});
+  EXPECT_THAT(r.out, HasSubstr("smoke")) << r;
+  r = Qat({"jobs", "--state", "queued,failed"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, Not(HasSubstr("smoke")));
+  r = Qat({"jobs", "--state", "sleeping"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("--state"));
+
+  // Paging: a second job, then one job per page.
+  FinishedProbe(1);
+  r = Qat({"jobs", "--limit", "1"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.err, HasSubstr("--page-token"));
+  r = Qat({"--json", "jobs", "--limit", "1", "--all"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const nlohmann::json listing = nlohmann::json::parse(r.out);
+  ASSERT_GE(listing["jobs"].size(), 2u);
+  EXPECT_FALSE(listing.contains("nextPageToken"));
+
+  r = Qat({"logs", sid});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("probe: 5 steps of 10 ms"));
+  r = Qat({"logs", sid, "-f"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("probe: 5 steps"));
+
+  r = Qat({"curve", sid, "--csv"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("series,step,value\nloss/kd,1,1\nloss/kd,2,0.5\n"));
+  EXPECT_THAT(r.out, HasSubstr("loss/kd,5,0.2"));
+  r = Qat({"curve", sid});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("loss/kd"));
+  EXPECT_THAT(r.out, HasSubstr("step"));
+  const std::string png = dir_->File("loss.png");
+  r = Qat({"curve", sid, "--png", png});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  const std::string bytes = e2e::ReadFileOrEmpty(png);
+  ASSERT_GT(bytes.size(), 100u);
+  EXPECT_EQ(bytes.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  EXPECT_EQ(bytes.substr(12, 4), "IHDR");
+
+  r = Qat({"artifacts", sid});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("probe.txt"));
+  EXPECT_THAT(r.out, HasSubstr("SHA256"));
+  r = Qat({"--json", "artifacts", sid});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const nlohmann::json artifacts = nlohmann::json::parse(r.out);
+  ASSERT_EQ(artifacts["artifacts"].size(), 1u);
+  EXPECT_EQ(artifacts["artifacts"][0]["kind"], "probe");
+}
+
+TEST_F(QatCliTest, WaitWithJsonStreamsEvents) {
+  const QatResult r = Qat({"--json", "probe", "--steps", "3", "--step-ms", "5", "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  std::istringstream lines(r.out);
+  std::string line;
+  int events = 0;
+  bool succeeded = false;
+  while (std::getline(lines, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line);  // every line is one JSON object
+    ++events;
+    // The first line is the submitted Job (state is a string); then JobEvents.
+    if (j.contains("state") && j["state"].is_object() && j["state"].value("to", "") == "JOB_STATE_SUCCEEDED") {
+      succeeded = true;
+    }
+  }
+  EXPECT_GE(events, 5);
+  EXPECT_TRUE(succeeded) << r;
+}
+
+TEST_F(QatCliTest, FailedJobExitsNonZero) {
+  const QatResult r = Qat({"probe", "--steps", "1", "--fail", "--wait"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_THAT(r.out, HasSubstr("FAILED"));
+  EXPECT_THAT(r.out, HasSubstr("probe failure requested"));
+}
+
+TEST_F(QatCliTest, CancelRunningProbeEndsWatch) {
+  QatResult r = Qat({"probe", "--steps", "100000", "--step-ms", "100"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const int64_t id = SubmittedId(r.out);
+  // Running, and past its first step (so its first log line is stored).
+  WaitFor(*daemon_, id, [](const v1::Job& job) {
+    return job.state() == v1::JOB_STATE_RUNNING && job.progress().done() >= 1;
+  });
+  auto watch = Start({"watch", std::to_string(id)});
+
+  // Stored history only: returns while the job keeps running.
+  r = Qat({"logs", std::to_string(id)});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("probe: 100000 steps"));
+  EXPECT_EQ(Get(*daemon_, id).state(), v1::JOB_STATE_RUNNING);
+
+  r = Qat({"cancel", std::to_string(id), "--reason", "test over"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  const QatResult watched = watch->Wait();
+  EXPECT_EQ(watched.exit_code, 1) << watched;
+  EXPECT_THAT(watched.out, HasSubstr("CANCELLED"));
+  EXPECT_EQ(Get(*daemon_, id).state(), v1::JOB_STATE_CANCELLED);
+}
+
+TEST_F(QatCliTest, ErrorPaths) {
+  QatResult r = Qat({"status", "999999"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
+
+  r = Qat({"train", "--dtype", "bf17"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("--dtype"));
+  EXPECT_THAT(r.err, HasSubstr("bf17"));
+
+  r = Qat({"server"}, {{"QATD_ADDRESS", "127.0.0.1:" + std::to_string(e2e::FreeLoopbackPort())}});
+  EXPECT_EQ(r.exit_code, 3) << r;
+  EXPECT_THAT(r.err, HasSubstr("cannot reach qatd"));
+  EXPECT_THAT(r.err, HasSubstr("is the daemon running?"));
+  r = Qat({"watch", "1"}, {{"QATD_ADDRESS", "127.0.0.1:" + std::to_string(e2e::FreeLoopbackPort())}});
+  EXPECT_EQ(r.exit_code, 3) << r;  // streams notice it too
+
+  r = Qat({"server", "--token", "wrong"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_THAT(r.err, HasSubstr("token"));
+  EXPECT_THAT(r.err, HasSubstr("--token"));
+  r = Qat({"jobs"}, {{"QATD_TOKEN", ""}});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_THAT(r.err, HasSubstr("token"));
+  const std::string token_file = MakeFile("token.txt", std::string(e2e::kToken) + "\n");
+  r = Qat({"server", "--token-file", token_file}, {{"QATD_TOKEN", ""}});
+  EXPECT_EQ(r.exit_code, 0) << r;
+
+  // A spec the daemon rejects: INVALID_ARGUMENT naming the field, exit 2.
+  const std::string model = dir_->File("model");
+  std::filesystem::create_directories(model);
+  r = Qat({"cache", "--model", model});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("spec.kd_cache.dataset"));
+  EXPECT_THAT(r.err, HasSubstr("--dataset"));
+  r = Qat({"train", "--model", model, "--kd-cache", model, "--train-scales", "--lut-size", "12"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("lut_size"));
+}
+
+TEST_F(QatCliTest, InferStreamsOrReportsTheJobError) {
+  const std::string model = dir_->File("model");
+  std::filesystem::create_directories(model);
+  // No real model here: the GENERATE job fails (unavailable in this build, or no config.json);
+  // the stream ends with that status and qat reports it.
+  QatResult r = Qat({"infer", "--model", model, "--prompt", "What is 2+2?"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_THAT(r.err, HasSubstr("qat: "));
+  r = Qat({"infer", "--model", model, "--interactive"}, {}, "hello\nquit\n");
+  EXPECT_EQ(r.exit_code, 1) << r;
+  r = Qat({"infer", "--model", model});
+  EXPECT_EQ(r.exit_code, 2) << r;  // the daemon requires a prompt
+  EXPECT_THAT(r.err, HasSubstr("prompt"));
+}
+
+TEST_F(QatCliTest, PipelineRecipesAndFiles) {
+  const std::string model = dir_->File("model");
+  std::filesystem::create_directories(model);
+  const std::string dataset = MakeFile("data.txt", "hello world\n");
+
+  QatResult r = Qat({"pipeline", "run", "q4", "--model", model, "--dataset", dataset, "--print"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  for (const char* stage : {"\"cache\"", "\"scales\"", "\"weights\"", "\"both\"", "\"snap\"", "\"infer\""}) {
+    EXPECT_THAT(r.out, HasSubstr(stage));
+  }
+  r = Qat({"pipeline", "run", "q5"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  r = Qat({"pipeline", "run", "q4", "--dataset", dataset, "--print"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("--model"));
+
+  // The daemon accepts the recipe's DAG (it validates stages, inputs and paths).
+  r = Qat({"pipeline", "run", "q4", "--model", model, "--dataset", dataset, "--steps-scale", "0.01"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const int64_t q4 = SubmittedId(r.out, "pipeline");
+  r = Qat({"pipeline", "status", std::to_string(q4)});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  for (const char* stage : {"cache", "scales", "weights", "both", "snap", "infer"}) EXPECT_THAT(r.out, HasSubstr(stage));
+  r = Qat({"--json", "pipeline", "status", std::to_string(q4)});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["jobs"].size(), 6u);
+
+  r = Qat({"pipeline", "run", "q2", "--model", model, "--kd-cache", model, "--print"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("v2_checkpoint"));
+  EXPECT_THAT(r.out, Not(HasSubstr("\"cache\"")));
+  r = Qat({"pipeline", "run", "q2", "--model", model, "--dataset", dataset});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const int64_t q2 = SubmittedId(r.out, "pipeline");
+  r = Qat({"pipeline", "status", std::to_string(q2)});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  for (const char* stage : {"cache", "scales", "convert", "v2", "snap", "infer"}) EXPECT_THAT(r.out, HasSubstr(stage));
+
+  // A PipelineSpec file of two probes.
+  const std::string file = MakeFile("probes.textproto", R"(
+name: "two-probes"
+stages { name: "a" spec { probe { steps: 2 step_ms: 5 } } }
+stages { name: "b" depends_on: "a" spec { probe { steps: 3 step_ms: 5 } } }
+)");
+  r = Qat({"pipeline", "run", file, "--wait"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("two-probes"));
+  EXPECT_THAT(r.out, HasSubstr("loss/kd=0.5"));   // stage a's final metric
+  EXPECT_THAT(r.out, Not(HasSubstr("FAILED")));
+  // --wait on a failing pipeline: exit 1 and the table names the failures.
+  const std::string failing = MakeFile("failing.textproto", R"(
+name: "fails"
+stages { name: "a" spec { probe { steps: 1 fail: true } } }
+stages { name: "b" depends_on: "a" spec { probe { steps: 1 } } }
+)");
+  r = Qat({"pipeline", "run", failing, "--wait"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_THAT(r.out, HasSubstr("STAGE"));
+  EXPECT_THAT(r.out, HasSubstr("probe failure requested"));
+  EXPECT_THAT(r.out, HasSubstr("dependency job"));
+  const std::string bad = MakeFile("bad.textproto", "stages { nme: 1 }\n");
+  r = Qat({"pipeline", "run", bad});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("line 1"));
+}
+
+}  // namespace
+}  // namespace qatd::client

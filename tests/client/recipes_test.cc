@@ -1,1 +1,252 @@
+// The built-in q4 / q2 pipelines: stage order, a DAG whose artifact inputs name real string
+// fields of the stage's spec, the seed's step counts and learning rates, and flags.
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <google/protobuf/text_format.h>
+#include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
+
+#include "client/recipes.h"
+#include "client/submit.h"
+#include "tests/common/temp_dir.h"
+
+namespace qatd::client {
+namespace {
+
+absl::StatusOr<v1::PipelineSpec> BuildRecipe(Recipe recipe, std::vector<std::string> args) {
+  CLI::App app{"test"};
+  RecipeFlags flags;
+  flags.Register(&app);
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  app.parse(reversed);
+  return flags.Build(recipe);
+}
+
+v1::PipelineSpec BuildOk(Recipe recipe, std::vector<std::string> args) {
+  absl::StatusOr<v1::PipelineSpec> spec = BuildRecipe(recipe, std::move(args));
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return spec.ok() ? *spec : v1::PipelineSpec();
+}
+
+std::vector<std::string> StageNames(const v1::PipelineSpec& p) {
+  std::vector<std::string> names;
+  for (const auto& s : p.stages()) names.push_back(s.name());
+  return names;
+}
+
+const v1::PipelineStage& Stage(const v1::PipelineSpec& p, const std::string& name) {
+  for (const auto& s : p.stages()) {
+    if (s.name() == name) return s;
+  }
+  ADD_FAILURE() << "no stage " << name;
+  return v1::PipelineStage::default_instance();
+}
+
+// "from_stage:artifact_kind->field" for every input of a stage.
+std::set<std::string> Inputs(const v1::PipelineStage& stage) {
+  std::set<std::string> out;
+  for (const auto& in : stage.inputs()) out.insert(in.from_stage() + ":" + in.artifact_kind() + "->" + in.field());
+  return out;
+}
+
+// What the daemon checks (server/pipeline_plan.cc): unique names, dependencies and inputs
+// naming earlier stages (so the stage list is already a topological order), and every fed
+// field a singular string field of the stage's spec message.
+void ExpectValidDag(const v1::PipelineSpec& p) {
+  std::map<std::string, int> index;
+  for (int i = 0; i < p.stages_size(); ++i) {
+    const v1::PipelineStage& stage = p.stages(i);
+    EXPECT_TRUE(index.emplace(stage.name(), i).second) << "duplicate stage " << stage.name();
+    EXPECT_NE(stage.spec().kind_case(), v1::JobSpec::KIND_NOT_SET) << stage.name();
+    for (const std::string& d : stage.depends_on()) {
+      ASSERT_TRUE(index.count(d) && index[d] < i) << stage.name() << " depends on " << d;
+    }
+    const auto* oneof = v1::JobSpec::descriptor()->FindOneofByName("kind");
+    const auto* active = stage.spec().GetReflection()->GetOneofFieldDescriptor(stage.spec(), oneof);
+    ASSERT_NE(active, nullptr);
+    for (const v1::ArtifactInput& in : stage.inputs()) {
+      ASSERT_TRUE(index.count(in.from_stage()) && index[in.from_stage()] < i)
+          << stage.name() << " reads from " << in.from_stage();
+      EXPECT_FALSE(in.artifact_kind().empty());
+      const auto* field = active->message_type()->FindFieldByName(in.field());
+      ASSERT_NE(field, nullptr) << in.field() << " is not a field of " << active->message_type()->name();
+      EXPECT_EQ(field->type(), google::protobuf::FieldDescriptor::TYPE_STRING) << in.field();
+      EXPECT_FALSE(field->is_repeated()) << in.field();
+    }
+  }
+}
+
+TEST(Recipes, ByName) {
+  EXPECT_EQ(RecipeByName("q4"), Recipe::kQ4);
+  EXPECT_EQ(RecipeByName("q2"), Recipe::kQ2);
+  EXPECT_FALSE(RecipeByName("q3").has_value());
+}
+
+TEST(Recipes, Q4FollowsTheSeedsRecommendedPipeline) {
+  const v1::PipelineSpec p = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d.json"});
+  EXPECT_EQ(p.name(), "q4");
+  EXPECT_EQ(StageNames(p), (std::vector<std::string>{"cache", "scales", "weights", "both", "snap", "infer"}));
+  ExpectValidDag(p);
+
+  const v1::KdCacheSpec& cache = Stage(p, "cache").spec().kd_cache();
+  EXPECT_EQ(cache.teacher_model(), "/m");
+  EXPECT_EQ(cache.dataset(), "/d.json");
+  EXPECT_TRUE(Stage(p, "cache").inputs().empty());
+
+  const v1::QatSpec& scales = Stage(p, "scales").spec().qat();
+  EXPECT_EQ(scales.version(), v1::QAT_VERSION_V1);
+  EXPECT_TRUE(scales.train_scales());
+  EXPECT_FALSE(scales.train_weights());
+  EXPECT_DOUBLE_EQ(scales.lr(), 1e-3);
+  EXPECT_EQ(scales.max_steps(), 500);
+  EXPECT_EQ(scales.model(), "/m");
+  EXPECT_EQ(Inputs(Stage(p, "scales")), (std::set<std::string>{"cache:kd_cache->kd_cache_dir"}));
+
+  const v1::QatSpec& weights = Stage(p, "weights").spec().qat();
+  EXPECT_TRUE(weights.train_weights());
+  EXPECT_FALSE(weights.train_scales());
+  EXPECT_DOUBLE_EQ(weights.lr(), 5e-6);
+  EXPECT_EQ(weights.max_steps(), 3000);
+  EXPECT_DOUBLE_EQ(weights.hard_top1_weight(), 0.1);
+  EXPECT_DOUBLE_EQ(weights.hard_full_weight(), 0.0005);
+  EXPECT_EQ(Inputs(Stage(p, "weights")),
+            (std::set<std::string>{"cache:kd_cache->kd_cache_dir", "scales:checkpoint->init_state"}));
+
+  const v1::QatSpec& both = Stage(p, "both").spec().qat();
+  EXPECT_TRUE(both.train_weights());
+  EXPECT_TRUE(both.train_scales());
+  EXPECT_DOUBLE_EQ(both.lr(), 1e-6);
+  EXPECT_EQ(both.max_steps(), 1000);
+  EXPECT_EQ(Inputs(Stage(p, "both")),
+            (std::set<std::string>{"cache:kd_cache->kd_cache_dir", "weights:checkpoint->init_state"}));
+
+  const v1::QatSpec& snap = Stage(p, "snap").spec().qat();
+  EXPECT_TRUE(snap.skip_training());
+  EXPECT_TRUE(snap.snap_weights());
+  EXPECT_TRUE(snap.kd_cache_dir().empty());
+  EXPECT_EQ(Inputs(Stage(p, "snap")), (std::set<std::string>{"both:checkpoint->init_state"}));
+
+  const v1::GenerateSpec& infer = Stage(p, "infer").spec().generate();
+  EXPECT_EQ(infer.model(), "/m");
+  EXPECT_FALSE(infer.prompt().empty());
+  EXPECT_EQ(infer.version(), v1::QAT_VERSION_V1);
+  EXPECT_EQ(Inputs(Stage(p, "infer")), (std::set<std::string>{"snap:checkpoint->checkpoint"}));
+}
+
+TEST(Recipes, Q2IsTheProgressivePipeline) {
+  const v1::PipelineSpec p = BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d.json", "--scale-rank", "4"});
+  EXPECT_EQ(p.name(), "q2");
+  EXPECT_EQ(StageNames(p), (std::vector<std::string>{"cache", "scales", "convert", "v2", "snap", "infer"}));
+  ExpectValidDag(p);
+
+  EXPECT_TRUE(Stage(p, "scales").spec().qat().train_scales());
+  EXPECT_EQ(Stage(p, "scales").spec().qat().version(), v1::QAT_VERSION_V1);
+
+  const v1::ConvertSpec& convert = Stage(p, "convert").spec().convert();
+  EXPECT_EQ(convert.mode(), v1::CONVERT_MODE_Q4_TO_Q2);
+  EXPECT_EQ(convert.model(), "/m");
+  EXPECT_EQ(convert.q4_rank(), 4);  // follows --scale-rank of the Q4 stage
+  EXPECT_EQ(Inputs(Stage(p, "convert")), (std::set<std::string>{"scales:checkpoint->checkpoint"}));
+
+  const v1::QatSpec& v2 = Stage(p, "v2").spec().qat();
+  EXPECT_EQ(v2.version(), v1::QAT_VERSION_V2);
+  EXPECT_EQ(v2.v2_init(), v1::V2_INIT_FROM_V2);
+  EXPECT_TRUE(v2.train_scales());
+  EXPECT_EQ(v2.max_steps(), 1000);
+  EXPECT_FALSE(v2.has_lr());  // the V2 default
+  EXPECT_EQ(Inputs(Stage(p, "v2")),
+            (std::set<std::string>{"cache:kd_cache->kd_cache_dir", "convert:checkpoint->v2_checkpoint"}));
+
+  const v1::SnapSpec& snap = Stage(p, "snap").spec().snap();
+  EXPECT_EQ(snap.model(), "/m");
+  EXPECT_EQ(Inputs(Stage(p, "snap")), (std::set<std::string>{"v2:checkpoint->checkpoint"}));
+
+  EXPECT_EQ(Stage(p, "infer").spec().generate().version(), v1::QAT_VERSION_V2);
+  EXPECT_EQ(Inputs(Stage(p, "infer")), (std::set<std::string>{"snap:checkpoint->checkpoint"}));
+}
+
+TEST(Recipes, StepsScaleAndPerStageFlags) {
+  const v1::PipelineSpec p =
+      BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--steps-scale", "0.01", "--weights-lr", "2e-5",
+                            "--both-steps", "50", "--batch-size", "8", "--lut-size", "16", "--quantize-attn"});
+  EXPECT_EQ(Stage(p, "scales").spec().qat().max_steps(), 5);
+  EXPECT_EQ(Stage(p, "weights").spec().qat().max_steps(), 30);
+  EXPECT_EQ(Stage(p, "both").spec().qat().max_steps(), 1);  // 50 * 0.01 rounds to 1: never 0
+  EXPECT_DOUBLE_EQ(Stage(p, "weights").spec().qat().lr(), 2e-5);
+  for (const char* name : {"scales", "weights", "both"}) {
+    EXPECT_EQ(Stage(p, name).spec().qat().batch_size(), 8) << name;
+    EXPECT_EQ(Stage(p, name).spec().qat().quant().lut_size(), 16) << name;
+    EXPECT_TRUE(Stage(p, name).spec().qat().quant().quantize_attn()) << name;
+  }
+  // The snap stage quantizes like the trained stages.
+  EXPECT_TRUE(Stage(p, "snap").spec().qat().quant().quantize_attn());
+  EXPECT_FALSE(Stage(p, "scales").spec().qat().has_eval_samples());
+}
+
+TEST(Recipes, ExistingCacheLeavesTheCacheStageOut) {
+  const v1::PipelineSpec p = BuildOk(Recipe::kQ2, {"--model", "/m", "--kd-cache", "/cache"});
+  EXPECT_EQ(StageNames(p), (std::vector<std::string>{"scales", "convert", "v2", "snap", "infer"}));
+  ExpectValidDag(p);
+  EXPECT_EQ(Stage(p, "scales").spec().qat().kd_cache_dir(), "/cache");
+  EXPECT_EQ(Stage(p, "v2").spec().qat().kd_cache_dir(), "/cache");
+  for (const auto& stage : p.stages()) {
+    for (const auto& in : stage.inputs()) EXPECT_NE(in.from_stage(), "cache");
+  }
+}
+
+TEST(Recipes, JobFlagsApplyToEveryStage) {
+  const v1::PipelineSpec p =
+      BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--priority", "3", "--devices", "2", "--name", "demo"});
+  EXPECT_EQ(p.name(), "demo");
+  for (const auto& stage : p.stages()) {
+    EXPECT_EQ(stage.spec().priority(), 3) << stage.name();
+    EXPECT_EQ(stage.spec().resources().device_count(), 2) << stage.name();
+  }
+}
+
+TEST(Recipes, MissingInputsNameTheFlag) {
+  absl::StatusOr<v1::PipelineSpec> p = BuildRecipe(Recipe::kQ4, {"--dataset", "/d"});
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("--model"), std::string::npos) << p.status();
+  p = BuildRecipe(Recipe::kQ2, {"--model", "/m"});
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("--dataset"), std::string::npos) << p.status();
+  p = BuildRecipe(Recipe::kQ2, {"--model", "/m", "--dataset", "/d", "--steps-scale", "0"});
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("--steps-scale"), std::string::npos) << p.status();
+}
+
+TEST(Recipes, TextFormatRoundTrip) {
+  const v1::PipelineSpec p = BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d"});
+  qatd::testing::TempDir dir;
+  const std::string file = dir.File("q2.textproto");
+  {
+    FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    const std::string text = PipelineText(p);
+    std::fwrite(text.data(), 1, text.size(), f);
+    std::fclose(f);
+  }
+  absl::StatusOr<v1::PipelineSpec> read = ReadPipelineFile(file);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(p, *read));
+}
+
+TEST(Recipes, BadTextFormatReportsTheLine) {
+  qatd::testing::TempDir dir;
+  const std::string file = dir.File("bad.textproto");
+  FILE* f = std::fopen(file.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("name: \"x\"\nstages { nme: \"a\" }\n", f);
+  std::fclose(f);
+  absl::StatusOr<v1::PipelineSpec> read = ReadPipelineFile(file);
+  ASSERT_FALSE(read.ok());
+  EXPECT_NE(read.status().message().find("line 2"), std::string::npos) << read.status();
+  EXPECT_FALSE(ReadPipelineFile(dir.File("missing.textproto")).ok());
+}
+
+}  // namespace
+}  // namespace qatd::client
