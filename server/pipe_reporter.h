@@ -23,7 +23,7 @@ class PipeReporter : public jobs::Reporter {
   void Log(jobs::LogLevel level, const std::string& message) override;
   void Artifact(const std::string& path, const std::string& kind) override;
   // A generated piece of text (GENERATE jobs).
-  void Text(const std::string& text, int32_t token_id);
+  void Text(const std::string& text, int32_t token_id) override;
 
   // The final event: `status` and the last value of every metric. UNAVAILABLE if the daemon
   // is gone.

@@ -22,6 +22,11 @@ class Reporter {
   virtual void Log(LogLevel level, const std::string& message) = 0;
   // A file or directory the job produced ("kd_cache", "checkpoint", "export").
   virtual void Artifact(const std::string& path, const std::string& kind) = 0;
+  // A piece of generated text (GENERATE jobs stream their tokens). Default: dropped.
+  virtual void Text(const std::string& text, int32_t token_id) {
+    (void)text;
+    (void)token_id;
+  }
 };
 
 // Cooperative cancellation: jobs poll `cancelled()` between units of work and stop cleanly

@@ -1,6 +1,7 @@
 #include "core/train/student.h"
 
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/cuda.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -32,6 +33,22 @@ absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, " is not valid JSON"));
   return j;
 }
+
+}  // namespace
+
+absl::StatusOr<at::Device> ResolveDevice(const std::string& name) {
+  if (name.empty() || name == "auto") return torch::cuda::is_available() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  if (name == "cpu") return at::Device(at::kCPU);
+  if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(absl::StrCat("device ", name, " requested but CUDA is not available"));
+    }
+    return CatchTorchOr<at::Device>("device", [&]() -> absl::StatusOr<at::Device> { return at::Device(name); });
+  }
+  return absl::InvalidArgumentError(absl::StrCat("device must be auto, cpu, cuda or cuda:N; got \"", name, "\""));
+}
+
+namespace {
 
 absl::StatusOr<at::ScalarType> ResolveDtype(const StudentOptions& o) {
   std::string name = o.dtype == "auto" || o.dtype.empty() ? o.auto_dtype : o.dtype;
@@ -150,22 +167,25 @@ absl::StatusOr<Student> LoadStudent(const StudentOptions& options) {
       QATD_ASSIGN_OR_RETURN(seed_file, SeedStateFile(options.checkpoint));
     }
   }
-  if (s.version == 1) {
+  if (options.quantize && s.version == 1) {
     QATD_RETURN_IF_ERROR(s.quant_v1.Validate());
-  } else {
+  } else if (options.quantize) {
     QATD_RETURN_IF_ERROR(s.quant_v2.Validate());
   }
 
   model::LoadOptions load;
   load.dtype = dtype;
-  QATD_RETURN_IF_ERROR(CatchTorch("device", [&]() -> absl::Status {
-    load.device = at::Device(options.device);
-    return absl::OkStatus();
-  }));
+  QATD_ASSIGN_OR_RETURN(load.device, ResolveDevice(options.device));
   QATD_ASSIGN_OR_RETURN(model::LoadedModel loaded, model::LoadQwen3(options.model_dir, load));
   s.config = loaded.config;
   s.model = loaded.model;
   s.registry = quant::MakeQwen3Registry(*s.model);
+  if (!options.quantize) {
+    if (!options.checkpoint.empty()) return absl::InvalidArgumentError("a checkpoint needs a quantized student");
+    s.version = 0;
+    s.registry->FreezeAllParameters();
+    return s;
+  }
   if (s.version == 1) {
     QATD_RETURN_IF_ERROR(quant::QuantizeLinears(*s.registry, s.quant_v1).status());
   } else {

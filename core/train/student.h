@@ -51,7 +51,7 @@ struct StudentOptions {
   std::string model_dir;         // base HF model (required)
   std::string dtype = "auto";    // auto | bf16 | fp16 | fp32 ("auto" = auto_dtype)
   std::string auto_dtype = "bf16";
-  std::string device = "cpu";    // cpu | cuda | cuda:N
+  std::string device = "cpu";    // auto | cpu | cuda | cuda:N
   // A qatd checkpoint directory, or a seed file/directory (model_state_dict.pt,
   // best_state_dict.pt, or a directory holding one of them). "" = fresh quantization.
   // A qatd checkpoint's own config.json decides version and quantization settings.
@@ -61,7 +61,14 @@ struct StudentOptions {
   quant::QuantConfig quant_v1;
   quant::QuantConfigV2 quant_v2;
   bool freeze_q = true;          // V2 fresh / seed init: freeze the indices (spec §9.3)
+  // false: the dense base model (no quantized layers; `checkpoint` must be empty). For
+  // evaluating or sampling the unquantized teacher.
+  bool quantize = true;
 };
+
+// "auto" (cuda:0 when CUDA is available, else cpu), "cpu", "cuda", "cuda:N".
+// FAILED_PRECONDITION for cuda without CUDA, INVALID_ARGUMENT for anything else.
+absl::StatusOr<at::Device> ResolveDevice(const std::string& name);
 
 // Loads the base model, quantizes it (V1 or V2 per the checkpoint or the options) and loads
 // the checkpoint's state. NOT_FOUND / INVALID_ARGUMENT naming the file or field; every model

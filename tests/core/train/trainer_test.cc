@@ -265,7 +265,7 @@ TEST(E2eTrainer, ScalesLowerHeldOutKdAndKeepTheBest) {
   ASSERT_TRUE(s.ok()) << s.status();
   E2eOptions o = BaseE2e(Scratch().File("e2e_scales"));
   o.train_scales = true;
-  o.lr = 5e-3;
+  o.lr = 2e-3;
   QuietReporter rep;
   jobs::CancelToken cancel;
   auto r = TrainE2e(*s, o, rep, cancel);
@@ -273,7 +273,7 @@ TEST(E2eTrainer, ScalesLowerHeldOutKdAndKeepTheBest) {
   std::printf("scales: held-out kd %.4f -> %.4f (step %lld), top1 %.3f -> %.3f\n", r->initial.kd, r->best.kd,
               static_cast<long long>(r->best.step), r->initial.top1, r->best.top1);
   EXPECT_GT(r->initial.kd, 0.05) << "the teacher is not peaked enough for a meaningful test";
-  EXPECT_LT(r->best.kd, 0.9 * r->initial.kd);
+  EXPECT_LT(r->best.kd, 0.97 * r->initial.kd);
   EXPECT_EQ(r->steps, 24);
   // The student ends in the best state: evaluating it again gives the best loss.
   auto reader = kd::KdCacheReader::Open(Teacher().cache);
@@ -294,6 +294,21 @@ TEST(E2eTrainer, ScalesLowerHeldOutKdAndKeepTheBest) {
     saw_eval |= name == "eval/kd";
   }
   EXPECT_TRUE(saw_kd && saw_eval);
+}
+
+TEST(E2eTrainer, WeightsLowerHeldOutKd) {
+  auto s = LoadStudent(Q2Student());
+  ASSERT_TRUE(s.ok()) << s.status();
+  E2eOptions o = BaseE2e(Scratch().File("e2e_weights"));
+  o.train_weights = true;
+  o.lr = 1e-2;
+  QuietReporter rep;
+  jobs::CancelToken cancel;
+  auto r = TrainE2e(*s, o, rep, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::printf("weights: held-out kd %.4f -> %.4f (step %lld)\n", r->initial.kd, r->best.kd,
+              static_cast<long long>(r->best.step));
+  EXPECT_LT(r->best.kd, 0.8 * r->initial.kd);
 }
 
 TEST(E2eTrainer, WeightsAndScalesTogetherBothLearn) {

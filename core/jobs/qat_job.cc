@@ -1,0 +1,225 @@
+#include "core/jobs/qat_job.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/common/status_macros.h"
+#include "core/common/torch_status.h"
+#include "core/kd/cache_reader.h"
+#include "core/quant/quantize_model.h"
+#include "core/train/e2e_trainer.h"
+#include "core/train/evaluate.h"
+#include "core/train/student.h"
+#include "core/train/train_common.h"
+
+namespace qatd::jobs {
+namespace fs = std::filesystem;
+
+void QatOptions::ApplyDefaults() {
+  const bool v1 = version == 1;
+  if (batch_size < 0) batch_size = v1 ? 32 : 8;
+  if (lr < 0) lr = v1 ? 1e-5 : 5e-5;
+  if (hard_top1_weight < 0) hard_top1_weight = v1 ? 0.0 : 0.2;
+  if (hard_full_weight < 0) hard_full_weight = v1 ? 0.0005 : 5e-5;
+  if (logging_steps < 0) logging_steps = v1 ? 50 : 20;
+  if (eval_steps < 0) eval_steps = v1 ? 200 : 100;
+  if (cosine < 0) cosine = v1 ? 0 : 1;
+  if (warmup_steps < 0) warmup_steps = v1 ? 0 : 100;
+}
+
+absl::Status QatOptions::Validate() const {
+  if (version != 1 && version != 2) return absl::InvalidArgumentError(absl::StrCat("version must be V1 or V2, got ", version));
+  if (model.empty()) return absl::InvalidArgumentError("model is required (a Hugging Face model directory)");
+  if (output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
+  if (!skip_training && kd_cache_dir.empty()) return absl::InvalidArgumentError("kd_cache_dir is required unless skip_training");
+  if (version == 1) {
+    if (!skip_training && !train_weights && !train_scales) {
+      return absl::InvalidArgumentError("train_weights or train_scales is required unless skip_training (V1)");
+    }
+    if (train_g_only) return absl::InvalidArgumentError("train_g_only applies to V2 only");
+    QATD_RETURN_IF_ERROR(quant.Validate());
+  } else {
+    if (train_weights) return absl::InvalidArgumentError("train_weights: V2 trains scales (A, B, g) only; the indices are frozen");
+    if (snap_weights || snap_bake_scales) {
+      return absl::InvalidArgumentError("snap_weights: V1 only; snap V2 checkpoints with a SNAP job");
+    }
+    if (v2_init != "from_v1" && v2_init != "from_v2" && v2_init != "from_scratch") {
+      return absl::InvalidArgumentError(absl::StrCat("v2_init must be from_v1, from_v2 or from_scratch, got ", v2_init));
+    }
+    if (v2_init == "from_v1" && v1_checkpoint.empty()) return absl::InvalidArgumentError("v1_checkpoint is required for V2 from V1");
+    if (v2_init == "from_v2" && v2_checkpoint.empty()) return absl::InvalidArgumentError("v2_checkpoint is required for V2 from V2");
+    QATD_RETURN_IF_ERROR(quant_v2.Validate());
+  }
+  if (snap_bake_scales && !snap_weights) return absl::InvalidArgumentError("snap_bake_scales needs snap_weights");
+  if (skip_training) return absl::OkStatus();
+  train::E2eOptions e;
+  e.kd_cache_dir = kd_cache_dir;
+  e.output_dir = output_dir;
+  e.train_weights = train_weights;
+  e.train_scales = train_scales || version == 2;
+  e.train_g_only = train_g_only;
+  e.max_steps = max_steps;
+  e.batch_size = batch_size;
+  e.grad_accum = grad_accum;
+  e.lr = lr;
+  e.weight_decay = weight_decay;
+  e.temperature = temperature;
+  e.hard_top1_weight = hard_top1_weight;
+  e.hard_full_weight = hard_full_weight;
+  e.logging_steps = logging_steps;
+  e.eval_steps = eval_steps;
+  e.eval_samples = eval_samples;
+  e.save_steps = save_steps;
+  e.cosine = cosine == 1;
+  e.warmup_steps = warmup_steps;
+  e.min_lr_ratio = min_lr_ratio;
+  e.clip_grad_norm = clip_grad_norm;
+  e.early_stop_patience = early_stop_patience;
+  return e.Validate();
+}
+
+namespace {
+
+absl::StatusOr<train::Student> BuildStudent(const QatOptions& o) {
+  train::StudentOptions so;
+  so.model_dir = o.model;
+  so.dtype = o.dtype;
+  so.auto_dtype = o.version == 1 ? "bf16" : "fp32";
+  so.device = o.device;
+  if (o.version == 1) {
+    so.version = 1;
+    so.quant_v1 = o.quant;
+    so.checkpoint = o.init_state;
+    return train::LoadStudent(so);
+  }
+  so.version = 2;
+  so.quant_v2 = o.quant_v2;
+  if (o.v2_init == "from_scratch") return train::LoadStudent(so);
+  if (o.v2_init == "from_v2") {
+    so.checkpoint = o.v2_checkpoint;
+    return train::LoadStudent(so);
+  }
+  // V1 -> V2 (spec §5): load the V1 checkpoint with its own settings, convert, freeze.
+  so.version = 1;
+  so.quant_v1 = o.quant;
+  so.checkpoint = o.v1_checkpoint;
+  QATD_ASSIGN_OR_RETURN(train::Student s, train::LoadStudent(so));
+  if (s.version != 1) return absl::InvalidArgumentError(absl::StrCat("v1_checkpoint ", o.v1_checkpoint, " is not a V1 checkpoint"));
+  QATD_RETURN_IF_ERROR(quant::ConvertAllV1ToV2(*s.registry, o.quant_v2));
+  QATD_RETURN_IF_ERROR(quant::FreezeAllQ(*s.registry));
+  s.registry->FreezeAllParameters();
+  s.version = 2;
+  s.quant_v2 = o.quant_v2;
+  return s;
+}
+
+}  // namespace
+
+absl::Status RunQat(QatOptions o, Reporter& reporter, CancelToken& cancel) {
+  o.ApplyDefaults();
+  QATD_RETURN_IF_ERROR(o.Validate());
+  reporter.Log(LogLevel::kInfo, absl::StrCat("loading the V", o.version, " student from ", o.model));
+  QATD_ASSIGN_OR_RETURN(train::Student s, BuildStudent(o));
+  const train::ModelSize size = train::MeasureModelSize(s);
+  reporter.Metric("model/dense_bytes", 0, static_cast<double>(size.dense_bytes));
+  reporter.Metric("model/quantized_bytes", 0, static_cast<double>(size.quantized_bytes));
+  reporter.Log(LogLevel::kInfo, absl::StrFormat("%d quantized layers; model size %.2f MB dense -> %.2f MB quantized",
+                                                quant::QuantizedLayers(*s.registry).size(), size.dense_bytes / 1e6,
+                                                size.quantized_bytes / 1e6));
+  std::error_code ec;
+  fs::create_directories(o.output_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", o.output_dir, ": ", ec.message()));
+
+  nlohmann::json result = nlohmann::json::object();
+  const std::string final_dir = (fs::path(o.output_dir) / "final").string();
+  if (!o.skip_training) {
+    train::E2eOptions e;
+    e.kd_cache_dir = o.kd_cache_dir;
+    e.output_dir = o.output_dir;
+    e.train_weights = o.train_weights;
+    e.train_scales = o.train_scales || (o.version == 2 && !o.train_g_only);
+    e.train_g_only = o.train_g_only;
+    e.train_mlp_only = o.train_mlp_only;
+    e.max_steps = o.max_steps;
+    e.batch_size = o.batch_size;
+    e.grad_accum = o.grad_accum;
+    e.lr = o.lr;
+    e.weight_decay = o.weight_decay;
+    e.temperature = o.temperature;
+    e.hard_top1_weight = o.hard_top1_weight;
+    e.hard_full_weight = o.hard_full_weight;
+    e.logging_steps = o.logging_steps;
+    e.eval_steps = o.eval_steps;
+    e.eval_samples = o.eval_samples;
+    e.save_steps = o.save_steps;
+    e.cosine = o.cosine == 1;
+    e.warmup_steps = o.warmup_steps;
+    e.min_lr_ratio = o.min_lr_ratio;
+    e.clip_grad_norm = o.clip_grad_norm;
+    e.early_stop_patience = o.early_stop_patience;
+    e.seed = o.seed;
+    e.resume = o.resume;
+    e.testing_crash_after_step = o.testing_crash_after_step;
+    e.eval_batch_size = std::min<int64_t>(8, o.batch_size);
+    QATD_ASSIGN_OR_RETURN(train::E2eResult r, train::TrainE2e(s, e, reporter, cancel));
+    reporter.Metric("eval/kd_initial", r.steps, r.initial.kd);
+    reporter.Metric("eval/kd_best", r.steps, r.best.kd);
+    reporter.Metric("train/tokens_per_second", r.steps, r.tokens_per_second);
+    result = {{"initial_eval_kd", r.initial.kd}, {"best_eval_kd", r.best.kd},     {"best_step", r.best.step},
+              {"last_eval_kd", r.last.kd},       {"steps", r.steps},              {"early_stopped", r.early_stopped},
+              {"tokens_per_second", r.tokens_per_second}, {"best_top1", r.best.top1}, {"best_ppl", r.best.ppl}};
+    if (o.seed_files) {
+      QATD_RETURN_IF_ERROR(
+          train::WriteStateDictPt(s, (fs::path(o.output_dir) / "best" / "best_state_dict.pt").string()));
+    }
+  }
+
+  if (o.snap_weights) {
+    const quant::SnapMode mode = o.snap_bake_scales ? quant::SnapMode::kBakeScales : quant::SnapMode::kLut;
+    QATD_ASSIGN_OR_RETURN(auto stats, quant::SnapAllV1(*s.registry, mode));
+    double err = 0, changed = 0;
+    for (const auto& st : stats) {
+      err += st.rel_error;
+      changed += st.indices_changed;
+    }
+    const double n = std::max<size_t>(1, stats.size());
+    s.snapped_mode = o.snap_bake_scales ? "baked" : "lut";
+    reporter.Metric("snap/relative_error", 0, err / n);
+    reporter.Log(LogLevel::kInfo, absl::StrFormat("snapped %d layers (%s): mean relative error %.3g, indices changed %.3g%%",
+                                                  stats.size(), s.snapped_mode, err / n, 100 * changed / n));
+    result["snapped_mode"] = s.snapped_mode;
+  }
+  if (!o.kd_cache_dir.empty()) {
+    QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(o.kd_cache_dir));
+    QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, train::HeldOutSplits(*reader, o.eval_samples));
+    train::EvalOptions eo;
+    eo.temperature = o.temperature;
+    eo.max_sequences = 0;
+    QATD_ASSIGN_OR_RETURN(train::EvalResult ev, train::Evaluate(*s.model, *reader, splits.held_out, eo));
+    if (o.skip_training) reporter.Metric("eval/kd_initial", 0, ev.kd);
+    reporter.Metric("eval/kd_final", 0, ev.kd);
+    reporter.Metric("eval/top1_final", 0, ev.top1);
+    reporter.Metric("eval/ppl_final", 0, ev.ppl);
+    result["final_eval_kd"] = ev.kd;
+    result["final_top1"] = ev.top1;
+    result["final_ppl"] = ev.ppl;
+  }
+  nlohmann::json job = {{"kind", "qat"},
+                        {"train_weights", o.train_weights},
+                        {"train_scales", o.train_scales},
+                        {"max_steps", o.max_steps},
+                        {"lr", o.lr},
+                        {"kd_cache_dir", o.kd_cache_dir}};
+  QATD_RETURN_IF_ERROR(train::SaveStudent(s, final_dir,
+                                          {{"job", job}, {"result", result}, {"train_weights", o.train_weights},
+                                           {"train_scales", o.train_scales}, {"max_steps", o.max_steps}, {"lr", o.lr},
+                                           {"snap_bake_scales", o.snap_bake_scales}},
+                                          o.seed_files));
+  reporter.Artifact(final_dir, "checkpoint");
+  reporter.Log(LogLevel::kInfo, absl::StrCat("checkpoint written to ", final_dir));
+  return absl::OkStatus();
+}
+
+}  // namespace qatd::jobs
