@@ -1,0 +1,162 @@
+#include "core/jobs/layerwise_job.h"
+
+#include <torch/cuda.h>
+
+#include <cmath>
+#include <filesystem>
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/common/file_util.h"
+#include "core/common/status_macros.h"
+#include "core/train/lbl_trainer.h"
+#include "core/train/student.h"
+
+namespace qatd::jobs {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// "auto" -> "cuda" when LibTorch sees a GPU, else "cpu"; other spellings pass through
+// (LoadStudent checks them).
+std::string ResolveDeviceName(const std::string& name) {
+  if (name != "auto") return name;
+  return torch::cuda::is_available() ? "cuda" : "cpu";
+}
+
+// quant_config.json as train_anemll_lbl.py --save-quantized-dir writes it (spec §8.3):
+// {mlp: {lut_size, group_size, scale_rank, learnable_lut, lut_include_zero}, attn: {...} | null}.
+json SeedQuantConfigJson(const train::Student& s) {
+  auto v1 = [](const quant::LayerQuantSpec& l) {
+    return json{{"lut_size", l.lut_size},
+                {"group_size", l.group_size},
+                {"scale_rank", l.scale_rank},
+                {"learnable_lut", false},
+                {"lut_include_zero", l.lut_include_zero}};
+  };
+  auto v2 = [](const quant::LayerQuantSpecV2& l) {
+    return json{{"lut_size", l.lut_size},
+                {"group_size", l.group_size},
+                {"scale_rank", l.scale_rank},
+                {"learnable_lut", false},
+                {"lut_include_zero", l.lut_include_zero}};
+  };
+  if (s.version == 2) {
+    return {{"mlp", v2(s.quant_v2.ForKind(quant::LinearKind::kMlp))},
+            {"attn", s.quant_v2.quantize_attn ? v2(s.quant_v2.ForKind(quant::LinearKind::kAttention)) : json()}};
+  }
+  return {{"mlp", v1(s.quant_v1.ForKind(quant::LinearKind::kMlp))},
+          {"attn", s.quant_v1.quantize_attn ? v1(s.quant_v1.ForKind(quant::LinearKind::kAttention)) : json()}};
+}
+
+}  // namespace
+
+train::LblOptions LayerwiseOptions::ToTrainerOptions() const {
+  train::LblOptions t;
+  t.kd_cache_dir = kd_cache_dir;
+  t.eval_samples = eval_samples;
+  t.layer_eval_samples = layer_eval_samples;
+  t.train_scales = train_scales;
+  t.train_weights = train_weights;
+  t.train_mlp_only = train_mlp_only;
+  t.layers = layers;
+  t.steps_per_layer = steps_per_layer;
+  t.epochs_per_layer = epochs_per_layer;
+  t.batch_size = batch_size;
+  t.grad_accum = grad_accum;
+  t.lr = lr;
+  t.temperature = temperature;
+  t.local_weight = local_weight;
+  t.global_weight = global_weight;
+  t.local_tokens = local_tokens;
+  t.hard_top1_weight = hard_top1_weight;
+  t.hard_full_weight = hard_full_weight;
+  t.logging_steps = logging_steps;
+  t.save_steps = save_steps;
+  t.seed = seed;
+  t.output_dir = output_dir;
+  t.resume = resume;
+  t.testing_crash_after_step = testing_crash_after_step;
+  return t;
+}
+
+absl::Status LayerwiseOptions::Validate() const {
+  if (model.empty()) return absl::InvalidArgumentError("model is required (a Hugging Face model directory)");
+  if (kd_cache_dir.empty()) return absl::InvalidArgumentError("kd_cache_dir is required");
+  if (output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
+  if (dtype != "auto" && dtype != "bf16" && dtype != "fp16" && dtype != "fp32") {
+    return absl::InvalidArgumentError(absl::StrCat("dtype must be one of auto, bf16, fp16, fp32; got '", dtype, "'"));
+  }
+  if (!std::regex_match(device, std::regex("auto|cpu|cuda(:[0-9]+)?"))) {
+    return absl::InvalidArgumentError(absl::StrCat("device must be auto, cpu, cuda or cuda:N; got '", device, "'"));
+  }
+  if (absl::Status q = quant.Validate(); !q.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("quant: ", q.message()));
+  }
+  return ToTrainerOptions().Validate();
+}
+
+absl::Status RunLayerwise(const LayerwiseOptions& o, Reporter& reporter, CancelToken& cancel) {
+  QATD_RETURN_IF_ERROR(o.Validate());
+  train::StudentOptions so;
+  so.model_dir = o.model;
+  so.dtype = o.dtype;
+  so.auto_dtype = "bf16";
+  so.device = ResolveDeviceName(o.device);
+  so.checkpoint = o.init_state;
+  so.version = 1;
+  so.quant_v1 = o.quant;
+  reporter.Log(LogLevel::kInfo, absl::StrCat("loading the student from ", o.model,
+                                             o.init_state.empty() ? "" : absl::StrCat(" + ", o.init_state), " on ",
+                                             so.device));
+  QATD_ASSIGN_OR_RETURN(train::Student s, train::LoadStudent(so));
+  QATD_ASSIGN_OR_RETURN(train::LblResult r, train::TrainLayerwise(s, o.ToTrainerOptions(), reporter, cancel));
+
+  const json extra = {{"job", "layerwise"},
+                      {"result", train::ToJson(r)},
+                      {"train_scales", o.train_scales},
+                      {"train_weights", o.train_weights},
+                      {"train_mlp_only", o.train_mlp_only},
+                      {"lr", o.lr},
+                      {"init_state", o.init_state}};
+  // The final checkpoint replaces output_dir atomically: the trainer's files move along.
+  // resume/ is renamed (not copied) right before the swap; a crash in that window leaves a
+  // complete old output_dir or the new one, but may drop resume/ (a re-run then starts over).
+  QATD_RETURN_IF_ERROR(train::SaveStudent(s, o.output_dir, extra, /*seed_files=*/true,
+                                          [&](const std::string& tmp) -> absl::Status {
+                                            QATD_RETURN_IF_ERROR(WriteFileAtomically(
+                                                (fs::path(tmp) / "quant_config.json").string(),
+                                                SeedQuantConfigJson(s).dump(2) + "\n"));
+                                            std::error_code ec;
+                                            const fs::path log = fs::path(o.output_dir) / "training_log.csv";
+                                            if (fs::is_regular_file(log, ec)) {
+                                              fs::copy_file(log, fs::path(tmp) / "training_log.csv",
+                                                            fs::copy_options::overwrite_existing, ec);
+                                              if (ec) {
+                                                return absl::InternalError(
+                                                    absl::StrCat("cannot copy ", log.string(), ": ", ec.message()));
+                                              }
+                                            }
+                                            const fs::path resume = fs::path(o.output_dir) / "resume";
+                                            if (fs::is_directory(resume, ec)) {
+                                              fs::rename(resume, fs::path(tmp) / "resume", ec);
+                                              if (ec) {
+                                                return absl::InternalError(
+                                                    absl::StrCat("cannot move ", resume.string(), ": ", ec.message()));
+                                              }
+                                            }
+                                            return absl::OkStatus();
+                                          }));
+  reporter.Artifact(o.output_dir, "checkpoint");
+  reporter.Metric("eval/kd_initial", 0, r.initial_kd);
+  reporter.Metric("eval/top1_initial", 0, r.initial_top1);
+  reporter.Metric("eval/kd_final", r.steps, r.final_kd);
+  reporter.Metric("eval/top1_final", r.steps, r.final_top1);
+  reporter.Log(LogLevel::kInfo, absl::StrFormat("layerwise done: held-out kd %.4f -> %.4f; checkpoint %s", r.initial_kd,
+                                                r.final_kd, o.output_dir));
+  return absl::OkStatus();
+}
+
+}  // namespace qatd::jobs
