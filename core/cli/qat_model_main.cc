@@ -1,6 +1,7 @@
 // qat-model: the local model utility (no daemon). Works on a Hugging Face Qwen3 directory:
-// tokenize / detokenize / logits / generate / init. Output is JSON (generate streams text),
-// errors go to stderr with a non-zero exit code.
+// tokenize / detokenize / logits / generate / init / pretrain, plus demo-data (the built-in
+// instruction dataset). Output is JSON (generate streams text), errors go to stderr with a
+// non-zero exit code.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -24,10 +25,13 @@
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
 #include "core/infer/generate.h"
+#include "core/jobs/reporter.h"
+#include "core/kd/demo_data.h"
 #include "core/model/chat_template.h"
 #include "core/model/model_io.h"
 #include "core/model/qwen3_config.h"
 #include "core/model/tokenizer.h"
+#include "core/train/pretrain.h"
 #include "nlohmann/json.hpp"
 
 #ifndef QATD_SOURCE_DIR
@@ -328,6 +332,64 @@ absl::Status RunInit(const std::string& out_dir, model::Qwen3Config config, cons
   return absl::OkStatus();
 }
 
+// ---- demo-data / pretrain ----------------------------------------------------------------
+
+absl::Status RunDemoData(const std::string& out, int64_t records, uint64_t seed) {
+  QATD_RETURN_IF_ERROR(kd::WriteDemoDataset(out, records, seed));
+  const bool text = out.size() >= 4 && out.compare(out.size() - 4, 4, ".txt") == 0;
+  std::error_code ec;
+  std::cout << json({{"out", out},
+                     {"records", records},
+                     {"seed", seed},
+                     {"format", text ? "plain" : "alpaca"},
+                     {"bytes", static_cast<int64_t>(fs::file_size(out, ec))}})
+                   .dump()
+            << "\n";
+  return absl::OkStatus();
+}
+
+// Stderr progress, but only every `log_every`-th training-loss point (and every evaluation).
+class PretrainReporter : public jobs::StderrReporter {
+ public:
+  explicit PretrainReporter(int64_t log_every) : log_every_(log_every) {}
+  void Metric(const std::string& name, int64_t step, double value) override {
+    if (name == "pretrain/lr") return;
+    if (name == "pretrain/loss" && !(step == 1 || (log_every_ > 0 && step % log_every_ == 0))) return;
+    jobs::StderrReporter::Metric(name, step, value);
+  }
+
+ private:
+  int64_t log_every_;
+};
+
+json StatsJson(const train::NextTokenStats& s) {
+  return {{"positions", s.positions}, {"cross_entropy", s.cross_entropy}, {"entropy", s.entropy},
+          {"top1_prob", s.top1_prob}, {"top1_accuracy", s.top1_accuracy}};
+}
+
+absl::Status RunPretrain(const train::PretrainOptions& options, int64_t log_every) {
+  PretrainReporter reporter(log_every);
+  jobs::CancelToken cancel;
+  train::PretrainSummary sum;
+  QATD_RETURN_IF_ERROR(train::Pretrain(options, reporter, cancel, &sum));
+  std::cout << json({{"out", sum.output_dir},
+                     {"steps", sum.steps},
+                     {"train_records", sum.train_records},
+                     {"heldout_records", sum.heldout_records},
+                     {"train_blocks", sum.train_blocks},
+                     {"eval_blocks", sum.eval_blocks},
+                     {"active_vocab", sum.active_vocab},
+                     {"first_loss", sum.first_loss},
+                     {"last_loss", sum.last_loss},
+                     {"heldout_before", StatsJson(sum.before)},
+                     {"heldout_after", StatsJson(sum.after)},
+                     {"train_seconds", sum.seconds},
+                     {"tokens_per_second", sum.tokens_per_second}})
+                   .dump()
+            << "\n";
+  return absl::OkStatus();
+}
+
 int Finish(const absl::Status& s) {
   if (s.ok()) return 0;
   std::fprintf(stderr, "qat-model: error: %s\n", std::string(s.message()).c_str());
@@ -430,7 +492,72 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   init->add_flag("--force", force, "Overwrite an existing model in --out");
 
+  // demo-data
+  auto* demo = app.add_subcommand("demo-data",
+                                  "Write the built-in instruction dataset (arithmetic, capitals, opposites, ...)");
+  demo->footer(
+      "The records are generated from templates, deterministically from --records and --seed.\n"
+      "A path ending in .txt gets plain text (one record per line), anything else an Alpaca\n"
+      "JSON array (instruction/input/output) for --format alpaca_chat.\n"
+      "Examples:\n"
+      "  qat-model demo-data --out demo.json --records 2000 --seed 0\n"
+      "  qat-model demo-data --out heldout.txt --records 200 --seed 1");
+  std::string demo_out;
+  int64_t demo_records = 2000;
+  uint64_t demo_seed = 0;
+  demo->add_option("--out", demo_out, "Output file (.json: Alpaca records; .txt: plain text lines)")->required();
+  demo->add_option("--records,-n", demo_records, "Number of records")->capture_default_str();
+  demo->add_option("--seed", demo_seed, "Generator seed (another seed gives held-out text)")->capture_default_str();
+
+  // pretrain
+  auto* pretrain = app.add_subcommand(
+      "pretrain", "Briefly pretrain a (tiny) Qwen3 with next-token cross-entropy so it becomes a peaked teacher");
+  pretrain->footer(
+      "Renders and packs the dataset as the KD cache does, trains with AdamW (warmup + cosine)\n"
+      "in fp32, and writes an HF directory (config.json, model.safetensors, tokenizer files,\n"
+      "pretrain.json) atomically. Prints a JSON summary with held-out cross-entropy, entropy\n"
+      "and top-1 probability before and after.\n"
+      "Examples:\n"
+      "  qat-model init --out tiny --seed 0\n"
+      "  qat-model demo-data --out demo.json\n"
+      "  qat-model pretrain --model tiny --dataset demo.json --out tiny-teacher\n"
+      "  qat-model pretrain --model tiny --dataset notes.txt --format plain --steps 100 --out t2 --force");
+  qatd::train::PretrainOptions pre;
+  int64_t pre_log_every = 25;
+  pretrain->add_option("--model", pre.model_dir, "Input HF Qwen3 directory (with tokenizer.json)")->required();
+  pretrain->add_option("--out", pre.output_dir, "Output directory for the trained model")->required();
+  pretrain->add_option("--dataset", pre.dataset, "Dataset file or directory (see --format)")->required();
+  pretrain->add_option("--format", pre.format, "plain | alpaca | alpaca_chat | sharegpt")->capture_default_str();
+  pretrain->add_option("--thinking", pre.thinking, "Chat formats: none | on | off | both")->capture_default_str();
+  pretrain->add_option("--text-field", pre.text_field, "plain JSON records: the text field")->capture_default_str();
+  pretrain->add_option("--text-unit", pre.text_unit, "plain .txt: line | paragraph | file")->capture_default_str();
+  pretrain->add_option("--seq-len", pre.seq_len, "Tokens per packed block")->capture_default_str();
+  pretrain->add_option("--batch-size", pre.batch_size, "Blocks per step")->capture_default_str();
+  pretrain->add_option("--steps", pre.steps, "Optimizer steps")->capture_default_str();
+  pretrain->add_option("--lr", pre.lr, "Peak learning rate")->capture_default_str();
+  pretrain->add_option("--warmup", pre.warmup_steps, "Linear warmup steps")->capture_default_str();
+  pretrain->add_option("--min-lr-ratio", pre.min_lr_ratio, "Cosine floor as a fraction of --lr")->capture_default_str();
+  pretrain->add_option("--weight-decay", pre.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
+  pretrain->add_option("--grad-clip", pre.grad_clip, "Max gradient norm (0 = off)")->capture_default_str();
+  pretrain->add_option("--vocab-sample", pre.vocab_sample,
+                       "Sampled-softmax size: ids of the data + this many others per step (0 = exact full vocabulary)")
+      ->capture_default_str();
+  pretrain->add_option("--holdout", pre.holdout_fraction, "Fraction of records held out for evaluation")
+      ->capture_default_str();
+  pretrain->add_option("--eval-blocks", pre.eval_blocks, "Held-out blocks evaluated")->capture_default_str();
+  pretrain->add_option("--eval-every", pre.eval_every, "Steps between evaluations (0 = before/after only)")
+      ->capture_default_str();
+  pretrain->add_option("--seed", pre.seed, "Seed of data order, split and vocabulary samples")->capture_default_str();
+  pretrain->add_option("--threads", pre.threads, "CPU threads (0 = all cores; the tiny models run best on 1)")->capture_default_str();
+  pretrain->add_option("--device", pre.device, "cpu, cuda or cuda:N")->capture_default_str();
+  pretrain->add_option("--dtype", pre.save_dtype, "Stored dtype (float32, bfloat16, float16; default: the input's)");
+  pretrain->add_option("--log-every", pre_log_every, "Print the training loss every N steps")->capture_default_str();
+  pretrain->add_flag("--force", pre.overwrite, "Replace an existing --out (after training succeeded)");
+
   CLI11_PARSE(app, argc, argv);
+
+  if (*demo) return Finish(RunDemoData(demo_out, demo_records, demo_seed));
+  if (*pretrain) return Finish(RunPretrain(pre, pre_log_every));
 
   if (*tokenize) return Finish(RunTokenize(tok_model, tok_in, with_tokens));
   if (*detok) return Finish(RunDetokenize(detok_model, detok_ids, detok_file, skip_special));

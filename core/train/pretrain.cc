@@ -68,24 +68,62 @@ at::Tensor OutputWeight(model::Qwen3Model& m) {
   TORCH_CHECK(false, "lm_head has no 'weight' parameter");
 }
 
-// Sampled-softmax cross-entropy (file comment of pretrain.h). h: [N, H] fp32, targets: [N]
-// indices into `active`, active: [A] ids, inactive: [I] ids.
-at::Tensor SampledCrossEntropy(const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets,
-                               const at::Tensor& active, const at::Tensor& inactive, int64_t samples,
-                               at::Generator& gen) {
-  at::Tensor cols = active;
-  at::Tensor logits;
-  if (inactive.numel() > 0 && samples > 0) {
-    at::Tensor pick = at::randint(inactive.numel(), {samples}, gen, at::TensorOptions().dtype(at::kLong));
-    cols = at::cat({active, inactive.index_select(0, pick.to(inactive.device()))});
-    logits = h.matmul(w.index_select(0, cols).t());  // [N, A + R]
-    at::Tensor log_weight = at::zeros({cols.numel()}, h.options());
-    log_weight.slice(0, active.numel()).fill_(std::log(static_cast<double>(inactive.numel()) / samples));
-    at::Tensor lse = (logits + log_weight).logsumexp(-1);
-    return (lse - logits.gather(1, targets.unsqueeze(1)).squeeze(1)).mean();
+// AdamW for a [V, H] matrix of which a step touches only some rows (the embedding / lm_head
+// under the sampled softmax). Only the given rows' moments and values change ("lazy" Adam, as
+// torch's SparseAdam); bias correction uses the global step. Decoupled weight decay applies to
+// the updated rows. Rows touched every step (the active vocabulary) get exactly AdamW.
+class RowAdamW {
+ public:
+  RowAdamW(const at::Tensor& param, double beta1, double beta2, double eps)
+      : param_(param), m_(at::zeros_like(param)), v_(at::zeros_like(param)), beta1_(beta1), beta2_(beta2), eps_(eps) {}
+
+  // rows: [U] distinct ids; grad: [U, H], the gradient of param[rows].
+  void Step(const at::Tensor& rows, const at::Tensor& grad, double lr, double weight_decay, int64_t step) {
+    torch::NoGradGuard no_grad;
+    at::Tensor m = m_.index_select(0, rows).mul_(beta1_).add_(grad, 1 - beta1_);
+    at::Tensor v = v_.index_select(0, rows).mul_(beta2_).addcmul_(grad, grad, 1 - beta2_);
+    m_.index_copy_(0, rows, m);
+    v_.index_copy_(0, rows, v);
+    const double bc1 = 1 - std::pow(beta1_, static_cast<double>(step));
+    const double bc2 = 1 - std::pow(beta2_, static_cast<double>(step));
+    at::Tensor p = param_.index_select(0, rows);
+    if (weight_decay > 0) p.mul_(1 - lr * weight_decay);
+    p.addcdiv_(m, v.div(bc2).sqrt_().add_(eps_), -lr / bc1);
+    param_.index_copy_(0, rows, p);
   }
-  logits = h.matmul(w.index_select(0, cols).t());
-  return (logits.logsumexp(-1) - logits.gather(1, targets.unsqueeze(1)).squeeze(1)).mean();
+
+ private:
+  at::Tensor param_, m_, v_;
+  double beta1_, beta2_, eps_;
+};
+
+constexpr double kBeta1 = 0.9, kBeta2 = 0.95, kAdamEps = 1e-8;
+
+// Sampled-softmax cross-entropy (file comment of pretrain.h). h: [N, H]; w: [A + R, H], the
+// output rows of the A active ids followed by R sampled inactive ones; targets: [N] indices
+// < A; log_weight: log(inactive count / R) for the sampled rows.
+at::Tensor SampledCrossEntropy(const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets, int64_t active,
+                               double log_weight) {
+  at::Tensor logits = h.matmul(w.t());  // [N, A + R]
+  at::Tensor weighted = logits;
+  if (logits.size(1) > active) {
+    at::Tensor offset = at::zeros({logits.size(1)}, logits.options());
+    offset.slice(0, active).fill_(log_weight);
+    weighted = logits + offset;
+  }
+  return (weighted.logsumexp(-1) - logits.gather(1, targets.unsqueeze(1)).squeeze(1)).mean();
+}
+
+// Scales `grads` (defined tensors) so that their global L2 norm is at most max_norm.
+void ClipGradients(const std::vector<at::Tensor>& grads, double max_norm) {
+  torch::NoGradGuard no_grad;
+  double sq = 0;
+  for (const at::Tensor& g : grads)
+    if (g.defined()) sq += g.pow(2).sum().item<double>();
+  const double norm = std::sqrt(sq);
+  if (norm > max_norm)
+    for (const at::Tensor& g : grads)
+      if (g.defined()) g.mul_(max_norm / (norm + 1e-6));
 }
 
 json StatsJson(const NextTokenStats& s) {
@@ -320,20 +358,38 @@ absl::Status Pretrain(const PretrainOptions& o, jobs::Reporter& reporter, jobs::
     at::Tensor active = std::get<0>(at::_unique(train_blocks.flatten(), /*sorted=*/true));
     at::Tensor is_active = at::zeros({vocab}, at::kBool);
     is_active.index_fill_(0, active, true);
-    at::Tensor inactive = is_active.logical_not().nonzero().squeeze(1);
+    const at::Tensor inactive = is_active.logical_not().nonzero().squeeze(1);
     at::Tensor position = at::full({vocab}, -1, at::kLong);  // id -> index in `active`
     position.index_copy_(0, active, at::arange(active.numel(), at::kLong));
-    sum.active_vocab = active.numel();
-    const at::Tensor active_dev = active.to(device), inactive_dev = inactive.to(device);
-    const at::Tensor position_dev = position.to(device);
+    const int64_t n_active = active.numel(), n_inactive = inactive.numel();
+    sum.active_vocab = n_active;
+    const bool sampled = o.vocab_sample > 0;
+    const int64_t n_sample = std::min(o.vocab_sample, n_inactive);
+    const double log_weight =
+        n_sample > 0 ? std::log(static_cast<double>(n_inactive) / static_cast<double>(n_sample)) : 0.0;
+    // Local (active-index) copy of the blocks for the sampled path.
+    const at::Tensor local_blocks = position.index_select(0, train_blocks.flatten()).reshape(train_blocks.sizes());
 
+    // Parameters: under the sampled softmax the embedding (and an untied lm_head) are updated
+    // row-wise by RowAdamW; everything else by torch's AdamW.
+    at::Tensor embed = m->model->embed_tokens->weight;
+    at::Tensor out_w = OutputWeight(m);
     std::vector<at::Tensor> decay, no_decay;
-    for (auto& p : m->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
-    auto adamw = torch::optim::AdamWOptions(o.lr).betas({0.9, 0.95}).eps(1e-8);
+    for (auto& p : m->parameters()) {
+      if (sampled && (p.is_same(embed) || p.is_same(out_w))) continue;
+      (p.dim() >= 2 ? decay : no_decay).push_back(p);
+    }
+    auto adamw = torch::optim::AdamWOptions(o.lr).betas({kBeta1, kBeta2}).eps(kAdamEps);
     std::vector<torch::optim::OptimizerParamGroup> groups;
     groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(adamw.weight_decay(o.weight_decay)));
     groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(adamw.weight_decay(0.0)));
     torch::optim::AdamW optimizer(std::move(groups), adamw);
+    std::unique_ptr<RowAdamW> embed_opt, out_opt;
+    if (sampled) {
+      embed_opt = std::make_unique<RowAdamW>(embed, kBeta1, kBeta2, kAdamEps);
+      if (!m->tied()) out_opt = std::make_unique<RowAdamW>(out_w, kBeta1, kBeta2, kAdamEps);
+    }
+    const at::Tensor active_dev = active.to(device);
 
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(kd::MixSeed(o.seed, 4));
     std::vector<int64_t> order;
@@ -350,27 +406,55 @@ absl::Status Pretrain(const PretrainOptions& o, jobs::Reporter& reporter, jobs::
         }
         picks.push_back(order[static_cast<size_t>(cursor++)]);
       }
-      at::Tensor ids = train_blocks.index_select(0, at::tensor(picks, at::kLong)).to(device);
+      const at::Tensor pick = at::tensor(picks, at::kLong);
       const double lr = LearningRate(o, step);
       for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-
       optimizer.zero_grad();
-      at::Tensor hidden = m->Forward(ids);  // [B, L, H]
-      at::Tensor w = OutputWeight(m);
+
       at::Tensor loss;
-      if (o.vocab_sample == 0) {
-        loss = HardFullLoss(hidden, w, ids.slice(1, 1).unsqueeze(-1), 1024);
+      std::vector<at::Tensor> grads;
+      at::Tensor rows, out_leaf, in_leaf;
+      if (!sampled) {
+        const at::Tensor ids = train_blocks.index_select(0, pick).to(device);
+        loss = HardFullLoss(m->Forward(ids), out_w, ids.slice(1, 1).unsqueeze(-1), 1024);
       } else {
-        at::Tensor h = hidden.slice(1, 0, -1).reshape({-1, hidden.size(-1)});
-        at::Tensor targets = position_dev.index_select(0, ids.slice(1, 1).reshape(-1));
-        loss = SampledCrossEntropy(h, w, targets, active_dev, inactive_dev, o.vocab_sample, gen);
+        // Rows in play: the active ids, then n_sample inactive ids drawn without replacement.
+        rows = active;
+        if (n_sample > 0) {
+          at::Tensor draw = at::randperm(n_inactive, gen, at::TensorOptions().dtype(at::kLong)).slice(0, 0, n_sample);
+          rows = at::cat({active, inactive.index_select(0, draw)});
+        }
+        rows = rows.to(device);
+        out_leaf = out_w.detach().index_select(0, rows).requires_grad_(true);  // [A + R, H]
+        in_leaf = m->tied() ? out_leaf.slice(0, 0, n_active)
+                            : embed.detach().index_select(0, active_dev).requires_grad_(true);  // [A, H]
+        const at::Tensor local = local_blocks.index_select(0, pick).to(device);  // [B, L] indices < A
+        at::Tensor x = in_leaf.index_select(0, local.flatten()).reshape({local.size(0), local.size(1), -1});
+        for (int64_t i = 0; i < m->num_layers(); ++i) x = m->RunLayer(i, x, 0);
+        at::Tensor h = m->FinalNorm(x).slice(1, 0, -1).reshape({-1, x.size(-1)});
+        loss = SampledCrossEntropy(h, out_leaf, local.slice(1, 1).reshape(-1), n_active, log_weight);
       }
       const double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value))
         return absl::InternalError(absl::StrCat("non-finite training loss at step ", step, "; nothing written"));
       loss.backward();
-      if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(m->parameters(), o.grad_clip);
+      if (o.grad_clip > 0) {
+        for (auto& p : m->parameters()) grads.push_back(p.grad());
+        if (sampled) {
+          grads.push_back(out_leaf.grad());
+          if (!m->tied()) grads.push_back(in_leaf.grad());
+        }
+        ClipGradients(grads, o.grad_clip);
+      }
       optimizer.step();
+      if (sampled) {
+        if (m->tied()) {
+          embed_opt->Step(rows, out_leaf.grad(), lr, o.weight_decay, step + 1);
+        } else {
+          out_opt->Step(rows, out_leaf.grad(), lr, o.weight_decay, step + 1);
+          embed_opt->Step(active_dev, in_leaf.grad(), lr, o.weight_decay, step + 1);
+        }
+      }
 
       losses.push_back(loss_value);
       reporter.Metric("pretrain/loss", step + 1, loss_value);
@@ -382,9 +466,7 @@ absl::Status Pretrain(const PretrainOptions& o, jobs::Reporter& reporter, jobs::
         const auto eval_start = Clock::now();
         QATD_RETURN_IF_ERROR(evaluate(step + 1).status());
         m->train();
-        // Evaluation time is not training time.
-        const auto eval_time = Clock::now() - eval_start;
-        start += std::chrono::duration_cast<Clock::duration>(eval_time);
+        start += Clock::now() - eval_start;  // evaluation time is not training time
       }
     }
     sum.seconds = std::chrono::duration<double>(Clock::now() - start).count();

@@ -52,6 +52,42 @@ check "top-p 0 rejected" test $rc -ne 0
 check "top-p error names the field" has "$out" "top_p"
 out=$("$BIN" logits --model "$M" --ids '[999999]' 2>&1); rc=$?
 check "out-of-vocab id rejected" has "$out" "outside the model's vocabulary"
+# demo-data: deterministic Alpaca JSON (or plain text for .txt)
+out=$("$BIN" demo-data --out "$TMP/demo.json" --records 300 --seed 4)
+check "demo-data reports the record count" has "$out" '"records":300'
+check "demo-data writes alpaca records" has "$(head -c 2000 "$TMP/demo.json")" '"instruction"'
+"$BIN" demo-data --out "$TMP/demo2.json" --records 300 --seed 4 >/dev/null
+check "demo-data is deterministic" cmp -s "$TMP/demo.json" "$TMP/demo2.json"
+"$BIN" demo-data --out "$TMP/demo3.json" --records 300 --seed 5 >/dev/null
+check "demo-data seeds differ" test "$(cat "$TMP/demo.json")" != "$(cat "$TMP/demo3.json")"
+out=$("$BIN" demo-data --out "$TMP/demo.txt" --records 50)
+check "demo-data .txt is plain text" test "$(wc -l <"$TMP/demo.txt")" -eq 50
+check "demo-data .txt reports plain" has "$out" '"format":"plain"'
+out=$("$BIN" demo-data --out "$TMP/bad.json" --records 0 2>&1); rc=$?
+check "demo-data rejects 0 records with exit 2" test $rc -eq 2
+check "demo-data error names n" has "$out" "n (records)"
+
+# pretrain: a short run on the demo data lowers the loss and writes a loadable model
+out=$("$BIN" pretrain --model "$M" --dataset "$TMP/demo.json" --out "$TMP/teacher" --steps 12 --batch-size 4 \
+      --warmup 2 --eval-blocks 2 --log-every 0 2>/dev/null); rc=$?
+check "pretrain succeeds" test $rc -eq 0
+check "pretrain prints a JSON summary" has "$out" '"heldout_after"'
+first=$(grep -o '"first_loss":[0-9.e+-]*' <<<"$out" | cut -d: -f2)
+last=$(grep -o '"last_loss":[0-9.e+-]*' <<<"$out" | cut -d: -f2)
+check "pretrain lowers the loss" awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }'
+check "pretrain writes model + tokenizer" test -f "$TMP/teacher/model.safetensors" -a -f "$TMP/teacher/tokenizer.json" -a -f "$TMP/teacher/tokenizer_config.json"
+out=$("$BIN" logits --model "$TMP/teacher" --text "What is 2 plus 3?" --top-k 1)
+check "the pretrained model loads" has "$out" '"top":\[{"id"'
+out=$("$BIN" pretrain --model "$M" --dataset "$TMP/demo.json" --out "$TMP/teacher" --steps 1 2>&1); rc=$?
+check "pretrain refuses an existing --out" test $rc -ne 0
+check "pretrain existing-out error names the path" has "$out" "already exists"
+out=$("$BIN" pretrain --model "$M" --dataset "$TMP/demo.json" --out "$TMP/t0" --steps 0 2>&1); rc=$?
+check "pretrain --steps 0 rejected with exit 2" test $rc -eq 2
+check "pretrain error names steps" has "$out" "steps"
+check "pretrain --steps 0 writes nothing" test ! -e "$TMP/t0"
+out=$("$BIN" pretrain --help 2>&1)
+check "pretrain --help has examples" has "$out" "qat-model pretrain --model"
 out=$("$BIN" --help 2>&1)
 check "--help lists subcommands" has "$out" "generate"
+check "--help lists pretrain and demo-data" has "$out" "demo-data"
 exit $fail
