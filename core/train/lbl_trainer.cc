@@ -574,9 +574,8 @@ absl::StatusOr<LblResult> TrainLayerwise(Student& s, const LblOptions& o, jobs::
       if (o.testing_crash_after_step > 0 && global_step == o.testing_crash_after_step) {
         return absl::AbortedError(absl::StrCat("testing: simulated crash after step ", global_step));
       }
+      if (layer_done) break;  // step_in_layer was reset for the next layer
     }
-    // A resume checkpoint written at a layer end with step_in_layer == steps_per_layer cannot
-    // happen (the position advances first), so the inner loop always ran at least once.
   }
 
   s.registry->FreezeAllParameters();

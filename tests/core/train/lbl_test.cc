@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -116,9 +117,16 @@ const Fixture& Teacher() {
   return f;
 }
 
+// QATD_TEST_DEVICE=cuda runs the trainer tests on a GPU (default cpu).
+std::string TestDevice() {
+  const char* d = std::getenv("QATD_TEST_DEVICE");
+  return d != nullptr && *d != '\0' ? d : "cpu";
+}
+
 StudentOptions Q2Student() {
   StudentOptions o;
   o.model_dir = Teacher().teacher;
+  o.device = TestDevice();
   o.dtype = "fp32";
   o.quant_v1.lut_size = 4;
   o.quant_v1.group_size = 16;
@@ -190,6 +198,7 @@ TEST(LblTrainer, ScalesLowerHeldOutKd) {
   ASSERT_TRUE(s.ok()) << s.status();
   LblOptions o = BaseLbl(Scratch().File("lbl_scales"));
   o.lr = 5e-3;
+  o.steps_per_layer = 16;
   QuietReporter rep;
   jobs::CancelToken cancel;
   auto r = TrainLayerwise(*s, o, rep, cancel);
@@ -197,7 +206,7 @@ TEST(LblTrainer, ScalesLowerHeldOutKd) {
   PrintTable("LBL scales", *r);
   EXPECT_GT(r->initial_kd, 0.05) << "the teacher is not peaked enough for a meaningful test";
   EXPECT_LT(r->final_kd, 0.95 * r->initial_kd);
-  EXPECT_EQ(r->steps, 16);
+  EXPECT_EQ(r->steps, 32);
   ExpectConsistentTable(*r, 2);
   // The student ends in the trained state, frozen.
   auto reader = kd::KdCacheReader::Open(Teacher().cache);
@@ -209,8 +218,8 @@ TEST(LblTrainer, ScalesLowerHeldOutKd) {
   for (const auto& p : s->model->parameters()) EXPECT_FALSE(p.requires_grad());
   // Reported series, progress and the csv with its layer column.
   for (const char* m : {"loss/local", "loss/kd", "loss/total", "eval/kd"}) EXPECT_TRUE(rep.Saw(m)) << m;
-  EXPECT_EQ(rep.last_done, 16);
-  EXPECT_EQ(rep.last_total, 16);
+  EXPECT_EQ(rep.last_done, 32);
+  EXPECT_EQ(rep.last_total, 32);
   std::ifstream csv(fs::path(o.output_dir) / "training_log.csv");
   std::string header, first, row;
   std::getline(csv, header);
@@ -419,7 +428,7 @@ jobs::LayerwiseOptions BaseJob(const std::string& out) {
   o.quant.group_size = 16;
   o.quant.quantize_attn = true;
   o.dtype = "fp32";
-  o.device = "cpu";
+  o.device = TestDevice();
   o.batch_size = 8;
   o.steps_per_layer = 3;
   o.eval_samples = 12;
@@ -455,6 +464,7 @@ TEST(LayerwiseJob, WritesACheckpointThatReloads) {
   StudentOptions reload;
   reload.model_dir = Teacher().teacher;
   reload.dtype = "fp32";
+  reload.device = TestDevice();
   reload.checkpoint = o.output_dir;
   auto r = LoadStudent(reload);
   ASSERT_TRUE(r.ok()) << r.status();
