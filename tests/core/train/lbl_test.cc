@@ -338,6 +338,27 @@ TEST(LblTrainer, LocalLossIsRealAndFalls) {
   EXPECT_LT(rf->layers[0].local_first, 0.05 * r->layers[0].local_first);
 }
 
+TEST(LblTrainer, Bf16StudentTrainsWithFp32Target) {
+  // The seed's default dtype: bf16 student, float MLP target computed in fp32.
+  StudentOptions bf = Q2Student();
+  bf.dtype = "bf16";
+  auto s = LoadStudent(bf);
+  ASSERT_TRUE(s.ok()) << s.status();
+  LblOptions o = BaseLbl(Scratch().File("lbl_bf16"));
+  o.steps_per_layer = 4;
+  o.lr = 5e-3;
+  QuietReporter rep;
+  jobs::CancelToken cancel;
+  auto r = TrainLayerwise(*s, o, rep, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  PrintTable("LBL scales bf16", *r);
+  ExpectConsistentTable(*r, 2);
+  for (const auto& l : r->layers) {
+    EXPECT_TRUE(std::isfinite(l.local_first) && l.local_first > 0 && l.local_first < 10) << l.layer;
+    EXPECT_TRUE(std::isfinite(l.global_last)) << l.layer;
+  }
+}
+
 TEST(LblTrainer, ResumeAfterKillMidLayerEqualsUninterrupted) {
   LblOptions o = BaseLbl("");
   o.train_weights = o.train_scales = true;
