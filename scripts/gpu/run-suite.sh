@@ -21,5 +21,6 @@ B=$BUILD/bench
 cfg=$ROOT/tests/data/golden/qwen3-0.6b/config.json
 [ -x $B/tokenizer_bench ] && $B/tokenizer_bench --tokenizer "$ROOT/tests/data/golden/qwen3-tokenizer" --mb 10 > "$OUT/tokenizer_gpuhost.json" 2>&1
 [ -x $B/quant_bench ] && $B/quant_bench > "$OUT/quant_cuda.json" 2> "$OUT/quant_cuda.err"
+[ -x $B/qat_bench ] && $B/qat_bench > "$OUT/qat_cuda.json" 2> "$OUT/qat_cuda.err"
 [ -x $B/kd_cache_bench ] && $B/kd_cache_bench --config "$cfg" > "$OUT/kd_cache_cuda.json" 2> "$OUT/kd_cache_cuda.err"
 echo "total $(( $(date +%s) - start )) s"

@@ -1,0 +1,188 @@
+// qat_bench: QAT training-step throughput and peak memory on a random-init Qwen3 of a given
+// config (default: Qwen3-0.6B's shape), the way core/train's end-to-end trainer steps:
+// forward through the quantized student, the global KD loss (top-K KL at T=2 + hard_full CE
+// over the full vocabulary, chunked), backward, AdamW (fp32 masters for bf16 parameters).
+// Synthetic batches (random ids and teacher top-K) keep the bench independent of a cache.
+//
+//   qat_bench [--config PATH] [--device auto|cpu|cuda] [--batch 32] [--seq 128] [--topk 32]
+//             [--steps 10] [--warmup 3] [--dtype bf16] [--variants v1_scales,v1_weights,v2_q2]
+//             [--threads N]
+//
+// Variants:
+//   v1_scales   V1 Q4_A4 (LUT16, group 32, rank 4; MLP + attention), scale_A/scale_B trainable
+//   v1_weights  the same, latent weights trainable
+//   v2_q2       V2 Q2_A4 (MLP LUT4 rank 32, attention LUT16 rank 8), A/B/g trainable, frozen
+//               indices, STE-FP16 (the V2 scripts' settings)
+// Prints one JSON object: per variant tokens/s, ms/step and peak memory (CUDA allocator peak on
+// GPU builds, max RSS on the CPU), plus the ratio of v2_q2 to v1_weights.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <sys/resource.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "core/model/model_io.h"
+#include "core/quant/quantize_model.h"
+#include "core/train/losses.h"
+#include "core/train/optimizer.h"
+#include "core/train/train_common.h"
+#include "nlohmann/json.hpp"
+
+#ifdef QATD_WITH_C10_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void Sync(const at::Device& d) {
+  if (d.is_cuda()) torch::cuda::synchronize(d.index() < 0 ? 0 : d.index());
+}
+
+int64_t CpuMaxRssBytes() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"QAT training-step throughput (tokens/s) and peak memory"};
+  std::string config_path = QATD_BENCH_CONFIG, device_name = "auto", dtype_name = "bf16";
+  std::string variants = "v1_scales,v1_weights,v2_q2";
+  int64_t batch = 32, seq = 128, topk = 32, steps = 10, warmup = 3, threads = 0, chunk_rows = 1024;
+  double hard_full = 0.0005;
+  app.add_option("--config", config_path, "config.json of the model shape");
+  app.add_option("--device", device_name, "auto, cpu, cuda or cuda:N");
+  app.add_option("--dtype", dtype_name, "parameter dtype: bfloat16/bf16, float32/fp32");
+  app.add_option("--batch", batch, "sequences per step");
+  app.add_option("--seq", seq, "tokens per sequence (L)");
+  app.add_option("--topk", topk, "teacher top-K");
+  app.add_option("--steps", steps, "timed steps per variant");
+  app.add_option("--warmup", warmup, "untimed steps per variant");
+  app.add_option("--variants", variants, "comma-separated: v1_scales, v1_weights, v2_q2");
+  app.add_option("--hard-full-weight", hard_full, "weight of the full-vocabulary CE (0 skips it)");
+  app.add_option("--chunk-rows", chunk_rows, "full-vocabulary rows per chunk");
+  app.add_option("--threads", threads, "intra-op CPU threads (0: all cores)");
+  CLI11_PARSE(app, argc, argv);
+  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  at::set_num_threads(static_cast<int>(threads));
+  if (dtype_name == "bf16") dtype_name = "bfloat16";
+  if (dtype_name == "fp32") dtype_name = "float32";
+
+  auto config = qatd::model::Qwen3Config::FromFile(config_path);
+  auto dtype = qatd::model::ParseTorchDtype(dtype_name);
+  if (!config.ok() || !dtype.ok()) {
+    std::fprintf(stderr, "%s\n", (!config.ok() ? config.status() : dtype.status()).ToString().c_str());
+    return 2;
+  }
+  if (device_name == "auto") device_name = torch::cuda::is_available() ? "cuda" : "cpu";
+  const at::Device device(device_name);
+  nlohmann::json results = nlohmann::json::object();
+
+  for (const auto& variant_view : absl::StrSplit(variants, ',')) {
+    const std::string variant(variant_view);
+    auto model = qatd::model::InitTinyQwen3(*config, qatd::model::InitOptions{1, 0.02, *dtype, device});
+    if (!model.ok()) {
+      std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
+      return 1;
+    }
+    auto registry = qatd::quant::MakeQwen3Registry(**model);
+    qatd::quant::TrainableSet set;
+    const auto init_start = Clock::now();
+    absl::Status st;
+    if (variant == "v2_q2") {
+      auto cfg = qatd::quant::QuantConfigV2::FromPreset("Q2_A4");
+      cfg->quantize_attn = true;
+      st = qatd::quant::QuantizeLinearsV2(*registry, *cfg, /*freeze_q=*/true).status();
+      set.scales = true;
+    } else {
+      auto cfg = qatd::quant::QuantConfig::FromPreset("Q4_A4");
+      st = qatd::quant::QuantizeLinears(*registry, *cfg).status();
+      set.scales = variant == "v1_scales";
+      set.weights = variant == "v1_weights";
+      if (!set.scales && !set.weights) st = absl::InvalidArgumentError("unknown variant " + variant);
+    }
+    if (st.ok()) st = qatd::quant::ApplyTrainableSet(*registry, set);
+    if (!st.ok()) {
+      std::fprintf(stderr, "%s: %s\n", variant.c_str(), st.ToString().c_str());
+      return 1;
+    }
+    Sync(device);
+    const double init_seconds = std::chrono::duration<double>(Clock::now() - init_start).count();
+    auto params = qatd::train::TrainableParameters(**model);
+    int64_t trainable = 0;
+    for (auto& [n, p] : params) trainable += p.numel();
+    qatd::train::AdamW adam(params, {});
+    const qatd::train::KdLossWeights weights{2.0, 0.0, hard_full};
+    auto opts = at::TensorOptions().device(device);
+    at::Tensor ids = at::randint(0, config->vocab_size, {batch, seq}, opts.dtype(at::kLong));
+    at::Tensor topk_idx = at::randint(0, config->vocab_size, {batch, seq - 1, topk}, opts.dtype(at::kLong));
+    at::Tensor topk_logits = (at::randn({batch, seq - 1, topk}, opts.dtype(at::kFloat)) * 3).to(at::kHalf);
+    double last_loss = 0;
+    auto step = [&]() {
+      adam.ZeroGrad();
+      at::Tensor hidden = (*model)->Forward(ids);
+      at::Tensor w = (*model)->lm_head != nullptr ? (*model)->lm_head->EffectiveWeight()
+                                                  : (*model)->model->embed_tokens->weight;
+      auto terms = qatd::train::ComputeKdLoss(hidden, w, topk_idx, topk_logits, weights, chunk_rows);
+      terms->total.backward();
+      adam.Step(1e-5);
+      return terms->total;
+    };
+    for (int64_t i = 0; i < warmup; ++i) last_loss = step().item<double>();
+    Sync(device);
+#ifdef QATD_WITH_C10_CUDA
+    if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+#endif
+    const auto start = Clock::now();
+    for (int64_t i = 0; i < steps; ++i) last_loss = step().item<double>();  // the trainer syncs per step too
+    Sync(device);
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    int64_t peak = device.is_cpu() ? CpuMaxRssBytes() : -1;
+#ifdef QATD_WITH_C10_CUDA
+    if (device.is_cuda()) {
+      peak = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index()).allocated_bytes[0].peak;
+    }
+#endif
+    const double tokens = static_cast<double>(batch) * seq * steps;
+    results[variant] = {{"tokens_per_second", tokens / seconds},
+                        {"ms_per_step", 1000 * seconds / steps},
+                        {"peak_memory_bytes", peak},
+                        {"peak_memory_gib", peak / double(1 << 30)},
+                        {"trainable_parameters", trainable},
+                        {"quantize_seconds", init_seconds},
+                        {"last_loss", last_loss}};
+    std::fprintf(stderr, "%s: %.0f tokens/s, %.1f ms/step, peak %.2f GiB\n", variant.c_str(), tokens / seconds,
+                 1000 * seconds / steps, peak / double(1 << 30));
+  }
+  nlohmann::json out = {{"bench", "qat_step"},
+                        {"config", config_path},
+                        {"torch_version", TORCH_VERSION},
+                        {"device", device.str()},
+                        {"dtype", dtype_name},
+                        {"threads", threads},
+                        {"batch", batch},
+                        {"seq", seq},
+                        {"topk", topk},
+                        {"hard_full_weight", hard_full},
+                        {"steps", steps},
+                        {"warmup", warmup},
+                        {"variants", results}};
+  if (results.contains("v2_q2") && results.contains("v1_weights")) {
+    out["v2_over_v1_weights_time_ratio"] =
+        results["v1_weights"]["tokens_per_second"].get<double>() / results["v2_q2"]["tokens_per_second"].get<double>();
+  }
+  std::printf("%s\n", out.dump(2).c_str());
+  return 0;
+}
