@@ -20,7 +20,8 @@ class ConvertCommand : public SpecCommand {
     f.Enum("mode", "Conversion", {{"q4-to-q2", v1::CONVERT_MODE_Q4_TO_Q2}, {"v1-to-v2", v1::CONVERT_MODE_V1_TO_V2}},
            [c](int v) { c()->set_mode(static_cast<v1::ConvertMode>(v)); })
         ->required();
-    f.Value<std::string>("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+    f.Value<std::string>("--model,--model-id",
+                         "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
                          [c](const std::string& v) { c()->set_model(v); });
     f.Value<std::string>("--checkpoint,--q4-checkpoint,--v1-checkpoint", "Checkpoint to convert (required)",
                          [c](const std::string& v) { c()->set_checkpoint(v); });
@@ -48,13 +49,12 @@ class SnapCommand : public SpecCommand {
  protected:
   void Init(v1::JobSpec& spec) override { spec.mutable_snap(); }
 
-  std::string Example() const override {
-    return "qat snap --model ./Qwen3-0.6B --checkpoint <v2-checkpoint> --fp16";
-  }
+  std::string Example() const override { return "qat snap --model ./Qwen3-0.6B --checkpoint <v2-checkpoint> --fp16"; }
 
   void AddFlags(SpecFlags& f) override {
     auto s = [this] { return spec_.mutable_snap(); };
-    f.Value<std::string>("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+    f.Value<std::string>("--model,--model-id",
+                         "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
                          [s](const std::string& v) { s()->set_model(v); });
     f.Value<std::string>("--checkpoint", "V2 checkpoint to snap (required)",
                          [s](const std::string& v) { s()->set_checkpoint(v); });
@@ -81,7 +81,8 @@ class EvalCommand : public SpecCommand {
 
   void AddFlags(SpecFlags& f) override {
     auto e = [this] { return spec_.mutable_eval(); };
-    f.Value<std::string>("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+    f.Value<std::string>("--model,--model-id",
+                         "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
                          [e](const std::string& v) { e()->set_model(v); });
     f.Value<std::string>("--checkpoint", "Checkpoint to evaluate (default: the unquantized model)",
                          [e](const std::string& v) { e()->set_checkpoint(v); });
@@ -90,7 +91,8 @@ class EvalCommand : public SpecCommand {
     f.Flag("--v2", "The checkpoint holds V2 layers", [e](bool v) {
       if (v) e()->set_version(v1::QAT_VERSION_V2);
     });
-    f.Value<int>("--eval-samples", "Sequences to evaluate (default 40)", [e](const int& v) { e()->set_eval_samples(v); });
+    f.Value<int>("--eval-samples", "Sequences to evaluate (default 40)",
+                 [e](const int& v) { e()->set_eval_samples(v); });
     f.Value<double>("--temperature", "KD temperature (default 2.0)", [e](const double& v) { e()->set_temperature(v); });
     f.Value<int>("--batch-size", "Batch size (default 8)", [e](const int& v) { e()->set_batch_size(v); });
     f.Enum("--dtype", "Model dtype (auto = bf16 on GPU, fp32 on CPU)", kDtypeNames,

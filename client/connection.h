@@ -5,13 +5,13 @@
 // Exit codes (every `qat` command): 0 ok, 1 job failed / RPC error, 2 usage or validation
 // error (local flag checks and the daemon's INVALID_ARGUMENT), 3 cannot reach the daemon.
 
+#include <grpcpp/grpcpp.h>
+
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
-
-#include <CLI/CLI.hpp>
-#include <grpcpp/grpcpp.h>
 
 #include "qatd/v1/service.grpc.pb.h"
 

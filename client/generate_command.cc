@@ -15,7 +15,8 @@ class GenerateCommand : public SpecCommand {
 
   void AddFlags(SpecFlags& f) override {
     auto g = [this] { return spec_.mutable_generate(); };
-    f.Value<std::string>("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+    f.Value<std::string>("--model,--model-id",
+                         "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
                          [g](const std::string& v) { g()->set_model(v); });
     f.Value<std::string>("--checkpoint", "Quantized checkpoint (default: the unquantized model)",
                          [g](const std::string& v) { g()->set_checkpoint(v); });
@@ -32,7 +33,8 @@ class GenerateCommand : public SpecCommand {
     f.Value<int>("--max-new-tokens,--max-tokens", "Tokens to generate at most (default 256)",
                  [g](const int& v) { g()->set_max_new_tokens(v); });
     f.Flag("--sample", "Sample (temperature / top-p) instead of greedy decoding", [g](bool v) { g()->set_sample(v); });
-    f.Value<double>("--temperature", "Sampling temperature (default 0.6)", [g](const double& v) { g()->set_temperature(v); });
+    f.Value<double>("--temperature", "Sampling temperature (default 0.6)",
+                    [g](const double& v) { g()->set_temperature(v); });
     f.Value<double>("--top-p", "Nucleus sampling mass (default 0.9)", [g](const double& v) { g()->set_top_p(v); });
     f.Value<double>("--repetition-penalty", "Repetition penalty (default 1.1)",
                     [g](const double& v) { g()->set_repetition_penalty(v); });
@@ -53,7 +55,8 @@ class ProbeCommand : public SpecCommand {
 
   void AddFlags(SpecFlags& f) override {
     auto p = [this] { return spec_.mutable_probe(); };
-    f.Value<int>("--steps", "Progress/metric/log events to emit (default 10)", [p](const int& v) { p()->set_steps(v); });
+    f.Value<int>("--steps", "Progress/metric/log events to emit (default 10)",
+                 [p](const int& v) { p()->set_steps(v); });
     f.Value<int>("--step-ms", "Milliseconds between steps (default 0)", [p](const int& v) { p()->set_step_ms(v); });
     f.Flag("--fail", "End with INTERNAL \"probe failure requested\"", [p](bool v) { p()->set_fail(v); });
     f.Flag("--ignore-cancel", "Never poll the cancel token (tests SIGKILL escalation)",

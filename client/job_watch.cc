@@ -24,10 +24,14 @@ int TerminalColumns() {
 
 Color LevelColor(v1::LogLevel level) {
   switch (level) {
-    case v1::LOG_LEVEL_WARNING: return Color::kYellow;
-    case v1::LOG_LEVEL_ERROR: return Color::kRed;
-    case v1::LOG_LEVEL_DEBUG: return Color::kDim;
-    default: return Color::kNone;
+    case v1::LOG_LEVEL_WARNING:
+      return Color::kYellow;
+    case v1::LOG_LEVEL_ERROR:
+      return Color::kRed;
+    case v1::LOG_LEVEL_DEBUG:
+      return Color::kDim;
+    default:
+      return Color::kNone;
   }
 }
 
@@ -64,7 +68,8 @@ class JobStatusLine {
     } else if (progress_.rate() > 0) {
       line += absl::StrFormat("  %s %s/s", FormatNumber(progress_.rate()), progress_.unit());
     }
-    if (const double eta = Eta(); eta >= 0 && progress_.done() < progress_.total()) line += "  ETA " + FormatDuration(eta);
+    if (const double eta = Eta(); eta >= 0 && progress_.done() < progress_.total())
+      line += "  ETA " + FormatDuration(eta);
     return line;
   }
 
@@ -109,8 +114,12 @@ class WatchPrinter {
     switch (event.event_case()) {
       case v1::JobEvent::kState: {
         const v1::StateChange& s = event.state();
-        if (IsTerminal(s.to())) Finish();  // the last progress before the end
-        std::string text = absl::StrFormat("job %d: %s", job_id_, Paint(StateName(s.to()), StateColor(s.to()), o_.color));
+        if (IsTerminal(s.to())) {  // WatchJob's summary line reports the end
+          Finish();
+          break;
+        }
+        std::string text =
+            absl::StrFormat("job %d: %s", job_id_, Paint(StateName(s.to()), StateColor(s.to()), o_.color));
         if (!s.reason().empty()) text += " (" + s.reason() + ")";
         if (const std::string error = ErrorText(s.error()); !error.empty()) text += ": " + error;
         Line(text);
@@ -142,7 +151,8 @@ class WatchPrinter {
       case v1::JobEvent::kText:
         Line("text: " + event.text().text());
         break;
-      case v1::JobEvent::EVENT_NOT_SET: break;
+      case v1::JobEvent::EVENT_NOT_SET:
+        break;
     }
   }
 
@@ -205,10 +215,14 @@ class WatchPrinter {
 
 std::string LevelName(v1::LogLevel level) {
   switch (level) {
-    case v1::LOG_LEVEL_DEBUG: return "DEBUG";
-    case v1::LOG_LEVEL_WARNING: return "WARN";
-    case v1::LOG_LEVEL_ERROR: return "ERROR";
-    default: return "INFO";
+    case v1::LOG_LEVEL_DEBUG:
+      return "DEBUG";
+    case v1::LOG_LEVEL_WARNING:
+      return "WARN";
+    case v1::LOG_LEVEL_ERROR:
+      return "ERROR";
+    default:
+      return "INFO";
   }
 }
 
@@ -268,8 +282,7 @@ void PrintLogLine(const v1::JobEvent& event, const LogsOptions& o) {
     std::printf("%s\n", ToJson(event, false).c_str());
   } else if (event.has_log()) {
     std::printf("%s %s %s\n", FormatTime(event.time()).c_str(),
-                Paint(absl::StrFormat("%-5s", LevelName(event.log().level())), LevelColor(event.log().level()),
-                      o.color)
+                Paint(absl::StrFormat("%-5s", LevelName(event.log().level())), LevelColor(event.log().level()), o.color)
                     .c_str(),
                 event.log().message().c_str());
   }

@@ -10,11 +10,11 @@
 namespace qatd::client {
 
 struct WatchOptions {
-  bool json = false;    // one JobEvent per line (protobuf JSON) instead of text
-  bool tty = false;     // redraw one progress bar line; otherwise plain lines
+  bool json = false;  // one JobEvent per line (protobuf JSON) instead of text
+  bool tty = false;   // redraw one progress bar line; otherwise plain lines
   bool color = false;
   bool utf8 = false;
-  std::string prefix;   // put before every line (pipeline stage names)
+  std::string prefix;  // put before every line (pipeline stage names)
 };
 
 struct WatchResult {

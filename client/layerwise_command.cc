@@ -19,10 +19,13 @@ class LayerwiseCommand : public SpecCommand {
                          [l](const std::string& v) { l()->set_model(v); });
     f.Value<std::string>("--kd-cache-dir,--kd-cache", "KD cache directory (required)",
                          [l](const std::string& v) { l()->set_kd_cache_dir(v); });
-    f.Value<std::string>("--init-state", "Checkpoint to start from", [l](const std::string& v) { l()->set_init_state(v); });
+    f.Value<std::string>("--init-state", "Checkpoint to start from",
+                         [l](const std::string& v) { l()->set_init_state(v); });
     AddQuantFlags(f, [l] { return l()->mutable_quant(); });
-    f.Enum("--dtype", "Model dtype (auto = bf16)", kDtypeNames, [l](int v) { l()->set_dtype(static_cast<v1::Dtype>(v)); });
-    f.Flag("--train-scales,!--no-train-scales", "Train the scales (default on)", [l](bool v) { l()->set_train_scales(v); });
+    f.Enum("--dtype", "Model dtype (auto = bf16)", kDtypeNames,
+           [l](int v) { l()->set_dtype(static_cast<v1::Dtype>(v)); });
+    f.Flag("--train-scales,!--no-train-scales", "Train the scales (default on)",
+           [l](bool v) { l()->set_train_scales(v); });
     f.Flag("--train-weights", "Train the latent weights (the notebook's weight pass)",
            [l](bool v) { l()->set_train_weights(v); });
     f.Flag("--train-mlp-only", "Train only the MLP layers", [l](bool v) { l()->set_train_mlp_only(v); });
@@ -33,7 +36,8 @@ class LayerwiseCommand : public SpecCommand {
                  [l](const int& v) { l()->set_epochs_per_layer(v); });
     f.Value<int>("--scale-steps,--steps", "Steps per layer (default 0 = the epochs decide)",
                  [l](const int& v) { l()->set_steps_per_layer(v); });
-    f.Value<int>("--grad-accum", "Gradient accumulation steps (default 1)", [l](const int& v) { l()->set_grad_accum(v); });
+    f.Value<int>("--grad-accum", "Gradient accumulation steps (default 1)",
+                 [l](const int& v) { l()->set_grad_accum(v); });
     f.Value<double>("--temperature", "KD temperature (default 2.0)", [l](const double& v) { l()->set_temperature(v); });
     f.Value<double>("--local-weight", "Weight of the local MLP reconstruction loss (default 0.5)",
                     [l](const double& v) { l()->set_local_weight(v); });
@@ -51,7 +55,8 @@ class LayerwiseCommand : public SpecCommand {
       for (int layer : v) l()->add_layers(layer);
     });
     f.Value<int64_t>("--seed", "Random seed (default 0)", [l](const int64_t& v) { l()->set_seed(v); });
-    f.Value<std::string>("--output-dir,--save-quantized-dir", "Where the checkpoint goes (default: the job's directory)",
+    f.Value<std::string>("--output-dir,--save-quantized-dir",
+                         "Where the checkpoint goes (default: the job's directory)",
                          [l](const std::string& v) { l()->set_output_dir(v); });
   }
 };

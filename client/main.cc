@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -12,8 +13,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "client/connection.h"
 #include "client/job_watch.h"
@@ -159,15 +158,19 @@ class Cli {
   void AddQueryCommands() {
     CLI::App* server = app_.add_subcommand("server", "Daemon version, devices, memory, queue and job kinds");
     server->footer("Example:\n  qat server --address 10.0.0.5:7433 --token-file ~/.qatd-token\n");
-    actions_.emplace_back(server, [this, server] { return WithConnection(server, [&](Connection& c) { return ShowServer(c, out_); }); });
+    actions_.emplace_back(
+        server, [this, server] { return WithConnection(server, [&](Connection& c) { return ShowServer(c, out_); }); });
 
     CLI::App* jobs = app_.add_subcommand("jobs", "List jobs, newest first");
     jobs->add_option("--state", jobs_query_.states, "Only these states (queued,running,succeeded,failed,cancelled)")
         ->delimiter(',');
-    jobs->add_option("--kind", jobs_query_.kinds, "Only these kinds (kd_cache,layerwise,qat,convert,snap,eval,generate,probe)")
+    jobs->add_option("--kind", jobs_query_.kinds,
+                     "Only these kinds (kd_cache,layerwise,qat,convert,snap,eval,generate,probe)")
         ->delimiter(',');
     jobs->add_option("--pipeline", jobs_query_.pipeline_id, "Only the jobs of this pipeline");
-    jobs->add_option("--limit", jobs_query_.limit, "Jobs per page (max 1000)")->capture_default_str()->check(CLI::Range(1, 1000));
+    jobs->add_option("--limit", jobs_query_.limit, "Jobs per page (max 1000)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1000));
     jobs->add_option("--page-token", jobs_query_.page_token, "Continue a listing (printed after a full page)");
     jobs->add_flag("--all", jobs_query_.all, "Every page");
     jobs->footer("Example:\n  qat jobs --state running,queued --kind qat\n");
@@ -175,8 +178,8 @@ class Cli {
       return WithConnection(jobs, [&](Connection& c) { return ListJobs(c, jobs_query_, out_); });
     });
 
-    CLI::App* status = AddIdCommand("status", "One job: state, times, progress, result, artifacts, spec", &job_id_,
-                                    "qat status 17");
+    CLI::App* status =
+        AddIdCommand("status", "One job: state, times, progress, result, artifacts, spec", &job_id_, "qat status 17");
     actions_.emplace_back(status, [this, status] {
       return WithConnection(status, [&](Connection& c) { return ShowJob(c, job_id_, out_); });
     });
@@ -184,7 +187,9 @@ class Cli {
     CLI::App* watch = AddIdCommand("watch", "Follow a job: progress bar, loss, tokens/s, ETA; exit 0 iff it succeeds",
                                    &job_id_, "qat watch 17");
     actions_.emplace_back(watch, [this, watch] {
-      return WithConnection(watch, [&](Connection& c) { return WatchJob(c, job_id_, Submit(true).tty ? WatchTty() : WatchPlain()).exit_code; });
+      return WithConnection(watch, [&](Connection& c) {
+        return WatchJob(c, job_id_, Submit(true).tty ? WatchTty() : WatchPlain()).exit_code;
+      });
     });
 
     CLI::App* logs = AddIdCommand("logs", "A job's log lines (stored history; -f follows until the job ends)", &job_id_,
@@ -229,19 +234,22 @@ class Cli {
   void AddPipelineCommands() {
     CLI::App* pipeline = app_.add_subcommand("pipeline", "Multi-stage pipelines (DAGs of jobs)");
     pipeline->require_subcommand(1);
-    pipeline->footer("Example:\n  qat pipeline run q4 --model ./Qwen3-0.6B --dataset alpaca.json --steps-scale 0.1 --wait\n"
-                     "  qat pipeline status 3\n");
+    pipeline->footer(
+        "Example:\n  qat pipeline run q4 --model ./Qwen3-0.6B --dataset alpaca.json --steps-scale 0.1 --wait\n"
+        "  qat pipeline status 3\n");
 
     CLI::App* run = pipeline->add_subcommand(
-        "run", "Submit a built-in recipe (q4: cache, scales, weights, both, snap, infer; q2: cache, scales, convert, v2, "
-               "snap, infer) or a PipelineSpec text-format file");
+        "run",
+        "Submit a built-in recipe (q4: cache, scales, weights, both, snap, infer; q2: cache, scales, convert, v2, "
+        "snap, infer) or a PipelineSpec text-format file");
     run->add_option("source", pipeline_source_, "q4, q2, or FILE.textproto")->required();
     recipe_.Register(run);
     run->add_flag("--print", pipeline_print_, "Print the PipelineSpec (text format) instead of submitting it");
     run->add_flag("--wait", pipeline_wait_, "Follow every stage in order, then print a per-stage table");
-    run->footer("Example:\n  qat pipeline run q4 --model ./Qwen3-0.6B --dataset alpaca.json --wait\n"
-                "  qat pipeline run q2 --model ./Qwen3-0.6B --kd-cache <cache> --print > q2.textproto\n"
-                "  qat pipeline run q2.textproto\n");
+    run->footer(
+        "Example:\n  qat pipeline run q4 --model ./Qwen3-0.6B --dataset alpaca.json --wait\n"
+        "  qat pipeline run q2 --model ./Qwen3-0.6B --kd-cache <cache> --print > q2.textproto\n"
+        "  qat pipeline run q2.textproto\n");
     actions_.emplace_back(run, [this, run] {
       absl::StatusOr<v1::PipelineSpec> spec;
       if (const auto recipe = RecipeByName(pipeline_source_)) {

@@ -52,7 +52,8 @@ const Glyph* FindGlyph(char c) {
 constexpr Rgb kWhite{255, 255, 255};
 constexpr Rgb kBlack{30, 30, 30};
 constexpr Rgb kGrid{225, 225, 225};
-constexpr Rgb kPalette[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189}, {140, 86, 75}};
+constexpr Rgb kPalette[] = {{31, 119, 180}, {255, 127, 14},  {44, 160, 44},
+                            {214, 39, 40},  {148, 103, 189}, {140, 86, 75}};
 
 void FillRect(RgbImage& image, int x0, int y0, int x1, int y1, Rgb color) {
   for (int y = y0; y <= y1; ++y) {
@@ -113,8 +114,12 @@ RgbImage PlotCurves(const std::vector<CurveSeries>& series, const PlotOptions& o
 
   const int left = label_w + 24, right = o.width - 24, top = 24 + char_h + 16, bottom = o.height - (char_h * 2 + 32);
   if (right - left < 20 || bottom - top < 20) return image;
-  auto px = [&](double x) { return left + static_cast<int>(std::lround((x - r.x_min) / (r.x_max - r.x_min) * (right - left))); };
-  auto py = [&](double y) { return bottom - static_cast<int>(std::lround((y - r.y_min) / (r.y_max - r.y_min) * (bottom - top))); };
+  auto px = [&](double x) {
+    return left + static_cast<int>(std::lround((x - r.x_min) / (r.x_max - r.x_min) * (right - left)));
+  };
+  auto py = [&](double y) {
+    return bottom - static_cast<int>(std::lround((y - r.y_min) / (r.y_max - r.y_min) * (bottom - top)));
+  };
 
   // Grid and tick labels.
   for (double t : y_ticks) {

@@ -20,23 +20,27 @@ class QatCommand : public SpecCommand {
 
   void AddFlags(SpecFlags& f) override {
     auto q = [this] { return spec_.mutable_qat(); };
-    f.app()->add_flag("--v2", v2_, "Train V2 layers (train_v2_simple.py): init with --v1-checkpoint (default), "
-                                   "--v2-checkpoint or --from-scratch; defaults become the V2 script's");
-    f.Value<std::string>("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+    f.app()->add_flag("--v2", v2_,
+                      "Train V2 layers (train_v2_simple.py): init with --v1-checkpoint (default), "
+                      "--v2-checkpoint or --from-scratch; defaults become the V2 script's");
+    f.Value<std::string>("--model,--model-id",
+                         "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
                          [q](const std::string& v) { q()->set_model(v); });
     f.Value<std::string>("--kd-cache-dir,--kd-cache", "KD cache directory (required unless --skip-training)",
                          [q](const std::string& v) { q()->set_kd_cache_dir(v); });
     f.Value<std::string>("--init-state", "V1: checkpoint to start from (file or directory)",
                          [this, q](const std::string& v) {
-                           if (v2_) Error("--init-state is a V1 flag; with --v2 use --v1-checkpoint or --v2-checkpoint");
+                           if (v2_)
+                             Error("--init-state is a V1 flag; with --v2 use --v1-checkpoint or --v2-checkpoint");
                            q()->set_init_state(v);
                          });
     AddLutFlags(f);
-    f.Value<std::string>("--v1-checkpoint", "--v2: convert this V1 checkpoint (spec §5)", [this, q](const std::string& v) {
-      NeedV2("--v1-checkpoint");
-      SetInit(q(), v1::V2_INIT_FROM_V1, "--v1-checkpoint");
-      q()->set_v1_checkpoint(v);
-    });
+    f.Value<std::string>("--v1-checkpoint", "--v2: convert this V1 checkpoint (spec §5)",
+                         [this, q](const std::string& v) {
+                           NeedV2("--v1-checkpoint");
+                           SetInit(q(), v1::V2_INIT_FROM_V1, "--v1-checkpoint");
+                           q()->set_v1_checkpoint(v);
+                         });
     f.Value<std::string>("--v2-checkpoint", "--v2: resume this V2 checkpoint (e.g. from qat convert q4-to-q2)",
                          [this, q](const std::string& v) {
                            NeedV2("--v2-checkpoint");
@@ -60,23 +64,33 @@ class QatCommand : public SpecCommand {
     f.Value<double>("--temperature", "KD temperature (default 2.0)", [q](const double& v) { q()->set_temperature(v); });
     f.Value<double>("--hard-top1-weight,--hard-top1", "Weight of the hard top-1 loss (default V1 0, V2 0.2)",
                     [q](const double& v) { q()->set_hard_top1_weight(v); });
-    f.Value<double>("--hard-full-weight,--hard-full", "Weight of the full-vocabulary hard loss (default V1 0.0005, V2 5e-5)",
+    f.Value<double>("--hard-full-weight,--hard-full",
+                    "Weight of the full-vocabulary hard loss (default V1 0.0005, V2 5e-5)",
                     [q](const double& v) { q()->set_hard_full_weight(v); });
     f.Value<int>("--logging-steps", "Steps between logged losses (default V1 50, V2 20)",
                  [q](const int& v) { q()->set_logging_steps(v); });
     f.Value<int>("--eval-steps", "Steps between evaluations (default V1 200, V2 100)",
                  [q](const int& v) { q()->set_eval_steps(v); });
-    f.Value<int>("--eval-samples", "Sequences per evaluation (default 40)", [q](const int& v) { q()->set_eval_samples(v); });
-    f.Value<int>("--save-steps", "Steps between checkpoints (default 0 = only best/final)",
+    f.Value<int>("--eval-samples", "Sequences per evaluation (default 40)",
+                 [q](const int& v) { q()->set_eval_samples(v); });
+    f.Value<int>("--save-steps", "Steps between resume checkpoints (default 0 = the daemon's 50)",
                  [q](const int& v) { q()->set_save_steps(v); });
+    f.Value<int>("--grad-accum", "Gradient accumulation steps (default 1)",
+                 [q](const int& v) { q()->set_grad_accum(v); });
+    f.Value<double>("--weight-decay", "AdamW weight decay (default 0.01)",
+                    [q](const double& v) { q()->set_weight_decay(v); });
+    f.Value<int>("--early-stop-patience", "Stop after this many evaluations without improvement (default 0 = off)",
+                 [q](const int& v) { q()->set_early_stop_patience(v); });
     f.Flag("--cosine,!--no-cosine", "Cosine LR schedule (default V1 off, V2 on)", [q](bool v) { q()->set_cosine(v); });
-    f.Value<int>("--warmup-steps", "LR warm-up steps (default V1 0, V2 100)", [q](const int& v) { q()->set_warmup_steps(v); });
+    f.Value<int>("--warmup-steps", "LR warm-up steps (default V1 0, V2 100)",
+                 [q](const int& v) { q()->set_warmup_steps(v); });
     f.Value<double>("--min-lr-ratio", "Cosine floor as a fraction of --lr (default 0.1)",
                     [q](const double& v) { q()->set_min_lr_ratio(v); });
     f.Value<double>("--clip-grad-norm", "Gradient norm clip (default 0 = off)",
                     [q](const double& v) { q()->set_clip_grad_norm(v); });
     f.Flag("--use-fp16", "fp16 training with a grad scaler", [q](bool v) { q()->set_use_fp16(v); });
-    f.Flag("--snap-weights", "V1: snap the weights to the LUT after training", [q](bool v) { q()->set_snap_weights(v); });
+    f.Flag("--snap-weights", "V1: snap the weights to the LUT after training",
+           [q](bool v) { q()->set_snap_weights(v); });
     f.Flag("--snap-bake-scales", "V1: with --snap-weights, bake the scales into the weights",
            [q](bool v) { q()->set_snap_bake_scales(v); });
     f.Flag("--skip-training", "Only load (--init-state) and snap/save", [q](bool v) { q()->set_skip_training(v); });
@@ -100,8 +114,9 @@ class QatCommand : public SpecCommand {
                  [this, v1q, v2q](const int& v) { v2_ ? v2q()->set_scale_rank(v) : v1q()->set_scale_rank(v); });
     f.Value<int>("--attn-lut-size", "Attention LUT entries (default V1 = --lut-size, V2 16)",
                  [this, v1q, v2q](const int& v) { v2_ ? v2q()->set_attn_lut_size(v) : v1q()->set_attn_lut_size(v); });
-    f.Value<int>("--attn-scale-rank", "Attention scale rank (default V1 = --scale-rank, V2 8)",
-                 [this, v1q, v2q](const int& v) { v2_ ? v2q()->set_attn_scale_rank(v) : v1q()->set_attn_scale_rank(v); });
+    f.Value<int>(
+        "--attn-scale-rank", "Attention scale rank (default V1 = --scale-rank, V2 8)",
+        [this, v1q, v2q](const int& v) { v2_ ? v2q()->set_attn_scale_rank(v) : v1q()->set_attn_scale_rank(v); });
     f.Value<int>("--attn-group-size", "V1: attention group size (default = --group-size)", [this, v1q](const int& v) {
       V1Only("--attn-group-size");
       v1q()->set_attn_group_size(v);
@@ -130,10 +145,11 @@ class QatCommand : public SpecCommand {
              NeedV2("--magnitude-activation");
              v2q()->set_magnitude_activation(static_cast<v1::MagnitudeActivation>(v));
            });
-    f.Value<double>("--magnitude-eps", "V2: epsilon added to the magnitudes (default 1e-6)", [this, v2q](const double& v) {
-      NeedV2("--magnitude-eps");
-      v2q()->set_magnitude_eps(v);
-    });
+    f.Value<double>("--magnitude-eps", "V2: epsilon added to the magnitudes (default 1e-6)",
+                    [this, v2q](const double& v) {
+                      NeedV2("--magnitude-eps");
+                      v2q()->set_magnitude_eps(v);
+                    });
     f.Value<double>("--norm-eps", "V2: floor on the column/row norms (default 1e-6)", [this, v2q](const double& v) {
       NeedV2("--norm-eps");
       v2q()->set_norm_eps(v);

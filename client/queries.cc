@@ -1,13 +1,12 @@
 #include "client/queries.h"
 
+#include <google/protobuf/text_format.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
-
-#include <google/protobuf/text_format.h>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -79,8 +78,8 @@ int ShowServer(Connection& connection, const OutputOptions& out) {
   std::printf("qatd %s at %s, up %s\n", info.version().c_str(), connection.options().address.c_str(),
               Age(info.start_time()).c_str());
   std::printf("data dir:  %s\n", info.data_dir().c_str());
-  std::printf("queue:     %d queued, %d running (up to %d jobs per device)\n", info.queued_jobs(),
-              info.running_jobs(), info.max_concurrent_jobs_per_device());
+  std::printf("queue:     %d queued, %d running (up to %d jobs per device)\n", info.queued_jobs(), info.running_jobs(),
+              info.max_concurrent_jobs_per_device());
   std::vector<std::string> kinds;
   for (int k : info.available_kinds()) kinds.push_back(KindName(static_cast<v1::JobKind>(k)));
   std::printf("job kinds: %s\n\n", kinds.empty() ? "(none)" : absl::StrJoin(kinds, ", ").c_str());

@@ -23,9 +23,9 @@ struct JobsQuery {
   std::vector<std::string> states;  // names, e.g. "running" (comma lists are split by CLI11)
   std::vector<std::string> kinds;   // e.g. "kd_cache"
   int64_t pipeline_id = 0;
-  int limit = 50;                   // page size
+  int limit = 50;  // page size
   std::string page_token;
-  bool all = false;                 // follow next_page_token to the end
+  bool all = false;  // follow next_page_token to the end
 };
 int ListJobs(Connection& connection, const JobsQuery& query, const OutputOptions& out);
 
@@ -42,9 +42,9 @@ int ListArtifacts(Connection& connection, const ArtifactsQuery& query, const Out
 struct CurveOptions {
   std::vector<std::string> metrics;  // default: loss/* and eval/*
   bool csv = false;
-  std::string png;                   // write a PNG plot here
+  std::string png;  // write a PNG plot here
   bool log_y = false;
-  int width = 0;                     // terminal chart columns; 0 = fit the terminal
+  int width = 0;  // terminal chart columns; 0 = fit the terminal
   int height = 16;
 };
 int ShowCurve(Connection& connection, int64_t job_id, const CurveOptions& options, const OutputOptions& out);

@@ -52,10 +52,12 @@ void RecipeFlags::Register(CLI::App* app) {
           {"false", v1::THINKING_MODE_OFF},
           {"true", v1::THINKING_MODE_ON}},
          [this](int v) { cache_.set_enable_thinking(static_cast<v1::ThinkingMode>(v)); });
-  f.Value<int>("--max-length", "Cache: tokens per sequence (default 64)", [this](const int& v) { cache_.set_max_length(v); });
+  f.Value<int>("--max-length", "Cache: tokens per sequence (default 64)",
+               [this](const int& v) { cache_.set_max_length(v); });
   f.Value<int>("--top-k,--topk", "Cache: teacher logits per position (default 32)",
                [this](const int& v) { cache_.set_topk(v); });
-  f.Value<int>("--rand-neg", "Cache: random negatives per position (default 0)", [this](const int& v) { cache_.set_rand_neg(v); });
+  f.Value<int>("--rand-neg", "Cache: random negatives per position (default 0)",
+               [this](const int& v) { cache_.set_rand_neg(v); });
   f.Value<int64_t>("--num-samples,--num-sequences", "Cache: sequences (default 20000)",
                    [this](const int64_t& v) { cache_.set_num_sequences(v); });
   f.Value<int>("--cache-batch-size", "Cache: sequences per teacher forward (default 1)",
@@ -93,12 +95,9 @@ void RecipeFlags::Register(CLI::App* app) {
                [this](const int& v) { infer_.set_max_new_tokens(v); });
 }
 
-int RecipeFlags::Scaled(int steps) const {
-  return std::max(1, static_cast<int>(std::lround(steps * steps_scale_)));
-}
+int RecipeFlags::Scaled(int steps) const { return std::max(1, static_cast<int>(std::lround(steps * steps_scale_))); }
 
-v1::PipelineStage* RecipeFlags::AddStage(v1::PipelineSpec& pipeline, const std::string& name,
-                                         const v1::JobSpec& spec) {
+v1::PipelineStage* RecipeFlags::AddStage(v1::PipelineSpec& pipeline, const std::string& name, const v1::JobSpec& spec) {
   v1::PipelineStage* stage = pipeline.add_stages();
   stage->set_name(name);
   *stage->mutable_spec() = spec;
@@ -126,7 +125,8 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   v2_lr_.reset();
   flags_->Apply();
   const std::string recipe_name = recipe == Recipe::kQ4 ? "q4" : "q2";
-  if (train_.model().empty()) return absl::InvalidArgumentError("--model is required for the " + recipe_name + " recipe");
+  if (train_.model().empty())
+    return absl::InvalidArgumentError("--model is required for the " + recipe_name + " recipe");
   if (kd_cache_dir_.empty() && cache_.dataset().empty()) {
     return absl::InvalidArgumentError("--dataset (or an existing cache with --kd-cache) is required for the " +
                                       recipe_name + " recipe");

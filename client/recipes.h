@@ -19,10 +19,9 @@
 // Step counts and learning rates have flags with the seed's values as defaults;
 // --steps-scale F multiplies every step count (at least 1 step), for demos.
 
+#include <CLI/CLI.hpp>
 #include <optional>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "absl/status/statusor.h"
 #include "client/spec_flags.h"
@@ -54,9 +53,9 @@ class RecipeFlags {
 
   std::unique_ptr<SpecFlags> flags_;
   // Templates filled by the flags (only given flags set optional fields).
-  v1::JobSpec job_;          // priority, resources, name
+  v1::JobSpec job_;  // priority, resources, name
   v1::KdCacheSpec cache_;
-  v1::QatSpec train_;        // shared training settings (quant, batch size, ...)
+  v1::QatSpec train_;  // shared training settings (quant, batch size, ...)
   v1::GenerateSpec infer_;
   v1::SnapSpec snap_;
   std::string kd_cache_dir_;

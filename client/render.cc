@@ -1,5 +1,6 @@
 #include "client/render.h"
 
+#include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,8 +9,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
@@ -50,15 +49,32 @@ std::string Paint(const std::string& text, Color color, bool enabled) {
   if (!enabled || color == Color::kNone) return text;
   const char* code = "";
   switch (color) {
-    case Color::kRed: code = "31"; break;
-    case Color::kGreen: code = "32"; break;
-    case Color::kYellow: code = "33"; break;
-    case Color::kBlue: code = "34"; break;
-    case Color::kMagenta: code = "35"; break;
-    case Color::kCyan: code = "36"; break;
-    case Color::kDim: code = "2"; break;
-    case Color::kBold: code = "1"; break;
-    case Color::kNone: break;
+    case Color::kRed:
+      code = "31";
+      break;
+    case Color::kGreen:
+      code = "32";
+      break;
+    case Color::kYellow:
+      code = "33";
+      break;
+    case Color::kBlue:
+      code = "34";
+      break;
+    case Color::kMagenta:
+      code = "35";
+      break;
+    case Color::kCyan:
+      code = "36";
+      break;
+    case Color::kDim:
+      code = "2";
+      break;
+    case Color::kBold:
+      code = "1";
+      break;
+    case Color::kNone:
+      break;
   }
   return absl::StrFormat("\033[%sm%s\033[0m", code, text);
 }
@@ -108,12 +124,18 @@ std::optional<v1::JobKind> ParseKind(const std::string& name) {
 
 Color StateColor(v1::JobState state) {
   switch (state) {
-    case v1::JOB_STATE_QUEUED: return Color::kDim;
-    case v1::JOB_STATE_RUNNING: return Color::kCyan;
-    case v1::JOB_STATE_SUCCEEDED: return Color::kGreen;
-    case v1::JOB_STATE_FAILED: return Color::kRed;
-    case v1::JOB_STATE_CANCELLED: return Color::kYellow;
-    default: return Color::kNone;
+    case v1::JOB_STATE_QUEUED:
+      return Color::kDim;
+    case v1::JOB_STATE_RUNNING:
+      return Color::kCyan;
+    case v1::JOB_STATE_SUCCEEDED:
+      return Color::kGreen;
+    case v1::JOB_STATE_FAILED:
+      return Color::kRed;
+    case v1::JOB_STATE_CANCELLED:
+      return Color::kYellow;
+    default:
+      return Color::kNone;
   }
 }
 

@@ -2,13 +2,13 @@
 // Text output for humans: aligned tables, colors (only on a TTY, and never with NO_COLOR),
 // durations, sizes, progress, and the short names of job states and kinds.
 
+#include <google/protobuf/message.h>
+#include <google/protobuf/timestamp.pb.h>
+
 #include <cstdio>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/message.h>
-#include <google/protobuf/timestamp.pb.h>
 
 #include "qatd/v1/job.pb.h"
 

@@ -1,6 +1,5 @@
-#include "client/spec_commands.h"
-
 #include "absl/status/status.h"
+#include "client/spec_commands.h"
 
 namespace qatd::client {
 

@@ -13,11 +13,10 @@
 // Usage: Register() on a CLI11 (sub)command, parse, then Build(). Build() may be called more
 // than once; each call starts from an empty spec.
 
+#include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "absl/status/statusor.h"
 #include "client/spec_flags.h"

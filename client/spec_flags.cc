@@ -66,7 +66,8 @@ void AddJobFlags(SpecFlags& flags, v1::JobSpec* spec) {
 }
 
 void AddQuantFlags(SpecFlags& flags, std::function<v1::QuantSettings*()> target) {
-  flags.Value<std::string>("--preset", "Named LUT preset: Q4_A4, Q2_A4, Q4_A4_R32 or Q2_A2 (explicit flags override it)",
+  flags.Value<std::string>("--preset",
+                           "Named LUT preset: Q4_A4, Q2_A4, Q4_A4_R32 or Q2_A2 (explicit flags override it)",
                            [target](const std::string& v) { target()->set_preset(v); });
   flags.Value<int>("--lut-size", "LUT entries (16 = 4-bit, 4 = 2-bit; default 16)",
                    [target](const int& v) { target()->set_lut_size(v); });
@@ -74,7 +75,8 @@ void AddQuantFlags(SpecFlags& flags, std::function<v1::QuantSettings*()> target)
                    [target](const int& v) { target()->set_group_size(v); });
   flags.Value<int>("--scale-rank", "Rank of the low-rank scales (0 = full per-weight scales; default 4)",
                    [target](const int& v) { target()->set_scale_rank(v); });
-  flags.Flag("--lut-include-zero", "Put an exact 0 into the LUT", [target](bool v) { target()->set_lut_include_zero(v); });
+  flags.Flag("--lut-include-zero", "Put an exact 0 into the LUT",
+             [target](bool v) { target()->set_lut_include_zero(v); });
   flags.Flag("--quantize-attn", "Also quantize the attention projections (off in the seed scripts)",
              [target](bool v) { target()->set_quantize_attn(v); });
   flags.Value<int>("--attn-lut-size", "Attention LUT entries (default: --lut-size)",

@@ -10,13 +10,12 @@
 // Enum-valued flags (--dtype, --dataset-format, ...) are checked while parsing: an unknown
 // name fails with a message naming the flag and the allowed names.
 
+#include <CLI/CLI.hpp>
 #include <functional>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "qatd/v1/job.pb.h"
 #include "qatd/v1/specs.pb.h"
@@ -51,8 +50,7 @@ class SpecFlags {
 
   // A repeatable / comma-separated list option (--layers 0,1,2).
   template <typename T>
-  CLI::Option* List(const std::string& names, const std::string& help,
-                    std::function<void(const std::vector<T>&)> set) {
+  CLI::Option* List(const std::string& names, const std::string& help, std::function<void(const std::vector<T>&)> set) {
     auto values = std::make_shared<std::vector<T>>();
     CLI::Option* option = app_->add_option(names, *values, help)->delimiter(',');
     setters_.push_back([option, values, set = std::move(set)] {

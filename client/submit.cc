@@ -1,14 +1,13 @@
 #include "client/submit.h"
 
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
-
-#include <google/protobuf/io/tokenizer.h>
-#include <google/protobuf/text_format.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -174,8 +173,8 @@ int SubmitPipeline(Connection& connection, const v1::PipelineSpec& spec, const S
   if (options.out.json) {
     std::printf("%s\n", ToJson(pipeline, !options.wait).c_str());
   } else {
-    std::printf("submitted pipeline %lld (%s): %d stages\n", static_cast<long long>(pipeline.id()),
-                spec.name().c_str(), pipeline.job_ids_size());
+    std::printf("submitted pipeline %lld (%s): %d stages\n", static_cast<long long>(pipeline.id()), spec.name().c_str(),
+                pipeline.job_ids_size());
     Table table({"STAGE", "JOB", "DEPENDS ON"});
     // job_ids are in stage order; the stages' names come from the spec's DAG order, so ask.
     grpc::Status list_status;

@@ -1,11 +1,12 @@
 // Curve CSV, series selection, axis ticks, the terminal chart, and the text helpers behind
 // tables (durations, state names, widths of colored cells).
-#include <string>
-#include <vector>
+#include "client/curve.h"
 
 #include <gtest/gtest.h>
 
-#include "client/curve.h"
+#include <string>
+#include <vector>
+
 #include "client/render.h"
 
 namespace qatd::client {
@@ -24,8 +25,7 @@ v1::MetricSeries Series(const std::string& name, const std::vector<std::pair<int
 }
 
 TEST(Curve, CsvIsOneRowPerPointWithExactValues) {
-  const std::vector<CurveSeries> series =
-      SelectSeries({Series("loss/kd", {{2, 0.5}, {1, 1.0}, {3, 1.0 / 3}})}, {});
+  const std::vector<CurveSeries> series = SelectSeries({Series("loss/kd", {{2, 0.5}, {1, 1.0}, {3, 1.0 / 3}})}, {});
   EXPECT_EQ(CurveCsv(series), "series,step,value\nloss/kd,1,1\nloss/kd,2,0.5\nloss/kd,3,0.33333333333333331\n");
 }
 

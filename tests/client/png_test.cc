@@ -1,15 +1,15 @@
 // The PNG encoder: signature, IHDR fields, chunk CRCs (checked with zlib's crc32), and IDAT
 // that inflates back to the filtered scanlines; and the plot that `qat curve --png` writes.
+#include "client/png.h"
+
+#include <gtest/gtest.h>
 #include <zlib.h>
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 #include "client/plot_png.h"
-#include "client/png.h"
 
 namespace qatd::client {
 namespace {
@@ -79,7 +79,7 @@ TEST(Png, SignatureHeaderCrcAndPixels) {
   EXPECT_EQ(static_cast<uint8_t>(raw[1]), 255);  // (0,0) red
   EXPECT_EQ(static_cast<uint8_t>(raw[2]), 0);
   EXPECT_EQ(static_cast<uint8_t>(raw[3]), 0);
-  EXPECT_EQ(static_cast<uint8_t>(raw[4]), 255);  // (1,0) white
+  EXPECT_EQ(static_cast<uint8_t>(raw[4]), 255);         // (1,0) white
   EXPECT_EQ(static_cast<uint8_t>(raw[10 + 1 + 6]), 0);  // (2,1) blue
   EXPECT_EQ(static_cast<uint8_t>(raw[10 + 1 + 8]), 255);
 }

@@ -2,6 +2,8 @@
 // tests/e2e/e2e_support.h). Each call runs `qat` as a child process and checks its stdout,
 // stderr and exit code (0 ok, 1 job failed / RPC error, 2 usage / validation, 3 unreachable).
 #include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,16 +14,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "tests/e2e/e2e_support.h"
 
@@ -110,7 +109,8 @@ class QatCliTest : public e2e::DaemonE2eTest {
  protected:
   // The daemon's address and token through the environment, as a user would set them.
   std::map<std::string, std::string> Env() const {
-    return {{"QATD_ADDRESS", "127.0.0.1:" + std::to_string(daemon_->port())}, {"QATD_TOKEN", e2e::kToken},
+    return {{"QATD_ADDRESS", "127.0.0.1:" + std::to_string(daemon_->port())},
+            {"QATD_TOKEN", e2e::kToken},
             {"NO_COLOR", "1"}};
   }
 
@@ -289,9 +289,8 @@ TEST_F(QatCliTest, CancelRunningProbeEndsWatch) {
   ASSERT_EQ(r.exit_code, 0) << r;
   const int64_t id = SubmittedId(r.out);
   // Running, and past its first step (so its first log line is stored).
-  WaitFor(*daemon_, id, [](const v1::Job& job) {
-    return job.state() == v1::JOB_STATE_RUNNING && job.progress().done() >= 1;
-  });
+  WaitFor(*daemon_, id,
+          [](const v1::Job& job) { return job.state() == v1::JOB_STATE_RUNNING && job.progress().done() >= 1; });
   auto watch = Start({"watch", std::to_string(id)});
 
   // Stored history only: returns while the job keeps running.
@@ -385,7 +384,8 @@ TEST_F(QatCliTest, PipelineRecipesAndFiles) {
   const int64_t q4 = SubmittedId(r.out, "pipeline");
   r = Qat({"pipeline", "status", std::to_string(q4)});
   EXPECT_EQ(r.exit_code, 0) << r;
-  for (const char* stage : {"cache", "scales", "weights", "both", "snap", "infer"}) EXPECT_THAT(r.out, HasSubstr(stage));
+  for (const char* stage : {"cache", "scales", "weights", "both", "snap", "infer"})
+    EXPECT_THAT(r.out, HasSubstr(stage));
   r = Qat({"--json", "pipeline", "status", std::to_string(q4)});
   ASSERT_EQ(r.exit_code, 0) << r;
   EXPECT_EQ(nlohmann::json::parse(r.out)["jobs"].size(), 6u);
@@ -410,7 +410,7 @@ stages { name: "b" depends_on: "a" spec { probe { steps: 3 step_ms: 5 } } }
   r = Qat({"pipeline", "run", file, "--wait"});
   EXPECT_EQ(r.exit_code, 0) << r;
   EXPECT_THAT(r.out, HasSubstr("two-probes"));
-  EXPECT_THAT(r.out, HasSubstr("loss/kd=0.5"));   // stage a's final metric
+  EXPECT_THAT(r.out, HasSubstr("loss/kd=0.5"));  // stage a's final metric
   EXPECT_THAT(r.out, Not(HasSubstr("FAILED")));
   // --wait on a failing pipeline: exit 1 and the table names the failures.
   const std::string failing = MakeFile("failing.textproto", R"(

@@ -1,15 +1,16 @@
 // The built-in q4 / q2 pipelines: stage order, a DAG whose artifact inputs name real string
 // fields of the stage's spec, the seed's step counts and learning rates, and flags.
-#include <map>
-#include <set>
-#include <string>
-#include <vector>
+#include "client/recipes.h"
 
 #include <google/protobuf/text_format.h>
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
-#include "client/recipes.h"
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
 #include "client/submit.h"
 #include "tests/common/temp_dir.h"
 

@@ -1,11 +1,11 @@
 // Flags -> JobSpec for every `qat` submitting subcommand: defaults leave the optional proto
 // fields unset (the daemon's/core's defaults apply), given flags set them, and local usage
 // errors name the flag.
+#include <gtest/gtest.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "client/spec_commands.h"
 
@@ -59,12 +59,40 @@ TEST(KdCacheFlags, DefaultsLeaveOptionalFieldsUnset) {
 }
 
 TEST(KdCacheFlags, GivenFlagsSetFields) {
-  const v1::JobSpec spec = BuildOk(
-      NewKdCacheCommand(),
-      {"--teacher-model", "/m", "--dataset-name", "/d", "--dataset-format", "alpaca-chat", "--enable-thinking", "false",
-       "--max-length", "128", "--topk", "64", "--rand-neg", "8", "--num-sequences", "2048", "--batch-size", "32",
-       "--shard-size", "256", "--dtype", "FP16", "--seed", "7", "--no-shuffle", "--resume", "--output-dir", "/out",
-       "--text-unit", "paragraph", "--dataset-text-field", "body", "--logits-chunk-rows", "0"});
+  const v1::JobSpec spec = BuildOk(NewKdCacheCommand(), {"--teacher-model",
+                                                         "/m",
+                                                         "--dataset-name",
+                                                         "/d",
+                                                         "--dataset-format",
+                                                         "alpaca-chat",
+                                                         "--enable-thinking",
+                                                         "false",
+                                                         "--max-length",
+                                                         "128",
+                                                         "--topk",
+                                                         "64",
+                                                         "--rand-neg",
+                                                         "8",
+                                                         "--num-sequences",
+                                                         "2048",
+                                                         "--batch-size",
+                                                         "32",
+                                                         "--shard-size",
+                                                         "256",
+                                                         "--dtype",
+                                                         "FP16",
+                                                         "--seed",
+                                                         "7",
+                                                         "--no-shuffle",
+                                                         "--resume",
+                                                         "--output-dir",
+                                                         "/out",
+                                                         "--text-unit",
+                                                         "paragraph",
+                                                         "--dataset-text-field",
+                                                         "body",
+                                                         "--logits-chunk-rows",
+                                                         "0"});
   const v1::KdCacheSpec& k = spec.kd_cache();
   EXPECT_EQ(k.teacher_model(), "/m");
   EXPECT_EQ(k.dataset(), "/d");
@@ -96,8 +124,8 @@ TEST(KdCacheFlags, SeedSpellingsAreAliases) {
 }
 
 TEST(CommonFlags, PriorityDevicesName) {
-  const v1::JobSpec spec =
-      BuildOk(NewProbeCommand(), {"--priority", "5", "--devices", "0", "--name", "smoke", "--steps", "3", "--step-ms", "7"});
+  const v1::JobSpec spec = BuildOk(
+      NewProbeCommand(), {"--priority", "5", "--devices", "0", "--name", "smoke", "--steps", "3", "--step-ms", "7"});
   EXPECT_EQ(spec.priority(), 5);
   ASSERT_TRUE(spec.resources().has_device_count());  // 0 was given: CPU only, not "default"
   EXPECT_EQ(spec.resources().device_count(), 0);
@@ -127,12 +155,39 @@ TEST(LayerwiseFlags, DefaultsAndSeedNames) {
   EXPECT_FALSE(d.quant().has_attn_scale_rank());
   EXPECT_EQ(d.layers_size(), 0);
 
-  const v1::JobSpec spec = BuildOk(
-      NewLayerwiseCommand(),
-      {"--model", "/m", "--kd-cache", "/c", "--scale-lr", "2e-3", "--scale-batch-size", "16", "--scale-epochs", "3",
-       "--scale-steps", "100", "--local-weight", "0.7", "--global-weight", "0.3", "--local-tokens", "64",
-       "--layers", "0,2,5", "--no-train-scales", "--train-weights", "--lut-size", "16", "--group-size", "32",
-       "--scale-rank", "4", "--quantize-attn", "--attn-scale-rank", "8", "--save-quantized-dir", "/o"});
+  const v1::JobSpec spec = BuildOk(NewLayerwiseCommand(), {"--model",
+                                                           "/m",
+                                                           "--kd-cache",
+                                                           "/c",
+                                                           "--scale-lr",
+                                                           "2e-3",
+                                                           "--scale-batch-size",
+                                                           "16",
+                                                           "--scale-epochs",
+                                                           "3",
+                                                           "--scale-steps",
+                                                           "100",
+                                                           "--local-weight",
+                                                           "0.7",
+                                                           "--global-weight",
+                                                           "0.3",
+                                                           "--local-tokens",
+                                                           "64",
+                                                           "--layers",
+                                                           "0,2,5",
+                                                           "--no-train-scales",
+                                                           "--train-weights",
+                                                           "--lut-size",
+                                                           "16",
+                                                           "--group-size",
+                                                           "32",
+                                                           "--scale-rank",
+                                                           "4",
+                                                           "--quantize-attn",
+                                                           "--attn-scale-rank",
+                                                           "8",
+                                                           "--save-quantized-dir",
+                                                           "/o"});
   const v1::LayerwiseSpec& l = spec.layerwise();
   EXPECT_DOUBLE_EQ(l.lr(), 2e-3);
   EXPECT_EQ(l.batch_size(), 16);
@@ -173,20 +228,76 @@ TEST(QatFlags, V1DefaultsLeaveOptionalFieldsUnset) {
   EXPECT_FALSE(q.has_cosine());
   EXPECT_FALSE(q.has_warmup_steps());
   EXPECT_FALSE(q.has_min_lr_ratio());
+  EXPECT_FALSE(q.has_grad_accum());
+  EXPECT_FALSE(q.has_weight_decay());
   EXPECT_FALSE(q.has_quant());
   EXPECT_FALSE(q.has_quant_v2());
 }
 
 TEST(QatFlags, V1FlagsFromTheSeedRecipe) {
-  const v1::JobSpec spec = BuildOk(
-      NewQatCommand(),
-      {"--model", "/m", "--kd-cache-dir", "/c", "--train-weights", "--lut-size", "16", "--group-size", "32",
-       "--scale-rank", "4", "--quantize-attn", "--attn-lut-size", "16", "--attn-group-size", "64", "--attn-scale-rank",
-       "8", "--max-steps", "3000", "--batch-size", "64", "--lr", "5e-6", "--hard-top1-weight", "0.1",
-       "--hard-full-weight", "0.0005", "--temperature", "2.5", "--logging-steps", "10", "--eval-steps", "100",
-       "--eval-samples", "20", "--save-steps", "500", "--cosine", "--warmup-steps", "50", "--min-lr-ratio", "0.2",
-       "--clip-grad-norm", "1.0", "--init-state", "/ckpt", "--snap-weights", "--snap-bake-scales", "--dtype", "bf16",
-       "--seed", "3", "--output-dir", "/o", "--priority", "2"});
+  const v1::JobSpec spec = BuildOk(NewQatCommand(), {"--model",
+                                                     "/m",
+                                                     "--kd-cache-dir",
+                                                     "/c",
+                                                     "--train-weights",
+                                                     "--lut-size",
+                                                     "16",
+                                                     "--group-size",
+                                                     "32",
+                                                     "--scale-rank",
+                                                     "4",
+                                                     "--quantize-attn",
+                                                     "--attn-lut-size",
+                                                     "16",
+                                                     "--attn-group-size",
+                                                     "64",
+                                                     "--attn-scale-rank",
+                                                     "8",
+                                                     "--max-steps",
+                                                     "3000",
+                                                     "--batch-size",
+                                                     "64",
+                                                     "--lr",
+                                                     "5e-6",
+                                                     "--hard-top1-weight",
+                                                     "0.1",
+                                                     "--hard-full-weight",
+                                                     "0.0005",
+                                                     "--temperature",
+                                                     "2.5",
+                                                     "--logging-steps",
+                                                     "10",
+                                                     "--eval-steps",
+                                                     "100",
+                                                     "--eval-samples",
+                                                     "20",
+                                                     "--save-steps",
+                                                     "500",
+                                                     "--cosine",
+                                                     "--warmup-steps",
+                                                     "50",
+                                                     "--min-lr-ratio",
+                                                     "0.2",
+                                                     "--clip-grad-norm",
+                                                     "1.0",
+                                                     "--init-state",
+                                                     "/ckpt",
+                                                     "--snap-weights",
+                                                     "--snap-bake-scales",
+                                                     "--dtype",
+                                                     "bf16",
+                                                     "--seed",
+                                                     "3",
+                                                     "--output-dir",
+                                                     "/o",
+                                                     "--priority",
+                                                     "2",
+                                                     "--grad-accum",
+                                                     "4",
+                                                     "--weight-decay",
+                                                     "0",
+                                                     "--early-stop-patience",
+                                                     "3"});
   const v1::QatSpec& q = spec.qat();
   EXPECT_TRUE(q.train_weights());
   EXPECT_EQ(q.quant().lut_size(), 16);
@@ -217,13 +328,19 @@ TEST(QatFlags, V1FlagsFromTheSeedRecipe) {
   EXPECT_EQ(q.seed(), 3);
   EXPECT_EQ(q.output_dir(), "/o");
   EXPECT_EQ(spec.priority(), 2);
+  EXPECT_EQ(q.grad_accum(), 4);
+  ASSERT_TRUE(q.has_weight_decay());  // 0 was given: not the default 0.01
+  EXPECT_EQ(q.weight_decay(), 0);
+  EXPECT_EQ(q.early_stop_patience(), 3);
   EXPECT_FALSE(q.has_quant_v2());
 }
 
 TEST(QatFlags, V2RoutesLutFlagsToQuantV2WhateverTheOrder) {
-  for (const auto& args : std::vector<std::vector<std::string>>{
-           {"--v2", "--model", "/m", "--kd-cache", "/c", "--v2-checkpoint", "/q2", "--lut-size", "4", "--scale-rank", "32"},
-           {"--lut-size", "4", "--scale-rank", "32", "--model", "/m", "--kd-cache", "/c", "--v2-checkpoint", "/q2", "--v2"}}) {
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"--v2", "--model", "/m", "--kd-cache", "/c", "--v2-checkpoint", "/q2",
+                                              "--lut-size", "4", "--scale-rank", "32"},
+                                             {"--lut-size", "4", "--scale-rank", "32", "--model", "/m", "--kd-cache",
+                                              "/c", "--v2-checkpoint", "/q2", "--v2"}}) {
     const v1::JobSpec spec = BuildOk(NewQatCommand(), args);
     const v1::QatSpec& q = spec.qat();
     EXPECT_EQ(q.version(), v1::QAT_VERSION_V2);
@@ -305,9 +422,9 @@ TEST(ConvertFlags, ModesAndRanks) {
   EXPECT_EQ(q2.convert().checkpoint(), "/q4");
   EXPECT_FALSE(q2.convert().has_q2_mlp_rank());
   EXPECT_FALSE(q2.convert().has_q4_rank());
-  const v1::JobSpec ranks = BuildOk(NewConvertCommand(), {"q4-to-q2", "--q4-rank", "4", "--q2-mlp-rank", "16",
-                                                          "--q2-attn-rank", "4", "--q2-mlp-lut-size", "4",
-                                                          "--q2-attn-lut-size", "8", "--eval", "--cache-dir", "/c"});
+  const v1::JobSpec ranks = BuildOk(
+      NewConvertCommand(), {"q4-to-q2", "--q4-rank", "4", "--q2-mlp-rank", "16", "--q2-attn-rank", "4",
+                            "--q2-mlp-lut-size", "4", "--q2-attn-lut-size", "8", "--eval", "--cache-dir", "/c"});
   EXPECT_EQ(ranks.convert().q4_rank(), 4);
   EXPECT_EQ(ranks.convert().q2_mlp_rank(), 16);
   EXPECT_EQ(ranks.convert().q2_attn_rank(), 4);
@@ -364,9 +481,9 @@ TEST(GenerateFlags, DefaultsAndSwitches) {
   EXPECT_FALSE(g.has_system_prompt());
   EXPECT_FALSE(g.has_temperature());
   EXPECT_FALSE(g.sample());
-  const v1::JobSpec s = BuildOk(NewGenerateCommand(),
-                                {"--no-template", "--no-thinking", "--max-tokens", "32", "--sample", "--temperature",
-                                 "0.7", "--top-p", "0.95", "--system-prompt", "", "--v2", "--checkpoint", "/c"});
+  const v1::JobSpec s = BuildOk(
+      NewGenerateCommand(), {"--no-template", "--no-thinking", "--max-tokens", "32", "--sample", "--temperature", "0.7",
+                             "--top-p", "0.95", "--system-prompt", "", "--v2", "--checkpoint", "/c"});
   EXPECT_TRUE(s.generate().has_chat_template());
   EXPECT_FALSE(s.generate().chat_template());
   EXPECT_TRUE(s.generate().has_enable_thinking());
