@@ -33,9 +33,10 @@ int Cell(double v, double lo, double hi, int cells) {
   return std::clamp(c, 0, cells - 1);
 }
 
-// The shortest of %.15g / %.17g that reads back as the same double.
+// The shortest of %.15g / %.16g / %.17g that reads back as the same double.
 std::string ShortestDouble(double v) {
   std::string text = absl::StrFormat("%.15g", v);
+  if (std::strtod(text.c_str(), nullptr) != v) text = absl::StrFormat("%.16g", v);
   if (std::strtod(text.c_str(), nullptr) != v) text = absl::StrFormat("%.17g", v);
   return text;
 }
@@ -170,6 +171,7 @@ std::string TerminalChart(const std::vector<CurveSeries>& series, int width, int
         out += Paint(utf8 ? dots[g] : glyphs[g], colors[g], color);
       }
     }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
     out += "\n";
   }
   std::string axis;

@@ -149,7 +149,7 @@ class WatchPrinter {
         break;
       }
       case v1::JobEvent::kText:
-        Line("text: " + event.text().text());
+        Text(event.text().text());
         break;
       case v1::JobEvent::EVENT_NOT_SET:
         break;
@@ -158,6 +158,7 @@ class WatchPrinter {
 
   // Before the summary: the last progress line (plain mode) or a newline after the bar.
   void Finish() {
+    EndText();
     if (o_.tty) {
       if (bar_shown_) {
         std::printf("\r\033[K%s%s\n", o_.prefix.c_str(), status_.Render(true, o_.utf8).c_str());
@@ -170,6 +171,7 @@ class WatchPrinter {
   }
 
   void Line(const std::string& text) {
+    EndText();
     if (o_.tty && bar_shown_) std::printf("\r\033[K");
     std::printf("%s%s\n", o_.prefix.c_str(), text.c_str());
     if (o_.tty && bar_shown_) DrawBar();
@@ -177,6 +179,23 @@ class WatchPrinter {
   }
 
  private:
+  // Generated text (GENERATE jobs) flows inline after one "text: " label.
+  void Text(const std::string& piece) {
+    if (!in_text_) {
+      if (o_.tty && bar_shown_) std::printf("\r\033[K");
+      bar_shown_ = false;
+      std::printf("%stext: ", o_.prefix.c_str());
+      in_text_ = true;
+    }
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+  }
+  void EndText() {
+    if (!in_text_) return;
+    std::printf("\n");
+    in_text_ = false;
+  }
+
   void MaybePrintProgress(bool final) {
     if (!status_.has_progress() || !progress_dirty_) return;
     const auto now = std::chrono::steady_clock::now();
@@ -208,6 +227,7 @@ class WatchPrinter {
   JobStatusLine status_;
   bool progress_dirty_ = false;
   bool bar_shown_ = false;
+  bool in_text_ = false;
   std::chrono::steady_clock::time_point last_draw_{};
 };
 

@@ -26,7 +26,7 @@ v1::MetricSeries Series(const std::string& name, const std::vector<std::pair<int
 
 TEST(Curve, CsvIsOneRowPerPointWithExactValues) {
   const std::vector<CurveSeries> series = SelectSeries({Series("loss/kd", {{2, 0.5}, {1, 1.0}, {3, 1.0 / 3}})}, {});
-  EXPECT_EQ(CurveCsv(series), "series,step,value\nloss/kd,1,1\nloss/kd,2,0.5\nloss/kd,3,0.33333333333333331\n");
+  EXPECT_EQ(CurveCsv(series), "series,step,value\nloss/kd,1,1\nloss/kd,2,0.5\nloss/kd,3,0.3333333333333333\n");
 }
 
 TEST(Curve, DefaultSeriesAreLossesAndEvaluations) {
