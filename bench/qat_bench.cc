@@ -30,6 +30,7 @@
 
 #include "absl/strings/str_split.h"
 #include "core/model/model_io.h"
+#include "core/quant/quant_linear_v2.h"
 #include "core/quant/quantize_model.h"
 #include "core/train/losses.h"
 #include "core/train/optimizer.h"
@@ -74,6 +75,8 @@ int main(int argc, char** argv) {
   app.add_option("--hard-full-weight", hard_full, "weight of the full-vocabulary CE (0 skips it)");
   app.add_option("--chunk-rows", chunk_rows, "full-vocabulary rows per chunk");
   app.add_option("--threads", threads, "intra-op CPU threads (0: all cores)");
+  bool factored = false;
+  app.add_flag("--v2-factored", factored, "V2: the reference's factored per-rank STE forward instead of the dense fp16-STE weight");
   CLI11_PARSE(app, argc, argv);
   if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
   at::set_num_threads(static_cast<int>(threads));
@@ -106,6 +109,13 @@ int main(int argc, char** argv) {
       cfg->quantize_attn = true;
       st = qatd::quant::QuantizeLinearsV2(*registry, *cfg, /*freeze_q=*/true).status();
       set.scales = true;
+      if (st.ok() && !factored) {  // what the V2 trainer does by default (V2ForwardPath::kDenseSte)
+        for (const auto& [name, layer] : qatd::quant::QuantizedLayers(*registry)) {
+          if (auto* v2 = dynamic_cast<qatd::quant::QuantLinearV2*>(layer.get())) {
+            v2->set_forward_path(qatd::quant::V2ForwardPath::kDenseSte);
+          }
+        }
+      }
     } else {
       auto cfg = qatd::quant::QuantConfig::FromPreset("Q4_A4");
       st = qatd::quant::QuantizeLinears(*registry, *cfg).status();
@@ -177,6 +187,7 @@ int main(int argc, char** argv) {
                         {"topk", topk},
                         {"hard_full_weight", hard_full},
                         {"steps", steps},
+                        {"v2_forward", factored ? "factored_ste" : "dense_ste"},
                         {"warmup", warmup},
                         {"variants", results}};
   if (results.contains("v2_q2") && results.contains("v1_weights")) {

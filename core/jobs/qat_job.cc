@@ -162,6 +162,7 @@ absl::Status RunQat(QatOptions o, Reporter& reporter, CancelToken& cancel) {
     e.seed = o.seed;
     e.resume = o.resume;
     e.testing_crash_after_step = o.testing_crash_after_step;
+    e.v2_factored_forward = o.v2_factored_forward;
     e.eval_batch_size = std::min<int64_t>(8, o.batch_size);
     QATD_ASSIGN_OR_RETURN(train::E2eResult r, train::TrainE2e(s, e, reporter, cancel));
     reporter.Metric("eval/kd_initial", r.steps, r.initial.kd);

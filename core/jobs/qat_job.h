@@ -62,6 +62,7 @@ struct QatOptions {
   uint64_t seed = 0;
   std::string output_dir;         // required
   bool resume = false;            // continue output_dir/resume (a re-run after a crash)
+  bool v2_factored_forward = false;  // V2: the reference's per-rank STE forward (slow)
   bool seed_files = true;         // write model_state_dict.pt / indices.pt / best_state_dict.pt
   int64_t testing_crash_after_step = 0;
 

@@ -205,6 +205,9 @@ at::Tensor QuantLinearV2::forward(const at::Tensor& x) {
     case V2ForwardPath::kBatched:
       y = ForwardBatched(x, qv, f);
       break;
+    case V2ForwardPath::kDenseSte:
+      return at::linear(
+          x, MaybeSte(qv * at::matmul(f.a_dir * f.g_hat.unsqueeze(0), f.b_dir), spec_.use_ste_fp16), b);
     case V2ForwardPath::kDense:
     case V2ForwardPath::kAuto:
       // Σ_k a_k ⊙ (Q (b_k ⊙ x)) = x (Q ⊙ (Â diag ĝ) B̂)ᵀ: one effective weight per call.

@@ -35,7 +35,14 @@
 
 namespace qatd::quant {
 
-enum class V2ForwardPath { kAuto, kLoop, kBatched, kDense };
+// kDenseSte: the dense effective weight Q ⊙ (Â diag ĝ B̂) rounded to fp16 through the STE
+// (what the ANE runs after the fp16 snap: one fp16 weight per layer), instead of rounding every
+// per-rank intermediate as the reference's factored forward does. DELIBERATE DIFFERENCE used by
+// qatd's V2 trainer by default: the factored STE forward materialises [tokens, rank, in]
+// tensors (68 GiB peak for Qwen3-0.6B at 32x128 tokens, 12x slower); with a bf16 or fp32 model
+// the two differ only by where fp16 rounding is applied. Select kBatched/kLoop for the
+// reference's exact numerics.
+enum class V2ForwardPath { kAuto, kLoop, kBatched, kDense, kDenseSte };
 
 class QuantLinearV2 final : public model::LinearLayer {
  public:

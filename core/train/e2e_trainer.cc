@@ -72,6 +72,7 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
   QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, HeldOutSplits(*reader, o.eval_samples));
   QATD_RETURN_IF_ERROR(quant::ApplyTrainableSet(
       *s.registry, {o.train_weights && s.version == 1, o.train_scales, o.train_g_only, o.train_mlp_only}));
+  SelectV2Forward(s, o.v2_factored_forward);
   std::vector<std::pair<std::string, at::Tensor>> params = TrainableParameters(*s.model);
   if (params.empty()) return absl::FailedPreconditionError("nothing to train: the trainable set selects no parameter");
 

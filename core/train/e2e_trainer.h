@@ -73,6 +73,9 @@ struct E2eOptions {
   uint64_t seed = 0;             // data order
   int64_t eval_batch_size = 8;
   int64_t chunk_rows = 1024;     // full-vocabulary rows per chunk (hard_full, eval)
+  // V2: the reference's factored per-rank STE forward instead of the dense fp16-STE weight
+  // (core/quant/quant_linear_v2.h V2ForwardPath::kDenseSte).
+  bool v2_factored_forward = false;
 
   std::string output_dir;        // required
   bool resume = false;           // continue from output_dir/resume when present

@@ -10,9 +10,19 @@
 #include "core/common/file_util.h"
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
+#include "core/quant/quant_linear_v2.h"
+#include "core/quant/quantize_model.h"
 
 namespace qatd::train {
 namespace fs = std::filesystem;
+
+void SelectV2Forward(Student& s, bool factored) {
+  for (const auto& [name, layer] : quant::QuantizedLayers(*s.registry)) {
+    if (auto* v2 = dynamic_cast<quant::QuantLinearV2*>(layer.get())) {
+      v2->set_forward_path(factored ? quant::V2ForwardPath::kAuto : quant::V2ForwardPath::kDenseSte);
+    }
+  }
+}
 
 absl::StatusOr<kd::KdSplits> HeldOutSplits(const kd::KdCacheReader& reader, int64_t eval_samples) {
   const int64_t n = reader.num_sequences();

@@ -20,6 +20,10 @@
 
 namespace qatd::train {
 
+// Selects the V2 layers' forward for training: the dense fp16-STE weight (default; see
+// V2ForwardPath::kDenseSte) or the reference's factored per-rank STE forward.
+void SelectV2Forward(Student& student, bool factored);
+
 // Train / held-out split of a cache: the last `eval_samples` sequences are held out.
 // INVALID_ARGUMENT when that leaves no training sequence.
 absl::StatusOr<kd::KdSplits> HeldOutSplits(const kd::KdCacheReader& reader, int64_t eval_samples);

@@ -13,6 +13,7 @@
 
 #include "core/jobs/kd_cache_job.h"
 #include "core/model/model_io.h"
+#include "core/quant/quant_linear_v2.h"
 #include "core/quant/quantize_model.h"
 #include "core/quant/tensor_io.h"
 #include "core/train/e2e_trainer.h"
@@ -141,6 +142,34 @@ TEST(LrSchedule, WarmupNeverStartsAtZeroAndCosineEndsAtMinRatio) {
   LrSchedule constant;
   EXPECT_DOUBLE_EQ(constant.Factor(100), 1.0);
   EXPECT_FALSE((LrSchedule{false, -1, 10, 0.1}).Validate().ok());
+}
+
+TEST(V2DenseSte, MatchesTheFactoredSteForwardAndTrainsTheSameParameters) {
+  at::manual_seed(3);
+  quant::LayerQuantSpecV2 spec;
+  spec.lut_size = 4;
+  spec.scale_rank = 8;
+  spec.group_size = 16;
+  spec.force_positive_scales = false;
+  spec.magnitude_activation = quant::MagnitudeActivation::kIdentity;
+  spec.use_ste_fp16 = true;
+  auto layer = quant::QuantLinearV2::Create(at::randn({48, 32}) * 0.05, at::Tensor(), spec);
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  (*layer)->FreezeQ();
+  (*layer)->SetTrainable(/*scales=*/true, /*g_only=*/false);
+  at::Tensor x = at::randn({5, 32});
+  (*layer)->set_forward_path(quant::V2ForwardPath::kBatched);
+  at::Tensor factored = (*layer)->forward(x);
+  factored.sum().backward();
+  at::Tensor grad_a = (*layer)->scale_A.grad().clone();
+  (*layer)->scale_A.mutable_grad() = at::Tensor();
+  (*layer)->set_forward_path(quant::V2ForwardPath::kDenseSte);
+  at::Tensor dense = (*layer)->forward(x);
+  dense.sum().backward();
+  // Same function up to where fp16 rounding happens.
+  EXPECT_LT((dense - factored).abs().max().item<double>(), 2e-3 * factored.abs().max().item<double>());
+  ASSERT_TRUE((*layer)->scale_A.grad().defined());
+  EXPECT_LT((grad_a - (*layer)->scale_A.grad()).abs().max().item<double>(), 1e-2 * grad_a.abs().max().item<double>() + 1e-6);
 }
 
 TEST(Student, CheckpointRoundTripGivesTheSameModel) {
