@@ -20,11 +20,10 @@ class ConvertCommand : public SpecCommand {
     f.Enum("mode", "Conversion", {{"q4-to-q2", v1::CONVERT_MODE_Q4_TO_Q2}, {"v1-to-v2", v1::CONVERT_MODE_V1_TO_V2}},
            [c](int v) { c()->set_mode(static_cast<v1::ConvertMode>(v)); })
         ->required();
-    f.Value<std::string>("--model,--model-id",
-                         "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
-                         [c](const std::string& v) { c()->set_model(v); });
-    f.Value<std::string>("--checkpoint,--q4-checkpoint,--v1-checkpoint", "Checkpoint to convert (required)",
-                         [c](const std::string& v) { c()->set_checkpoint(v); });
+    f.Path("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+           [c](const std::string& v) { c()->set_model(v); });
+    f.Path("--checkpoint,--q4-checkpoint,--v1-checkpoint", "Checkpoint to convert (required)",
+           [c](const std::string& v) { c()->set_checkpoint(v); });
     f.Value<int>("--q4-rank", "q4-to-q2: scale rank of the Q4 checkpoint (default 4; its config.json wins)",
                  [c](const int& v) { c()->set_q4_rank(v); });
     f.Value<int>("--q2-mlp-rank", "q4-to-q2: MLP scale rank of the Q2 model (default 32)",
@@ -38,10 +37,10 @@ class ConvertCommand : public SpecCommand {
     // v1-to-v2 describes the source checkpoint with the V1 LUT flags.
     AddQuantFlags(f, [c] { return c()->mutable_source_quant(); });
     f.Flag("--eval", "Evaluate the converted model on --kd-cache-dir", [c](bool v) { c()->set_eval(v); });
-    f.Value<std::string>("--kd-cache-dir,--kd-cache,--cache-dir", "KD cache for --eval",
-                         [c](const std::string& v) { c()->set_kd_cache_dir(v); });
-    f.Value<std::string>("--output-dir,--output", "Where the converted checkpoint goes (default: the job's directory)",
-                         [c](const std::string& v) { c()->set_output_dir(v); });
+    f.Path("--kd-cache-dir,--kd-cache,--cache-dir", "KD cache for --eval",
+           [c](const std::string& v) { c()->set_kd_cache_dir(v); });
+    f.Path("--output-dir,--output", "Where the converted checkpoint goes (default: the job's directory)",
+           [c](const std::string& v) { c()->set_output_dir(v); });
   }
 };
 
@@ -53,11 +52,9 @@ class SnapCommand : public SpecCommand {
 
   void AddFlags(SpecFlags& f) override {
     auto s = [this] { return spec_.mutable_snap(); };
-    f.Value<std::string>("--model,--model-id",
-                         "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
-                         [s](const std::string& v) { s()->set_model(v); });
-    f.Value<std::string>("--checkpoint", "V2 checkpoint to snap (required)",
-                         [s](const std::string& v) { s()->set_checkpoint(v); });
+    f.Path("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+           [s](const std::string& v) { s()->set_model(v); });
+    f.Path("--checkpoint", "V2 checkpoint to snap (required)", [s](const std::string& v) { s()->set_checkpoint(v); });
     f.Value<int>("--lut-bits", "MLP LUT bits (default 2)", [s](const int& v) { s()->set_lut_bits(v); });
     f.Value<int>("--attn-lut-bits", "Attention LUT bits (default 4)", [s](const int& v) { s()->set_attn_lut_bits(v); });
     f.Value<int>("--scale-rank", "MLP scale rank (default 32)", [s](const int& v) { s()->set_scale_rank(v); });
@@ -66,8 +63,8 @@ class SnapCommand : public SpecCommand {
     f.Flag("--fp16,--ane", "Snap for the ANE: fp16 weights with baked scales", [s](bool v) { s()->set_fp16(v); });
     f.Flag("--test-generation,!--no-test-generation", "Greedy 128 tokens on 4 prompts afterwards (default on)",
            [s](bool v) { s()->set_test_generation(v); });
-    f.Value<std::string>("--output-dir,--output", "Where the snapped checkpoint goes (default: the job's directory)",
-                         [s](const std::string& v) { s()->set_output_dir(v); });
+    f.Path("--output-dir,--output", "Where the snapped checkpoint goes (default: the job's directory)",
+           [s](const std::string& v) { s()->set_output_dir(v); });
   }
 };
 
@@ -81,13 +78,12 @@ class EvalCommand : public SpecCommand {
 
   void AddFlags(SpecFlags& f) override {
     auto e = [this] { return spec_.mutable_eval(); };
-    f.Value<std::string>("--model,--model-id",
-                         "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
-                         [e](const std::string& v) { e()->set_model(v); });
-    f.Value<std::string>("--checkpoint", "Checkpoint to evaluate (default: the unquantized model)",
-                         [e](const std::string& v) { e()->set_checkpoint(v); });
-    f.Value<std::string>("--kd-cache-dir,--kd-cache", "KD cache with the evaluation sequences (required)",
-                         [e](const std::string& v) { e()->set_kd_cache_dir(v); });
+    f.Path("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+           [e](const std::string& v) { e()->set_model(v); });
+    f.Path("--checkpoint", "Checkpoint to evaluate (default: the unquantized model)",
+           [e](const std::string& v) { e()->set_checkpoint(v); });
+    f.Path("--kd-cache-dir,--kd-cache", "KD cache with the evaluation sequences (required)",
+           [e](const std::string& v) { e()->set_kd_cache_dir(v); });
     f.Flag("--v2", "The checkpoint holds V2 layers", [e](bool v) {
       if (v) e()->set_version(v1::QAT_VERSION_V2);
     });

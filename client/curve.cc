@@ -10,7 +10,9 @@
 namespace qatd::client {
 namespace {
 
-bool DefaultSeries(const std::string& name) { return name.rfind("loss/", 0) == 0 || name.rfind("eval/", 0) == 0; }
+// Training losses and the held-out KD loss share a scale; perplexities, accuracies and
+// one-point summaries (eval/kd_final, ...) would flatten them, so they need --metric.
+bool DefaultSeries(const std::string& name) { return name.rfind("loss/", 0) == 0 || name == "eval/kd"; }
 
 CurveSeries ToCurve(const v1::MetricSeries& s) {
   CurveSeries c;

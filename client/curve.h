@@ -15,7 +15,7 @@ struct CurveSeries {
   std::vector<double> values;  // same length
 };
 
-// Series named in `names`, or by default the "loss/*" and "eval/*" series (all series when
+// Series named in `names`, or by default the "loss/*" series and "eval/kd" (all series when
 // the job has none of those). Series without points are left out.
 std::vector<CurveSeries> SelectSeries(const std::vector<v1::MetricSeries>& all, const std::vector<std::string>& names);
 

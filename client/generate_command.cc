@@ -15,13 +15,12 @@ class GenerateCommand : public SpecCommand {
 
   void AddFlags(SpecFlags& f) override {
     auto g = [this] { return spec_.mutable_generate(); };
-    f.Value<std::string>("--model,--model-id",
-                         "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
-                         [g](const std::string& v) { g()->set_model(v); });
-    f.Value<std::string>("--checkpoint", "Quantized checkpoint (default: the unquantized model)",
-                         [g](const std::string& v) { g()->set_checkpoint(v); });
-    f.Value<std::string>("--tokenizer", "tokenizer.json or its folder (default: --model)",
-                         [g](const std::string& v) { g()->set_tokenizer(v); });
+    f.Path("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+           [g](const std::string& v) { g()->set_model(v); });
+    f.Path("--checkpoint", "Quantized checkpoint (default: the unquantized model)",
+           [g](const std::string& v) { g()->set_checkpoint(v); });
+    f.Path("--tokenizer", "tokenizer.json or its folder (default: --model)",
+           [g](const std::string& v) { g()->set_tokenizer(v); });
     f.Value<std::string>("--prompt", "The user message (required unless --interactive)",
                          [g](const std::string& v) { g()->set_prompt(v); });
     f.Value<std::string>("--system-prompt", "System message (default \"You are a helpful assistant.\"; \"\" = none)",
@@ -61,8 +60,8 @@ class ProbeCommand : public SpecCommand {
     f.Flag("--fail", "End with INTERNAL \"probe failure requested\"", [p](bool v) { p()->set_fail(v); });
     f.Flag("--ignore-cancel", "Never poll the cancel token (tests SIGKILL escalation)",
            [p](bool v) { p()->set_ignore_cancel(v); });
-    f.Value<std::string>("--output-dir", "Write probe.txt there as an artifact (default: the job's directory)",
-                         [p](const std::string& v) { p()->set_output_dir(v); });
+    f.Path("--output-dir", "Write probe.txt there as an artifact (default: the job's directory)",
+           [p](const std::string& v) { p()->set_output_dir(v); });
   }
 };
 

@@ -16,14 +16,13 @@ class KdCacheCommand : public SpecCommand {
 
   void AddFlags(SpecFlags& f) override {
     auto k = [this] { return spec_.mutable_kd_cache(); };
-    f.Value<std::string>("--teacher-model,--model,--teacher-model-name-or-path",
-                         "Teacher: a Hugging Face Qwen3 folder on the daemon's host (required)",
-                         [k](const std::string& v) { k()->set_teacher_model(v); });
-    f.Value<std::string>("--tokenizer", "tokenizer.json or its folder (default: the teacher folder)",
-                         [k](const std::string& v) { k()->set_tokenizer(v); });
-    f.Value<std::string>("--dataset,--dataset-name",
-                         "Local dataset: a .txt/.json/.jsonl file or a folder of them (required)",
-                         [k](const std::string& v) { k()->set_dataset(v); });
+    f.Path("--teacher-model,--model,--teacher-model-name-or-path",
+           "Teacher: a Hugging Face Qwen3 folder on the daemon's host (required)",
+           [k](const std::string& v) { k()->set_teacher_model(v); });
+    f.Path("--tokenizer", "tokenizer.json or its folder (default: the teacher folder)",
+           [k](const std::string& v) { k()->set_tokenizer(v); });
+    f.Path("--dataset,--dataset-name", "Local dataset: a .txt/.json/.jsonl file or a folder of them (required)",
+           [k](const std::string& v) { k()->set_dataset(v); });
     f.Value<std::string>("--dataset-split", "Dataset split (local datasets have one: train)",
                          [k](const std::string& v) { k()->set_dataset_split(v); });
     f.Enum("--dataset-format", "How records become text (default plain)",
@@ -69,8 +68,8 @@ class KdCacheCommand : public SpecCommand {
                      [k](const int64_t& v) { k()->set_seed(v); });
     f.Flag("--resume", "Continue the cache in --output-dir after an interruption", [k](bool v) { k()->set_resume(v); });
     f.Flag("--overwrite", "Replace a cache already in --output-dir", [k](bool v) { k()->set_overwrite(v); });
-    f.Value<std::string>("--output-dir", "Cache directory on the daemon's host (default: the job's directory)",
-                         [k](const std::string& v) { k()->set_output_dir(v); });
+    f.Path("--output-dir", "Cache directory on the daemon's host (default: the job's directory)",
+           [k](const std::string& v) { k()->set_output_dir(v); });
   }
 };
 

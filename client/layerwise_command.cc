@@ -15,12 +15,11 @@ class LayerwiseCommand : public SpecCommand {
 
   void AddFlags(SpecFlags& f) override {
     auto l = [this] { return spec_.mutable_layerwise(); };
-    f.Value<std::string>("--model", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
-                         [l](const std::string& v) { l()->set_model(v); });
-    f.Value<std::string>("--kd-cache-dir,--kd-cache", "KD cache directory (required)",
-                         [l](const std::string& v) { l()->set_kd_cache_dir(v); });
-    f.Value<std::string>("--init-state", "Checkpoint to start from",
-                         [l](const std::string& v) { l()->set_init_state(v); });
+    f.Path("--model", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+           [l](const std::string& v) { l()->set_model(v); });
+    f.Path("--kd-cache-dir,--kd-cache", "KD cache directory (required)",
+           [l](const std::string& v) { l()->set_kd_cache_dir(v); });
+    f.Path("--init-state", "Checkpoint to start from", [l](const std::string& v) { l()->set_init_state(v); });
     AddQuantFlags(f, [l] { return l()->mutable_quant(); });
     f.Enum("--dtype", "Model dtype (auto = bf16)", kDtypeNames,
            [l](int v) { l()->set_dtype(static_cast<v1::Dtype>(v)); });
@@ -55,9 +54,8 @@ class LayerwiseCommand : public SpecCommand {
       for (int layer : v) l()->add_layers(layer);
     });
     f.Value<int64_t>("--seed", "Random seed (default 0)", [l](const int64_t& v) { l()->set_seed(v); });
-    f.Value<std::string>("--output-dir,--save-quantized-dir",
-                         "Where the checkpoint goes (default: the job's directory)",
-                         [l](const std::string& v) { l()->set_output_dir(v); });
+    f.Path("--output-dir,--save-quantized-dir", "Where the checkpoint goes (default: the job's directory)",
+           [l](const std::string& v) { l()->set_output_dir(v); });
   }
 };
 

@@ -210,7 +210,9 @@ class Cli {
 
     CLI::App* curve = AddIdCommand("curve", "Loss curves: terminal chart, --csv, or --png FILE", &job_id_,
                                    "qat curve 17 --png loss.png");
-    curve->add_option("--metric", curve_.metrics, "Series to show (repeatable; default loss/* and eval/*)")
+    curve
+        ->add_option("--metric", curve_.metrics,
+                     "Series to show (repeatable or comma-separated; default loss/* and eval/kd)")
         ->delimiter(',');
     curve->add_flag("--csv", curve_.csv, "Print series,step,value CSV");
     curve->add_option("--png", curve_.png, "Write a PNG line plot to this file");

@@ -23,30 +23,26 @@ class QatCommand : public SpecCommand {
     f.app()->add_flag("--v2", v2_,
                       "Train V2 layers (train_v2_simple.py): init with --v1-checkpoint (default), "
                       "--v2-checkpoint or --from-scratch; defaults become the V2 script's");
-    f.Value<std::string>("--model,--model-id",
-                         "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
-                         [q](const std::string& v) { q()->set_model(v); });
-    f.Value<std::string>("--kd-cache-dir,--kd-cache", "KD cache directory (required unless --skip-training)",
-                         [q](const std::string& v) { q()->set_kd_cache_dir(v); });
-    f.Value<std::string>("--init-state", "V1: checkpoint to start from (file or directory)",
-                         [this, q](const std::string& v) {
-                           if (v2_)
-                             Error("--init-state is a V1 flag; with --v2 use --v1-checkpoint or --v2-checkpoint");
-                           q()->set_init_state(v);
-                         });
+    f.Path("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+           [q](const std::string& v) { q()->set_model(v); });
+    f.Path("--kd-cache-dir,--kd-cache", "KD cache directory (required unless --skip-training)",
+           [q](const std::string& v) { q()->set_kd_cache_dir(v); });
+    f.Path("--init-state", "V1: checkpoint to start from (file or directory)", [this, q](const std::string& v) {
+      if (v2_) Error("--init-state is a V1 flag; with --v2 use --v1-checkpoint or --v2-checkpoint");
+      q()->set_init_state(v);
+    });
     AddLutFlags(f);
-    f.Value<std::string>("--v1-checkpoint", "--v2: convert this V1 checkpoint (spec §5)",
-                         [this, q](const std::string& v) {
-                           NeedV2("--v1-checkpoint");
-                           SetInit(q(), v1::V2_INIT_FROM_V1, "--v1-checkpoint");
-                           q()->set_v1_checkpoint(v);
-                         });
-    f.Value<std::string>("--v2-checkpoint", "--v2: resume this V2 checkpoint (e.g. from qat convert q4-to-q2)",
-                         [this, q](const std::string& v) {
-                           NeedV2("--v2-checkpoint");
-                           SetInit(q(), v1::V2_INIT_FROM_V2, "--v2-checkpoint");
-                           q()->set_v2_checkpoint(v);
-                         });
+    f.Path("--v1-checkpoint", "--v2: convert this V1 checkpoint (spec §5)", [this, q](const std::string& v) {
+      NeedV2("--v1-checkpoint");
+      SetInit(q(), v1::V2_INIT_FROM_V1, "--v1-checkpoint");
+      q()->set_v1_checkpoint(v);
+    });
+    f.Path("--v2-checkpoint", "--v2: resume this V2 checkpoint (e.g. from qat convert q4-to-q2)",
+           [this, q](const std::string& v) {
+             NeedV2("--v2-checkpoint");
+             SetInit(q(), v1::V2_INIT_FROM_V2, "--v2-checkpoint");
+             q()->set_v2_checkpoint(v);
+           });
     f.Flag("--from-scratch", "--v2: SVD init from the FP weights", [this, q](bool v) {
       if (!v) return;
       NeedV2("--from-scratch");
@@ -95,8 +91,8 @@ class QatCommand : public SpecCommand {
            [q](bool v) { q()->set_snap_bake_scales(v); });
     f.Flag("--skip-training", "Only load (--init-state) and snap/save", [q](bool v) { q()->set_skip_training(v); });
     f.Value<int64_t>("--seed", "Random seed (default 0)", [q](const int64_t& v) { q()->set_seed(v); });
-    f.Value<std::string>("--output-dir", "Where checkpoints go (default: the job's directory)",
-                         [q](const std::string& v) { q()->set_output_dir(v); });
+    f.Path("--output-dir", "Where checkpoints go (default: the job's directory)",
+           [q](const std::string& v) { q()->set_output_dir(v); });
   }
 
  private:

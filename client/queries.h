@@ -40,7 +40,7 @@ struct ArtifactsQuery {
 int ListArtifacts(Connection& connection, const ArtifactsQuery& query, const OutputOptions& out);
 
 struct CurveOptions {
-  std::vector<std::string> metrics;  // default: loss/* and eval/*
+  std::vector<std::string> metrics;  // default: loss/* and eval/kd
   bool csv = false;
   std::string png;  // write a PNG plot here
   bool log_y = false;

@@ -27,13 +27,13 @@ void RecipeFlags::Register(CLI::App* app) {
   flags_ = std::make_unique<SpecFlags>(app);
   SpecFlags& f = *flags_;
   AddJobFlags(f, &job_);
-  f.Value<std::string>("--model", "Base/teacher model: a Hugging Face Qwen3 folder on the daemon's host (required)",
-                       [this](const std::string& v) {
-                         cache_.set_teacher_model(v);
-                         train_.set_model(v);
-                       });
-  f.Value<std::string>("--dataset", "Local dataset for the KD cache (required unless --kd-cache)",
-                       [this](const std::string& v) { cache_.set_dataset(v); });
+  f.Path("--model", "Base/teacher model: a Hugging Face Qwen3 folder on the daemon's host (required)",
+         [this](const std::string& v) {
+           cache_.set_teacher_model(v);
+           train_.set_model(v);
+         });
+  f.Path("--dataset", "Local dataset for the KD cache (required unless --kd-cache)",
+         [this](const std::string& v) { cache_.set_dataset(v); });
   app->add_option("--kd-cache,--kd-cache-dir", kd_cache_dir_, "Use this existing KD cache: no cache stage");
   // The cache stage (qat cache's flags; --cache-batch-size because --batch-size is training's).
   f.Enum("--dataset-format", "How records become text (default plain)",
@@ -124,6 +124,7 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   snap_.Clear();
   v2_lr_.reset();
   flags_->Apply();
+  kd_cache_dir_ = AbsolutePath(kd_cache_dir_);
   const std::string recipe_name = recipe == Recipe::kQ4 ? "q4" : "q2";
   if (train_.model().empty())
     return absl::InvalidArgumentError("--model is required for the " + recipe_name + " recipe");

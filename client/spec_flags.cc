@@ -1,6 +1,7 @@
 #include "client/spec_flags.h"
 
 #include <cctype>
+#include <filesystem>
 
 namespace qatd::client {
 namespace {
@@ -30,6 +31,18 @@ CLI::Option* SpecFlags::Flag(const std::string& names, const std::string& help, 
     if (option->count() > 0) set(*value);
   });
   return option;
+}
+
+std::string AbsolutePath(const std::string& path) {
+  if (path.empty() || std::filesystem::path(path).is_absolute()) return path;
+  std::error_code ec;
+  const std::filesystem::path absolute = std::filesystem::absolute(path, ec);
+  return ec ? path : absolute.lexically_normal().string();
+}
+
+CLI::Option* SpecFlags::Path(const std::string& names, const std::string& help,
+                             std::function<void(const std::string&)> set) {
+  return Value<std::string>(names, help, [set = std::move(set)](const std::string& v) { set(AbsolutePath(v)); });
 }
 
 CLI::Option* SpecFlags::Enum(const std::string& names, const std::string& help, const std::vector<EnumName>& allowed,

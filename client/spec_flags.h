@@ -48,6 +48,10 @@ class SpecFlags {
     return option;
   }
 
+  // A path on the daemon's host: like Value<std::string>, but a relative path is made absolute
+  // against the current directory first (the daemon does not share the caller's directory).
+  CLI::Option* Path(const std::string& names, const std::string& help, std::function<void(const std::string&)> set);
+
   // A repeatable / comma-separated list option (--layers 0,1,2).
   template <typename T>
   CLI::Option* List(const std::string& names, const std::string& help, std::function<void(const std::vector<T>&)> set) {
@@ -76,6 +80,9 @@ class SpecFlags {
   CLI::App* app_;
   std::vector<std::function<void()>> setters_;
 };
+
+// `path` made absolute against the current directory (unchanged when empty or absolute).
+std::string AbsolutePath(const std::string& path);
 
 // The allowed names of an enum flag, for help texts: "auto|bf16|fp16|fp32".
 std::string JoinEnumNames(const std::vector<EnumName>& allowed);

@@ -29,9 +29,10 @@ TEST(Curve, CsvIsOneRowPerPointWithExactValues) {
   EXPECT_EQ(CurveCsv(series), "series,step,value\nloss/kd,1,1\nloss/kd,2,0.5\nloss/kd,3,0.3333333333333333\n");
 }
 
-TEST(Curve, DefaultSeriesAreLossesAndEvaluations) {
+TEST(Curve, DefaultSeriesAreLossesAndTheKdEvaluation) {
   const std::vector<v1::MetricSeries> all = {Series("tokens_per_second", {{1, 100}}), Series("loss/kd", {{1, 1}}),
-                                             Series("eval/kd", {{1, 2}}), Series("loss/hard", {})};
+                                             Series("eval/kd", {{1, 2}}), Series("loss/hard", {}),
+                                             Series("eval/ppl", {{1, 150000}})};
   std::vector<CurveSeries> picked = SelectSeries(all, {});
   ASSERT_EQ(picked.size(), 2u);
   EXPECT_EQ(picked[0].name, "loss/kd");

@@ -6,6 +6,7 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 #include <set>
 #include <string>
@@ -192,6 +193,10 @@ TEST(Recipes, ExistingCacheLeavesTheCacheStageOut) {
   EXPECT_EQ(StageNames(p), (std::vector<std::string>{"scales", "convert", "v2", "snap", "infer"}));
   ExpectValidDag(p);
   EXPECT_EQ(Stage(p, "scales").spec().qat().kd_cache_dir(), "/cache");
+  const v1::PipelineSpec relative = BuildOk(Recipe::kQ2, {"--model", "m", "--kd-cache", "c"});
+  const std::string cwd = std::filesystem::current_path().string();
+  EXPECT_EQ(Stage(relative, "v2").spec().qat().model(), cwd + "/m");
+  EXPECT_EQ(Stage(relative, "v2").spec().qat().kd_cache_dir(), cwd + "/c");
   EXPECT_EQ(Stage(p, "v2").spec().qat().kd_cache_dir(), "/cache");
   for (const auto& stage : p.stages()) {
     for (const auto& in : stage.inputs()) EXPECT_NE(in.from_stage(), "cache");

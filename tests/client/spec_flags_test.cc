@@ -3,6 +3,7 @@
 // errors name the flag.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -121,6 +122,18 @@ TEST(KdCacheFlags, SeedSpellingsAreAliases) {
   const v1::JobSpec spec = BuildOk(NewKdCacheCommand(), {"--model", "/m", "--top-k", "16", "--num-samples", "10"});
   EXPECT_EQ(spec.kd_cache().topk(), 16);
   EXPECT_EQ(spec.kd_cache().num_sequences(), 10);
+}
+
+TEST(PathFlags, RelativePathsBecomeAbsolute) {
+  // The daemon resolves paths on its host and from its own directory, not the caller's.
+  const std::string cwd = std::filesystem::current_path().string();
+  const v1::JobSpec spec = BuildOk(NewQatCommand(), {"--model", "models/../Qwen3", "--kd-cache", "/abs/cache",
+                                                     "--init-state", "ckpt", "--output-dir", "out"});
+  EXPECT_EQ(spec.qat().model(), cwd + "/Qwen3");
+  EXPECT_EQ(spec.qat().kd_cache_dir(), "/abs/cache");
+  EXPECT_EQ(spec.qat().init_state(), cwd + "/ckpt");
+  EXPECT_EQ(spec.qat().output_dir(), cwd + "/out");
+  EXPECT_EQ(AbsolutePath(""), "");
 }
 
 TEST(CommonFlags, PriorityDevicesName) {
