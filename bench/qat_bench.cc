@@ -11,6 +11,7 @@
 // Variants:
 //   v1_scales   V1 Q4_A4 (LUT16, group 32, rank 4; MLP + attention), scale_A/scale_B trainable
 //   v1_weights  the same, latent weights trainable
+//   plain_weights  no quantization, every decoder linear trainable: the floor for the above
 //   v2_q2       V2 Q2_A4 (MLP LUT4 rank 32, attention LUT16 rank 8), A/B/g trainable, frozen
 //               indices, STE-FP16 (the V2 scripts' settings)
 // Prints one JSON object: per variant tokens/s, ms/step and peak memory (CUDA allocator peak on
@@ -104,7 +105,15 @@ int main(int argc, char** argv) {
     qatd::quant::TrainableSet set;
     const auto init_start = Clock::now();
     absl::Status st;
-    if (variant == "v2_q2") {
+    if (variant == "plain_weights") {
+      // Baseline: no quantization, every decoder linear trainable (what the QAT step costs
+      // without fake quant).
+      (*model)->train();
+      for (auto& item : (*model)->named_parameters()) {
+        const bool linear = item.key().find("_proj.weight") != std::string::npos;
+        item.value().requires_grad_(linear);
+      }
+    } else if (variant == "v2_q2") {
       auto cfg = qatd::quant::QuantConfigV2::FromPreset("Q2_A4");
       cfg->quantize_attn = true;
       st = qatd::quant::QuantizeLinearsV2(*registry, *cfg, /*freeze_q=*/true).status();
@@ -123,7 +132,7 @@ int main(int argc, char** argv) {
       set.weights = variant == "v1_weights";
       if (!set.scales && !set.weights) st = absl::InvalidArgumentError("unknown variant " + variant);
     }
-    if (st.ok()) st = qatd::quant::ApplyTrainableSet(*registry, set);
+    if (st.ok() && variant != "plain_weights") st = qatd::quant::ApplyTrainableSet(*registry, set);
     if (!st.ok()) {
       std::fprintf(stderr, "%s: %s\n", variant.c_str(), st.ToString().c_str());
       return 1;
@@ -165,16 +174,47 @@ int main(int argc, char** argv) {
       peak = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index()).allocated_bytes[0].peak;
     }
 #endif
+    // Phase breakdown (extra steps with a device sync after each phase).
+    double phase[4] = {0, 0, 0, 0};
+    const int64_t phase_steps = std::max<int64_t>(1, steps / 2);
+    for (int64_t i = 0; i < phase_steps; ++i) {
+      auto t0 = Clock::now();
+      adam.ZeroGrad();
+      at::Tensor hidden = (*model)->Forward(ids);
+      Sync(device);
+      auto t1 = Clock::now();
+      at::Tensor w = (*model)->lm_head != nullptr ? (*model)->lm_head->EffectiveWeight()
+                                                  : (*model)->model->embed_tokens->weight;
+      auto terms = qatd::train::ComputeKdLoss(hidden, w, topk_idx, topk_logits, weights, chunk_rows);
+      Sync(device);
+      auto t2 = Clock::now();
+      terms->total.backward();
+      Sync(device);
+      auto t3 = Clock::now();
+      adam.Step(1e-5);
+      Sync(device);
+      auto t4 = Clock::now();
+      phase[0] += std::chrono::duration<double>(t1 - t0).count();
+      phase[1] += std::chrono::duration<double>(t2 - t1).count();
+      phase[2] += std::chrono::duration<double>(t3 - t2).count();
+      phase[3] += std::chrono::duration<double>(t4 - t3).count();
+    }
     const double tokens = static_cast<double>(batch) * seq * steps;
-    results[variant] = {{"tokens_per_second", tokens / seconds},
+    results[variant] = {{"phase_ms", {{"forward", 1000 * phase[0] / phase_steps},
+                                      {"loss_forward", 1000 * phase[1] / phase_steps},
+                                      {"backward", 1000 * phase[2] / phase_steps},
+                                      {"optimizer", 1000 * phase[3] / phase_steps}}},
+                        {"tokens_per_second", tokens / seconds},
                         {"ms_per_step", 1000 * seconds / steps},
                         {"peak_memory_bytes", peak},
                         {"peak_memory_gib", peak / double(1 << 30)},
                         {"trainable_parameters", trainable},
                         {"quantize_seconds", init_seconds},
                         {"last_loss", last_loss}};
-    std::fprintf(stderr, "%s: %.0f tokens/s, %.1f ms/step, peak %.2f GiB\n", variant.c_str(), tokens / seconds,
-                 1000 * seconds / steps, peak / double(1 << 30));
+    std::fprintf(stderr, "%s: %.0f tokens/s, %.1f ms/step, peak %.2f GiB; phases ms: forward %.1f, loss %.1f, backward %.1f, adamw %.1f\n",
+                 variant.c_str(), tokens / seconds, 1000 * seconds / steps, peak / double(1 << 30),
+                 1000 * phase[0] / phase_steps, 1000 * phase[1] / phase_steps, 1000 * phase[2] / phase_steps,
+                 1000 * phase[3] / phase_steps);
   }
   nlohmann::json out = {{"bench", "qat_step"},
                         {"config", config_path},

@@ -179,6 +179,10 @@ void Scheduler::DispatchLoop() {
       continue;
     }
     if (stopping_ && running_.empty()) break;
+    // Read the generation before dispatching: failing a job whose dependency failed wakes
+    // the loop, and that wake-up must not be lost, or the next stage down the pipeline stays
+    // QUEUED until something else happens.
+    const uint64_t seen = generation_;
     if (!stopping_) DispatchLocked();
 
     // SIGKILL escalation for cancelled / stopping workers.
@@ -194,7 +198,6 @@ void Scheduler::DispatchLoop() {
         next = job->kill_deadline;
       }
     }
-    const uint64_t seen = generation_;
     auto changed = [&] { return generation_ != seen; };
     if (next.has_value()) {
       wake_.wait_until(lock, *next, changed);

@@ -50,20 +50,34 @@ void AdamW::Step(double lr) {
   const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step_));
   const double step_size = lr / bc1;
   const double bc2_sqrt = std::sqrt(bc2);
+  // Multi-tensor (_foreach) kernels: a QAT model has hundreds of small trainable tensors
+  // (scale_A/scale_B/g per layer), where one launch per op and tensor made the update
+  // launch-bound (29 ms for V1 scales, 44 ms for V2 on an H100). The arithmetic is the
+  // formula of optimizer.h, op for op.
+  std::vector<at::Tensor> w, g, m, v;
+  std::vector<size_t> mastered;
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& p = params_[i].second;
     const at::Tensor& grad = p.grad();
     if (!grad.defined()) continue;
     Slot& s = slots_[i];
-    at::Tensor g = grad.scalar_type() == at::kFloat ? grad : grad.to(at::kFloat);
-    at::Tensor w = s.master.defined() ? s.master : p;
-    if (options_.weight_decay != 0) w.mul_(1.0 - lr * options_.weight_decay);
-    s.exp_avg.mul_(b1).add_(g, 1.0 - b1);
-    s.exp_avg_sq.mul_(b2).addcmul_(g, g, 1.0 - b2);
-    at::Tensor denom = (s.exp_avg_sq.sqrt() / bc2_sqrt).add_(options_.eps);
-    w.addcdiv_(s.exp_avg, denom, -step_size);
-    if (s.master.defined()) p.copy_(s.master);
+    g.push_back(grad.scalar_type() == at::kFloat ? grad : grad.to(at::kFloat));
+    w.push_back(s.master.defined() ? s.master : p);
+    m.push_back(s.exp_avg);
+    v.push_back(s.exp_avg_sq);
+    if (s.master.defined()) mastered.push_back(i);
   }
+  if (w.empty()) return;
+  if (options_.weight_decay != 0) at::_foreach_mul_(w, 1.0 - lr * options_.weight_decay);
+  at::_foreach_mul_(m, b1);
+  at::_foreach_add_(m, g, 1.0 - b1);
+  at::_foreach_mul_(v, b2);
+  at::_foreach_addcmul_(v, g, g, 1.0 - b2);
+  std::vector<at::Tensor> denom = at::_foreach_sqrt(v);
+  at::_foreach_div_(denom, bc2_sqrt);
+  at::_foreach_add_(denom, options_.eps);
+  at::_foreach_addcdiv_(w, m, denom, -step_size);
+  for (size_t i : mastered) params_[i].second.copy_(slots_[i].master);
 }
 
 void AdamW::ZeroGrad() {

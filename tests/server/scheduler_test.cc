@@ -292,6 +292,31 @@ TEST_F(SchedulerTest, FailedDependencyFailsDownstreamStages) {
   EXPECT_EQ(launcher_.LaunchOrder().size(), 1u);
 }
 
+TEST_F(SchedulerTest, FailedDependencyFailsTheWholeChainDownstream) {
+  // a -> b -> c -> d: a fails; b fails because of a, and c and d must follow without any
+  // other event waking the scheduler (this used to leave c QUEUED).
+  StartScheduler();
+  v1::PipelineSpec spec;
+  const char* names[] = {"a", "b", "c", "d"};
+  for (int i = 0; i < 4; ++i) {
+    v1::PipelineStage* stage = spec.add_stages();
+    stage->set_name(names[i]);
+    stage->mutable_spec()->mutable_probe();
+    if (i > 0) stage->add_depends_on(names[i - 1]);
+  }
+  auto pipeline = scheduler_->SubmitPipeline(spec, *PlanPipeline(spec));
+  ASSERT_TRUE(pipeline.ok());
+  FakeWorker* worker = launcher_.WaitFor(pipeline->job_ids(0));
+  ASSERT_NE(worker, nullptr);
+  WaitForState(pipeline->job_ids(0), v1::JOB_STATE_RUNNING);
+  worker->Finish(absl::InternalError("boom"));
+  for (int i = 1; i < 4; ++i) {
+    v1::Job job = WaitForState(pipeline->job_ids(i), v1::JOB_STATE_FAILED);
+    EXPECT_EQ(job.error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition)) << names[i];
+  }
+  EXPECT_EQ(launcher_.LaunchOrder().size(), 1u);
+}
+
 TEST_F(SchedulerTest, ShutdownRequeuesRunningJobsAndTheNextStartResumesThem) {
   StartScheduler();
   const int64_t id = Submit();
