@@ -4,8 +4,11 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
-if [[ ! -f "$BUILD_DIR/CTestTestfile.cmake" ]]; then
-  echo "no build in $BUILD_DIR: run scripts/setup.sh first" >&2
+# Install what is missing and build (incremental; a no-op when everything is up to date).
+if [[ "$BUILD_DIR" == "$ROOT/build" ]]; then
+  "$ROOT/scripts/setup.sh"
+elif [[ ! -f "$BUILD_DIR/CTestTestfile.cmake" ]]; then
+  echo "no build in $BUILD_DIR" >&2
   exit 2
 fi
 # LibTorch uses one intra-op thread by default on small machines; tests use all cores.
