@@ -97,6 +97,8 @@ void RecipeFlags::Register(CLI::App* app) {
 
 int RecipeFlags::Scaled(int steps) const { return std::max(1, static_cast<int>(std::lround(steps * steps_scale_))); }
 
+constexpr int kRecipeEarlyStopPatience = 5;
+
 v1::PipelineStage* RecipeFlags::AddStage(v1::PipelineSpec& pipeline, const std::string& name, const v1::JobSpec& spec) {
   v1::PipelineStage* stage = pipeline.add_stages();
   stage->set_name(name);
@@ -112,6 +114,9 @@ v1::JobSpec RecipeFlags::TrainStage(int steps, double lr) const {
   *q = train_;
   q->set_max_steps(Scaled(steps));
   q->set_lr(lr);
+  // Built-in pipelines stop a stage after 5 evaluations without a better held-out loss (the
+  // best state is kept either way).
+  if (q->early_stop_patience() == 0) q->set_early_stop_patience(kRecipeEarlyStopPatience);
   if (!kd_cache_dir_.empty()) q->set_kd_cache_dir(kd_cache_dir_);
   return spec;
 }
@@ -202,6 +207,7 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   q->set_train_mlp_only(v2_mlp_only_);
   q->set_max_steps(Scaled(v2_steps_));
   if (v2_lr_.has_value()) q->set_lr(*v2_lr_);
+  q->set_early_stop_patience(train_.early_stop_patience() != 0 ? train_.early_stop_patience() : kRecipeEarlyStopPatience);
   if (train_.has_batch_size()) q->set_batch_size(train_.batch_size());
   if (train_.has_eval_samples()) q->set_eval_samples(train_.eval_samples());
   if (train_.has_eval_steps()) q->set_eval_steps(train_.eval_steps());
