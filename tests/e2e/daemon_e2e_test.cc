@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <thread>
 
@@ -309,15 +310,25 @@ TEST_F(DaemonE2eTest, KilledWorkerFailsItsJobAndTheDaemonStaysHealthy) {
   EXPECT_EQ(next.state(), v1::JOB_STATE_SUCCEEDED);
 }
 
-TEST_F(DaemonE2eTest, UnavailableKindFailsWithFailedPrecondition) {
+TEST_F(DaemonE2eTest, EveryJobKindIsAvailableAndAFailingJobNamesItsInput) {
+  v1::ServerInfo info;
+  ASSERT_TRUE(daemon_->Stub()->GetServerInfo(daemon_->Context().get(), v1::GetServerInfoRequest(), &info).ok());
+  std::set<int> kinds(info.available_kinds().begin(), info.available_kinds().end());
+  for (v1::JobKind kind : {v1::JOB_KIND_KD_CACHE, v1::JOB_KIND_LAYERWISE, v1::JOB_KIND_QAT, v1::JOB_KIND_CONVERT,
+                           v1::JOB_KIND_SNAP, v1::JOB_KIND_EVAL, v1::JOB_KIND_GENERATE}) {
+    EXPECT_TRUE(kinds.count(kind)) << v1::JobKind_Name(kind);
+  }
+  // A SNAP of a directory that is no checkpoint runs, fails in the worker, and says why.
+  const std::string not_a_checkpoint = dir_->File("not-a-checkpoint");
+  fs::create_directories(not_a_checkpoint);
   v1::JobSpec spec;
   spec.mutable_snap()->set_model(dir_->path().string());
-  spec.mutable_snap()->set_checkpoint(dir_->path().string());
+  spec.mutable_snap()->set_checkpoint(not_a_checkpoint);
   v1::Job job = Submit(spec);
   job = WaitFor(*daemon_, job.id(), [](const v1::Job& j) { return Terminal(j.state()); });
   EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
-  EXPECT_EQ(job.error().code(), static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION));
-  EXPECT_EQ(job.error().message(), "job kind SNAP is not available in this build");
+  EXPECT_EQ(job.error().code(), static_cast<int>(grpc::StatusCode::NOT_FOUND)) << job.error().message();
+  EXPECT_THAT(job.error().message(), HasSubstr("not-a-checkpoint"));
 }
 
 TEST_F(DaemonE2eTest, PipelineRunsStagesInDependencyOrder) {
