@@ -21,7 +21,7 @@ value() {
     index($0, "  " section) == 1 { in_section = 1; next }
     /^$/ { in_section = 0 }
     in_section && index($0, "  " label " ") == 1 {
-      sub("^  " label " +", ""); split($0, f, " "); print f[1]; exit
+      split(substr($0, length("  " label) + 1), f, " "); print f[1]; exit
     }' "$OUT"
 }
 less() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "" && b != "" && a + 0 < b + 0) }'; }
