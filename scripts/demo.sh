@@ -130,7 +130,9 @@ jq -r '"  held-out next-token cross-entropy \(.heldout_before.cross_entropy*1000
 # sets PIPELINE to the pipeline id.
 run_pipeline() {
   local log=$TMP/$1.log rc
-  echo "\$ qat pipeline run ${*:1}" | sed "s|$TMP|\$DEMO|g"
+  local a shown="\$ qat pipeline run"
+  for a in "$@"; do [[ $a == *[[:space:]?]* ]] && shown+=" '$a'" || shown+=" $a"; done
+  echo "${shown//$TMP/\$DEMO}"
   set +e
   "$QAT" pipeline run "$@" --wait 2>&1 | tee "$log" |
     grep --line-buffered -v -E '^\[[a-z0-9]+\] step [0-9]+: eval/(top1|ppl)'
