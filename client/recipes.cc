@@ -185,7 +185,12 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
     s->set_dtype(train_.dtype());
     s->set_skip_training(true);
     s->set_snap_weights(true);
-    Feed(AddStage(pipeline, "snap", snap), "both", kCheckpointArtifact, "init_state");
+    // With the cache, the snap stage also reports the snapped model's held-out KD loss.
+    if (train_.has_eval_samples()) s->set_eval_samples(train_.eval_samples());
+    if (!kd_cache_dir_.empty()) s->set_kd_cache_dir(kd_cache_dir_);
+    v1::PipelineStage* snap_stage = AddStage(pipeline, "snap", snap);
+    feed_cache(snap_stage);
+    Feed(snap_stage, "both", kCheckpointArtifact, "init_state");
 
     Feed(AddStage(pipeline, "infer", infer), "snap", kCheckpointArtifact, "checkpoint");
     return pipeline;

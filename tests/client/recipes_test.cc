@@ -129,7 +129,9 @@ TEST(Recipes, Q4FollowsTheSeedsRecommendedPipeline) {
   EXPECT_TRUE(snap.skip_training());
   EXPECT_TRUE(snap.snap_weights());
   EXPECT_TRUE(snap.kd_cache_dir().empty());
-  EXPECT_EQ(Inputs(Stage(p, "snap")), (std::set<std::string>{"both:checkpoint->init_state"}));
+  // The snap stage also gets the cache, to report the snapped model's held-out KD loss.
+  EXPECT_EQ(Inputs(Stage(p, "snap")),
+            (std::set<std::string>{"both:checkpoint->init_state", "cache:kd_cache->kd_cache_dir"}));
 
   const v1::GenerateSpec& infer = Stage(p, "infer").spec().generate();
   EXPECT_EQ(infer.model(), "/m");
