@@ -17,6 +17,44 @@
 namespace qatd::jobs {
 namespace fs = std::filesystem;
 
+namespace {
+
+// The trainer's options for this job (output files under output_dir, see qat_job.h).
+train::E2eOptions E2eOptionsOf(const QatOptions& o) {
+  train::E2eOptions e;
+  e.kd_cache_dir = o.kd_cache_dir;
+  e.output_dir = o.output_dir;
+  e.train_weights = o.train_weights;
+  e.train_scales = o.train_scales || (o.version == 2 && !o.train_g_only);
+  e.train_g_only = o.train_g_only;
+  e.train_mlp_only = o.train_mlp_only;
+  e.max_steps = o.max_steps;
+  e.batch_size = o.batch_size;
+  e.grad_accum = o.grad_accum;
+  e.lr = o.lr;
+  e.weight_decay = o.weight_decay;
+  e.temperature = o.temperature;
+  e.hard_top1_weight = o.hard_top1_weight;
+  e.hard_full_weight = o.hard_full_weight;
+  e.logging_steps = o.logging_steps;
+  e.eval_steps = o.eval_steps;
+  e.eval_samples = o.eval_samples;
+  e.save_steps = o.save_steps;
+  e.cosine = o.cosine == 1;
+  e.warmup_steps = o.warmup_steps;
+  e.min_lr_ratio = o.min_lr_ratio;
+  e.clip_grad_norm = o.clip_grad_norm;
+  e.early_stop_patience = o.early_stop_patience;
+  e.seed = o.seed;
+  e.resume = o.resume;
+  e.testing_crash_after_step = o.testing_crash_after_step;
+  e.v2_factored_forward = o.v2_factored_forward;
+  e.eval_batch_size = std::min<int64_t>(8, std::max<int64_t>(1, o.batch_size));
+  return e;
+}
+
+}  // namespace
+
 void QatOptions::ApplyDefaults() {
   const bool v1 = version == 1;
   if (batch_size < 0) batch_size = v1 ? 32 : 8;
@@ -54,30 +92,7 @@ absl::Status QatOptions::Validate() const {
   }
   if (snap_bake_scales && !snap_weights) return absl::InvalidArgumentError("snap_bake_scales needs snap_weights");
   if (skip_training) return absl::OkStatus();
-  train::E2eOptions e;
-  e.kd_cache_dir = kd_cache_dir;
-  e.output_dir = output_dir;
-  e.train_weights = train_weights;
-  e.train_scales = train_scales || version == 2;
-  e.train_g_only = train_g_only;
-  e.max_steps = max_steps;
-  e.batch_size = batch_size;
-  e.grad_accum = grad_accum;
-  e.lr = lr;
-  e.weight_decay = weight_decay;
-  e.temperature = temperature;
-  e.hard_top1_weight = hard_top1_weight;
-  e.hard_full_weight = hard_full_weight;
-  e.logging_steps = logging_steps;
-  e.eval_steps = eval_steps;
-  e.eval_samples = eval_samples;
-  e.save_steps = save_steps;
-  e.cosine = cosine == 1;
-  e.warmup_steps = warmup_steps;
-  e.min_lr_ratio = min_lr_ratio;
-  e.clip_grad_norm = clip_grad_norm;
-  e.early_stop_patience = early_stop_patience;
-  return e.Validate();
+  return E2eOptionsOf(*this).Validate();
 }
 
 namespace {
@@ -135,35 +150,7 @@ absl::Status RunQat(QatOptions o, Reporter& reporter, CancelToken& cancel) {
   nlohmann::json result = nlohmann::json::object();
   const std::string final_dir = (fs::path(o.output_dir) / "final").string();
   if (!o.skip_training) {
-    train::E2eOptions e;
-    e.kd_cache_dir = o.kd_cache_dir;
-    e.output_dir = o.output_dir;
-    e.train_weights = o.train_weights;
-    e.train_scales = o.train_scales || (o.version == 2 && !o.train_g_only);
-    e.train_g_only = o.train_g_only;
-    e.train_mlp_only = o.train_mlp_only;
-    e.max_steps = o.max_steps;
-    e.batch_size = o.batch_size;
-    e.grad_accum = o.grad_accum;
-    e.lr = o.lr;
-    e.weight_decay = o.weight_decay;
-    e.temperature = o.temperature;
-    e.hard_top1_weight = o.hard_top1_weight;
-    e.hard_full_weight = o.hard_full_weight;
-    e.logging_steps = o.logging_steps;
-    e.eval_steps = o.eval_steps;
-    e.eval_samples = o.eval_samples;
-    e.save_steps = o.save_steps;
-    e.cosine = o.cosine == 1;
-    e.warmup_steps = o.warmup_steps;
-    e.min_lr_ratio = o.min_lr_ratio;
-    e.clip_grad_norm = o.clip_grad_norm;
-    e.early_stop_patience = o.early_stop_patience;
-    e.seed = o.seed;
-    e.resume = o.resume;
-    e.testing_crash_after_step = o.testing_crash_after_step;
-    e.v2_factored_forward = o.v2_factored_forward;
-    e.eval_batch_size = std::min<int64_t>(8, o.batch_size);
+    const train::E2eOptions e = E2eOptionsOf(o);
     QATD_ASSIGN_OR_RETURN(train::E2eResult r, train::TrainE2e(s, e, reporter, cancel));
     reporter.Metric("eval/kd_initial", r.steps, r.initial.kd);
     reporter.Metric("eval/kd_best", r.steps, r.best.kd);

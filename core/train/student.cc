@@ -19,6 +19,7 @@
 #include "core/quant/quant_linear_v2.h"
 #include "core/quant/quantize_model.h"
 #include "core/quant/tensor_io.h"
+#include "core/train/train_common.h"
 
 namespace qatd::train {
 namespace fs = std::filesystem;
@@ -26,13 +27,6 @@ namespace {
 
 constexpr char kFormat[] = "qatd_checkpoint_v1";
 
-absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, " is not valid JSON"));
-  return j;
-}
 
 }  // namespace
 
@@ -129,7 +123,7 @@ absl::Status LoadSeedState(Student& s, const std::string& path) {
 bool IsQatdCheckpoint(const std::string& path) {
   std::error_code ec;
   if (!fs::is_regular_file(fs::path(path) / "config.json", ec)) return false;
-  auto j = ReadJsonFile((fs::path(path) / "config.json").string());
+  auto j = ReadJson((fs::path(path) / "config.json").string());
   return j.ok() && j->is_object() && j->value("format", "") == kFormat;
 }
 
@@ -146,7 +140,7 @@ absl::StatusOr<Student> LoadStudent(const StudentOptions& options) {
   std::string seed_file;
   if (!options.checkpoint.empty()) {
     if (IsQatdCheckpoint(options.checkpoint)) {
-      QATD_ASSIGN_OR_RETURN(s.source, ReadJsonFile((fs::path(options.checkpoint) / "config.json").string()));
+      QATD_ASSIGN_OR_RETURN(s.source, ReadJson((fs::path(options.checkpoint) / "config.json").string()));
       s.version = s.source.value("version", 1);
       if (s.version == 1) {
         QATD_ASSIGN_OR_RETURN(s.quant_v1, quant::QuantConfigFromJson(s.source.value("quant_config", nlohmann::json::object())));
