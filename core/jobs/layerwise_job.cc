@@ -1,6 +1,5 @@
 #include "core/jobs/layerwise_job.h"
 
-#include <torch/cuda.h>
 
 #include <cmath>
 #include <filesystem>
@@ -18,13 +17,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-// "auto" -> "cuda" when LibTorch sees a GPU, else "cpu"; other spellings pass through
-// (LoadStudent checks them).
-std::string ResolveDeviceName(const std::string& name) {
-  if (name != "auto") return name;
-  return torch::cuda::is_available() ? "cuda" : "cpu";
-}
 
 // quant_config.json as train_anemll_lbl.py --save-quantized-dir writes it (spec §8.3):
 // {mlp: {lut_size, group_size, scale_rank, learnable_lut, lut_include_zero}, attn: {...} | null}.
@@ -104,7 +96,7 @@ absl::Status RunLayerwise(const LayerwiseOptions& o, Reporter& reporter, CancelT
   so.model_dir = o.model;
   so.dtype = o.dtype;
   so.auto_dtype = "bf16";
-  so.device = ResolveDeviceName(o.device);
+  so.device = o.device;  // LoadStudent resolves "auto" (train::ResolveDevice)
   so.checkpoint = o.init_state;
   so.version = 1;
   so.quant_v1 = o.quant;
