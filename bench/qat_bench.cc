@@ -25,6 +25,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,6 +41,11 @@
 
 #ifdef QATD_WITH_C10_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#endif
+#include <ATen/record_function.h>
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/autograd/profiler_kineto.h>
+#define QATD_BENCH_PROFILER 1
 #endif
 
 namespace {
@@ -76,6 +82,10 @@ int main(int argc, char** argv) {
   app.add_option("--hard-full-weight", hard_full, "weight of the full-vocabulary CE (0 skips it)");
   app.add_option("--chunk-rows", chunk_rows, "full-vocabulary rows per chunk");
   app.add_option("--threads", threads, "intra-op CPU threads (0: all cores)");
+  std::string profile_dir;
+  app.add_option("--profile", profile_dir,
+                 "LibTorch 2.x: also write one profiled step per variant as a Chrome trace DIR/<variant>.json "
+                 "(phases as user annotations)");
   bool factored = false;
   app.add_flag("--v2-factored", factored, "V2: the reference's factored per-rank STE forward instead of the dense fp16-STE weight");
   CLI11_PARSE(app, argc, argv);
@@ -199,6 +209,41 @@ int main(int argc, char** argv) {
       phase[2] += std::chrono::duration<double>(t3 - t2).count();
       phase[3] += std::chrono::duration<double>(t4 - t3).count();
     }
+#ifdef QATD_BENCH_PROFILER
+    if (!profile_dir.empty()) {
+      namespace tpi = torch::profiler::impl;
+      const tpi::ProfilerConfig config(tpi::ProfilerState::KINETO);
+      const std::set<tpi::ActivityType> activities{tpi::ActivityType::CPU, tpi::ActivityType::CUDA};
+      torch::autograd::profiler::prepareProfiler(config, activities);
+      torch::autograd::profiler::enableProfiler(config, activities);
+      {
+        RECORD_USER_SCOPE("phase_forward");
+        adam.ZeroGrad();
+      }
+      at::Tensor hidden;
+      {
+        RECORD_USER_SCOPE("phase_forward");
+        hidden = (*model)->Forward(ids);
+      }
+      qatd::train::KdLossTerms terms;
+      {
+        RECORD_USER_SCOPE("phase_loss");
+        at::Tensor w = (*model)->lm_head != nullptr ? (*model)->lm_head->EffectiveWeight()
+                                                    : (*model)->model->embed_tokens->weight;
+        terms = *qatd::train::ComputeKdLoss(hidden, w, topk_idx, topk_logits, weights, chunk_rows);
+      }
+      {
+        RECORD_USER_SCOPE("phase_backward");
+        terms.total.backward();
+      }
+      {
+        RECORD_USER_SCOPE("phase_optimizer");
+        adam.Step(1e-5);
+      }
+      Sync(device);
+      torch::autograd::profiler::disableProfiler()->save(profile_dir + "/" + variant + ".json");
+    }
+#endif
     const double tokens = static_cast<double>(batch) * seq * steps;
     results[variant] = {{"phase_ms", {{"forward", 1000 * phase[0] / phase_steps},
                                       {"loss_forward", 1000 * phase[1] / phase_steps},

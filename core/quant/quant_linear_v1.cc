@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/quant/fake_quant.h"
 #include "core/quant/lut.h"
 #include "core/quant/module_cast.h"
 #include "core/quant/scale_init.h"
@@ -12,8 +13,6 @@
 
 namespace qatd::quant {
 namespace {
-
-constexpr double kMinScale = 1e-8;  // spec §3.4
 
 absl::Status CheckDenseWeight(const at::Tensor& weight, const at::Tensor& bias) {
   if (!weight.defined() || weight.dim() != 2 || !at::isFloatingType(weight.scalar_type())) {
@@ -23,29 +22,6 @@ absl::Status CheckDenseWeight(const at::Tensor& weight, const at::Tensor& bias) 
     return absl::InvalidArgumentError(absl::StrCat("bias must be [", weight.size(0), "]"));
   }
   return absl::OkStatus();
-}
-
-// Above this many weights the index search runs over blocks of rows, so that its float32 and
-// int64 temporaries stay small (lm_head: 155M weights). The reference chunks at 50M too (§3.5).
-constexpr int64_t kChunkThreshold = 50'000'000;
-constexpr int64_t kChunkRows = 1024;
-
-// fn(first_row, rows) -> [rows, I] per block; the blocks concatenated along dim 0.
-template <typename Fn>
-at::Tensor ByRowBlocks(const at::Tensor& weight, Fn fn) {
-  const int64_t rows = weight.size(0);
-  if (weight.numel() <= kChunkThreshold) return fn(0, rows);
-  std::vector<at::Tensor> parts;
-  for (int64_t r = 0; r < rows; r += kChunkRows) parts.push_back(fn(r, std::min(kChunkRows, rows - r)));
-  return at::cat(parts, 0);
-}
-
-// LUT indices (int64) of weight[r : r + n] / s[r : r + n] (s undefined: weight itself).
-at::Tensor BlockIndices(const at::Tensor& weight, const at::Tensor& s, const at::Tensor& boundaries, int64_t r,
-                        int64_t n) {
-  at::Tensor u = weight.narrow(0, r, n).detach().to(at::kFloat);
-  if (s.defined()) u = at::div(u, s.narrow(0, r, n).detach());
-  return NearestLutIndexWithBoundaries(u, boundaries);
 }
 
 }  // namespace
@@ -106,20 +82,15 @@ at::Tensor QuantLinearV1::ScalesForInput() {
 
 at::Tensor QuantLinearV1::FakeQuantWeight() {
   at::Tensor s = ScalesForInput();  // [O, I], graph when the scales are trainable
-  at::Tensor q;                     // LUT[idx]: [O, I] in the LUT dtype
-  {
-    // u = W / S in float32 (spec §3.5); the index carries no gradient.
-    at::NoGradGuard no_grad;
-    const at::Tensor& b = Boundaries();
-    q = ByRowBlocks(weight, [&](int64_t r, int64_t n) {
-      at::Tensor idx = BlockIndices(weight, s, b, r, n);
-      return lut.index_select(0, idx.reshape({-1})).reshape(idx.sizes());
-    });
+  if (!at::GradMode::is_enabled() || !s.requires_grad()) {
+    // No gradient through S: the fused op (one kernel on CUDA), straight-through to the weight.
+    return StraightThrough(LutFakeQuant(weight, s, lut, Boundaries()), weight);
   }
-  // LUT[idx] * S in the parameter dtype: for bf16/fp16 parameters the product of two such
-  // values is exact in float32, so this equals the reference's float32 product rounded once.
-  at::Tensor dq = q.to(s.scalar_type()) * s;
-  return StraightThrough(dq, weight);
+  // Full-scale layers with trainable scales (low-rank layers take FakeQuantLinear in forward):
+  // LUT[idx] (no gradient: u = W / S in float32, spec §3.5) times S with its graph.
+  at::Tensor idx = LutIndices(weight, s, Boundaries(), at::kLong);
+  at::Tensor q = lut.index_select(0, idx.reshape({-1})).reshape(idx.sizes());
+  return StraightThrough(q.to(s.scalar_type()) * s, weight);
 }
 
 at::Tensor QuantLinearV1::CurrentWeight() {
@@ -136,6 +107,11 @@ at::Tensor QuantLinearV1::CurrentWeight() {
 }
 
 at::Tensor QuantLinearV1::forward(const at::Tensor& x) {
+  if (!cached() && snapped_mode() == SnapMode::kNone && fake_quant_ && low_rank_) {
+    // The training path: one autograd node that recomputes W_q in its backward (fake_quant.h).
+    at::Tensor b = padded_in_ > in_features() ? scale_B.narrow(1, 0, in_features()) : scale_B;
+    return FakeQuantLinear(x, weight, scale_A, b, bias, lut, Boundaries());
+  }
   at::Tensor w = CurrentWeight();
   if (w.scalar_type() != x.scalar_type()) w = w.to(x.scalar_type());
   at::Tensor b = bias.defined() ? bias.to(x.scalar_type()) : at::Tensor();
@@ -151,8 +127,7 @@ at::Tensor QuantLinearV1::ComputeIndices() {
   at::NoGradGuard no_grad;
   // In 'lut' mode the weight already holds LUT values.
   at::Tensor s = snapped_mode() == SnapMode::kLut ? at::Tensor() : ScalesForInput();
-  const at::Tensor& b = Boundaries();
-  return ByRowBlocks(weight, [&](int64_t r, int64_t n) { return BlockIndices(weight, s, b, r, n).to(at::kByte); });
+  return LutIndices(weight, s, Boundaries(), at::kByte);
 }
 
 void QuantLinearV1::SetTrainable(bool weights, bool scales) {

@@ -58,10 +58,13 @@ struct ChunkedFullVocabCe : public torch::autograd::Function<ChunkedFullVocabCe>
     at::Tensor sum = at::zeros({}, h.options().dtype(at::kDouble));
     for (int64_t begin = 0; begin < n; begin += chunk_rows) {
       const int64_t end = std::min(n, begin + chunk_rows);
-      at::Tensor z = at::matmul(h.slice(0, begin, end), w.t()).to(at::kFloat);  // [c, V]
+      at::Tensor z = at::matmul(h.slice(0, begin, end), w.t());  // [c, V] in the model dtype
       at::Tensor t = target.slice(0, begin, end);
-      at::Tensor picked = z.gather(1, t.unsqueeze(1)).squeeze(1);
-      sum += (at::logsumexp(z, /*dim=*/1) - picked).sum().to(at::kDouble);
+      // fp32 log-softmax of the model-dtype logits: with the dtype argument LibTorch's CUDA
+      // kernel reads bf16/fp16 and writes fp32 in one pass (no fp32 copy of z, no separate
+      // max/exp/sum/log passes of logsumexp); elsewhere it upcasts first. Same values.
+      at::Tensor logp = at::log_softmax(z, /*dim=*/1, at::kFloat);
+      sum -= logp.gather(1, t.unsqueeze(1)).sum().to(at::kDouble);
     }
     ctx->save_for_backward({h, w, target});
     ctx->saved_data["chunk_rows"] = chunk_rows;
@@ -81,18 +84,21 @@ struct ChunkedFullVocabCe : public torch::autograd::Function<ChunkedFullVocabCe>
     at::Tensor g = grad_out[0].to(at::kFloat) / static_cast<double>(n);
     at::Tensor grad_h = need_h ? at::empty_like(h) : at::Tensor();
     at::Tensor grad_w = need_w ? at::zeros_like(w, w.options().dtype(at::kFloat)) : at::Tensor();
-    at::Tensor w_f = w.to(at::kFloat);
     for (int64_t begin = 0; begin < n && (need_h || need_w); begin += chunk_rows) {
       const int64_t end = std::min(n, begin + chunk_rows);
       at::Tensor h_c = h.slice(0, begin, end);
-      at::Tensor z = at::matmul(h_c, w.t()).to(at::kFloat);  // [c, V], recomputed
-      // d(lse(z) - z[y]) / dz = softmax(z) - onehot(y).
-      at::Tensor dz = at::softmax(z, /*dim=*/1);
+      at::Tensor z = at::matmul(h_c, w.t());  // [c, V] in the model dtype, recomputed
+      // d(lse(z) - z[y]) / dz = softmax(z) - onehot(y), formed in fp32.
+      at::Tensor dz = at::softmax(z, /*dim=*/1, at::kFloat);
       at::Tensor t = target.slice(0, begin, end).unsqueeze(1);
       dz.scatter_add_(1, t, at::full({end - begin, 1}, -1.0, dz.options()));
       dz.mul_(g);
-      if (need_h) grad_h.slice(0, begin, end).copy_(at::matmul(dz, w_f));
-      if (need_w) grad_w.addmm_(dz.t(), h_c.to(at::kFloat));
+      // The products run in the model dtype, as autograd does for the reference's
+      // `logits.float()`: its backward casts dL/dz to bf16 before the lm_head matmul. (An fp32
+      // product here was a tensor-core-less GEMM: 24 ms of a 105 ms step on an H100.)
+      at::Tensor dz_lp = dz.to(w.scalar_type());
+      if (need_h) grad_h.slice(0, begin, end).copy_(at::matmul(dz_lp, w));
+      if (need_w) grad_w.add_(at::matmul(dz_lp.t(), h_c.to(w.scalar_type())));
     }
     if (need_w) grad_w = grad_w.to(w.scalar_type());
     return {grad_h, grad_w, at::Tensor(), at::Tensor()};

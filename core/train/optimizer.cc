@@ -8,6 +8,7 @@
 #include <numbers>
 
 #include "absl/strings/str_cat.h"
+#include "core/cuda/fused_ops.h"
 
 namespace qatd::train {
 namespace {
@@ -54,20 +55,28 @@ void AdamW::Step(double lr) {
   // (scale_A/scale_B/g per layer), where one launch per op and tensor made the update
   // launch-bound (29 ms for V1 scales, 44 ms for V2 on an H100). The arithmetic is the
   // formula of optimizer.h, op for op.
-  std::vector<at::Tensor> w, g, m, v;
-  std::vector<size_t> mastered;
+  std::vector<at::Tensor> params, grads, masters, m, v;
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& p = params_[i].second;
-    const at::Tensor& grad = p.grad();
-    if (!grad.defined()) continue;
-    Slot& s = slots_[i];
-    g.push_back(grad.scalar_type() == at::kFloat ? grad : grad.to(at::kFloat));
-    w.push_back(s.master.defined() ? s.master : p);
-    m.push_back(s.exp_avg);
-    v.push_back(s.exp_avg_sq);
-    if (s.master.defined()) mastered.push_back(i);
+    if (!p.grad().defined()) continue;
+    params.push_back(p);
+    grads.push_back(p.grad());
+    masters.push_back(slots_[i].master);
+    m.push_back(slots_[i].exp_avg);
+    v.push_back(slots_[i].exp_avg_sq);
   }
-  if (w.empty()) return;
+  if (params.empty()) return;
+  // One fused kernel on CUDA when built (core/cuda): reads each gradient and state once
+  // instead of ~10 passes, 17 ms -> ~4 ms for 440M bf16 weights on an H100.
+  const double decay = options_.weight_decay != 0 ? 1.0 - lr * options_.weight_decay : 1.0;
+  if (cuda::TryAdamW(params, grads, masters, m, v, {decay, b1, b2, step_size, bc2_sqrt, options_.eps})) return;
+  std::vector<at::Tensor> w, g;
+  std::vector<size_t> mastered;
+  for (size_t i = 0; i < params.size(); ++i) {
+    g.push_back(grads[i].scalar_type() == at::kFloat ? grads[i] : grads[i].to(at::kFloat));
+    w.push_back(masters[i].defined() ? masters[i] : params[i]);
+    if (masters[i].defined()) mastered.push_back(i);
+  }
   if (options_.weight_decay != 0) at::_foreach_mul_(w, 1.0 - lr * options_.weight_decay);
   at::_foreach_mul_(m, b1);
   at::_foreach_add_(m, g, 1.0 - b1);
@@ -77,7 +86,7 @@ void AdamW::Step(double lr) {
   at::_foreach_div_(denom, bc2_sqrt);
   at::_foreach_add_(denom, options_.eps);
   at::_foreach_addcdiv_(w, m, denom, -step_size);
-  for (size_t i : mastered) params_[i].second.copy_(slots_[i].master);
+  for (size_t i : mastered) params[i].copy_(masters[i]);
 }
 
 void AdamW::ZeroGrad() {

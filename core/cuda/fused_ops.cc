@@ -1,0 +1,205 @@
+#include "core/cuda/fused_ops.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#ifdef QATD_CUDA_KERNELS
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "core/cuda/kernels.h"
+#endif
+
+namespace qatd::cuda {
+namespace {
+
+bool EnabledFromEnvironment() {
+  const char* v = std::getenv("QATD_FUSED_KERNELS");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
+std::atomic<bool>& EnabledFlag() {
+  static std::atomic<bool> flag{EnabledFromEnvironment()};
+  return flag;
+}
+
+}  // namespace
+
+bool FusedKernelsCompiled() {
+#ifdef QATD_CUDA_KERNELS
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool FusedKernelsEnabled() { return FusedKernelsCompiled() && EnabledFlag().load(); }
+
+void SetFusedKernelsEnabled(bool on) { EnabledFlag().store(on); }
+
+#ifdef QATD_CUDA_KERNELS
+namespace {
+
+bool ElementTypeOf(at::ScalarType t, ElementType* out) {
+  switch (t) {
+    case at::kFloat:
+      *out = ElementType::kFloat32;
+      return true;
+    case at::kBFloat16:
+      *out = ElementType::kBFloat16;
+      return true;
+    case at::kHalf:
+      *out = ElementType::kFloat16;
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool Matrix(const at::Tensor& t, const at::Tensor& like, int64_t rows, int64_t min_cols) {
+  return t.defined() && t.is_cuda() && t.device() == like.device() && t.scalar_type() == like.scalar_type() &&
+         t.dim() == 2 && t.size(0) == rows && t.size(1) >= min_cols && t.stride(1) == 1 && t.stride(0) >= t.size(1);
+}
+
+void Check(const char* err, const char* what) { TORCH_CHECK(err == nullptr, what, ": CUDA error: ", err); }
+
+// Fills the LUT part of the kernel arguments; false if the kernel does not apply.
+bool LutProblem(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
+                const at::Tensor& boundaries, double min_scale, LutArgs* a) {
+  if (!FusedKernelsEnabled() || !weight.defined() || !weight.is_cuda() || weight.dim() != 2) return false;
+  if (!ElementTypeOf(weight.scalar_type(), &a->type)) return false;
+  const int64_t rows = weight.size(0), cols = weight.size(1);
+  if (!Matrix(weight, weight, rows, cols) || !Matrix(scales, weight, rows, cols)) return false;
+  if (!lut.defined() || lut.device() != weight.device() || lut.scalar_type() != weight.scalar_type() ||
+      lut.dim() != 1 || !lut.is_contiguous() || lut.numel() < 2 || lut.numel() > 256) {
+    return false;
+  }
+  if (!boundaries.defined() || boundaries.device() != weight.device() || boundaries.scalar_type() != at::kFloat ||
+      !boundaries.is_contiguous() || boundaries.numel() != lut.numel() - 1) {
+    return false;
+  }
+  a->rows = rows;
+  a->cols = cols;
+  a->weight = weight.data_ptr();
+  a->weight_stride = weight.stride(0);
+  a->scales = scales.data_ptr();
+  a->scales_stride = scales.stride(0);
+  a->lut = lut.data_ptr();
+  a->lut_size = static_cast<int>(lut.numel());
+  a->boundaries = boundaries.data_ptr<float>();
+  a->min_scale = min_scale;
+  return true;
+}
+
+}  // namespace
+
+bool TryLutFakeQuant(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
+                     const at::Tensor& boundaries, double min_scale, at::Tensor* out) {
+  LutArgs a;
+  if (!LutProblem(weight, scales, lut, boundaries, min_scale, &a)) return false;
+  const c10::cuda::CUDAGuard guard(weight.device());
+  at::Tensor result = at::empty({a.rows, a.cols}, weight.options());
+  a.out = result.data_ptr();
+  a.out_stride = a.cols;
+  Check(LutFakeQuant(a, c10::cuda::getCurrentCUDAStream().stream()), "LutFakeQuant");
+  *out = std::move(result);
+  return true;
+}
+
+bool TryLutScaleGrad(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& grad,
+                     const at::Tensor& lut, const at::Tensor& boundaries, double min_scale, at::Tensor* out) {
+  LutArgs a;
+  if (!LutProblem(weight, scales, lut, boundaries, min_scale, &a)) return false;
+  if (!Matrix(grad, weight, a.rows, a.cols)) return false;
+  const c10::cuda::CUDAGuard guard(weight.device());
+  at::Tensor result = at::empty({a.rows, a.cols}, weight.options());
+  a.grad = grad.data_ptr();
+  a.grad_stride = grad.stride(0);
+  a.out = result.data_ptr();
+  a.out_stride = a.cols;
+  Check(LutScaleGrad(a, c10::cuda::getCurrentCUDAStream().stream()), "LutScaleGrad");
+  *out = std::move(result);
+  return true;
+}
+
+bool TryAdamW(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
+              const std::vector<at::Tensor>& masters, const std::vector<at::Tensor>& exp_avgs,
+              const std::vector<at::Tensor>& exp_avg_sqs, const AdamWScalars& scalars) {
+  const size_t n = params.size();
+  if (!FusedKernelsEnabled() || n == 0 || grads.size() != n || masters.size() != n || exp_avgs.size() != n ||
+      exp_avg_sqs.size() != n) {
+    return false;
+  }
+  ElementType type;
+  if (!params[0].is_cuda() || !ElementTypeOf(params[0].scalar_type(), &type)) return false;
+  const at::Device device = params[0].device();
+  const at::ScalarType dtype = params[0].scalar_type();
+  auto state_ok = [&](const at::Tensor& t, int64_t numel) {
+    return t.defined() && t.device() == device && t.scalar_type() == at::kFloat && t.is_contiguous() &&
+           t.numel() == numel;
+  };
+  // Table layout: AdamWTensor[n] then int64 chunk_begin[n + 1].
+  std::vector<uint8_t> table(n * sizeof(AdamWTensor) + (n + 1) * sizeof(int64_t));
+  auto* entries = reinterpret_cast<AdamWTensor*>(table.data());
+  auto* chunk_begin = reinterpret_cast<int64_t*>(table.data() + n * sizeof(AdamWTensor));
+  int64_t chunks = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    const at::Tensor& g = grads[i];
+    const int64_t numel = p.numel();
+    if (p.device() != device || p.scalar_type() != dtype || !p.is_contiguous()) return false;
+    if (!g.defined() || g.device() != device || g.scalar_type() != dtype || !g.is_contiguous() || g.numel() != numel) {
+      return false;
+    }
+    const bool fp32 = dtype == at::kFloat;
+    if (fp32 == masters[i].defined()) return false;
+    if (!fp32 && !state_ok(masters[i], numel)) return false;
+    if (!state_ok(exp_avgs[i], numel) || !state_ok(exp_avg_sqs[i], numel)) return false;
+    entries[i].param = p.data_ptr();
+    entries[i].grad = g.data_ptr();
+    entries[i].master = fp32 ? p.data_ptr<float>() : masters[i].data_ptr<float>();
+    entries[i].exp_avg = exp_avgs[i].data_ptr<float>();
+    entries[i].exp_avg_sq = exp_avg_sqs[i].data_ptr<float>();
+    entries[i].numel = numel;
+    chunk_begin[i] = chunks;
+    chunks += (numel + kAdamWChunk - 1) / kAdamWChunk;
+  }
+  chunk_begin[n] = chunks;
+  if (chunks == 0) return true;
+  const c10::cuda::CUDAGuard guard(device);
+  // Pinned staging + an asynchronous copy on the current stream: no host sync per step. The
+  // caching host allocator keeps the staging buffer until the copy has run.
+  at::Tensor host = at::empty({static_cast<int64_t>(table.size())}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+  std::memcpy(host.data_ptr(), table.data(), table.size());
+  at::Tensor dev = host.to(device, /*non_blocking=*/true);
+  const auto* dev_entries = reinterpret_cast<const AdamWTensor*>(dev.data_ptr());
+  const auto* dev_begin = reinterpret_cast<const int64_t*>(static_cast<uint8_t*>(dev.data_ptr()) + n * sizeof(AdamWTensor));
+  const AdamWHyper hyper{scalars.decay_factor, scalars.beta1, scalars.beta2, scalars.step_size, scalars.bc2_sqrt,
+                         scalars.eps};
+  Check(AdamWStep(type, dev_entries, dev_begin, static_cast<int>(n), chunks, hyper,
+                  c10::cuda::getCurrentCUDAStream().stream()),
+        "AdamWStep");
+  return true;
+}
+
+#else  // !QATD_CUDA_KERNELS
+
+bool TryLutFakeQuant(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double, at::Tensor*) {
+  return false;
+}
+
+bool TryLutScaleGrad(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                     double, at::Tensor*) {
+  return false;
+}
+
+bool TryAdamW(const std::vector<at::Tensor>&, const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
+              const std::vector<at::Tensor>&, const std::vector<at::Tensor>&, const AdamWScalars&) {
+  return false;
+}
+
+#endif  // QATD_CUDA_KERNELS
+
+}  // namespace qatd::cuda

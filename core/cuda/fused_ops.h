@@ -1,0 +1,45 @@
+#pragma once
+// Tensor-level entry points of the fused CUDA kernels (kernels.cu). Each Try* function checks
+// that its kernel applies and returns false without touching anything when it does not, so the
+// caller runs its ATen path instead:
+//   - the kernels were not compiled (LibTorch without CUDA, no nvcc, QATD_CUDA_KERNELS=OFF) or
+//     are switched off (SetFusedKernelsEnabled(false), or QATD_FUSED_KERNELS=0 in the
+//     environment at start-up);
+//   - a tensor is not on the same CUDA device, has another dtype than float32/bfloat16/float16
+//     (or dtypes differ where they must match), or its last dimension is not contiguous.
+// A CUDA launch failure throws c10::Error. The kernels run on the current CUDA stream.
+// Tests compare every kernel against the ATen path (tests/core/quant/fake_quant_test.cc,
+// tests/core/train/trainer_test.cc).
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+namespace qatd::cuda {
+
+bool FusedKernelsCompiled();
+bool FusedKernelsEnabled();
+void SetFusedKernelsEnabled(bool on);
+
+// V1 fake quant (kernels.h LutFakeQuant). weight [O, I], scales [O, >= I] (the unclamped
+// A @ B; only its first I columns are read), lut [n] of the weight dtype, boundaries [n - 1]
+// float32 on the same device. *out = LUT[idx] * clamp(S) as a new [O, I] tensor.
+bool TryLutFakeQuant(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
+                     const at::Tensor& boundaries, double min_scale, at::Tensor* out);
+
+// dL/dS (kernels.h LutScaleGrad) from grad = dL/dW_q [O, I]: a new [O, I] tensor.
+bool TryLutScaleGrad(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& grad,
+                     const at::Tensor& lut, const at::Tensor& boundaries, double min_scale, at::Tensor* out);
+
+// One fused AdamW update of every tensor (kernels.h AdamWStep), in one launch. The vectors are
+// parallel; masters[i] is undefined for float32 parameters (updated in place) and the float32
+// master of a bf16/fp16 parameter otherwise. decay_factor = 1 - lr * weight_decay,
+// step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t).
+struct AdamWScalars {
+  double decay_factor, beta1, beta2, step_size, bc2_sqrt, eps;
+};
+bool TryAdamW(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
+              const std::vector<at::Tensor>& masters, const std::vector<at::Tensor>& exp_avgs,
+              const std::vector<at::Tensor>& exp_avg_sqs, const AdamWScalars& scalars);
+
+}  // namespace qatd::cuda

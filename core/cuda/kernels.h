@@ -1,0 +1,76 @@
+#pragma once
+// Fused CUDA kernels (kernels.cu), callable without LibTorch or CUDA headers: raw device
+// pointers, a cudaStream_t passed as void*. Built only when CMake finds nvcc and a CUDA LibTorch
+// (QATD_CUDA_KERNELS); core/cuda/fused_ops.h is the tensor-level entry point with the checks.
+//
+// Each launcher returns nullptr on success, else the CUDA error string of the launch.
+
+#include <cstdint>
+
+namespace qatd::cuda {
+
+enum class ElementType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
+
+// One V1 LUT fake-quant problem over a [rows, cols] matrix (spec §3.5):
+//   s   = max(scales, min_scale)              (min_scale rounded to `type`, as ATen's clamp_min)
+//   u   = float(weight) / float(s)            float32
+//   idx = #{ boundaries < u }                 nearest LUT entry, ties to the lower index
+//   q   = lut[idx]
+// All matrices are row-major with their own row strides (elements); `grad` is used by the
+// backward only. `lut` holds lut_size (2..256) values of `type`; `boundaries` lut_size - 1
+// sorted float32 midpoints (quant/lut.h LutBoundaries). Every pointer is device memory.
+struct LutArgs {
+  ElementType type = ElementType::kFloat32;
+  int64_t rows = 0, cols = 0;
+  const void* weight = nullptr;
+  int64_t weight_stride = 0;
+  const void* scales = nullptr;
+  int64_t scales_stride = 0;
+  const void* grad = nullptr;
+  int64_t grad_stride = 0;
+  const void* lut = nullptr;
+  int lut_size = 0;
+  const float* boundaries = nullptr;
+  double min_scale = 1e-8;
+  void* out = nullptr;
+  int64_t out_stride = 0;
+};
+
+// out = type(float(q) * float(s)): the fake-quantized weight LUT[idx] * clamp(S).
+const char* LutFakeQuant(const LutArgs& args, void* stream);
+
+// out = scales >= min_scale ? type(float(grad) * float(q)) : 0: dL/dS_raw from dL/dW_q, i.e.
+// the backward of `q * clamp_min(S, min_scale)` w.r.t. the unclamped S.
+const char* LutScaleGrad(const LutArgs& args, void* stream);
+
+// One tensor of a fused AdamW step (param and grad of `type`; float32 state). For float32
+// parameters `master` is the parameter itself; otherwise the float32 master copy, and the
+// parameter receives its rounded value.
+struct AdamWTensor {
+  void* param = nullptr;
+  const void* grad = nullptr;
+  float* master = nullptr;
+  float* exp_avg = nullptr;
+  float* exp_avg_sq = nullptr;
+  int64_t numel = 0;
+};
+
+struct AdamWHyper {
+  double decay_factor = 1.0;  // 1 - lr * weight_decay
+  double beta1 = 0.9, beta2 = 0.999;
+  double step_size = 0;  // lr / (1 - beta1^t)
+  double bc2_sqrt = 1;   // sqrt(1 - beta2^t)
+  double eps = 1e-8;
+};
+
+// Elements per block-chunk of AdamWStep: tensor t covers chunks
+// [chunk_begin[t], chunk_begin[t + 1]) with chunk_begin[t + 1] - chunk_begin[t] =
+// ceil(numel / kAdamWChunk).
+constexpr int64_t kAdamWChunk = 4096;
+
+// One launch for `count` tensors. `tensors` [count] and `chunk_begin` [count + 1] are DEVICE
+// arrays (the caller uploads them); the arithmetic is train/optimizer.h's, op for op in float32.
+const char* AdamWStep(ElementType type, const AdamWTensor* tensors, const int64_t* chunk_begin, int count,
+                      int64_t total_chunks, const AdamWHyper& hyper, void* stream);
+
+}  // namespace qatd::cuda

@@ -1,0 +1,140 @@
+#include "core/quant/fake_quant.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "core/cuda/fused_ops.h"
+#include "core/quant/lut.h"
+#include "core/quant/scale_init.h"
+
+namespace qatd::quant {
+namespace {
+
+// Above this many weights the ATen index search runs over blocks of rows, so that its float32
+// and int64 temporaries stay small (lm_head: 155M weights). The reference chunks at 50M too.
+constexpr int64_t kChunkThreshold = 50'000'000;
+constexpr int64_t kChunkRows = 1024;
+
+// fn(first_row, rows) -> [rows, I] per block; the blocks concatenated along dim 0.
+template <typename Fn>
+at::Tensor ByRowBlocks(const at::Tensor& weight, Fn fn) {
+  const int64_t rows = weight.size(0);
+  if (weight.numel() <= kChunkThreshold) return fn(0, rows);
+  std::vector<at::Tensor> parts;
+  for (int64_t r = 0; r < rows; r += kChunkRows) parts.push_back(fn(r, std::min(kChunkRows, rows - r)));
+  return at::cat(parts, 0);
+}
+
+// int64 LUT indices of weight[r : r + n] / s[r : r + n] (s undefined: weight itself).
+at::Tensor BlockIndices(const at::Tensor& weight, const at::Tensor& s, const at::Tensor& boundaries, int64_t r,
+                        int64_t n) {
+  at::Tensor u = weight.narrow(0, r, n).to(at::kFloat);
+  if (s.defined()) u = at::div(u, s.narrow(0, r, n));
+  return NearestLutIndexWithBoundaries(u, boundaries);
+}
+
+// S[:, :I] (a view).
+at::Tensor FirstColumns(const at::Tensor& scales, int64_t in) {
+  return scales.size(1) > in ? scales.narrow(1, 0, in) : scales;
+}
+
+// LUT[idx] [O, I] in the LUT dtype (ATen path).
+at::Tensor LutValues(const at::Tensor& weight, const at::Tensor& s, const at::Tensor& lut,
+                     const at::Tensor& boundaries) {
+  return ByRowBlocks(weight, [&](int64_t r, int64_t n) {
+    at::Tensor idx = BlockIndices(weight, s, boundaries, r, n);
+    return lut.index_select(0, idx.reshape({-1})).reshape(idx.sizes());
+  });
+}
+
+struct FakeQuantLinearFn : public torch::autograd::Function<FakeQuantLinearFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& a, const at::Tensor& b, const at::Tensor& lut,
+                            const at::Tensor& boundaries) {
+    at::Tensor wq = LutFakeQuant(weight, ScaleProduct(a, b), lut, boundaries);
+    ctx->save_for_backward({x, weight, a, b, lut, boundaries});
+    return at::linear(x, wq.scalar_type() == x.scalar_type() ? wq : wq.to(x.scalar_type()));
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &weight = saved[1], &a = saved[2], &b = saved[3];
+    const at::Tensor &lut = saved[4], &boundaries = saved[5];
+    const at::Tensor& gy = grads[0];
+    const int64_t out = weight.size(0), in = weight.size(1);
+    const bool need_w = ctx->needs_input_grad(1), need_a = ctx->needs_input_grad(2);
+    const bool need_b = ctx->needs_input_grad(3);
+    // Recomputed, not saved (FakeQuantLinear's comment).
+    const at::Tensor s = ScaleProduct(a, b);
+    at::Tensor grad_x, grad_wq, grad_a, grad_b;
+    if (ctx->needs_input_grad(0)) {
+      at::Tensor wq = LutFakeQuant(weight, s, lut, boundaries);
+      grad_x = at::matmul(gy, wq.scalar_type() == gy.scalar_type() ? wq : wq.to(gy.scalar_type()));
+    }
+    const at::Tensor g2 = gy.reshape({-1, out});
+    if (need_w || need_a || need_b) {
+      grad_wq = g2.t().mm(x.reshape({-1, in}).to(g2.scalar_type())).to(weight.scalar_type());
+    }
+    if (need_a || need_b) {
+      at::Tensor gs = LutScaleGrad(weight, s, grad_wq, lut, boundaries);
+      if (need_a) grad_a = ScaleProduct(gs, b.t());
+      if (need_b) grad_b = ScaleProduct(a.t(), gs);
+    }
+    return {grad_x, need_w ? grad_wq : at::Tensor(), grad_a, grad_b, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor LutFakeQuant(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
+                        const at::Tensor& boundaries, FakeQuantBackend backend) {
+  at::NoGradGuard no_grad;
+  const at::Tensor w = weight.detach();
+  const at::Tensor s_raw = FirstColumns(scales.detach(), w.size(1));
+  at::Tensor out;
+  if (backend == FakeQuantBackend::kAuto && cuda::TryLutFakeQuant(w, s_raw, lut, boundaries, kMinScale, &out)) {
+    return out;
+  }
+  const at::Tensor s = s_raw.clamp_min(kMinScale);
+  // LUT[idx] * S in the parameter dtype: for bf16/fp16 parameters the product of two such
+  // values is exact in float32, so this equals the reference's float32 product rounded once.
+  return LutValues(w, s, lut, boundaries).to(s.scalar_type()) * s;
+}
+
+at::Tensor LutScaleGrad(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& grad,
+                        const at::Tensor& lut, const at::Tensor& boundaries, FakeQuantBackend backend) {
+  at::NoGradGuard no_grad;
+  const at::Tensor w = weight.detach();
+  const at::Tensor s_raw = FirstColumns(scales.detach(), w.size(1));
+  at::Tensor out;
+  if (backend == FakeQuantBackend::kAuto &&
+      cuda::TryLutScaleGrad(w, s_raw, grad, lut, boundaries, kMinScale, &out)) {
+    return out;
+  }
+  const at::Tensor q = LutValues(w, s_raw.clamp_min(kMinScale), lut, boundaries);
+  const at::Tensor gq = grad * q.to(grad.scalar_type());
+  return at::where(s_raw.ge(kMinScale), gq, at::zeros({}, gq.options()));
+}
+
+at::Tensor LutIndices(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& boundaries,
+                      at::ScalarType index_type) {
+  at::NoGradGuard no_grad;
+  const at::Tensor w = weight.detach();
+  const at::Tensor s = scales.defined() ? FirstColumns(scales.detach(), w.size(1)).clamp_min(kMinScale) : at::Tensor();
+  return ByRowBlocks(w, [&](int64_t r, int64_t n) { return BlockIndices(w, s, boundaries, r, n).to(index_type); });
+}
+
+at::Tensor FakeQuantLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale_a,
+                           const at::Tensor& scale_b, const at::Tensor& bias, const at::Tensor& lut,
+                           const at::Tensor& boundaries) {
+  // The bias stays outside the node: LibTorch 1.13's custom functions reject undefined inputs.
+  at::Tensor y = FakeQuantLinearFn::apply(x, weight, scale_a, scale_b, lut, boundaries);
+  return bias.defined() ? y + bias.to(y.scalar_type()) : y;
+}
+
+}  // namespace qatd::quant

@@ -1,0 +1,46 @@
+#pragma once
+// V1 LUT fake quant as operations (spec §3.5), shared by QuantLinearV1, snapping and the tests:
+//
+//   s   = clamp(S, 1e-8)         S: [O, >= I] (A @ B or full scales; only the first I columns)
+//   idx = nearest LUT entry of float32(W) / float32(s)   (ties to the lower index, spec §2.2)
+//   W_q = LUT[idx] * s           [O, I] in W's dtype
+//
+// On CUDA, with the fused kernels built (core/cuda), each op is one kernel; otherwise (and with
+// FakeQuantBackend::kAten) the ATen path, which row-blocks the index search of very large
+// matrices (lm_head) to bound its float32/int64 temporaries. Both give identical values (a test
+// compares them bit for bit).
+
+#include <ATen/core/Tensor.h>
+
+namespace qatd::quant {
+
+inline constexpr double kMinScale = 1e-8;  // spec §3.4
+
+enum class FakeQuantBackend { kAuto, kAten };
+
+// W_q, no autograd graph. weight [O, I], scales [O, >= I], lut [n] (W's dtype), boundaries
+// [n - 1] float32 (lut.h LutBoundaries) on W's device.
+at::Tensor LutFakeQuant(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
+                        const at::Tensor& boundaries, FakeQuantBackend backend = FakeQuantBackend::kAuto);
+
+// dL/dS (unclamped, [O, I]) from grad = dL/dW_q [O, I]: grad * LUT[idx] where S >= 1e-8, else 0
+// (the backward of LUT[idx] * clamp_min(S, 1e-8); the index carries no gradient).
+at::Tensor LutScaleGrad(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& grad,
+                        const at::Tensor& lut, const at::Tensor& boundaries,
+                        FakeQuantBackend backend = FakeQuantBackend::kAuto);
+
+// LUT indices [O, I] of `index_type` (kLong or kByte) of weight / clamp(scales); scales
+// undefined: of the weight itself (a 'lut'-snapped layer). No autograd.
+at::Tensor LutIndices(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& boundaries,
+                      at::ScalarType index_type);
+
+// y = x W_qᵀ + bias with W_q = LutFakeQuant(weight, scale_a @ scale_b): x [..., I] -> [..., O]
+// in x's dtype. One autograd node (spec §3.5 with the §17.1 fix): dL/dweight = dL/dW_q
+// (straight-through), dL/dA and dL/dB through S (LutScaleGrad), dL/dx = dL/dy W_q. W_q and S are
+// recomputed in the backward instead of being saved (a bf16 Qwen3-0.6B saves 0.9 GB less).
+// scale_b [r, I] (narrow a padded B first); bias [O] or undefined.
+at::Tensor FakeQuantLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale_a,
+                           const at::Tensor& scale_b, const at::Tensor& bias, const at::Tensor& lut,
+                           const at::Tensor& boundaries);
+
+}  // namespace qatd::quant

@@ -1,0 +1,214 @@
+// The fused fake-quant op (quant/fake_quant.h) against the plain autograd composition it
+// replaces (runs everywhere), and the CUDA kernels (core/cuda) against the ATen paths (needs a
+// GPU and a build with the kernels; skipped otherwise).
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/cuda.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/cuda/fused_ops.h"
+#include "core/quant/fake_quant.h"
+#include "core/quant/lut.h"
+#include "core/train/optimizer.h"
+#include "gtest/gtest.h"
+
+namespace qatd {
+namespace {
+
+using quant::FakeQuantBackend;
+
+// A V1 problem: weight [O, I], low-rank scales A [O, r] and B [r, P] (P >= I, padded), LUT.
+struct Problem {
+  at::Tensor x, weight, a, b, bias, lut, boundaries;
+};
+
+Problem MakeProblem(int64_t out, int64_t in, int64_t padded, int64_t rank, int lut_size, at::ScalarType dtype,
+                    const at::Device& device, bool with_bias, uint64_t seed) {
+  at::manual_seed(seed);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  Problem p;
+  p.weight = (at::randn({out, in}, f32) * 0.05).to(device, dtype);
+  // Positive scales of about the weights' magnitude / max LUT value, a few tiny or negative
+  // entries of A @ B so that the clamp at 1e-8 matters.
+  at::Tensor a = at::rand({out, rank}, f32) * 0.2 + 0.05;
+  a.index_put_({0}, -a[0]);
+  p.a = a.to(device, dtype);
+  p.b = (at::rand({rank, padded}, f32) * 0.2 + 0.05).to(device, dtype);
+  p.x = at::randn({3, 5, in}, f32).to(device, dtype);
+  if (with_bias) p.bias = (at::randn({out}, f32) * 0.1).to(device, dtype);
+  p.lut = quant::MakeLut(lut_size, /*include_zero=*/false, dtype).value().to(device);
+  p.boundaries = quant::LutBoundaries(p.lut).to(device);
+  return p;
+}
+
+// The reference composition: autograd through clamp(A @ B) and LUT[idx] * S, the weight
+// straight-through (what QuantLinearV1 did before the fused op).
+at::Tensor ComposedForward(const Problem& p, const at::Tensor& b_used) {
+  at::Tensor s = at::matmul(p.a, b_used).clamp_min(quant::kMinScale);
+  at::Tensor idx;
+  {
+    at::NoGradGuard no_grad;
+    idx = quant::NearestLutIndexWithBoundaries(p.weight.detach().to(at::kFloat) / s.detach(), p.boundaries);
+  }
+  at::Tensor q = p.lut.index_select(0, idx.reshape({-1})).reshape(idx.sizes());
+  at::Tensor wq = q.to(s.scalar_type()) * s;
+  wq = wq + (p.weight - p.weight.detach());  // STE: value W_q, gradient identity to W
+  return at::linear(p.x, wq, p.bias.defined() ? p.bias : at::Tensor());
+}
+
+void ExpectClose(const at::Tensor& got, const at::Tensor& want, double tol, const std::string& what) {
+  ASSERT_TRUE(got.defined()) << what;
+  ASSERT_TRUE(want.defined()) << what;
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  const double scale = want.to(at::kFloat).abs().max().item<double>() + 1e-12;
+  const double err = (got.to(at::kFloat) - want.to(at::kFloat)).abs().max().item<double>();
+  EXPECT_LE(err / scale, tol) << what << ": max abs err " << err << " (scale " << scale << ")";
+}
+
+class FakeQuantLinearTest : public ::testing::TestWithParam<std::tuple<at::ScalarType, bool>> {};
+
+TEST_P(FakeQuantLinearTest, MatchesComposedAutogradInValueAndEveryGradient) {
+  const auto [dtype, train_weights] = GetParam();
+  // in = 40 with group padding to 64: B is narrowed, its padded columns get zero gradient.
+  Problem p = MakeProblem(24, 40, 64, 4, 16, dtype, at::kCPU, /*with_bias=*/true, 7);
+  const double tol = dtype == at::kFloat ? 1e-5 : 2e-2;
+  auto run = [&](bool fused) {
+    at::Tensor x = p.x.clone().requires_grad_(true);
+    at::Tensor w = p.weight.clone().requires_grad_(train_weights);
+    at::Tensor a = p.a.clone().requires_grad_(true);
+    at::Tensor b = p.b.clone().requires_grad_(true);
+    at::Tensor bias = p.bias.clone().requires_grad_(true);
+    Problem q{x, w, a, b, bias, p.lut, p.boundaries};
+    at::Tensor b_used = b.narrow(1, 0, 40);
+    at::Tensor y = fused ? quant::FakeQuantLinear(x, w, a, b_used, bias, p.lut, p.boundaries) : ComposedForward(q, b_used);
+    at::Tensor upstream = at::linspace(-1, 1, y.numel()).reshape(y.sizes()).to(y.scalar_type());
+    (y.to(at::kFloat) * upstream.to(at::kFloat)).sum().backward();
+    return std::vector<at::Tensor>{y.detach(), x.grad(), train_weights ? w.grad() : at::zeros({1}), a.grad(), b.grad(),
+                                   bias.grad()};
+  };
+  const auto fused = run(true);
+  const auto composed = run(false);
+  const char* names[] = {"y", "dx", "dweight", "dA", "dB", "dbias"};
+  for (size_t i = 0; i < fused.size(); ++i) ExpectClose(fused[i], composed[i], tol, names[i]);
+  // The padded columns of B get no gradient.
+  EXPECT_EQ(fused[4].narrow(1, 40, 24).abs().max().item<double>(), 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(DtypesAndModes, FakeQuantLinearTest,
+                         ::testing::Combine(::testing::Values(at::kFloat, at::kBFloat16), ::testing::Bool()));
+
+TEST(FakeQuantLinear, FrozenLayerStillPassesInputGradient) {
+  Problem p = MakeProblem(8, 32, 32, 2, 4, at::kFloat, at::kCPU, false, 3);
+  at::Tensor x = p.x.clone().requires_grad_(true);
+  at::Tensor y = quant::FakeQuantLinear(x, p.weight, p.a, p.b, at::Tensor(), p.lut, p.boundaries);
+  y.sum().backward();
+  at::Tensor wq = quant::LutFakeQuant(p.weight, at::matmul(p.a, p.b), p.lut, p.boundaries);
+  ExpectClose(x.grad(), at::ones_like(y).matmul(wq), 1e-6, "dx");
+}
+
+// ---- CUDA kernels against the ATen paths ----
+
+bool KernelsRunnable() { return cuda::FusedKernelsEnabled() && torch::cuda::is_available(); }
+
+class LutKernelTest : public ::testing::TestWithParam<std::tuple<at::ScalarType, int>> {};
+
+TEST_P(LutKernelTest, FakeQuantAndScaleGradEqualAtenBitForBit) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  const auto [dtype, lut_size] = GetParam();
+  Problem p = MakeProblem(300, 257, 288, 8, lut_size, dtype, at::Device("cuda"), false, 11);
+  at::Tensor s = at::matmul(p.a, p.b);  // [300, 288]: the kernel reads the first 257 columns
+  at::Tensor fused = quant::LutFakeQuant(p.weight, s, p.lut, p.boundaries, FakeQuantBackend::kAuto);
+  at::Tensor aten = quant::LutFakeQuant(p.weight, s, p.lut, p.boundaries, FakeQuantBackend::kAten);
+  ASSERT_EQ(fused.sizes(), aten.sizes());
+  EXPECT_TRUE(at::equal(fused, aten)) << "max diff " << (fused.to(at::kFloat) - aten.to(at::kFloat)).abs().max().item<double>();
+  at::Tensor grad = at::randn({300, 257}, p.weight.options());
+  at::Tensor g_fused = quant::LutScaleGrad(p.weight, s, grad, p.lut, p.boundaries, FakeQuantBackend::kAuto);
+  at::Tensor g_aten = quant::LutScaleGrad(p.weight, s, grad, p.lut, p.boundaries, FakeQuantBackend::kAten);
+  EXPECT_TRUE(at::equal(g_fused, g_aten));
+  // The clamped row (A[0] < 0 makes S[0] < 1e-8) gets no scale gradient.
+  EXPECT_EQ(g_fused[0].abs().max().item<double>(), 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(DtypesAndLuts, LutKernelTest,
+                         ::testing::Combine(::testing::Values(at::kFloat, at::kBFloat16, at::kHalf),
+                                            ::testing::Values(4, 16, 256)));
+
+TEST(LutKernel, IndicesAtExactMidpointsTieToTheLowerEntry) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  at::Tensor lut = quant::MakeLut(4, false, at::kFloat).value().to(at::kCUDA);
+  at::Tensor bounds = quant::LutBoundaries(lut).to(at::kCUDA);
+  // Weights at each LUT value, at each midpoint and just around it, with S = 1.
+  at::Tensor mids = (lut.narrow(0, 0, 3) + lut.narrow(0, 1, 3)) / 2;
+  at::Tensor w = at::cat({lut, mids, mids.nextafter(mids + 1), mids.nextafter(mids - 1)}).reshape({1, -1});
+  at::Tensor s = at::ones_like(w);
+  EXPECT_TRUE(at::equal(quant::LutFakeQuant(w, s, lut, bounds), quant::LutFakeQuant(w, s, lut, bounds, FakeQuantBackend::kAten)));
+}
+
+TEST(FakeQuantLinear, CudaForwardAndGradientsMatchTheAtenPath) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  Problem p = MakeProblem(64, 96, 96, 4, 16, at::kBFloat16, at::Device("cuda"), false, 5);
+  auto run = [&](bool fused) {
+    cuda::SetFusedKernelsEnabled(fused);
+    at::Tensor x = p.x.clone().requires_grad_(true);
+    at::Tensor w = p.weight.clone().requires_grad_(true);
+    at::Tensor a = p.a.clone().requires_grad_(true);
+    at::Tensor b = p.b.clone().requires_grad_(true);
+    at::Tensor y = quant::FakeQuantLinear(x, w, a, b, at::Tensor(), p.lut, p.boundaries);
+    y.to(at::kFloat).pow(2).sum().backward();
+    cuda::SetFusedKernelsEnabled(true);
+    return std::vector<at::Tensor>{y.detach(), x.grad(), w.grad(), a.grad(), b.grad()};
+  };
+  const auto with_kernels = run(true);
+  const auto aten = run(false);
+  for (size_t i = 0; i < aten.size(); ++i) EXPECT_TRUE(at::equal(with_kernels[i], aten[i])) << "output " << i;
+}
+
+class FusedAdamWTest : public ::testing::TestWithParam<at::ScalarType> {};
+
+TEST_P(FusedAdamWTest, MatchesTheForeachPathOverSeveralSteps) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  const at::ScalarType dtype = GetParam();
+  auto make = [&](uint64_t seed) {
+    at::manual_seed(seed);
+    // Sizes around the kernel's 4096-element chunk, and a tiny one.
+    std::vector<std::pair<std::string, at::Tensor>> params;
+    for (int64_t n : {4096, 5000, 3, 70000}) {
+      params.emplace_back("p" + std::to_string(n), at::randn({n}, at::TensorOptions().dtype(at::kFloat)).to(at::kCUDA, dtype).requires_grad_(true));
+    }
+    return params;
+  };
+  auto fused_params = make(1), foreach_params = make(1);
+  train::AdamWOptions opts;
+  opts.weight_decay = 0.1;
+  train::AdamW fused(fused_params, opts), foreach(foreach_params, opts);
+  for (int step = 0; step < 4; ++step) {
+    at::manual_seed(100 + step);
+    for (size_t i = 0; i < fused_params.size(); ++i) {
+      at::Tensor g = at::randn(fused_params[i].second.sizes(), at::TensorOptions().dtype(at::kFloat)).to(at::kCUDA, dtype);
+      fused_params[i].second.mutable_grad() = g.clone();
+      foreach_params[i].second.mutable_grad() = g.clone();
+    }
+    cuda::SetFusedKernelsEnabled(true);
+    fused.Step(1e-2);
+    cuda::SetFusedKernelsEnabled(false);
+    foreach.Step(1e-2);
+    cuda::SetFusedKernelsEnabled(true);
+  }
+  for (size_t i = 0; i < fused_params.size(); ++i) {
+    ExpectClose(fused_params[i].second.detach(), foreach_params[i].second.detach(), dtype == at::kFloat ? 1e-6 : 1e-2,
+                fused_params[i].first);
+  }
+  auto fs = fused.State(), es = foreach.State();
+  ASSERT_EQ(fs.size(), es.size());
+  for (const auto& [name, t] : fs) {
+    if (t.is_floating_point()) ExpectClose(t, es.at(name), 1e-5, name);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, FusedAdamWTest, ::testing::Values(at::kFloat, at::kBFloat16));
+
+}  // namespace
+}  // namespace qatd
