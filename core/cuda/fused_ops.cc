@@ -65,13 +65,29 @@ bool Matrix(const at::Tensor& t, const at::Tensor& like, int64_t rows, int64_t m
 
 void Check(const char* err, const char* what) { TORCH_CHECK(err == nullptr, what, ": CUDA error: ", err); }
 
-// Fills the LUT part of the kernel arguments; false if the kernel does not apply.
-bool LutProblem(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
-                const at::Tensor& boundaries, double min_scale, LutArgs* a) {
+// Fills the LUT part of the kernel arguments; false if the kernel does not apply. Scales come
+// from `scales` [O, >= I] or, when it is undefined, from scale_a [O, r] @ scale_b [r, >= I].
+bool LutProblem(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& scale_a,
+                const at::Tensor& scale_b, const at::Tensor& lut, const at::Tensor& boundaries, double min_scale,
+                LutArgs* a) {
   if (!FusedKernelsEnabled() || !weight.defined() || !weight.is_cuda() || weight.dim() != 2) return false;
   if (!ElementTypeOf(weight.scalar_type(), &a->type)) return false;
   const int64_t rows = weight.size(0), cols = weight.size(1);
-  if (!Matrix(weight, weight, rows, cols) || !Matrix(scales, weight, rows, cols)) return false;
+  if (!Matrix(weight, weight, rows, cols)) return false;
+  if (scales.defined()) {
+    if (!Matrix(scales, weight, rows, cols)) return false;
+    a->scales = scales.data_ptr();
+    a->scales_stride = scales.stride(0);
+  } else {
+    if (!scale_a.defined() || scale_a.dim() != 2 || scale_a.size(1) < 1 || scale_a.size(1) > kMaxFusedRank) return false;
+    const int64_t rank = scale_a.size(1);
+    if (!Matrix(scale_a, weight, rows, rank) || !Matrix(scale_b, weight, rank, cols)) return false;
+    a->scale_a = scale_a.data_ptr();
+    a->scale_a_stride = scale_a.stride(0);
+    a->scale_b = scale_b.data_ptr();
+    a->scale_b_stride = scale_b.stride(0);
+    a->rank = static_cast<int>(rank);
+  }
   if (!lut.defined() || lut.device() != weight.device() || lut.scalar_type() != weight.scalar_type() ||
       lut.dim() != 1 || !lut.is_contiguous() || lut.numel() < 2 || lut.numel() > 256) {
     return false;
@@ -84,8 +100,6 @@ bool LutProblem(const at::Tensor& weight, const at::Tensor& scales, const at::Te
   a->cols = cols;
   a->weight = weight.data_ptr();
   a->weight_stride = weight.stride(0);
-  a->scales = scales.data_ptr();
-  a->scales_stride = scales.stride(0);
   a->lut = lut.data_ptr();
   a->lut_size = static_cast<int>(lut.numel());
   a->boundaries = boundaries.data_ptr<float>();
@@ -93,34 +107,98 @@ bool LutProblem(const at::Tensor& weight, const at::Tensor& scales, const at::Te
   return true;
 }
 
+// Runs the fake-quant (grad undefined) or scale-gradient kernel of a prepared problem.
+at::Tensor RunLut(LutArgs& a, const at::Tensor& weight, const at::Tensor& grad) {
+  const c10::cuda::CUDAGuard guard(weight.device());
+  at::Tensor result = at::empty({a.rows, a.cols}, weight.options());
+  a.out = result.data_ptr();
+  a.out_stride = a.cols;
+  auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  if (grad.defined()) {
+    a.grad = grad.data_ptr();
+    a.grad_stride = grad.stride(0);
+    Check(LutScaleGrad(a, stream), "LutScaleGrad");
+  } else {
+    Check(LutFakeQuant(a, stream), "LutFakeQuant");
+  }
+  return result;
+}
+
 }  // namespace
 
 bool TryLutFakeQuant(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
                      const at::Tensor& boundaries, double min_scale, at::Tensor* out) {
   LutArgs a;
-  if (!LutProblem(weight, scales, lut, boundaries, min_scale, &a)) return false;
-  const c10::cuda::CUDAGuard guard(weight.device());
-  at::Tensor result = at::empty({a.rows, a.cols}, weight.options());
-  a.out = result.data_ptr();
-  a.out_stride = a.cols;
-  Check(LutFakeQuant(a, c10::cuda::getCurrentCUDAStream().stream()), "LutFakeQuant");
-  *out = std::move(result);
+  if (!scales.defined() || !LutProblem(weight, scales, {}, {}, lut, boundaries, min_scale, &a)) return false;
+  *out = RunLut(a, weight, {});
+  return true;
+}
+
+bool TryLutFakeQuantLowRank(const at::Tensor& weight, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                            const at::Tensor& lut, const at::Tensor& boundaries, double min_scale, at::Tensor* out) {
+  LutArgs a;
+  if (!LutProblem(weight, {}, scale_a, scale_b, lut, boundaries, min_scale, &a)) return false;
+  *out = RunLut(a, weight, {});
   return true;
 }
 
 bool TryLutScaleGrad(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& grad,
                      const at::Tensor& lut, const at::Tensor& boundaries, double min_scale, at::Tensor* out) {
   LutArgs a;
-  if (!LutProblem(weight, scales, lut, boundaries, min_scale, &a)) return false;
+  if (!scales.defined() || !LutProblem(weight, scales, {}, {}, lut, boundaries, min_scale, &a)) return false;
   if (!Matrix(grad, weight, a.rows, a.cols)) return false;
-  const c10::cuda::CUDAGuard guard(weight.device());
-  at::Tensor result = at::empty({a.rows, a.cols}, weight.options());
-  a.grad = grad.data_ptr();
-  a.grad_stride = grad.stride(0);
-  a.out = result.data_ptr();
-  a.out_stride = a.cols;
-  Check(LutScaleGrad(a, c10::cuda::getCurrentCUDAStream().stream()), "LutScaleGrad");
-  *out = std::move(result);
+  *out = RunLut(a, weight, grad);
+  return true;
+}
+
+bool TryLutScaleGradLowRank(const at::Tensor& weight, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                            const at::Tensor& grad, const at::Tensor& lut, const at::Tensor& boundaries,
+                            double min_scale, at::Tensor* out) {
+  LutArgs a;
+  if (!LutProblem(weight, {}, scale_a, scale_b, lut, boundaries, min_scale, &a)) return false;
+  if (!Matrix(grad, weight, a.rows, a.cols)) return false;
+  *out = RunLut(a, weight, grad);
+  return true;
+}
+
+bool TryRowLogSumExp(const at::Tensor& z, at::Tensor* lse) {
+  ElementType type;
+  if (!FusedKernelsEnabled() || !z.defined() || !z.is_cuda() || z.dim() != 2 || z.size(1) < 1 ||
+      !ElementTypeOf(z.scalar_type(), &type) || !Matrix(z, z, z.size(0), z.size(1))) {
+    return false;
+  }
+  const c10::cuda::CUDAGuard guard(z.device());
+  at::Tensor out = at::empty({z.size(0)}, z.options().dtype(at::kFloat));
+  Check(RowLogSumExp(type, z.data_ptr(), z.size(0), z.size(1), z.stride(0), out.data_ptr<float>(),
+                     c10::cuda::getCurrentCUDAStream().stream()),
+        "RowLogSumExp");
+  *lse = std::move(out);
+  return true;
+}
+
+bool TryCrossEntropyGrad(const at::Tensor& z, const at::Tensor& lse, const at::Tensor& target, double scale,
+                         at::Tensor* grad) {
+  ElementType type;
+  if (!FusedKernelsEnabled() || !z.defined() || !z.is_cuda() || z.dim() != 2 || z.size(1) < 1 ||
+      !ElementTypeOf(z.scalar_type(), &type) || !Matrix(z, z, z.size(0), z.size(1))) {
+    return false;
+  }
+  const int64_t rows = z.size(0);
+  if (!lse.defined() || lse.device() != z.device() || lse.scalar_type() != at::kFloat || !lse.is_contiguous() ||
+      lse.numel() != rows) {
+    return false;
+  }
+  if (!target.defined() || target.device() != z.device() || target.scalar_type() != at::kLong ||
+      !target.is_contiguous() || target.numel() != rows) {
+    return false;
+  }
+  const c10::cuda::CUDAGuard guard(z.device());
+  at::Tensor out = at::empty({rows, z.size(1)}, z.options());
+  Check(CrossEntropyGrad(type, z.data_ptr(), rows, z.size(1), z.stride(0), lse.data_ptr<float>(),
+                         target.data_ptr<int64_t>(), static_cast<float>(scale), out.data_ptr(),
+                         c10::cuda::getCurrentCUDAStream().stream()),
+        "CrossEntropyGrad");
+  *grad = std::move(out);
   return true;
 }
 
@@ -190,8 +268,24 @@ bool TryLutFakeQuant(const at::Tensor&, const at::Tensor&, const at::Tensor&, co
   return false;
 }
 
+bool TryLutFakeQuantLowRank(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const at::Tensor&, double, at::Tensor*) {
+  return false;
+}
+
 bool TryLutScaleGrad(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                      double, at::Tensor*) {
+  return false;
+}
+
+bool TryLutScaleGradLowRank(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const at::Tensor&, const at::Tensor&, double, at::Tensor*) {
+  return false;
+}
+
+bool TryRowLogSumExp(const at::Tensor&, at::Tensor*) { return false; }
+
+bool TryCrossEntropyGrad(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, at::Tensor*) {
   return false;
 }
 

@@ -27,9 +27,25 @@ void SetFusedKernelsEnabled(bool on);
 bool TryLutFakeQuant(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
                      const at::Tensor& boundaries, double min_scale, at::Tensor* out);
 
+// The same with S = scale_a @ scale_b formed inside the kernel (scale_a [O, r], scale_b [r, >= I],
+// r <= 64): no [O, I] scale matrix and no GEMM launch.
+bool TryLutFakeQuantLowRank(const at::Tensor& weight, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                            const at::Tensor& lut, const at::Tensor& boundaries, double min_scale, at::Tensor* out);
+
 // dL/dS (kernels.h LutScaleGrad) from grad = dL/dW_q [O, I]: a new [O, I] tensor.
 bool TryLutScaleGrad(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& grad,
                      const at::Tensor& lut, const at::Tensor& boundaries, double min_scale, at::Tensor* out);
+
+bool TryLutScaleGradLowRank(const at::Tensor& weight, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                            const at::Tensor& grad, const at::Tensor& lut, const at::Tensor& boundaries,
+                            double min_scale, at::Tensor* out);
+
+// Full-vocabulary cross entropy on logits z [N, V] (float32/bf16/fp16, rows contiguous):
+// *lse = float32 [N] log-sum-exp per row; *grad = z-typed [N, V]
+// (softmax(z) - onehot(target)) * scale, target int64 [N].
+bool TryRowLogSumExp(const at::Tensor& z, at::Tensor* lse);
+bool TryCrossEntropyGrad(const at::Tensor& z, const at::Tensor& lse, const at::Tensor& target, double scale,
+                         at::Tensor* grad);
 
 // One fused AdamW update of every tensor (kernels.h AdamWStep), in one launch. The vectors are
 // parallel; masters[i] is undefined for float32 parameters (updated in place) and the float32

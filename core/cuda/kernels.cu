@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <math_constants.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -66,30 +67,47 @@ __device__ __forceinline__ int CountBelow(const float* bounds, int n, float u) {
 // clamp_min as ATen evaluates it on `T`: NaN stays NaN.
 __device__ __forceinline__ float ClampMin(float s, float min_scale) { return (s < min_scale) ? min_scale : s; }
 
+// Grid: x = row, y = tile of kTileCols columns. Each block stages the LUT, its boundaries and
+// the row's scale_A entries in shared memory; threads walk the tile's columns with coalesced
+// loads.
+constexpr int kTileCols = 2048;
+
 template <typename T, bool kGrad>
 __global__ void LutKernel(LutArgs a, float min_scale) {
   __shared__ LutShared sh;
-  LoadLut<T>(a, sh);
-  const T* w = static_cast<const T*>(a.weight);
-  const T* s = static_cast<const T*>(a.scales);
-  const T* g = static_cast<const T*>(a.grad);
-  T* out = static_cast<T*>(a.out);
+  __shared__ float a_row[kMaxFusedRank];
+  const int64_t r = blockIdx.x;
+  const bool fused_s = a.scale_a != nullptr;
+  if (fused_s) {
+    const T* sa = static_cast<const T*>(a.scale_a) + r * a.scale_a_stride;
+    for (int k = threadIdx.x; k < a.rank; k += blockDim.x) a_row[k] = ToFloat(sa[k]);
+  }
+  LoadLut<T>(a, sh);  // ends with __syncthreads()
+  const T* w = static_cast<const T*>(a.weight) + r * a.weight_stride;
+  const T* s = fused_s ? nullptr : static_cast<const T*>(a.scales) + r * a.scales_stride;
+  const T* sb = static_cast<const T*>(a.scale_b);
+  const T* g = kGrad ? static_cast<const T*>(a.grad) + r * a.grad_stride : nullptr;
+  T* out = static_cast<T*>(a.out) + r * a.out_stride;
   const int nb = a.lut_size - 1;
-  const int64_t total = a.rows * a.cols;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = e / a.cols;
-    const int64_t c = e - r * a.cols;
-    const float s_raw = ToFloat(s[r * a.scales_stride + c]);
+  const int64_t begin = static_cast<int64_t>(blockIdx.y) * kTileCols;
+  const int64_t end = begin + kTileCols < a.cols ? begin + kTileCols : a.cols;
+  for (int64_t c = begin + threadIdx.x; c < end; c += blockDim.x) {
+    float s_raw;
+    if (fused_s) {
+      float acc = 0.0f;
+      for (int k = 0; k < a.rank; ++k) acc += a_row[k] * ToFloat(sb[k * a.scale_b_stride + c]);
+      s_raw = ToFloat(FromFloat<T>(acc));
+    } else {
+      s_raw = ToFloat(s[c]);
+    }
     const float sc = ClampMin(s_raw, min_scale);
-    const float u = ToFloat(w[r * a.weight_stride + c]) / sc;
+    const float u = ToFloat(w[c]) / sc;
     const float q = sh.lut[CountBelow(sh.bounds, nb, u)];
     if constexpr (kGrad) {
-      const float gv = ToFloat(g[r * a.grad_stride + c]);
       // Two roundings, as ATen's mul (T) then where(): grad * q in T, masked where clamped.
-      out[r * a.out_stride + c] = (s_raw >= min_scale) ? FromFloat<T>(gv * q) : FromFloat<T>(0.0f);
+      out[c] = (s_raw >= min_scale) ? FromFloat<T>(ToFloat(g[c]) * q) : FromFloat<T>(0.0f);
     } else {
-      out[r * a.out_stride + c] = FromFloat<T>(q * sc);
+      out[c] = FromFloat<T>(q * sc);
     }
   }
 }
@@ -109,14 +127,14 @@ const char* LaunchLut(const LutArgs& a, bool grad, void* stream) {
   if (a.rows <= 0 || a.cols <= 0) return nullptr;
   if (a.lut_size < 2 || a.lut_size > kMaxLut) return "lut_size must be in [2, 256]";
   const float min_scale = MinScaleOf<T>(a.min_scale);
-  const int64_t total = a.rows * a.cols;
-  const int64_t blocks64 = (total + kThreads - 1) / kThreads;
-  const int blocks = static_cast<int>(blocks64 < 65535 * 32 ? blocks64 : 65535 * 32);
+  if (a.scale_a != nullptr && (a.rank < 1 || a.rank > kMaxFusedRank)) return "fused scales need 1 <= rank <= 64";
+  if (a.rows > 0x7fffffffLL) return "too many rows";
+  const dim3 grid(static_cast<unsigned>(a.rows), static_cast<unsigned>((a.cols + kTileCols - 1) / kTileCols));
   auto st = static_cast<cudaStream_t>(stream);
   if (grad) {
-    LutKernel<T, true><<<blocks, kThreads, 0, st>>>(a, min_scale);
+    LutKernel<T, true><<<grid, kThreads, 0, st>>>(a, min_scale);
   } else {
-    LutKernel<T, false><<<blocks, kThreads, 0, st>>>(a, min_scale);
+    LutKernel<T, false><<<grid, kThreads, 0, st>>>(a, min_scale);
   }
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
@@ -132,6 +150,71 @@ const char* DispatchLut(const LutArgs& a, bool grad, void* stream) {
       return LaunchLut<__half>(a, grad, stream);
   }
   return "unsupported element type";
+}
+
+// Block-wide reduction of (max, sum of exp relative to max) pairs.
+__device__ __forceinline__ void MergeLse(float& m, float& s, float m2, float s2) {
+  if (m2 == -INFINITY) return;
+  if (m == -INFINITY) {
+    m = m2;
+    s = s2;
+    return;
+  }
+  if (m2 > m) {
+    s = s * expf(m - m2) + s2;
+    m = m2;
+  } else {
+    s = s + s2 * expf(m2 - m);
+  }
+}
+
+template <typename T>
+__global__ void RowLseKernel(const T* z, int64_t cols, int64_t stride, float* lse) {
+  const T* row = z + static_cast<int64_t>(blockIdx.x) * stride;
+  float m = -INFINITY, s = 0.0f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float v = ToFloat(row[c]);
+    if (v == -INFINITY) continue;
+    if (v > m) {
+      s = (m == -INFINITY ? 0.0f : s * expf(m - v)) + 1.0f;
+      m = v;
+    } else {
+      s += expf(v - m);
+    }
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    const float m2 = __shfl_down_sync(0xffffffffu, m, off);
+    const float s2 = __shfl_down_sync(0xffffffffu, s, off);
+    MergeLse(m, s, m2, s2);
+  }
+  __shared__ float sm[kThreads / 32], ss[kThreads / 32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    sm[warp] = m;
+    ss[warp] = s;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float mm = sm[0], st = ss[0];
+    for (int w = 1; w < kThreads / 32; ++w) MergeLse(mm, st, sm[w], ss[w]);
+    lse[blockIdx.x] = mm + logf(st);
+  }
+}
+
+template <typename T>
+__global__ void CeGradKernel(const T* z, int64_t cols, int64_t stride, const float* lse, const int64_t* target,
+                             float scale, T* out) {
+  const int64_t r = blockIdx.x;
+  const T* row = z + r * stride;
+  T* dst = out + r * cols;
+  const float l = lse[r];
+  const int64_t t = target[r];
+  const int64_t begin = static_cast<int64_t>(blockIdx.y) * kTileCols;
+  const int64_t end = begin + kTileCols < cols ? begin + kTileCols : cols;
+  for (int64_t c = begin + threadIdx.x; c < end; c += blockDim.x) {
+    const float p = expf(ToFloat(row[c]) - l);
+    dst[c] = FromFloat<T>((p - (c == t ? 1.0f : 0.0f)) * scale);
+  }
 }
 
 template <typename T>
@@ -182,6 +265,49 @@ __global__ void AdamWKernel(const AdamWTensor* tensors, const int64_t* chunk_beg
 const char* LutFakeQuant(const LutArgs& args, void* stream) { return DispatchLut(args, /*grad=*/false, stream); }
 
 const char* LutScaleGrad(const LutArgs& args, void* stream) { return DispatchLut(args, /*grad=*/true, stream); }
+
+const char* RowLogSumExp(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride, float* lse,
+                         void* stream) {
+  if (rows <= 0 || cols <= 0) return nullptr;
+  auto st = static_cast<cudaStream_t>(stream);
+  const unsigned blocks = static_cast<unsigned>(rows);
+  switch (type) {
+    case ElementType::kFloat32:
+      RowLseKernel<float><<<blocks, kThreads, 0, st>>>(static_cast<const float*>(z), cols, stride, lse);
+      break;
+    case ElementType::kBFloat16:
+      RowLseKernel<__nv_bfloat16><<<blocks, kThreads, 0, st>>>(static_cast<const __nv_bfloat16*>(z), cols, stride, lse);
+      break;
+    case ElementType::kFloat16:
+      RowLseKernel<__half><<<blocks, kThreads, 0, st>>>(static_cast<const __half*>(z), cols, stride, lse);
+      break;
+  }
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+
+const char* CrossEntropyGrad(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride,
+                             const float* lse, const int64_t* target, float scale, void* out, void* stream) {
+  if (rows <= 0 || cols <= 0) return nullptr;
+  auto st = static_cast<cudaStream_t>(stream);
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((cols + kTileCols - 1) / kTileCols));
+  switch (type) {
+    case ElementType::kFloat32:
+      CeGradKernel<float><<<grid, kThreads, 0, st>>>(static_cast<const float*>(z), cols, stride, lse, target, scale,
+                                                      static_cast<float*>(out));
+      break;
+    case ElementType::kBFloat16:
+      CeGradKernel<__nv_bfloat16><<<grid, kThreads, 0, st>>>(static_cast<const __nv_bfloat16*>(z), cols, stride, lse,
+                                                              target, scale, static_cast<__nv_bfloat16*>(out));
+      break;
+    case ElementType::kFloat16:
+      CeGradKernel<__half><<<grid, kThreads, 0, st>>>(static_cast<const __half*>(z), cols, stride, lse, target, scale,
+                                                       static_cast<__half*>(out));
+      break;
+  }
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
 
 const char* AdamWStep(ElementType type, const AdamWTensor* tensors, const int64_t* chunk_begin, int count,
                       int64_t total_chunks, const AdamWHyper& hyper, void* stream) {

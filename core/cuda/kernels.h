@@ -12,7 +12,9 @@ namespace qatd::cuda {
 enum class ElementType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
 
 // One V1 LUT fake-quant problem over a [rows, cols] matrix (spec §3.5):
-//   s   = max(scales, min_scale)              (min_scale rounded to `type`, as ATen's clamp_min)
+//   S   = scales, or type(Σ_k scale_a[r, k] · scale_b[k, c]) (float32 sum, rounded once to
+//         `type` as a GEMM writing `type` does) when scale_a is set (rank <= kMaxFusedRank)
+//   s   = max(S, min_scale)                   (min_scale rounded to `type`, as ATen's clamp_min)
 //   u   = float(weight) / float(s)            float32
 //   idx = #{ boundaries < u }                 nearest LUT entry, ties to the lower index
 //   q   = lut[idx]
@@ -26,6 +28,11 @@ struct LutArgs {
   int64_t weight_stride = 0;
   const void* scales = nullptr;
   int64_t scales_stride = 0;
+  const void* scale_a = nullptr;  // [rows, rank], or nullptr: read `scales`
+  int64_t scale_a_stride = 0;
+  const void* scale_b = nullptr;  // [rank, >= cols]
+  int64_t scale_b_stride = 0;
+  int rank = 0;
   const void* grad = nullptr;
   int64_t grad_stride = 0;
   const void* lut = nullptr;
@@ -36,12 +43,23 @@ struct LutArgs {
   int64_t out_stride = 0;
 };
 
+inline constexpr int kMaxFusedRank = 64;
+
 // out = type(float(q) * float(s)): the fake-quantized weight LUT[idx] * clamp(S).
 const char* LutFakeQuant(const LutArgs& args, void* stream);
 
 // out = scales >= min_scale ? type(float(grad) * float(q)) : 0: dL/dS_raw from dL/dW_q, i.e.
 // the backward of `q * clamp_min(S, min_scale)` w.r.t. the unclamped S.
 const char* LutScaleGrad(const LutArgs& args, void* stream);
+
+// Full-vocabulary cross entropy over rows of logits z [rows, cols] (`type`, row stride):
+//   RowLogSumExp: lse[r] = log Σ_c exp(z[r, c]) in float32 (online max, one read of z).
+//   CrossEntropyGrad: out[r, c] = type((exp(z[r, c] - lse[r]) - [c == target[r]]) * scale),
+//   the gradient of scale * (lse - z[target]) w.r.t. z. target: int64 [rows]; lse float32.
+const char* RowLogSumExp(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride, float* lse,
+                         void* stream);
+const char* CrossEntropyGrad(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride,
+                             const float* lse, const int64_t* target, float scale, void* out, void* stream);
 
 // One tensor of a fused AdamW step (param and grad of `type`; float32 state). For float32
 // parameters `master` is the parameter itself; otherwise the float32 master copy, and the

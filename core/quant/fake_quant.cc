@@ -55,7 +55,7 @@ struct FakeQuantLinearFn : public torch::autograd::Function<FakeQuantLinearFn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& a, const at::Tensor& b, const at::Tensor& lut,
                             const at::Tensor& boundaries) {
-    at::Tensor wq = LutFakeQuant(weight, ScaleProduct(a, b), lut, boundaries);
+    at::Tensor wq = LutFakeQuantLowRank(weight, a, b, lut, boundaries);
     ctx->save_for_backward({x, weight, a, b, lut, boundaries});
     return at::linear(x, wq.scalar_type() == x.scalar_type() ? wq : wq.to(x.scalar_type()));
   }
@@ -69,11 +69,10 @@ struct FakeQuantLinearFn : public torch::autograd::Function<FakeQuantLinearFn> {
     const int64_t out = weight.size(0), in = weight.size(1);
     const bool need_w = ctx->needs_input_grad(1), need_a = ctx->needs_input_grad(2);
     const bool need_b = ctx->needs_input_grad(3);
-    // Recomputed, not saved (FakeQuantLinear's comment).
-    const at::Tensor s = ScaleProduct(a, b);
+    // W_q is recomputed, not saved (FakeQuantLinear's comment).
     at::Tensor grad_x, grad_wq, grad_a, grad_b;
     if (ctx->needs_input_grad(0)) {
-      at::Tensor wq = LutFakeQuant(weight, s, lut, boundaries);
+      at::Tensor wq = LutFakeQuantLowRank(weight, a, b, lut, boundaries);
       grad_x = at::matmul(gy, wq.scalar_type() == gy.scalar_type() ? wq : wq.to(gy.scalar_type()));
     }
     const at::Tensor g2 = gy.reshape({-1, out});
@@ -81,7 +80,7 @@ struct FakeQuantLinearFn : public torch::autograd::Function<FakeQuantLinearFn> {
       grad_wq = g2.t().mm(x.reshape({-1, in}).to(g2.scalar_type())).to(weight.scalar_type());
     }
     if (need_a || need_b) {
-      at::Tensor gs = LutScaleGrad(weight, s, grad_wq, lut, boundaries);
+      at::Tensor gs = LutScaleGradLowRank(weight, a, b, grad_wq, lut, boundaries);
       if (need_a) grad_a = ScaleProduct(gs, b.t());
       if (need_b) grad_b = ScaleProduct(a.t(), gs);
     }
@@ -94,13 +93,12 @@ struct FakeQuantLinearFn : public torch::autograd::Function<FakeQuantLinearFn> {
 at::Tensor LutFakeQuant(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
                         const at::Tensor& boundaries, FakeQuantBackend backend) {
   at::NoGradGuard no_grad;
-  const at::Tensor w = weight.detach();
-  const at::Tensor s_raw = FirstColumns(scales.detach(), w.size(1));
   at::Tensor out;
-  if (backend == FakeQuantBackend::kAuto && cuda::TryLutFakeQuant(w, s_raw, lut, boundaries, kMinScale, &out)) {
-    return out;
+  if (backend == FakeQuantBackend::kAuto && cuda::TryLutFakeQuant(weight, scales, lut, boundaries, kMinScale, &out)) {
+    return out;  // the kernel reads only the first I columns of `scales`
   }
-  const at::Tensor s = s_raw.clamp_min(kMinScale);
+  const at::Tensor w = weight.detach();
+  const at::Tensor s = FirstColumns(scales.detach(), w.size(1)).clamp_min(kMinScale);
   // LUT[idx] * S in the parameter dtype: for bf16/fp16 parameters the product of two such
   // values is exact in float32, so this equals the reference's float32 product rounded once.
   return LutValues(w, s, lut, boundaries).to(s.scalar_type()) * s;
@@ -109,16 +107,39 @@ at::Tensor LutFakeQuant(const at::Tensor& weight, const at::Tensor& scales, cons
 at::Tensor LutScaleGrad(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& grad,
                         const at::Tensor& lut, const at::Tensor& boundaries, FakeQuantBackend backend) {
   at::NoGradGuard no_grad;
-  const at::Tensor w = weight.detach();
-  const at::Tensor s_raw = FirstColumns(scales.detach(), w.size(1));
   at::Tensor out;
   if (backend == FakeQuantBackend::kAuto &&
-      cuda::TryLutScaleGrad(w, s_raw, grad, lut, boundaries, kMinScale, &out)) {
+      cuda::TryLutScaleGrad(weight, scales, grad, lut, boundaries, kMinScale, &out)) {
     return out;
   }
+  const at::Tensor w = weight.detach();
+  const at::Tensor s_raw = FirstColumns(scales.detach(), w.size(1));
   const at::Tensor q = LutValues(w, s_raw.clamp_min(kMinScale), lut, boundaries);
   const at::Tensor gq = grad * q.to(grad.scalar_type());
   return at::where(s_raw.ge(kMinScale), gq, at::zeros({}, gq.options()));
+}
+
+at::Tensor LutFakeQuantLowRank(const at::Tensor& weight, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                               const at::Tensor& lut, const at::Tensor& boundaries, FakeQuantBackend backend) {
+  at::NoGradGuard no_grad;
+  at::Tensor out;
+  if (backend == FakeQuantBackend::kAuto &&
+      cuda::TryLutFakeQuantLowRank(weight, scale_a, scale_b, lut, boundaries, kMinScale, &out)) {
+    return out;
+  }
+  return LutFakeQuant(weight, ScaleProduct(scale_a.detach(), scale_b.detach()), lut, boundaries, backend);
+}
+
+at::Tensor LutScaleGradLowRank(const at::Tensor& weight, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                               const at::Tensor& grad, const at::Tensor& lut, const at::Tensor& boundaries,
+                               FakeQuantBackend backend) {
+  at::NoGradGuard no_grad;
+  at::Tensor out;
+  if (backend == FakeQuantBackend::kAuto &&
+      cuda::TryLutScaleGradLowRank(weight, scale_a, scale_b, grad, lut, boundaries, kMinScale, &out)) {
+    return out;
+  }
+  return LutScaleGrad(weight, ScaleProduct(scale_a.detach(), scale_b.detach()), grad, lut, boundaries, backend);
 }
 
 at::Tensor LutIndices(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& boundaries,

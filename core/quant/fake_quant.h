@@ -23,11 +23,22 @@ enum class FakeQuantBackend { kAuto, kAten };
 at::Tensor LutFakeQuant(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
                         const at::Tensor& boundaries, FakeQuantBackend backend = FakeQuantBackend::kAuto);
 
+// The same with S = scale_a @ scale_b (scale_a [O, r], scale_b [r, >= I]); on CUDA the kernel
+// forms S itself for r <= 64 (its float32 sum of r exact products, rounded once to W's dtype, can
+// differ from cuBLAS's in the last bit of S in rare cases; tests bound how rare).
+at::Tensor LutFakeQuantLowRank(const at::Tensor& weight, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                               const at::Tensor& lut, const at::Tensor& boundaries,
+                               FakeQuantBackend backend = FakeQuantBackend::kAuto);
+
 // dL/dS (unclamped, [O, I]) from grad = dL/dW_q [O, I]: grad * LUT[idx] where S >= 1e-8, else 0
 // (the backward of LUT[idx] * clamp_min(S, 1e-8); the index carries no gradient).
 at::Tensor LutScaleGrad(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& grad,
                         const at::Tensor& lut, const at::Tensor& boundaries,
                         FakeQuantBackend backend = FakeQuantBackend::kAuto);
+
+at::Tensor LutScaleGradLowRank(const at::Tensor& weight, const at::Tensor& scale_a, const at::Tensor& scale_b,
+                               const at::Tensor& grad, const at::Tensor& lut, const at::Tensor& boundaries,
+                               FakeQuantBackend backend = FakeQuantBackend::kAuto);
 
 // LUT indices [O, I] of `index_type` (kLong or kByte) of weight / clamp(scales); scales
 // undefined: of the weight itself (a 'lut'-snapped layer). No autograd.

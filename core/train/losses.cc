@@ -4,8 +4,10 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/cuda/fused_ops.h"
 #include "core/common/torch_status.h"
 
 namespace qatd::train {
@@ -56,18 +58,27 @@ struct ChunkedFullVocabCe : public torch::autograd::Function<ChunkedFullVocabCe>
                             const at::Tensor& w, const at::Tensor& target, int64_t chunk_rows) {
     const int64_t n = h.size(0);
     at::Tensor sum = at::zeros({}, h.options().dtype(at::kDouble));
+    std::vector<at::Tensor> lse_chunks;  // kept for the backward when the fused kernels ran
     for (int64_t begin = 0; begin < n; begin += chunk_rows) {
       const int64_t end = std::min(n, begin + chunk_rows);
       at::Tensor z = at::matmul(h.slice(0, begin, end), w.t());  // [c, V] in the model dtype
-      at::Tensor t = target.slice(0, begin, end);
+      at::Tensor t = target.slice(0, begin, end).unsqueeze(1);
+      at::Tensor lse;
+      if (cuda::TryRowLogSumExp(z, &lse)) {
+        // One read of z (core/cuda): lse - z[y] per row.
+        sum += (lse - z.gather(1, t).squeeze(1).to(at::kFloat)).sum().to(at::kDouble);
+        lse_chunks.push_back(lse);
+        continue;
+      }
       // fp32 log-softmax of the model-dtype logits: with the dtype argument LibTorch's CUDA
-      // kernel reads bf16/fp16 and writes fp32 in one pass (no fp32 copy of z, no separate
-      // max/exp/sum/log passes of logsumexp); elsewhere it upcasts first. Same values.
+      // kernel reads bf16/fp16 and writes fp32 in one pass; elsewhere it upcasts first.
       at::Tensor logp = at::log_softmax(z, /*dim=*/1, at::kFloat);
-      sum -= logp.gather(1, t.unsqueeze(1)).sum().to(at::kDouble);
+      sum -= logp.gather(1, t).sum().to(at::kDouble);
     }
-    ctx->save_for_backward({h, w, target});
+    const bool fused = !lse_chunks.empty() && static_cast<int64_t>(lse_chunks.size()) * chunk_rows >= n;
+    ctx->save_for_backward({h, w, target, fused ? at::cat(lse_chunks) : at::empty({0}, h.options().dtype(at::kFloat))});
     ctx->saved_data["chunk_rows"] = chunk_rows;
+    ctx->saved_data["fused"] = fused;
     return (sum / static_cast<double>(n)).to(at::kFloat);
   }
 
@@ -84,21 +95,36 @@ struct ChunkedFullVocabCe : public torch::autograd::Function<ChunkedFullVocabCe>
     at::Tensor g = grad_out[0].to(at::kFloat) / static_cast<double>(n);
     at::Tensor grad_h = need_h ? at::empty_like(h) : at::Tensor();
     at::Tensor grad_w = need_w ? at::zeros_like(w, w.options().dtype(at::kFloat)) : at::Tensor();
+    const bool fused = ctx->saved_data["fused"].toBool();
+    const at::Tensor& lse_all = saved[3];
     for (int64_t begin = 0; begin < n && (need_h || need_w); begin += chunk_rows) {
       const int64_t end = std::min(n, begin + chunk_rows);
       at::Tensor h_c = h.slice(0, begin, end);
       at::Tensor z = at::matmul(h_c, w.t());  // [c, V] in the model dtype, recomputed
-      // d(lse(z) - z[y]) / dz = softmax(z) - onehot(y), formed in fp32.
-      at::Tensor dz = at::softmax(z, /*dim=*/1, at::kFloat);
-      at::Tensor t = target.slice(0, begin, end).unsqueeze(1);
-      dz.scatter_add_(1, t, at::full({end - begin, 1}, -1.0, dz.options()));
-      dz.mul_(g);
-      // The products run in the model dtype, as autograd does for the reference's
-      // `logits.float()`: its backward casts dL/dz to bf16 before the lm_head matmul. (An fp32
-      // product here was a tensor-core-less GEMM: 24 ms of a 105 ms step on an H100.)
-      at::Tensor dz_lp = dz.to(w.scalar_type());
-      if (need_h) grad_h.slice(0, begin, end).copy_(at::matmul(dz_lp, w));
-      if (need_w) grad_w.add_(at::matmul(dz_lp.t(), h_c.to(w.scalar_type())));
+      at::Tensor t = target.slice(0, begin, end);
+      // d(lse(z) - z[y]) / dz = softmax(z) - onehot(y). The products with it run in the model
+      // dtype, as autograd does for the reference's `logits.float()`: its backward casts dL/dz
+      // to bf16 before the lm_head matmul. (An fp32 product here was a tensor-core-less GEMM:
+      // 24 ms of a 105 ms step on an H100.)
+      at::Tensor dz_lp, g_lp;
+      if (fused && cuda::TryCrossEntropyGrad(z, lse_all.slice(0, begin, end), t, 1.0 / static_cast<double>(n), &dz_lp)) {
+        // One pass over z; the upstream gradient (a device scalar) multiplies the small
+        // products instead of z, so no host sync reads it.
+        g_lp = grad_out[0].to(w.scalar_type());
+      } else {
+        at::Tensor dz = at::softmax(z, /*dim=*/1, at::kFloat);
+        dz.scatter_add_(1, t.unsqueeze(1), at::full({end - begin, 1}, -1.0, dz.options()));
+        dz.mul_(g);
+        dz_lp = dz.to(w.scalar_type());
+      }
+      if (need_h) {
+        at::Tensor gh = at::matmul(dz_lp, w);
+        grad_h.slice(0, begin, end).copy_(g_lp.defined() ? gh * g_lp : gh);
+      }
+      if (need_w) {
+        at::Tensor gw = at::matmul(dz_lp.t(), h_c.to(w.scalar_type()));
+        grad_w.add_(g_lp.defined() ? gw * g_lp : gw);
+      }
     }
     if (need_w) grad_w = grad_w.to(w.scalar_type());
     return {grad_h, grad_w, at::Tensor(), at::Tensor()};
