@@ -35,6 +35,7 @@
 #include "core/quant/quant_linear_v2.h"
 #include "core/quant/quantize_model.h"
 #include "core/train/losses.h"
+#include "core/train/micro_step.h"
 #include "core/train/optimizer.h"
 #include "core/train/train_common.h"
 #include "nlohmann/json.hpp"
@@ -86,6 +87,8 @@ int main(int argc, char** argv) {
   app.add_option("--profile", profile_dir,
                  "LibTorch 2.x: also write one profiled step per variant as a Chrome trace DIR/<variant>.json "
                  "(phases as user annotations)");
+  bool no_graphs = false;
+  app.add_flag("--no-graphs", no_graphs, "run every step eagerly (no CUDA graph capture)");
   bool factored = false;
   app.add_flag("--v2-factored", factored, "V2: the reference's factored per-rank STE forward instead of the dense fp16-STE weight");
   CLI11_PARSE(app, argc, argv);
@@ -154,6 +157,9 @@ int main(int argc, char** argv) {
     for (auto& [n, p] : params) trainable += p.numel();
     qatd::train::AdamW adam(params, {});
     const qatd::train::KdLossWeights weights{2.0, 0.0, hard_full};
+    // The trainer's micro-step (CUDA graph replays on a GPU unless --no-graphs).
+    qatd::train::MicroStep micro(**model, weights, chunk_rows, !no_graphs);
+    adam.set_zero_grads_in_place(micro.may_use_graphs());
     auto opts = at::TensorOptions().device(device);
     at::Tensor ids = at::randint(0, config->vocab_size, {batch, seq}, opts.dtype(at::kLong));
     at::Tensor topk_idx = at::randint(0, config->vocab_size, {batch, seq - 1, topk}, opts.dtype(at::kLong));
@@ -161,13 +167,9 @@ int main(int argc, char** argv) {
     double last_loss = 0;
     auto step = [&]() {
       adam.ZeroGrad();
-      at::Tensor hidden = (*model)->Forward(ids);
-      at::Tensor w = (*model)->lm_head != nullptr ? (*model)->lm_head->EffectiveWeight()
-                                                  : (*model)->model->embed_tokens->weight;
-      auto terms = qatd::train::ComputeKdLoss(hidden, w, topk_idx, topk_logits, weights, chunk_rows);
-      terms->total.backward();
+      at::Tensor row = *micro.Run(ids, topk_idx, topk_logits, 1.0);
       adam.Step(1e-5);
-      return terms->total;
+      return row[0];
     };
     for (int64_t i = 0; i < warmup; ++i) last_loss = step().item<double>();
     Sync(device);
@@ -255,7 +257,8 @@ int main(int argc, char** argv) {
                         {"peak_memory_gib", peak / double(1 << 30)},
                         {"trainable_parameters", trainable},
                         {"quantize_seconds", init_seconds},
-                        {"last_loss", last_loss}};
+                        {"last_loss", last_loss},
+                        {"cuda_graph_replays", micro.replays()}};
     std::fprintf(stderr, "%s: %.0f tokens/s, %.1f ms/step, peak %.2f GiB; phases ms: forward %.1f, loss %.1f, backward %.1f, adamw %.1f\n",
                  variant.c_str(), tokens / seconds, 1000 * seconds / steps, peak / double(1 << 30),
                  1000 * phase[0] / phase_steps, 1000 * phase[1] / phase_steps, 1000 * phase[2] / phase_steps,

@@ -169,6 +169,10 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
                absl::StrCat("training ", adam.num_parameters(), " parameters in ", params.size(), " tensors; ",
                             splits.train.size(), " training / ", splits.held_out.size(), " held-out sequences"));
 
+  // One micro-step for the whole run: on CUDA it captures the step into a graph (micro_step.h).
+  MicroStep micro(*s.model, weights, o.chunk_rows);
+  adam.set_zero_grads_in_place(micro.may_use_graphs());
+  if (micro.may_use_graphs()) reporter.Log(jobs::LogLevel::kInfo, "training steps run as CUDA graph replays after 2 warm-up micro-batches");
   const int64_t tokens_per_step = o.batch_size * o.grad_accum * reader->max_length();
   const Clock::time_point run_start = Clock::now();
   double train_seconds = 0;
@@ -181,7 +185,7 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
       return absl::CancelledError(absl::StrCat("cancelled at step ", step, "; resume checkpoint in ", paths.resume));
     }
     const Clock::time_point t0 = Clock::now();
-    QATD_ASSIGN_OR_RETURN(LossValues values, RunMicroBatches(s, stream, weights, o.grad_accum, o.chunk_rows, adam));
+    QATD_ASSIGN_OR_RETURN(LossValues values, RunMicroBatches(micro, stream, o.grad_accum, adam));
     const double lr = o.lr * schedule.Factor(step);
     QATD_RETURN_IF_ERROR(ApplyStep(adam, lr, o.clip_grad_norm, values, step + 1));
     ++step;

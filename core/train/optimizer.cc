@@ -90,6 +90,15 @@ void AdamW::Step(double lr) {
 }
 
 void AdamW::ZeroGrad() {
+  if (zero_in_place_) {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> grads;
+    for (auto& [name, p] : params_) {
+      if (p.grad().defined()) grads.push_back(p.mutable_grad());
+    }
+    if (!grads.empty()) at::_foreach_zero_(grads);
+    return;
+  }
   for (auto& [name, p] : params_) {
     at::Tensor& g = p.mutable_grad();
     if (g.defined()) g = at::Tensor();

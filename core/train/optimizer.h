@@ -44,7 +44,10 @@ class AdamW {
   // One update with learning rate `lr` (the schedule's value for this step). Parameters
   // without a gradient are skipped (their moments are not advanced), as in PyTorch.
   void Step(double lr);
+  // Undefines every gradient, or (set_zero_grads_in_place(true)) zeroes them in place: a
+  // captured CUDA graph accumulates into the existing buffers (micro_step.h).
   void ZeroGrad();
+  void set_zero_grads_in_place(bool on) { zero_in_place_ = on; }
   // Scales every gradient so that their global L2 norm is at most max_norm; returns the norm
   // before clipping (a 0-dim float tensor on the parameters' device; non-finite stays so).
   at::Tensor ClipGradNorm(double max_norm);
@@ -62,6 +65,7 @@ class AdamW {
   absl::Status LoadState(const quant::TensorMap& state);
 
  private:
+  bool zero_in_place_ = false;
   struct Slot {
     at::Tensor exp_avg, exp_avg_sq, master;  // fp32, on the parameter's device
   };

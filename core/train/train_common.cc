@@ -80,25 +80,16 @@ LossValues LossWindow::Mean() const {
   return m;
 }
 
-absl::StatusOr<LossValues> RunMicroBatches(Student& s, kd::KdBatchStream& stream, const KdLossWeights& weights,
-                                           int64_t grad_accum, int64_t chunk_rows, AdamW& adam) {
+absl::StatusOr<LossValues> RunMicroBatches(MicroStep& micro, kd::KdBatchStream& stream, int64_t grad_accum,
+                                           AdamW& adam) {
   LossValues values;
   QATD_RETURN_IF_ERROR(CatchTorch("training step", [&]() -> absl::Status {
     adam.ZeroGrad();
-    const at::Device device = s.model->device();
     at::Tensor sums;  // [4] float: total, kd, top1, full
-    for (int64_t micro = 0; micro < grad_accum; ++micro) {
+    for (int64_t micro_batch = 0; micro_batch < grad_accum; ++micro_batch) {
       QATD_ASSIGN_OR_RETURN(kd::KdBatch batch, stream.Next());
-      at::Tensor ids = batch.input_ids.to(device, at::kLong);
-      at::Tensor topk_idx = batch.topk_idx.to(device, at::kLong);
-      at::Tensor topk_logits = batch.topk_logits.to(device);
-      at::Tensor hidden = s.model->Forward(ids);
-      at::Tensor w = s.model->lm_head != nullptr ? s.model->lm_head->EffectiveWeight() : s.model->model->embed_tokens->weight;
-      QATD_ASSIGN_OR_RETURN(KdLossTerms terms, ComputeKdLoss(hidden, w, topk_idx, topk_logits, weights, chunk_rows));
-      (terms.total / static_cast<double>(grad_accum)).backward();
-      auto value = [](const at::Tensor& t) { return t.defined() ? t.detach().reshape({1}) : at::zeros({1}); };
-      at::Tensor row = at::cat({value(terms.total), value(terms.kd), value(terms.hard_top1).to(terms.total.device()),
-                                value(terms.hard_full).to(terms.total.device())});
+      QATD_ASSIGN_OR_RETURN(at::Tensor row, micro.Run(batch.input_ids, batch.topk_idx, batch.topk_logits,
+                                                      1.0 / static_cast<double>(grad_accum)));
       sums = sums.defined() ? sums + row : row;
     }
     at::Tensor mean = (sums / static_cast<double>(grad_accum)).to(at::kDouble).cpu();

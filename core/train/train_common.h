@@ -15,6 +15,7 @@
 #include "core/kd/cache_reader.h"
 #include "core/model/qwen3_model.h"
 #include "core/train/losses.h"
+#include "core/train/micro_step.h"
 #include "core/train/optimizer.h"
 #include "core/train/student.h"
 
@@ -50,10 +51,11 @@ struct LossWindow {
   LossValues Mean() const;
 };
 
-// Runs grad_accum micro-batches of the global KD loss and backpropagates each divided by
-// grad_accum (gradients accumulate in the parameters). Returns the mean terms.
-absl::StatusOr<LossValues> RunMicroBatches(Student& student, kd::KdBatchStream& stream, const KdLossWeights& weights,
-                                           int64_t grad_accum, int64_t chunk_rows, AdamW& adam);
+// Zeroes the gradients, runs grad_accum micro-batches of the global KD loss through `micro`
+// (micro_step.h; CUDA graphs when it can) and backpropagates each divided by grad_accum
+// (gradients accumulate in the parameters). Returns the mean terms (0 for a term that is off).
+absl::StatusOr<LossValues> RunMicroBatches(MicroStep& micro, kd::KdBatchStream& stream, int64_t grad_accum,
+                                           AdamW& adam);
 
 // The divergence guard, clipping and the update: FAILED_PRECONDITION naming `step_number` when
 // the loss or the gradient norm is not finite (nothing is applied then); else clips (when

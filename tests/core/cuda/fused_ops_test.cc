@@ -12,7 +12,11 @@
 #include "core/cuda/fused_ops.h"
 #include "core/quant/fake_quant.h"
 #include "core/quant/lut.h"
+#include "core/model/model_io.h"
+#include "core/quant/quantize_model.h"
 #include "core/train/losses.h"
+#include "core/train/micro_step.h"
+#include "core/train/train_common.h"
 #include "core/train/optimizer.h"
 #include "gtest/gtest.h"
 
@@ -245,6 +249,53 @@ TEST_P(FusedAdamWTest, MatchesTheForeachPathOverSeveralSteps) {
   for (const auto& [name, t] : fs) {
     if (t.is_floating_point()) ExpectClose(t, es.at(name), 1e-5, name);
   }
+}
+
+// Training steps through MicroStep: CUDA graph replays must give the same parameters as eager
+// steps (same kernels, same order), including the warm-up and capture steps and a batch of
+// another shape in between (which runs eagerly).
+TEST(MicroStepGraphs, GraphReplaysTrainExactlyLikeEagerSteps) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  auto config = model::Qwen3Config::FromFile(std::string(QATD_TEST_DATA) + "/golden/tiny-qwen3/config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto run = [&](bool graphs, int64_t* replays) {
+    auto m = model::InitTinyQwen3(*config, model::InitOptions{3, 0.1, at::kBFloat16, at::Device("cuda")});
+    EXPECT_TRUE(m.ok());
+    auto registry = quant::MakeQwen3Registry(**m);
+    auto cfg = quant::QuantConfig::FromPreset("Q4_A4");
+    EXPECT_TRUE(quant::QuantizeLinears(*registry, *cfg).ok());
+    EXPECT_TRUE(quant::ApplyTrainableSet(*registry, quant::TrainableSet{true, true}).ok());
+    auto params = train::TrainableParameters(**m);
+    train::AdamW adam(params, {});
+    train::MicroStep micro(**m, train::KdLossWeights{2.0, 0.1, 0.01}, 16, graphs);
+    EXPECT_EQ(micro.may_use_graphs(), graphs);
+    adam.set_zero_grads_in_place(micro.may_use_graphs());
+    at::manual_seed(9);
+    auto opts = at::TensorOptions().dtype(at::kLong);
+    for (int step = 0; step < 6; ++step) {
+      const int64_t b = step == 3 ? 1 : 2;  // step 3: another shape, eager
+      at::Tensor ids = at::randint(0, 1000, {b, 12}, opts);
+      at::Tensor idx = at::randint(0, 1000, {b, 11, 4}, opts);
+      at::Tensor logits = at::randn({b, 11, 4}).to(at::kHalf);
+      adam.ZeroGrad();
+      for (int micro_batch = 0; micro_batch < 2; ++micro_batch) {
+        auto row = micro.Run(ids, idx, logits, 0.5);
+        EXPECT_TRUE(row.ok()) << row.status();
+      }
+      adam.Step(1e-2);
+    }
+    *replays = micro.replays();
+    std::vector<at::Tensor> out;
+    for (auto& [name, p] : params) out.push_back(p.detach().clone());
+    return out;
+  };
+  int64_t graph_replays = 0, eager_replays = 0;
+  const auto graphed = run(true, &graph_replays);
+  const auto eager = run(false, &eager_replays);
+  EXPECT_GT(graph_replays, 0);
+  EXPECT_EQ(eager_replays, 0);
+  ASSERT_EQ(graphed.size(), eager.size());
+  for (size_t i = 0; i < eager.size(); ++i) EXPECT_TRUE(at::equal(graphed[i], eager[i])) << "parameter " << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, FusedAdamWTest, ::testing::Values(at::kFloat, at::kBFloat16));

@@ -1,0 +1,179 @@
+#include "core/train/micro_step.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#include "core/common/status_macros.h"
+#include "core/common/torch_status.h"
+#include "spdlog/spdlog.h"
+
+#ifdef QATD_CUDA_KERNELS
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace qatd::train {
+namespace {
+
+bool GraphsAllowedByEnvironment() {
+  const char* v = std::getenv("QATD_CUDA_GRAPHS");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
+// What a captured graph is valid for: the input shapes and dtypes and the loss scale.
+std::vector<int64_t> ShapeKey(const at::Tensor& ids, const at::Tensor& idx, const at::Tensor& logits, double scale) {
+  std::vector<int64_t> key(ids.sizes().begin(), ids.sizes().end());
+  key.insert(key.end(), idx.sizes().begin(), idx.sizes().end());
+  key.insert(key.end(), logits.sizes().begin(), logits.sizes().end());
+  key.push_back(static_cast<int64_t>(logits.scalar_type()));
+  int64_t bits = 0;
+  static_assert(sizeof(bits) == sizeof(scale));
+  std::memcpy(&bits, &scale, sizeof(bits));
+  key.push_back(bits);
+  return key;
+}
+
+}  // namespace
+
+#ifdef QATD_CUDA_KERNELS
+struct MicroStep::Graph {
+  at::cuda::CUDAGraph graph;
+  std::vector<int64_t> key;
+  at::Tensor ids, idx, logits;  // static inputs
+  at::Tensor row;               // static output [4]
+};
+#else
+struct MicroStep::Graph {};
+#endif
+
+MicroStep::MicroStep(model::Qwen3ModelImpl& model, KdLossWeights weights, int64_t chunk_rows, bool allow_graphs)
+    : model_(model), weights_(weights), chunk_rows_(chunk_rows) {
+#ifdef QATD_CUDA_KERNELS
+  may_graph_ = allow_graphs && GraphsAllowedByEnvironment() && model.device().is_cuda();
+#else
+  (void)allow_graphs;
+#endif
+}
+
+MicroStep::~MicroStep() = default;
+
+bool MicroStep::graphed() const { return graph_ != nullptr; }
+
+void MicroStep::Reset() {
+  graph_.reset();
+  warm_key_.clear();
+}
+
+absl::StatusOr<at::Tensor> MicroStep::Eager(const at::Tensor& ids, const at::Tensor& topk_idx,
+                                            const at::Tensor& topk_logits, double loss_scale) {
+  at::Tensor hidden = model_.Forward(ids);
+  at::Tensor w = model_.lm_head != nullptr ? model_.lm_head->EffectiveWeight() : model_.model->embed_tokens->weight;
+  QATD_ASSIGN_OR_RETURN(KdLossTerms terms, ComputeKdLoss(hidden, w, topk_idx, topk_logits, weights_, chunk_rows_));
+  (terms.total * loss_scale).backward();
+  // Every term a 0-dim float32 on the device (no host tensor: a capture allows no copies).
+  auto value = [&](const at::Tensor& t) { return t.defined() ? t.detach() : at::zeros({}, terms.total.options()); };
+  return at::stack({value(terms.total), value(terms.kd), value(terms.hard_top1), value(terms.hard_full)});
+}
+
+absl::StatusOr<at::Tensor> MicroStep::Run(const at::Tensor& ids, const at::Tensor& topk_idx,
+                                          const at::Tensor& topk_logits, double loss_scale) {
+  absl::StatusOr<at::Tensor> out;
+  QATD_RETURN_IF_ERROR(CatchTorch("training micro-step", [&]() -> absl::Status {
+    if (may_graph_ && !capture_failed_) {
+      out = RunGraphed(ids, topk_idx, topk_logits, loss_scale);
+      if (out.ok() || !capture_failed_) return absl::OkStatus();
+    }
+    const at::Device device = model_.device();
+    out = Eager(ids.to(device, at::kLong), topk_idx.to(device, at::kLong), topk_logits.to(device), loss_scale);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+#ifdef QATD_CUDA_KERNELS
+absl::StatusOr<at::Tensor> MicroStep::RunGraphed(const at::Tensor& ids, const at::Tensor& topk_idx,
+                                                 const at::Tensor& topk_logits, double loss_scale) {
+  const at::Device device = model_.device();
+  const std::vector<int64_t> key = ShapeKey(ids, topk_idx, topk_logits, loss_scale);
+  if (graph_ != nullptr && graph_->key == key) {
+    graph_->ids.copy_(ids);
+    graph_->idx.copy_(topk_idx);
+    graph_->logits.copy_(topk_logits);
+    graph_->graph.replay();
+    ++replays_;
+    return graph_->row.clone();
+  }
+  const c10::cuda::CUDAGuard device_guard(device);
+  const c10::cuda::CUDAStream main = c10::cuda::getCurrentCUDAStream();
+  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, device.index());
+  auto wait = [](const c10::cuda::CUDAStream& waiter, const c10::cuda::CUDAStream& on) {
+    at::cuda::CUDAEvent event;
+    event.record(on);
+    event.block(waiter);
+  };
+  const at::Tensor d_ids = ids.to(device, at::kLong), d_idx = topk_idx.to(device, at::kLong);
+  const at::Tensor d_logits = topk_logits.to(device);
+  if (warm_key_ != key) {
+    // Warm-up of this shape: eager, on the stream the capture will use.
+    warm_key_ = key;
+    wait(side, main);
+    absl::StatusOr<at::Tensor> row;
+    {
+      const c10::cuda::CUDAStreamGuard stream_guard(side);
+      row = Eager(d_ids, d_idx, d_logits, loss_scale);
+    }
+    wait(main, side);
+    return row;
+  }
+  auto graph = std::make_unique<Graph>();
+  graph->key = key;
+  graph->ids = d_ids;
+  graph->idx = d_idx;
+  graph->logits = d_logits;
+  wait(side, main);
+  absl::Status captured = absl::OkStatus();
+  {
+    const c10::cuda::CUDAStreamGuard stream_guard(side);
+    graph->graph.capture_begin();
+    try {
+      absl::StatusOr<at::Tensor> row = Eager(graph->ids, graph->idx, graph->logits, loss_scale);
+      if (row.ok()) graph->row = *row;
+      captured = row.status();
+      graph->graph.capture_end();
+    } catch (const std::exception& e) {
+      captured = absl::InternalError(e.what());
+      try {
+        graph->graph.capture_end();
+      } catch (const std::exception&) {  // the capture was already invalidated
+      }
+    }
+  }
+  wait(main, side);
+  if (!captured.ok()) {
+    capture_failed_ = true;
+    graph.reset();
+    spdlog::warn("CUDA graph capture of the training step failed, continuing without graphs: {}",
+                 captured.message().substr(0, 300));
+    // Nothing captured ran (gradients are untouched); the caller reruns the micro-batch eagerly.
+    return absl::InternalError("capture failed");
+  }
+  graph_ = std::move(graph);
+  // The warm-up's cached activations are not needed any more: the graph has its own pool.
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  graph_->graph.replay();
+  ++replays_;
+  return graph_->row.clone();
+}
+#else
+absl::StatusOr<at::Tensor> MicroStep::RunGraphed(const at::Tensor&, const at::Tensor&, const at::Tensor&, double) {
+  return absl::UnimplementedError("CUDA graphs are not built");
+}
+#endif
+
+}  // namespace qatd::train
