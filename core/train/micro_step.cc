@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include "core/common/status_macros.h"
@@ -159,7 +160,7 @@ absl::StatusOr<at::Tensor> MicroStep::RunGraphed(const at::Tensor& ids, const at
     capture_failed_ = true;
     graph.reset();
     spdlog::warn("CUDA graph capture of the training step failed, continuing without graphs: {}",
-                 captured.message().substr(0, 300));
+                 std::string(captured.message().substr(0, 300)));
     // Nothing captured ran (gradients are untouched); the caller reruns the micro-batch eagerly.
     return absl::InternalError("capture failed");
   }
