@@ -14,8 +14,11 @@
 //   plain_weights  no quantization, every decoder linear trainable: the floor for the above
 //   v2_q2       V2 Q2_A4 (MLP LUT4 rank 32, attention LUT16 rank 8), A/B/g trainable, frozen
 //               indices, STE-FP16 (the V2 scripts' settings)
-// Prints one JSON object: per variant tokens/s, ms/step and peak memory (CUDA allocator peak on
-// GPU builds, max RSS on the CPU), plus the ratio of v2_q2 to v1_weights.
+// The step is the trainer's (train/micro_step.h: CUDA graph replays on a GPU; --no-graphs for
+// eager steps); the phase breakdown is measured on extra eager steps with a sync per phase.
+// Prints one JSON object: per variant tokens/s, ms/step and peak memory over the whole variant
+// (CUDA allocator peaks of allocated and of reserved bytes on GPU builds, max RSS on the CPU),
+// plus the ratio of v2_q2 to v1_weights.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <sys/resource.h>
@@ -109,6 +112,14 @@ int main(int argc, char** argv) {
 
   for (const auto& variant_view : absl::StrSplit(variants, ',')) {
     const std::string variant(variant_view);
+#ifdef QATD_WITH_C10_CUDA
+    // Peaks cover the whole variant: weights, optimizer state, the warm-up and the CUDA graph's
+    // private pool (whose memory is reserved, not allocated, between replays: hence both).
+    if (device.is_cuda()) {
+      c10::cuda::CUDACachingAllocator::emptyCache();
+      c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+    }
+#endif
     auto model = qatd::model::InitTinyQwen3(*config, qatd::model::InitOptions{1, 0.02, *dtype, device});
     if (!model.ok()) {
       std::fprintf(stderr, "%s\n", model.status().ToString().c_str());
@@ -174,16 +185,17 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < warmup; ++i) last_loss = step().item<double>();
     Sync(device);
 #ifdef QATD_WITH_C10_CUDA
-    if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
 #endif
     const auto start = Clock::now();
     for (int64_t i = 0; i < steps; ++i) last_loss = step().item<double>();  // the trainer syncs per step too
     Sync(device);
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    int64_t peak = device.is_cpu() ? CpuMaxRssBytes() : -1;
+    int64_t peak = device.is_cpu() ? CpuMaxRssBytes() : -1, peak_reserved = -1;
 #ifdef QATD_WITH_C10_CUDA
     if (device.is_cuda()) {
-      peak = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index()).allocated_bytes[0].peak;
+      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+      peak = stats.allocated_bytes[0].peak;
+      peak_reserved = stats.reserved_bytes[0].peak;
     }
 #endif
     // Phase breakdown (extra steps with a device sync after each phase).
@@ -255,12 +267,15 @@ int main(int argc, char** argv) {
                         {"ms_per_step", 1000 * seconds / steps},
                         {"peak_memory_bytes", peak},
                         {"peak_memory_gib", peak / double(1 << 30)},
+                        {"peak_reserved_bytes", peak_reserved},
+                        {"peak_reserved_gib", peak_reserved / double(1 << 30)},
                         {"trainable_parameters", trainable},
                         {"quantize_seconds", init_seconds},
                         {"last_loss", last_loss},
                         {"cuda_graph_replays", micro.replays()}};
-    std::fprintf(stderr, "%s: %.0f tokens/s, %.1f ms/step, peak %.2f GiB; phases ms: forward %.1f, loss %.1f, backward %.1f, adamw %.1f\n",
+    std::fprintf(stderr, "%s: %.0f tokens/s, %.1f ms/step, peak %.2f GiB allocated, %.2f GiB reserved; eager phases ms: forward %.1f, loss %.1f, backward %.1f, adamw %.1f\n",
                  variant.c_str(), tokens / seconds, 1000 * seconds / steps, peak / double(1 << 30),
+                 peak_reserved / double(1 << 30),
                  1000 * phase[0] / phase_steps, 1000 * phase[1] / phase_steps, 1000 * phase[2] / phase_steps,
                  1000 * phase[3] / phase_steps);
   }
