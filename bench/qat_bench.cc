@@ -116,6 +116,7 @@ int main(int argc, char** argv) {
     // Peaks cover the whole variant: weights, optimizer state, the warm-up and the CUDA graph's
     // private pool (whose memory is reserved, not allocated, between replays: hence both).
     if (device.is_cuda()) {
+      (void)at::empty({1}, at::TensorOptions().device(device));  // creates the CUDA context first
       c10::cuda::CUDACachingAllocator::emptyCache();
       c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
     }
