@@ -56,7 +56,10 @@ struct FakeQuantLinearFn : public torch::autograd::Function<FakeQuantLinearFn> {
                             const at::Tensor& a, const at::Tensor& b, const at::Tensor& lut,
                             const at::Tensor& boundaries) {
     at::Tensor wq = LutFakeQuantLowRank(weight, a, b, lut, boundaries);
-    ctx->save_for_backward({x, weight, a, b, lut, boundaries});
+    // With the fused kernel, recomputing W_q in the backward costs one memory pass and saves
+    // [O, I] per layer; the ATen path (CPU) would redo a dozen passes, so it keeps W_q.
+    const bool recompute = cuda::FusedKernelsEnabled() && weight.is_cuda();
+    ctx->save_for_backward({x, weight, a, b, lut, boundaries, recompute ? at::Tensor() : wq});
     return at::linear(x, wq.scalar_type() == x.scalar_type() ? wq : wq.to(x.scalar_type()));
   }
 
@@ -72,7 +75,7 @@ struct FakeQuantLinearFn : public torch::autograd::Function<FakeQuantLinearFn> {
     // W_q is recomputed, not saved (FakeQuantLinear's comment).
     at::Tensor grad_x, grad_wq, grad_a, grad_b;
     if (ctx->needs_input_grad(0)) {
-      at::Tensor wq = LutFakeQuantLowRank(weight, a, b, lut, boundaries);
+      at::Tensor wq = saved[6].defined() ? saved[6] : LutFakeQuantLowRank(weight, a, b, lut, boundaries);
       grad_x = at::matmul(gy, wq.scalar_type() == gy.scalar_type() ? wq : wq.to(gy.scalar_type()));
     }
     const at::Tensor g2 = gy.reshape({-1, out});

@@ -47,8 +47,9 @@ at::Tensor LutIndices(const at::Tensor& weight, const at::Tensor& scales, const 
 
 // y = x W_qᵀ + bias with W_q = LutFakeQuant(weight, scale_a @ scale_b): x [..., I] -> [..., O]
 // in x's dtype. One autograd node (spec §3.5 with the §17.1 fix): dL/dweight = dL/dW_q
-// (straight-through), dL/dA and dL/dB through S (LutScaleGrad), dL/dx = dL/dy W_q. W_q and S are
-// recomputed in the backward instead of being saved (a bf16 Qwen3-0.6B saves 0.9 GB less).
+// (straight-through), dL/dA and dL/dB through S (LutScaleGrad), dL/dx = dL/dy W_q. With the
+// fused CUDA kernel W_q and S are recomputed in the backward instead of being saved (a bf16
+// Qwen3-0.6B saves 0.9 GB); the ATen path (CPU) saves W_q, whose recomputation costs more there.
 // scale_b [r, I] (narrow a padded B first); bias [O] or undefined.
 at::Tensor FakeQuantLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale_a,
                            const at::Tensor& scale_b, const at::Tensor& bias, const at::Tensor& lut,
