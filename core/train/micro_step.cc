@@ -132,6 +132,9 @@ absl::StatusOr<at::Tensor> MicroStep::RunGraphed(const at::Tensor& ids, const at
     wait(main, side);
     return row;
   }
+  // Release the warm-up's cached blocks before the capture builds the graph's own pool; held
+  // side by side they doubled the reserved memory (20.6 GiB instead of ~13 on an H100).
+  c10::cuda::CUDACachingAllocator::emptyCache();
   auto graph = std::make_unique<Graph>();
   graph->key = key;
   graph->ids = d_ids;
@@ -165,8 +168,6 @@ absl::StatusOr<at::Tensor> MicroStep::RunGraphed(const at::Tensor& ids, const at
     return absl::InternalError("capture failed");
   }
   graph_ = std::move(graph);
-  // The warm-up's cached activations are not needed any more: the graph has its own pool.
-  c10::cuda::CUDACachingAllocator::emptyCache();
   graph_->graph.replay();
   ++replays_;
   return graph_->row.clone();
