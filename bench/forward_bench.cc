@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "core/cuda/fused_ops.h"
 #include "core/model/model_io.h"
 #include "core/model/qwen3_config.h"
 #include "core/model/qwen3_model.h"
@@ -47,6 +48,7 @@ int64_t CpuMaxRssBytes() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  qatd::cuda::SetAllocatorDefaults();  // before any CUDA allocation
   CLI::App app{"Qwen3 forward throughput (random weights)"};
   std::string config_path, dtype_name = "bf16", device_name = "auto", logits_mode = "all";
   int64_t batch = 32, seq = 128, iters = 10, warmup = 2, threads = 0;

@@ -28,6 +28,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "core/cuda/fused_ops.h"
 #include "core/kd/cache_writer.h"
 #include "core/kd/teacher.h"
 #include "core/model/model_io.h"
@@ -79,6 +80,7 @@ int Die(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  qatd::cuda::SetAllocatorDefaults();  // before any CUDA allocation
   std::string config_path = QATD_BENCH_CONFIG;
   int64_t batch = 32, num_seqs = 1024, max_length = 128, topk = 64, rand_neg = 0, shard_size = 512;
   int64_t chunk_rows = 2048, warmup = 2, num_layers = 0, topk_block = 0;

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "core/cuda/fused_ops.h"
 #include "core/model/model_io.h"
 #include "core/quant/quant_linear_v2.h"
 #include "core/quant/quantize_model.h"
@@ -69,6 +70,7 @@ int64_t CpuMaxRssBytes() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  qatd::cuda::SetAllocatorDefaults();  // before any CUDA allocation
   CLI::App app{"QAT training-step throughput (tokens/s) and peak memory"};
   std::string config_path = QATD_BENCH_CONFIG, device_name = "auto", dtype_name = "bf16";
   std::string variants = "v1_scales,v1_weights,v2_q2";

@@ -14,6 +14,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "core/cuda/fused_ops.h"
 #include "core/jobs/kd_cache_job.h"
 #include "core/jobs/reporter.h"
 #include "core/kd/cache_reader.h"
@@ -34,6 +35,7 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  qatd::cuda::SetAllocatorDefaults();  // before any CUDA allocation
   qatd::jobs::KdCacheOptions o;
   CLI::App app{"Precompute teacher top-K logits for knowledge distillation (KD cache)."};
   app.option_defaults()->always_capture_default();

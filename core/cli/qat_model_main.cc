@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
+#include "core/cuda/fused_ops.h"
 #include "core/infer/generate.h"
 #include "core/jobs/reporter.h"
 #include "core/kd/demo_data.h"
@@ -400,6 +401,7 @@ int Finish(const absl::Status& s) {
 }  // namespace qatd::cli
 
 int main(int argc, char** argv) {
+  qatd::cuda::SetAllocatorDefaults();  // before any CUDA allocation
   using namespace qatd::cli;
   at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   CLI::App app{

@@ -1,5 +1,7 @@
 #include "core/cuda/fused_ops.h"
 
+#include <torch/version.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -26,6 +28,12 @@ std::atomic<bool>& EnabledFlag() {
 }
 
 }  // namespace
+
+void SetAllocatorDefaults() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  ::setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True", /*overwrite=*/0);
+#endif
+}
 
 bool FusedKernelsCompiled() {
 #ifdef QATD_CUDA_KERNELS
