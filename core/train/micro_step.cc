@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -112,7 +114,18 @@ absl::StatusOr<at::Tensor> MicroStep::RunGraphed(const at::Tensor& ids, const at
   }
   const c10::cuda::CUDAGuard device_guard(device);
   const c10::cuda::CUDAStream main = c10::cuda::getCurrentCUDAStream();
-  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, device.index());
+  // One side stream per device for the process: each new stream would get its own cuBLAS
+  // workspaces.
+  static std::mutex side_mutex;
+  static std::map<int, c10::cuda::CUDAStream> side_streams;
+  c10::cuda::CUDAStream side = [&] {
+    std::lock_guard<std::mutex> lock(side_mutex);
+    auto it = side_streams.find(device.index());
+    if (it == side_streams.end()) {
+      it = side_streams.emplace(device.index(), c10::cuda::getStreamFromPool(false, device.index())).first;
+    }
+    return it->second;
+  }();
   auto wait = [](const c10::cuda::CUDAStream& waiter, const c10::cuda::CUDAStream& on) {
     at::cuda::CUDAEvent event;
     event.record(on);
