@@ -3,9 +3,9 @@
 #include <ATen/ATen.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
-#include <cstring>
 #include <string>
 #include <utility>
 
@@ -133,6 +133,11 @@ absl::StatusOr<at::Tensor> MicroStep::RunGraphed(const at::Tensor& ids, const at
   };
   const at::Tensor d_ids = ids.to(device, at::kLong), d_idx = topk_idx.to(device, at::kLong);
   const at::Tensor d_logits = topk_logits.to(device);
+  if (graph_ != nullptr) {
+    // Another shape than the captured one (an epoch's last partial batch): eager, and the
+    // graph is kept (recapturing would thrash between the two shapes every epoch).
+    return Eager(d_ids, d_idx, d_logits, loss_scale);
+  }
   if (warm_key_ != key) {
     // Warm-up of this shape: eager, on the stream the capture will use.
     warm_key_ = key;

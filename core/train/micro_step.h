@@ -12,8 +12,8 @@
 // which made a Qwen3-0.6B step CPU-bound on an H100 (GPU busy 51 of 73 ms). Inputs are copied
 // into static buffers; gradients accumulate into the parameters' existing .grad tensors, so the
 // optimizer must zero them in place (AdamW::set_zero_grads_in_place, which the trainer sets
-// from may_use_graphs()). A micro-batch of another shape (an epoch's last partial batch) runs
-// eagerly. A capture that fails logs a warning and leaves the step eager for good.
+// from may_use_graphs()). Once a graph exists, a micro-batch of another shape (an epoch's last
+// partial batch) runs eagerly and the graph is kept. A capture that fails logs a warning and leaves the step eager for good.
 //
 // Contract: parameters' storage must stay put while a graph exists (in-place copy_ into them is
 // fine, e.g. a checkpoint load); call Reset() after anything that swaps parameter tensors or
