@@ -51,15 +51,38 @@ at::Tensor LutValues(const at::Tensor& weight, const at::Tensor& s, const at::Te
   });
 }
 
+// The ATen path's pieces of one layer, kept for its backward: S (unclamped), LUT[idx], W_q.
+struct AtenParts {
+  at::Tensor s_raw, q, wq;
+};
+
+AtenParts ComputeAtenParts(const at::Tensor& weight, const at::Tensor& a, const at::Tensor& b, const at::Tensor& lut,
+                           const at::Tensor& boundaries) {
+  at::NoGradGuard no_grad;
+  AtenParts p;
+  p.s_raw = ScaleProduct(a.detach(), b.detach());
+  const at::Tensor s = p.s_raw.clamp_min(kMinScale);
+  p.q = LutValues(weight.detach(), s, lut, boundaries);
+  p.wq = p.q.to(s.scalar_type()) * s;  // = LutFakeQuant's ATen path
+  return p;
+}
+
 struct FakeQuantLinearFn : public torch::autograd::Function<FakeQuantLinearFn> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& a, const at::Tensor& b, const at::Tensor& lut,
                             const at::Tensor& boundaries) {
-    at::Tensor wq = LutFakeQuantLowRank(weight, a, b, lut, boundaries);
-    // With the fused kernel, recomputing W_q in the backward costs one memory pass and saves
-    // [O, I] per layer; the ATen path (CPU) would redo a dozen passes, so it keeps W_q.
-    const bool recompute = cuda::FusedKernelsEnabled() && weight.is_cuda();
-    ctx->save_for_backward({x, weight, a, b, lut, boundaries, recompute ? at::Tensor() : wq});
+    // With the fused kernel, recomputing W_q (and S) in the backward costs one memory pass and
+    // saves [O, I] per layer. The ATen path (CPU) would redo the index search, so it keeps S,
+    // LUT[idx] and W_q, as plain autograd did.
+    at::Tensor wq;
+    if (cuda::FusedKernelsEnabled() && weight.is_cuda()) {
+      wq = LutFakeQuantLowRank(weight, a, b, lut, boundaries);
+      ctx->save_for_backward({x, weight, a, b, lut, boundaries, at::Tensor(), at::Tensor(), at::Tensor()});
+    } else {
+      AtenParts p = ComputeAtenParts(weight, a, b, lut, boundaries);
+      wq = p.wq;
+      ctx->save_for_backward({x, weight, a, b, lut, boundaries, p.wq, p.s_raw, p.q});
+    }
     return at::linear(x, wq.scalar_type() == x.scalar_type() ? wq : wq.to(x.scalar_type()));
   }
 
@@ -68,14 +91,14 @@ struct FakeQuantLinearFn : public torch::autograd::Function<FakeQuantLinearFn> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &weight = saved[1], &a = saved[2], &b = saved[3];
     const at::Tensor &lut = saved[4], &boundaries = saved[5];
+    const at::Tensor &saved_wq = saved[6], &saved_s_raw = saved[7], &saved_q = saved[8];
     const at::Tensor& gy = grads[0];
     const int64_t out = weight.size(0), in = weight.size(1);
     const bool need_w = ctx->needs_input_grad(1), need_a = ctx->needs_input_grad(2);
     const bool need_b = ctx->needs_input_grad(3);
-    // W_q is recomputed, not saved (FakeQuantLinear's comment).
     at::Tensor grad_x, grad_wq, grad_a, grad_b;
     if (ctx->needs_input_grad(0)) {
-      at::Tensor wq = saved[6].defined() ? saved[6] : LutFakeQuantLowRank(weight, a, b, lut, boundaries);
+      at::Tensor wq = saved_wq.defined() ? saved_wq : LutFakeQuantLowRank(weight, a, b, lut, boundaries);
       grad_x = at::matmul(gy, wq.scalar_type() == gy.scalar_type() ? wq : wq.to(gy.scalar_type()));
     }
     const at::Tensor g2 = gy.reshape({-1, out});
@@ -83,7 +106,11 @@ struct FakeQuantLinearFn : public torch::autograd::Function<FakeQuantLinearFn> {
       grad_wq = g2.t().mm(x.reshape({-1, in}).to(g2.scalar_type())).to(weight.scalar_type());
     }
     if (need_a || need_b) {
-      at::Tensor gs = LutScaleGradLowRank(weight, a, b, grad_wq, lut, boundaries);
+      // = LutScaleGrad: grad * LUT[idx] where S >= 1e-8, else 0.
+      at::Tensor gs = saved_q.defined()
+                          ? at::where(saved_s_raw.ge(kMinScale), grad_wq * saved_q.to(grad_wq.scalar_type()),
+                                      at::zeros({}, grad_wq.options()))
+                          : LutScaleGradLowRank(weight, a, b, grad_wq, lut, boundaries);
       if (need_a) grad_a = ScaleProduct(gs, b.t());
       if (need_b) grad_b = ScaleProduct(a.t(), gs);
     }
