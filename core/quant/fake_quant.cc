@@ -42,14 +42,6 @@ at::Tensor FirstColumns(const at::Tensor& scales, int64_t in) {
   return scales.size(1) > in ? scales.narrow(1, 0, in) : scales;
 }
 
-// LUT[idx] [O, I] in the LUT dtype (ATen path).
-at::Tensor LutValues(const at::Tensor& weight, const at::Tensor& s, const at::Tensor& lut,
-                     const at::Tensor& boundaries) {
-  return ByRowBlocks(weight, [&](int64_t r, int64_t n) {
-    at::Tensor idx = BlockIndices(weight, s, boundaries, r, n);
-    return lut.index_select(0, idx.reshape({-1})).reshape(idx.sizes());
-  });
-}
 
 // The ATen path's pieces of one layer, kept for its backward: S (unclamped), LUT[idx], W_q.
 struct AtenParts {
@@ -170,6 +162,15 @@ at::Tensor LutScaleGradLowRank(const at::Tensor& weight, const at::Tensor& scale
     return out;
   }
   return LutScaleGrad(weight, ScaleProduct(scale_a.detach(), scale_b.detach()), grad, lut, boundaries, backend);
+}
+
+at::Tensor LutValues(const at::Tensor& weight, const at::Tensor& s, const at::Tensor& lut,
+                     const at::Tensor& boundaries) {
+  at::NoGradGuard no_grad;
+  return ByRowBlocks(weight, [&](int64_t r, int64_t n) {
+    at::Tensor idx = BlockIndices(weight, s, boundaries, r, n);
+    return lut.index_select(0, idx.reshape({-1})).reshape(idx.sizes());
+  });
 }
 
 at::Tensor LutIndices(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& boundaries,

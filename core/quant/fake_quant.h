@@ -40,6 +40,11 @@ at::Tensor LutScaleGradLowRank(const at::Tensor& weight, const at::Tensor& scale
                                const at::Tensor& grad, const at::Tensor& lut, const at::Tensor& boundaries,
                                FakeQuantBackend backend = FakeQuantBackend::kAuto);
 
+// LUT[idx] [O, I] in the LUT dtype for weight / s, where s [O, >= I] is already clamped (the
+// ATen path's index search, row-blocked for very large matrices). No autograd.
+at::Tensor LutValues(const at::Tensor& weight, const at::Tensor& s, const at::Tensor& lut,
+                     const at::Tensor& boundaries);
+
 // LUT indices [O, I] of `index_type` (kLong or kByte) of weight / clamp(scales); scales
 // undefined: of the weight itself (a 'lut'-snapped layer). No autograd.
 at::Tensor LutIndices(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& boundaries,

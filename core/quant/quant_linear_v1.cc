@@ -88,8 +88,7 @@ at::Tensor QuantLinearV1::FakeQuantWeight() {
   }
   // Full-scale layers with trainable scales (low-rank layers take FakeQuantLinear in forward):
   // LUT[idx] (no gradient: u = W / S in float32, spec §3.5) times S with its graph.
-  at::Tensor idx = LutIndices(weight, s, Boundaries(), at::kLong);
-  at::Tensor q = lut.index_select(0, idx.reshape({-1})).reshape(idx.sizes());
+  at::Tensor q = LutValues(weight, s, lut, Boundaries());
   return StraightThrough(q.to(s.scalar_type()) * s, weight);
 }
 
