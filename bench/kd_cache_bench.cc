@@ -273,7 +273,8 @@ int main(int argc, char** argv) {
       {"bytes_per_sequence", static_cast<double>(shard_bytes) / static_cast<double>(num_seqs)},
       {"checksum", checksum},
       {"pipeline_batches_checked", static_cast<int64_t>(kept.size())},
-      {"pipeline_batches_equal_to_direct", checked_equal}};
+      {"pipeline_batches_equal_to_direct", checked_equal},
+      {"teacher_graph_replays", pipe.graph_replays()}};
   std::printf("%s\n", j.dump(2).c_str());
   std::fflush(stdout);
   return 0;

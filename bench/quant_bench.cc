@@ -11,6 +11,8 @@
 //   v1_q4_g32_r4_weights      the same with the latent weight trainable
 //   v2_q2_r32_ste             V2 LUT4, rank 32, scales trainable, STE-fp16 (batched kernel)
 //   v2_q2_r32_dense           the same without STE (dense kernel: the fast equivalent)
+//   v2_q2_r32_dense_ste       dense with the effective weight rounded to fp16 through the STE
+//                             (V2ForwardPath::kDenseSte: what the V2 trainer runs)
 // Reported: median ms per step and the ratio to `plain` of the same shape and dtype.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -184,6 +186,12 @@ int main(int argc, char** argv) {
       v2d->SetTrainable(true, false);
       steps.emplace_back("v2_q2_r32_dense", MakeStep([v2d](const at::Tensor& v) { return v2d->forward(v); }, x, gy,
                                                      {v2d->scale_A, v2d->scale_B, v2d->rank_magnitude}));
+      auto v2t = QuantLinearV2::Create(w, at::Tensor(), v2spec).value();
+      v2t->set_forward_path(qatd::quant::V2ForwardPath::kDenseSte);
+      v2t->FreezeQ();
+      v2t->SetTrainable(true, false);
+      steps.emplace_back("v2_q2_r32_dense_ste", MakeStep([v2t](const at::Tensor& v) { return v2t->forward(v); }, x,
+                                                         gy, {v2t->scale_A, v2t->scale_B, v2t->rank_magnitude}));
 
       double plain_ms = 0;
       for (auto& [name, step] : steps) {

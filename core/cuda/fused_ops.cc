@@ -35,6 +35,11 @@ void SetAllocatorDefaults() {
 #endif
 }
 
+bool CudaGraphsAllowedByEnvironment() {
+  const char* v = std::getenv("QATD_CUDA_GRAPHS");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
 bool FusedKernelsCompiled() {
 #ifdef QATD_CUDA_KERNELS
   return true;
@@ -169,6 +174,69 @@ bool TryLutScaleGradLowRank(const at::Tensor& weight, const at::Tensor& scale_a,
   return true;
 }
 
+namespace {
+
+// The shared checks of the frozen-LUT kernels: indices [O, I] uint8, lut [n] floating.
+bool FrozenLutProblem(const at::Tensor& indices, const at::Tensor& lut, FrozenLutArgs* a) {
+  if (!FusedKernelsEnabled() || !indices.defined() || !indices.is_cuda() || indices.dim() != 2 ||
+      indices.scalar_type() != at::kByte || indices.stride(1) != 1 || indices.stride(0) < indices.size(1)) {
+    return false;
+  }
+  if (!lut.defined() || lut.device() != indices.device() || !ElementTypeOf(lut.scalar_type(), &a->type) ||
+      lut.dim() != 1 || !lut.is_contiguous() || lut.numel() < 2 || lut.numel() > 256) {
+    return false;
+  }
+  a->rows = indices.size(0);
+  a->cols = indices.size(1);
+  a->indices = indices.data_ptr<uint8_t>();
+  a->indices_stride = indices.stride(0);
+  a->lut = lut.data_ptr();
+  a->lut_size = static_cast<int>(lut.numel());
+  return true;
+}
+
+at::Tensor RunFrozenLut(FrozenLutArgs& a, const at::Tensor& lut, bool grad) {
+  const c10::cuda::CUDAGuard guard(lut.device());
+  at::Tensor result = at::empty({a.rows, a.cols}, lut.options());
+  a.out = result.data_ptr();
+  a.out_stride = a.cols;
+  auto stream = c10::cuda::getCurrentCUDAStream().stream();
+  if (grad) {
+    Check(FrozenLutScaleGrad(a, stream), "FrozenLutScaleGrad");
+  } else {
+    Check(FrozenLutWeight(a, stream), "FrozenLutWeight");
+  }
+  return result;
+}
+
+}  // namespace
+
+bool TryFrozenLutWeight(const at::Tensor& indices, const at::Tensor& lut, const at::Tensor& scale_a,
+                        const at::Tensor& scale_b, bool round_fp16, at::Tensor* out) {
+  FrozenLutArgs a;
+  if (!FrozenLutProblem(indices, lut, &a)) return false;
+  if (!scale_a.defined() || scale_a.dim() != 2 || scale_a.size(1) < 1 || scale_a.size(1) > kMaxFusedRank) return false;
+  const int64_t rank = scale_a.size(1);
+  if (!Matrix(scale_a, lut, a.rows, rank) || !Matrix(scale_b, lut, rank, a.cols)) return false;
+  a.scale_a = scale_a.data_ptr();
+  a.scale_a_stride = scale_a.stride(0);
+  a.scale_b = scale_b.data_ptr();
+  a.scale_b_stride = scale_b.stride(0);
+  a.rank = static_cast<int>(rank);
+  a.round_fp16 = round_fp16 && lut.scalar_type() != at::kHalf;  // Ste16 leaves fp16 values alone
+  *out = RunFrozenLut(a, lut, /*grad=*/false);
+  return true;
+}
+
+bool TryFrozenLutScaleGrad(const at::Tensor& indices, const at::Tensor& lut, const at::Tensor& grad, at::Tensor* out) {
+  FrozenLutArgs a;
+  if (!FrozenLutProblem(indices, lut, &a) || !Matrix(grad, lut, a.rows, a.cols)) return false;
+  a.grad = grad.data_ptr();
+  a.grad_stride = grad.stride(0);
+  *out = RunFrozenLut(a, lut, /*grad=*/true);
+  return true;
+}
+
 bool TryRowLogSumExp(const at::Tensor& z, at::Tensor* lse) {
   ElementType type;
   if (!FusedKernelsEnabled() || !z.defined() || !z.is_cuda() || z.dim() != 2 || z.size(1) < 1 ||
@@ -290,6 +358,13 @@ bool TryLutScaleGradLowRank(const at::Tensor&, const at::Tensor&, const at::Tens
                             const at::Tensor&, const at::Tensor&, double, at::Tensor*) {
   return false;
 }
+
+bool TryFrozenLutWeight(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, bool,
+                        at::Tensor*) {
+  return false;
+}
+
+bool TryFrozenLutScaleGrad(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor*) { return false; }
 
 bool TryRowLogSumExp(const at::Tensor&, at::Tensor*) { return false; }
 

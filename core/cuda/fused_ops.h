@@ -24,6 +24,10 @@ namespace qatd::cuda {
 // expandable segments hold 13.8 GiB (H100, bench/results/qat_h100.json).
 void SetAllocatorDefaults();
 
+// False when QATD_CUDA_GRAPHS=0 is set: the trainer's micro-step (train/micro_step.h) and the
+// KD teacher pass (kd/teacher.h) then run eagerly.
+bool CudaGraphsAllowedByEnvironment();
+
 bool FusedKernelsCompiled();
 bool FusedKernelsEnabled();
 void SetFusedKernelsEnabled(bool on);
@@ -46,6 +50,15 @@ bool TryLutScaleGrad(const at::Tensor& weight, const at::Tensor& scales, const a
 bool TryLutScaleGradLowRank(const at::Tensor& weight, const at::Tensor& scale_a, const at::Tensor& scale_b,
                             const at::Tensor& grad, const at::Tensor& lut, const at::Tensor& boundaries,
                             double min_scale, at::Tensor* out);
+
+// V2's dense effective weight with frozen indices (kernels.h FrozenLutWeight): indices [O, I]
+// uint8, lut [n] (n <= 256), scale_a [O, r] (r <= 64) and scale_b [r, >= I] of one floating
+// dtype on the indices' device. *out = type(LUT[idx] * (scale_a @ scale_b)), with round_fp16
+// (ignored for fp16) clamped and rounded to fp16 as Ste16's value: a new [O, I] tensor.
+bool TryFrozenLutWeight(const at::Tensor& indices, const at::Tensor& lut, const at::Tensor& scale_a,
+                        const at::Tensor& scale_b, bool round_fp16, at::Tensor* out);
+// *out = grad * LUT[idx] ([O, I], grad's dtype = the LUT's): dL/dS of LUT[idx] ⊙ S.
+bool TryFrozenLutScaleGrad(const at::Tensor& indices, const at::Tensor& lut, const at::Tensor& grad, at::Tensor* out);
 
 // Full-vocabulary cross entropy on logits z [N, V] (float32/bf16/fp16, rows contiguous):
 // *lse = float32 [N] log-sum-exp per row; *grad = z-typed [N, V]

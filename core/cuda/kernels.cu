@@ -16,6 +16,31 @@ namespace {
 constexpr int kMaxLut = 256;
 constexpr int kThreads = 256;
 
+// Runs f(TypeTag<T>{}) for the element type `type` (the one dtype switch of this file).
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+template <typename F>
+const char* WithType(ElementType type, F&& f) {
+  switch (type) {
+    case ElementType::kFloat32:
+      return f(TypeTag<float>{});
+    case ElementType::kBFloat16:
+      return f(TypeTag<__nv_bfloat16>{});
+    case ElementType::kFloat16:
+      return f(TypeTag<__half>{});
+  }
+  return "unsupported element type";
+}
+
+// The launch status: nullptr or the CUDA error string.
+const char* LaunchStatus() {
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+
 template <typename T>
 __device__ __forceinline__ float ToFloat(T v);
 template <>
@@ -112,44 +137,110 @@ __global__ void LutKernel(LutArgs a, float min_scale) {
   }
 }
 
-// The clamp bound as a value of T: ATen casts clamp_min's scalar to the tensor dtype (fp16
-// even flushes 1e-8 to 0).
+// A scalar bound as a value of T: ATen casts clamp's scalars to the tensor dtype (fp16 even
+// flushes 1e-8 to 0; bf16 rounds 65504 up to 65536).
 template <typename T>
-float MinScaleOf(double v) {
+float RoundedTo(double v) {
   const float f = static_cast<float>(v);
   if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(__float2bfloat16_rn(f));
   if constexpr (std::is_same_v<T, __half>) return __half2float(__float2half_rn(f));
   return f;
 }
 
-template <typename T>
-const char* LaunchLut(const LutArgs& a, bool grad, void* stream) {
+const char* DispatchLut(const LutArgs& a, bool grad, void* stream) {
   if (a.rows <= 0 || a.cols <= 0) return nullptr;
   if (a.lut_size < 2 || a.lut_size > kMaxLut) return "lut_size must be in [2, 256]";
-  const float min_scale = MinScaleOf<T>(a.min_scale);
   if (a.scale_a != nullptr && (a.rank < 1 || a.rank > kMaxFusedRank)) return "fused scales need 1 <= rank <= 64";
   if (a.rows > 0x7fffffffLL) return "too many rows";
   const dim3 grid(static_cast<unsigned>(a.rows), static_cast<unsigned>((a.cols + kTileCols - 1) / kTileCols));
   auto st = static_cast<cudaStream_t>(stream);
-  if (grad) {
-    LutKernel<T, true><<<grid, kThreads, 0, st>>>(a, min_scale);
-  } else {
-    LutKernel<T, false><<<grid, kThreads, 0, st>>>(a, min_scale);
-  }
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+  return WithType(a.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const float min_scale = RoundedTo<T>(a.min_scale);
+    if (grad) {
+      LutKernel<T, true><<<grid, kThreads, 0, st>>>(a, min_scale);
+    } else {
+      LutKernel<T, false><<<grid, kThreads, 0, st>>>(a, min_scale);
+    }
+    return LaunchStatus();
+  });
 }
 
-const char* DispatchLut(const LutArgs& a, bool grad, void* stream) {
-  switch (a.type) {
-    case ElementType::kFloat32:
-      return LaunchLut<float>(a, grad, stream);
-    case ElementType::kBFloat16:
-      return LaunchLut<__nv_bfloat16>(a, grad, stream);
-    case ElementType::kFloat16:
-      return LaunchLut<__half>(a, grad, stream);
+// V2 frozen-index kernels. Grid: x = tile of kThreads columns (one per thread), y = group of
+// kFrozenRows rows. The forward stages the group's scale_A rows in shared memory and reads each
+// scale_B column once for all the group's rows.
+constexpr int kFrozenRows = 8;
+
+template <typename T, bool kGrad>
+__global__ void FrozenLutKernel(FrozenLutArgs a, float fp16_max) {
+  __shared__ float lut[kMaxLut];
+  __shared__ float a_rows[kFrozenRows][kMaxFusedRank];
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kFrozenRows;
+  const int nrows = a.rows - r0 < kFrozenRows ? static_cast<int>(a.rows - r0) : kFrozenRows;
+  const T* lut_in = static_cast<const T*>(a.lut);
+  for (int j = threadIdx.x; j < a.lut_size; j += blockDim.x) lut[j] = ToFloat(lut_in[j]);
+  if constexpr (!kGrad) {
+    const T* sa = static_cast<const T*>(a.scale_a);
+    for (int e = threadIdx.x; e < kFrozenRows * a.rank; e += blockDim.x) {
+      const int j = e / a.rank, k = e % a.rank;
+      a_rows[j][k] = j < nrows ? ToFloat(sa[(r0 + j) * a.scale_a_stride + k]) : 0.0f;
+    }
   }
-  return "unsupported element type";
+  __syncthreads();
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= a.cols) return;
+  T* out = static_cast<T*>(a.out);
+  if constexpr (kGrad) {
+    const T* g = static_cast<const T*>(a.grad);
+    for (int j = 0; j < nrows; ++j) {
+      const int64_t r = r0 + j;
+      const float q = lut[a.indices[r * a.indices_stride + c]];
+      out[r * a.out_stride + c] = FromFloat<T>(ToFloat(g[r * a.grad_stride + c]) * q);
+    }
+  } else {
+    const T* sb = static_cast<const T*>(a.scale_b);
+    float acc[kFrozenRows];
+#pragma unroll
+    for (int j = 0; j < kFrozenRows; ++j) acc[j] = 0.0f;
+    for (int k = 0; k < a.rank; ++k) {
+      const float bv = ToFloat(sb[k * a.scale_b_stride + c]);
+#pragma unroll
+      for (int j = 0; j < kFrozenRows; ++j) acc[j] += a_rows[j][k] * bv;
+    }
+#pragma unroll
+    for (int j = 0; j < kFrozenRows; ++j) {
+      if (j >= nrows) break;
+      const int64_t r = r0 + j;
+      const float s = ToFloat(FromFloat<T>(acc[j]));
+      const float q = lut[a.indices[r * a.indices_stride + c]];
+      float p = ToFloat(FromFloat<T>(q * s));
+      if (a.round_fp16) {
+        // Ste16's value: clamp (NaN passes), then round to fp16 (overflow gives inf, as ATen).
+        p = p < -fp16_max ? -fp16_max : (p > fp16_max ? fp16_max : p);
+        p = __half2float(__float2half_rn(p));
+      }
+      out[r * a.out_stride + c] = FromFloat<T>(p);
+    }
+  }
+}
+
+const char* DispatchFrozenLut(const FrozenLutArgs& a, bool grad, void* stream) {
+  if (a.rows <= 0 || a.cols <= 0) return nullptr;
+  if (a.lut_size < 2 || a.lut_size > kMaxLut) return "lut_size must be in [2, 256]";
+  if (!grad && (a.rank < 1 || a.rank > kMaxFusedRank)) return "frozen-LUT weight needs 1 <= rank <= 64";
+  const int64_t groups = (a.rows + kFrozenRows - 1) / kFrozenRows;
+  if (groups > 65535) return "too many rows for the frozen-LUT kernels";
+  const dim3 grid(static_cast<unsigned>((a.cols + kThreads - 1) / kThreads), static_cast<unsigned>(groups));
+  auto st = static_cast<cudaStream_t>(stream);
+  return WithType(a.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (grad) {
+      FrozenLutKernel<T, true><<<grid, kThreads, 0, st>>>(a, 0.0f);
+    } else {
+      FrozenLutKernel<T, false><<<grid, kThreads, 0, st>>>(a, RoundedTo<T>(65504.0));
+    }
+    return LaunchStatus();
+  });
 }
 
 // Block-wide reduction of (max, sum of exp relative to max) pairs.
@@ -266,24 +357,23 @@ const char* LutFakeQuant(const LutArgs& args, void* stream) { return DispatchLut
 
 const char* LutScaleGrad(const LutArgs& args, void* stream) { return DispatchLut(args, /*grad=*/true, stream); }
 
+const char* FrozenLutWeight(const FrozenLutArgs& args, void* stream) {
+  return DispatchFrozenLut(args, /*grad=*/false, stream);
+}
+
+const char* FrozenLutScaleGrad(const FrozenLutArgs& args, void* stream) {
+  return DispatchFrozenLut(args, /*grad=*/true, stream);
+}
+
 const char* RowLogSumExp(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride, float* lse,
                          void* stream) {
   if (rows <= 0 || cols <= 0) return nullptr;
   auto st = static_cast<cudaStream_t>(stream);
-  const unsigned blocks = static_cast<unsigned>(rows);
-  switch (type) {
-    case ElementType::kFloat32:
-      RowLseKernel<float><<<blocks, kThreads, 0, st>>>(static_cast<const float*>(z), cols, stride, lse);
-      break;
-    case ElementType::kBFloat16:
-      RowLseKernel<__nv_bfloat16><<<blocks, kThreads, 0, st>>>(static_cast<const __nv_bfloat16*>(z), cols, stride, lse);
-      break;
-    case ElementType::kFloat16:
-      RowLseKernel<__half><<<blocks, kThreads, 0, st>>>(static_cast<const __half*>(z), cols, stride, lse);
-      break;
-  }
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+  return WithType(type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    RowLseKernel<T><<<static_cast<unsigned>(rows), kThreads, 0, st>>>(static_cast<const T*>(z), cols, stride, lse);
+    return LaunchStatus();
+  });
 }
 
 const char* CrossEntropyGrad(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride,
@@ -291,22 +381,12 @@ const char* CrossEntropyGrad(ElementType type, const void* z, int64_t rows, int6
   if (rows <= 0 || cols <= 0) return nullptr;
   auto st = static_cast<cudaStream_t>(stream);
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((cols + kTileCols - 1) / kTileCols));
-  switch (type) {
-    case ElementType::kFloat32:
-      CeGradKernel<float><<<grid, kThreads, 0, st>>>(static_cast<const float*>(z), cols, stride, lse, target, scale,
-                                                      static_cast<float*>(out));
-      break;
-    case ElementType::kBFloat16:
-      CeGradKernel<__nv_bfloat16><<<grid, kThreads, 0, st>>>(static_cast<const __nv_bfloat16*>(z), cols, stride, lse,
-                                                              target, scale, static_cast<__nv_bfloat16*>(out));
-      break;
-    case ElementType::kFloat16:
-      CeGradKernel<__half><<<grid, kThreads, 0, st>>>(static_cast<const __half*>(z), cols, stride, lse, target, scale,
-                                                       static_cast<__half*>(out));
-      break;
-  }
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+  return WithType(type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    CeGradKernel<T><<<grid, kThreads, 0, st>>>(static_cast<const T*>(z), cols, stride, lse, target, scale,
+                                               static_cast<T*>(out));
+    return LaunchStatus();
+  });
 }
 
 const char* AdamWStep(ElementType type, const AdamWTensor* tensors, const int64_t* chunk_begin, int count,
@@ -314,20 +394,11 @@ const char* AdamWStep(ElementType type, const AdamWTensor* tensors, const int64_
   if (count <= 0 || total_chunks <= 0) return nullptr;
   if (total_chunks > 0x7fffffffLL) return "too many AdamW chunks";
   auto st = static_cast<cudaStream_t>(stream);
-  const unsigned blocks = static_cast<unsigned>(total_chunks);
-  switch (type) {
-    case ElementType::kFloat32:
-      AdamWKernel<float><<<blocks, kThreads, 0, st>>>(tensors, chunk_begin, count, hyper);
-      break;
-    case ElementType::kBFloat16:
-      AdamWKernel<__nv_bfloat16><<<blocks, kThreads, 0, st>>>(tensors, chunk_begin, count, hyper);
-      break;
-    case ElementType::kFloat16:
-      AdamWKernel<__half><<<blocks, kThreads, 0, st>>>(tensors, chunk_begin, count, hyper);
-      break;
-  }
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+  return WithType(type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    AdamWKernel<T><<<static_cast<unsigned>(total_chunks), kThreads, 0, st>>>(tensors, chunk_begin, count, hyper);
+    return LaunchStatus();
+  });
 }
 
 }  // namespace qatd::cuda

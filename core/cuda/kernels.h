@@ -52,6 +52,36 @@ const char* LutFakeQuant(const LutArgs& args, void* stream);
 // the backward of `q * clamp_min(S, min_scale)` w.r.t. the unclamped S.
 const char* LutScaleGrad(const LutArgs& args, void* stream);
 
+// V2's dense effective weight with frozen LUT indices (quant/fake_quant.h FrozenLutLinear):
+//   S   = type(Σ_k scale_a[r, k] · scale_b[k, c])   float32 sum of the rank products, rounded once
+//   q   = lut[indices[r, c]]
+//   FrozenLutWeight:    out = type(q · S); with round_fp16 the result is then clamped to ±65504
+//                       (the bound rounded to `type`, as ATen's clamp does), rounded to fp16 and
+//                       back to `type`: the value of quant/ste.h Ste16
+//   FrozenLutScaleGrad: out = type(float(grad) · q), dL/dS of Q ⊙ S (scale_a/scale_b unused)
+// Row-major matrices with their own row strides; every pointer is device memory.
+struct FrozenLutArgs {
+  ElementType type = ElementType::kFloat32;
+  int64_t rows = 0, cols = 0;
+  const uint8_t* indices = nullptr;  // [rows, cols]
+  int64_t indices_stride = 0;
+  const void* lut = nullptr;  // lut_size (2..256) values of `type`
+  int lut_size = 0;
+  const void* scale_a = nullptr;  // [rows, rank], rank <= kMaxFusedRank
+  int64_t scale_a_stride = 0;
+  const void* scale_b = nullptr;  // [rank, >= cols]
+  int64_t scale_b_stride = 0;
+  int rank = 0;
+  const void* grad = nullptr;  // [rows, cols]
+  int64_t grad_stride = 0;
+  bool round_fp16 = false;
+  void* out = nullptr;
+  int64_t out_stride = 0;
+};
+
+const char* FrozenLutWeight(const FrozenLutArgs& args, void* stream);
+const char* FrozenLutScaleGrad(const FrozenLutArgs& args, void* stream);
+
 // Full-vocabulary cross entropy over rows of logits z [rows, cols] (`type`, row stride):
 //   RowLogSumExp: lse[r] = log Σ_c exp(z[r, c]) in float32 (online max, one read of z).
 //   CrossEntropyGrad: out[r, c] = type((exp(z[r, c] - lse[r]) - [c == target[r]]) * scale),

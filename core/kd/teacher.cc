@@ -12,7 +12,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/common/torch_status.h"
+#include "core/cuda/fused_ops.h"
 #include "core/kd/packing.h"
+#include "spdlog/spdlog.h"
+
+#ifdef QATD_CUDA_KERNELS
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace qatd::kd {
 
@@ -64,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor> BlockTopK(const at::Tensor& logits, int64_t k
 }
 
 TeacherTopK TopKFromHidden(const at::Tensor& hidden, const LogitsFn& logits_fn, const TeacherOptions& options,
-                           int64_t first_sequence) {
+                           int64_t first_sequence, const at::Tensor& given_offsets) {
   TORCH_CHECK(hidden.dim() == 3 && hidden.size(1) >= 2, "TopKFromHidden: hidden must be [B, L>=2, H], got ",
               hidden.sizes());
   const int64_t b = hidden.size(0), s = hidden.size(1) - 1, h = hidden.size(2);
@@ -76,7 +83,7 @@ TeacherTopK TopKFromHidden(const at::Tensor& hidden, const LogitsFn& logits_fn, 
   TeacherTopK out;
   at::Tensor idx = at::empty({rows, k}, at::TensorOptions().dtype(at::kInt).device(dev));
   at::Tensor val = at::empty({rows, k}, at::TensorOptions().dtype(at::kHalf).device(dev));
-  at::Tensor ridx, rval, offsets;
+  at::Tensor ridx, rval, offsets = given_offsets;
   if (r > 0) {
     ridx = at::empty({rows, r}, at::TensorOptions().dtype(at::kInt).device(dev));
     rval = at::empty({rows, r}, at::TensorOptions().dtype(at::kHalf).device(dev));
@@ -138,12 +145,36 @@ struct Slot {
 
 struct TeacherPipeline::Impl {
   model::Qwen3Model model{nullptr};
+  TeacherOptions options;
   int64_t max_length = 0;
   at::Device device{at::kCPU};
+  std::optional<c10::Stream> compute_stream;  // CUDA: all teacher work (a capture needs a non-default stream)
   std::optional<c10::Stream> copy_stream;
+  std::unique_ptr<c10::Event> copied;  // the last batch's device->host copies
   Slot slots[2];
   int next_slot = 0;
   int pending_slot = -1;
+
+  // CUDA graph of the teacher pass for batches of graph_n blocks (see TeacherPipeline).
+  bool graphs_allowed = false;
+  int64_t warm_n = 0;   // the batch size whose eager warm-up has run
+  int64_t graph_n = 0;  // the batch size captured (0: none)
+  int64_t replays = 0;
+#ifdef QATD_CUDA_KERNELS
+  std::unique_ptr<at::cuda::CUDAGraph> graph;
+#endif
+  at::Tensor graph_ids;      // [graph_n, L] int32: the captured pass's input
+  at::Tensor graph_offsets;  // [graph_n * (L-1), R] int64 (R > 0)
+  TeacherTopK graph_out;     // the captured pass's outputs, overwritten by every replay
+
+  TeacherTopK Eager(const at::Tensor& dev_ids, int64_t first_sequence, const at::Tensor& offsets = {}) {
+    model::Qwen3Model& m = model;
+    return TopKFromHidden(m->Forward(dev_ids), [&m](const at::Tensor& x) { return m->Logits(x); }, options,
+                          first_sequence, offsets);
+  }
+
+  // The teacher pass of `n` blocks already staged in pinned `host_ids`, on the compute stream.
+  TeacherTopK Compute(const at::Tensor& host_ids, int64_t n, int64_t first_sequence);
 
   void EnsureCapacity(Slot& slot, int64_t n, const TeacherOptions& o) const {
     if (slot.capacity >= n) return;
@@ -174,21 +205,90 @@ struct TeacherPipeline::Impl {
   }
 };
 
+TeacherTopK TeacherPipeline::Impl::Compute(const at::Tensor& host_ids, int64_t n, int64_t first_sequence) {
+  const int64_t s = max_length - 1, r = options.rand_neg;
+#ifdef QATD_CUDA_KERNELS
+  // The negatives' draws for a graph: drawn on the host, uploaded into the captured buffer.
+  auto upload_offsets = [&] {
+    if (r == 0) return;
+    const int64_t vocab = model->config().vocab_size;
+    at::Tensor host = DrawNegativeOffsets(n, s, r, vocab - options.top_k, options.seed, first_sequence);
+    graph_offsets.copy_(host.view({n * s, r}).pin_memory(), /*non_blocking=*/true);
+  };
+  if (graphs_allowed && graph != nullptr && n == graph_n) {
+    // The graph's outputs are reused: the previous batch's copies must have read them.
+    if (copied != nullptr) copied->block(*compute_stream);
+    graph_ids.copy_(host_ids, /*non_blocking=*/true);
+    upload_offsets();
+    graph->replay();
+    ++replays;
+    return graph_out;
+  }
+  if (graphs_allowed && graph == nullptr && n == warm_n) {
+    // Capture. The warm-up's cached blocks go back first, so the graph's private pool does
+    // not sit beside them.
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    graph_ids = at::empty({n, max_length}, at::TensorOptions().dtype(at::kInt).device(device));
+    if (r > 0) graph_offsets = at::empty({n * s, r}, at::TensorOptions().dtype(at::kLong).device(device));
+    auto g = std::make_unique<at::cuda::CUDAGraph>();
+    std::string error;
+    try {
+      g->capture_begin();
+      try {
+        graph_out = Eager(graph_ids, first_sequence, r > 0 ? graph_offsets : at::Tensor());
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      g->capture_end();
+    } catch (const std::exception& e) {
+      if (error.empty()) error = e.what();
+    }
+    if (error.empty()) {
+      graph = std::move(g);
+      graph_n = n;
+      spdlog::info("KD teacher: CUDA graph captured for batches of {} x {} tokens", n, max_length);
+      return Compute(host_ids, n, first_sequence);  // replays it
+    }
+    graphs_allowed = false;
+    graph_out = TeacherTopK();
+    graph_ids = graph_offsets = at::Tensor();
+    spdlog::warn("KD teacher: CUDA graph capture failed, continuing without graphs: {}", error.substr(0, 300));
+  } else if (graphs_allowed && graph == nullptr) {
+    warm_n = n;  // this batch is the warm-up of its size
+  }
+#endif
+  (void)s;
+  (void)r;
+  return Eager(host_ids.to(device, /*non_blocking=*/true), first_sequence);
+}
+
 TeacherPipeline::TeacherPipeline(model::Qwen3Model model, TeacherOptions options, int64_t max_length)
     : impl_(std::make_unique<Impl>()), options_(options) {
   impl_->model = std::move(model);
+  impl_->options = options;
   impl_->max_length = max_length;
   impl_->device = impl_->model->device();
   if (impl_->device.is_cuda()) {
     c10::impl::VirtualGuardImpl guard(impl_->device.type());
     impl_->copy_stream = guard.getStreamFromGlobalPool(impl_->device, /*isHighPriority=*/false);
+    impl_->compute_stream = guard.getStreamFromGlobalPool(impl_->device, /*isHighPriority=*/false);
+    // The weights were written on the caller's stream.
+    c10::Event loaded(impl_->device.type());
+    loaded.record(guard.getStream(impl_->device));
+    loaded.block(*impl_->compute_stream);
+#ifdef QATD_CUDA_KERNELS
+    impl_->graphs_allowed = cuda::CudaGraphsAllowedByEnvironment();
+#endif
   }
 }
 
+int64_t TeacherPipeline::graph_replays() const { return impl_->replays; }
+
 TeacherPipeline::~TeacherPipeline() {
-  // Never leave copies running into buffers that are about to be freed.
+  // Never leave copies (or a replay) running into buffers that are about to be freed.
   if (impl_ && impl_->copy_stream.has_value()) {
     try {
+      impl_->compute_stream->synchronize();
       impl_->copy_stream->synchronize();
     } catch (...) {
     }
@@ -232,11 +332,10 @@ absl::StatusOr<std::optional<TeacherHostBatch>> TeacherPipeline::Submit(const in
         slot.n = n;
         slot.first_sequence = first_sequence;
         std::memcpy(slot.ids.data_ptr<int32_t>(), ids, static_cast<size_t>(n * l) * sizeof(int32_t));
-        at::Tensor dev_ids = slot.ids.narrow(0, 0, n).to(im.device, /*non_blocking=*/true);
-        TeacherTopK t = TopKFromHidden(m->Forward(dev_ids), logits, options_, first_sequence);
+        const c10::Stream compute_stream = *im.compute_stream;
+        c10::StreamGuard on_compute_stream(compute_stream);
+        TeacherTopK t = im.Compute(slot.ids.narrow(0, 0, n), n, first_sequence);
 
-        c10::impl::VirtualGuardImpl guard(im.device.type());
-        const c10::Stream compute_stream = guard.getStream(im.device);
         c10::Event computed(im.device.type());
         computed.record(compute_stream);
 
@@ -261,6 +360,8 @@ absl::StatusOr<std::optional<TeacherHostBatch>> TeacherPipeline::Submit(const in
             down(slot.ridx, t.rand_idx);
             down(slot.rval, t.rand_logits);
           }
+          im.copied = std::make_unique<c10::Event>(im.device.type());
+          im.copied->record(*im.copy_stream);
         }
         im.pending_slot = im.next_slot;
         im.next_slot ^= 1;

@@ -57,9 +57,12 @@ using LogitsFn = std::function<at::Tensor(const at::Tensor&)>;
 
 // Top-K (and random negatives) from final hidden states `hidden` [B, L, H]; positions
 // 0..L-2 are used. `first_sequence` is the global index of row 0 (seeds the negatives).
+// `offsets`: the negatives' draws [B * (L-1), R] int64 on hidden's device, as
+// DrawNegativeOffsets gives them for (B, L-1, R, V-K, seed, first_sequence); undefined: drawn
+// here (a host draw and an upload, which a CUDA graph capture cannot contain).
 // Throws c10::Error (callers convert with CatchTorch). Must run under NoGradGuard.
 TeacherTopK TopKFromHidden(const at::Tensor& hidden, const LogitsFn& logits_fn, const TeacherOptions& options,
-                           int64_t first_sequence);
+                           int64_t first_sequence, const at::Tensor& offsets = {});
 
 // Top-K along dim 1 of `logits` [rows, V] with the block prefilter of `block` ids (see
 // topk_block; 1 = plain at::topk): values descending and their ids (int64). Ties may come
@@ -91,9 +94,14 @@ struct TeacherHostBatch {
 
 // Runs the teacher over a stream of batches with compute and device->host copies
 // overlapped. On CUDA: the ids go up from pinned memory, the forward and top-K run on the
-// current stream, and the results come down on a side stream into pinned double buffers
-// while the next batch computes; Submit returns the previous batch. On the CPU everything
-// is synchronous and Submit returns the batch just submitted.
+// pipeline's own stream, and the results come down on a side stream into pinned double
+// buffers while the next batch computes; Submit returns the previous batch. The teacher pass
+// of the first batch size seen is captured as a CUDA graph (its first batch runs eagerly as
+// the warm-up, the second is captured, later ones replay it; other sizes, like a shard's last
+// partial batch, run eagerly): the pass is ~900 kernel launches, and the graph removes their
+// host cost. QATD_CUDA_GRAPHS=0 turns graphs off; a failed capture logs a warning and the
+// pipeline stays eager. On the CPU everything is synchronous and Submit returns the batch just
+// submitted.
 // Not thread-safe; use from one thread. The model must not be modified meanwhile.
 class TeacherPipeline {
  public:
@@ -112,6 +120,8 @@ class TeacherPipeline {
 
   const TeacherOptions& options() const { return options_; }
   at::Device device() const;
+  // Batches computed by replaying the CUDA graph (0 on the CPU or with graphs off).
+  int64_t graph_replays() const;
 
  private:
   struct Impl;

@@ -10,6 +10,7 @@
 #include "core/cuda/fused_ops.h"
 #include "core/quant/lut.h"
 #include "core/quant/scale_init.h"
+#include "core/quant/ste.h"
 
 namespace qatd::quant {
 namespace {
@@ -110,6 +111,43 @@ struct FakeQuantLinearFn : public torch::autograd::Function<FakeQuantLinearFn> {
   }
 };
 
+struct FrozenLutLinearFn : public torch::autograd::Function<FrozenLutLinearFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& a,
+                            const at::Tensor& b, const at::Tensor& q, const at::Tensor& indices, const at::Tensor& lut,
+                            bool round_fp16) {
+    at::Tensor w = FrozenLutWeight(q, indices, lut, a, b, round_fp16);
+    const bool recompute = cuda::FusedKernelsEnabled() && w.is_cuda();
+    ctx->save_for_backward({x, a, b, q, indices, lut, recompute ? at::Tensor() : w});
+    ctx->saved_data["round_fp16"] = round_fp16;
+    return at::linear(x, w);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &a = saved[1], &b = saved[2], &q = saved[3], &indices = saved[4];
+    const at::Tensor &lut = saved[5], &saved_w = saved[6];
+    const at::Tensor& gy = grads[0];
+    const int64_t out = q.size(0), in = q.size(1);
+    const bool need_a = ctx->needs_input_grad(1), need_b = ctx->needs_input_grad(2);
+    at::Tensor grad_x, grad_a, grad_b;
+    if (ctx->needs_input_grad(0)) {
+      const at::Tensor w =
+          saved_w.defined() ? saved_w : FrozenLutWeight(q, indices, lut, a, b, ctx->saved_data["round_fp16"].toBool());
+      grad_x = at::matmul(gy, w);
+    }
+    if (need_a || need_b) {
+      // dL/dW (the STE passes it through the fp16 rounding), then through Q ⊙ S and S = a @ b
+      // as autograd's mul and matmul backwards would.
+      const at::Tensor gw = gy.reshape({-1, out}).t().mm(x.reshape({-1, in}));
+      const at::Tensor gs = FrozenLutScaleGrad(q, indices, lut, gw);
+      if (need_a) grad_a = gs.mm(b.t());
+      if (need_b) grad_b = a.t().mm(gs);
+    }
+    return {grad_x, grad_a, grad_b, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
 
 at::Tensor LutFakeQuant(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
@@ -186,6 +224,33 @@ at::Tensor FakeQuantLinear(const at::Tensor& x, const at::Tensor& weight, const 
                            const at::Tensor& boundaries) {
   // The bias stays outside the node: LibTorch 1.13's custom functions reject undefined inputs.
   at::Tensor y = FakeQuantLinearFn::apply(x, weight, scale_a, scale_b, lut, boundaries);
+  return bias.defined() ? y + bias.to(y.scalar_type()) : y;
+}
+
+at::Tensor FrozenLutWeight(const at::Tensor& q, const at::Tensor& indices, const at::Tensor& lut, const at::Tensor& a,
+                           const at::Tensor& b, bool round_fp16, FakeQuantBackend backend) {
+  at::NoGradGuard no_grad;
+  at::Tensor out;
+  if (backend == FakeQuantBackend::kAuto &&
+      cuda::TryFrozenLutWeight(indices, lut, a.detach(), b.detach(), round_fp16, &out)) {
+    return out;
+  }
+  // What quant_linear_v2.cc's dense forward composes: Q ⊙ (a @ b), then Ste16's value.
+  at::Tensor w = q * at::matmul(a.detach(), b.detach());
+  return round_fp16 ? Ste16(w) : w;
+}
+
+at::Tensor FrozenLutScaleGrad(const at::Tensor& q, const at::Tensor& indices, const at::Tensor& lut,
+                              const at::Tensor& grad, FakeQuantBackend backend) {
+  at::NoGradGuard no_grad;
+  at::Tensor out;
+  if (backend == FakeQuantBackend::kAuto && cuda::TryFrozenLutScaleGrad(indices, lut, grad, &out)) return out;
+  return grad * q;
+}
+
+at::Tensor FrozenLutLinear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& indices, const at::Tensor& lut,
+                           const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, bool round_fp16) {
+  at::Tensor y = FrozenLutLinearFn::apply(x, a, b, q, indices, lut, round_fp16);
   return bias.defined() ? y + bias.to(y.scalar_type()) : y;
 }
 

@@ -60,4 +60,25 @@ at::Tensor FakeQuantLinear(const at::Tensor& x, const at::Tensor& weight, const 
                            const at::Tensor& scale_b, const at::Tensor& bias, const at::Tensor& lut,
                            const at::Tensor& boundaries);
 
+// ---- V2 with frozen indices (quant_linear_v2.h, dense paths) ----
+//
+//   W = LUT[idx] ⊙ (a @ b)     a = Â diag ĝ [O, r], b = B̂ [r, I], idx frozen (spec §4.5)
+//   W = Ste16(W) with round_fp16 (kDenseSte: the fp16 weight the ANE runs, quant_linear_v2.h)
+//
+// q [O, I] holds LUT[idx] in the LUT's dtype (the layer's "_Q"), indices [O, I] uint8 the same
+// as indices (the CUDA kernel reads one byte per weight instead of the values). No autograd.
+at::Tensor FrozenLutWeight(const at::Tensor& q, const at::Tensor& indices, const at::Tensor& lut, const at::Tensor& a,
+                           const at::Tensor& b, bool round_fp16, FakeQuantBackend backend = FakeQuantBackend::kAuto);
+// dL/dS = grad ⊙ LUT[idx] (the fp16 rounding passes the gradient straight through).
+at::Tensor FrozenLutScaleGrad(const at::Tensor& q, const at::Tensor& indices, const at::Tensor& lut,
+                              const at::Tensor& grad, FakeQuantBackend backend = FakeQuantBackend::kAuto);
+
+// y = x Wᵀ + bias with W = FrozenLutWeight(...): one autograd node in place of the ~15 small
+// ops of the composition (quant_linear_v2.cc). dL/da = (dL/dW ⊙ Q) bᵀ, dL/db = aᵀ (dL/dW ⊙ Q),
+// dL/dx = dL/dy W; Q carries no gradient (frozen). With the fused CUDA kernel W is recomputed in
+// the backward instead of saved ([O, I] per layer); the ATen path saves it. x, q, lut, a and b
+// share one floating dtype; bias [O] or undefined.
+at::Tensor FrozenLutLinear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& indices, const at::Tensor& lut,
+                           const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, bool round_fp16);
+
 }  // namespace qatd::quant

@@ -2,6 +2,7 @@
 #include "core/quant/quant_linear_v2.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/quant/fake_quant.h"
 #include "core/quant/lut.h"
 #include "core/quant/module_cast.h"
 #include "core/quant/scale_init.h"
@@ -206,12 +207,17 @@ at::Tensor QuantLinearV2::forward(const at::Tensor& x) {
       y = ForwardBatched(x, qv, f);
       break;
     case V2ForwardPath::kDenseSte:
-      return at::linear(
-          x, MaybeSte(qv * at::matmul(f.a_dir * f.g_hat.unsqueeze(0), f.b_dir), spec_.use_ste_fp16), b);
     case V2ForwardPath::kDense:
-    case V2ForwardPath::kAuto:
+    case V2ForwardPath::kAuto: {
       // Σ_k a_k ⊙ (Q (b_k ⊙ x)) = x (Q ⊙ (Â diag ĝ) B̂)ᵀ: one effective weight per call.
-      return at::linear(x, qv * at::matmul(f.a_dir * f.g_hat.unsqueeze(0), f.b_dir), b);
+      const bool round = ResolvedPath() == V2ForwardPath::kDenseSte && spec_.use_ste_fp16;
+      const at::Tensor ag = f.a_dir * f.g_hat.unsqueeze(0);
+      if (q_frozen()) {
+        // One autograd node (fake_quant.h FrozenLutLinear; a fused kernel on CUDA), same values.
+        return FrozenLutLinear(x, qv, indices, lut.to(dtype), ag, f.b_dir, b, round);
+      }
+      return at::linear(x, MaybeSte(qv * at::matmul(ag, f.b_dir), round), b);
+    }
   }
   return b.defined() ? y + b : y;
 }

@@ -2,14 +2,13 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
 #include <utility>
 
 #include "core/common/status_macros.h"
+#include "core/cuda/fused_ops.h"
 #include "core/common/torch_status.h"
 #include "spdlog/spdlog.h"
 
@@ -23,11 +22,6 @@
 
 namespace qatd::train {
 namespace {
-
-bool GraphsAllowedByEnvironment() {
-  const char* v = std::getenv("QATD_CUDA_GRAPHS");
-  return v == nullptr || std::strcmp(v, "0") != 0;
-}
 
 // What a captured graph is valid for: the input shapes and dtypes and the loss scale.
 std::vector<int64_t> ShapeKey(const at::Tensor& ids, const at::Tensor& idx, const at::Tensor& logits, double scale) {
@@ -58,7 +52,7 @@ struct MicroStep::Graph {};
 MicroStep::MicroStep(model::Qwen3ModelImpl& model, KdLossWeights weights, int64_t chunk_rows, bool allow_graphs)
     : model_(model), weights_(weights), chunk_rows_(chunk_rows) {
 #ifdef QATD_CUDA_KERNELS
-  may_graph_ = allow_graphs && GraphsAllowedByEnvironment() && model.device().is_cuda();
+  may_graph_ = allow_graphs && cuda::CudaGraphsAllowedByEnvironment() && model.device().is_cuda();
 #else
   (void)allow_graphs;
 #endif

@@ -12,6 +12,8 @@
 #include "core/cuda/fused_ops.h"
 #include "core/quant/fake_quant.h"
 #include "core/quant/lut.h"
+#include "core/quant/quant_linear_v2.h"
+#include "core/quant/ste.h"
 #include "core/model/model_io.h"
 #include "core/quant/quantize_model.h"
 #include "core/train/losses.h"
@@ -113,6 +115,64 @@ TEST(FakeQuantLinear, FrozenLayerStillPassesInputGradient) {
   at::Tensor wq = quant::LutFakeQuant(p.weight, at::matmul(p.a, p.b), p.lut, p.boundaries);
   ExpectClose(x.grad(), at::ones_like(y).matmul(wq), 1e-6, "dx");
 }
+
+// ---- V2 with frozen indices: the fused node against the autograd composition ----
+
+// A V2 Q2 layer [out, in] of rank r, indices frozen, scales (A, B, g) trainable.
+std::shared_ptr<quant::QuantLinearV2> MakeV2(int64_t out, int64_t in, int rank, at::ScalarType dtype,
+                                             const at::Device& device, uint64_t seed) {
+  at::manual_seed(seed);
+  quant::LayerQuantSpecV2 spec;
+  spec.lut_size = 4;
+  spec.scale_rank = rank;
+  spec.group_size = 16;
+  spec.use_ste_fp16 = true;
+  auto layer = quant::QuantLinearV2::Create(at::randn({out, in}) * 0.05, at::Tensor(), spec).value();
+  layer->to(device, dtype);
+  layer->FreezeQ();
+  layer->SetTrainable(true, false);
+  layer->set_forward_path(quant::V2ForwardPath::kDenseSte);
+  return layer;
+}
+
+// y and the gradients of x, A, B and g, through the layer (the fused node) or through the plain
+// autograd composition the layer used before: linear(x, Ste16(Q ⊙ ((Â diag ĝ) B̂))).
+std::vector<at::Tensor> RunV2(quant::QuantLinearV2& layer, const at::Tensor& x0, bool composed) {
+  for (at::Tensor* t : {&layer.scale_A, &layer.scale_B, &layer.rank_magnitude}) t->mutable_grad() = at::Tensor();
+  at::Tensor x = x0.clone().requires_grad_(true);
+  at::Tensor y;
+  if (composed) {
+    quant::QuantLinearV2::Factors f = layer.ComputeFactors();
+    at::Tensor w = layer.q * at::matmul(f.a_dir * f.g_hat.unsqueeze(0), f.b_dir);
+    y = at::linear(x, quant::Ste16(w));
+  } else {
+    y = layer.forward(x);
+  }
+  at::Tensor upstream = at::linspace(-1, 1, y.numel()).reshape(y.sizes()).to(y.device());
+  (y.to(at::kFloat) * upstream).sum().backward();
+  return {y.detach(), x.grad(), layer.scale_A.grad(), layer.scale_B.grad(), layer.rank_magnitude.grad()};
+}
+
+class FrozenLutLinearTest : public ::testing::TestWithParam<at::ScalarType> {};
+
+TEST_P(FrozenLutLinearTest, MatchesComposedAutogradInValueAndEveryGradient) {
+  const at::ScalarType dtype = GetParam();
+  auto layer = MakeV2(24, 40, 8, dtype, at::kCPU, 17);
+  at::Tensor x = at::randn({3, 5, 40}).to(dtype);
+  const auto fused = RunV2(*layer, x, false);
+  const auto composed = RunV2(*layer, x, true);
+  const char* names[] = {"y", "dx", "dA", "dB", "dg"};
+  const double tol = dtype == at::kFloat ? 1e-5 : 2e-2;
+  for (size_t i = 0; i < fused.size(); ++i) ExpectClose(fused[i], composed[i], tol, names[i]);
+  // The forward values are the same ops on the CPU: bit for bit.
+  EXPECT_TRUE(at::equal(fused[0], composed[0]));
+  // The fp16 rounding really happens (bf16 and fp32 hold values fp16 cannot).
+  at::Tensor w = quant::FrozenLutWeight(layer->q, layer->indices, layer->lut, layer->EffectiveScales(),
+                                        at::eye(40).to(dtype), /*round_fp16=*/true);
+  EXPECT_TRUE(at::equal(w, w.to(at::kHalf).to(dtype)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, FrozenLutLinearTest, ::testing::Values(at::kFloat, at::kBFloat16));
 
 // ---- CUDA kernels against the ATen paths ----
 
@@ -296,6 +356,51 @@ TEST(MicroStepGraphs, GraphReplaysTrainExactlyLikeEagerSteps) {
   EXPECT_EQ(eager_replays, 0);
   ASSERT_EQ(graphed.size(), eager.size());
   for (size_t i = 0; i < eager.size(); ++i) EXPECT_TRUE(at::equal(graphed[i], eager[i])) << "parameter " << i;
+}
+
+class FrozenLutKernelTest : public ::testing::TestWithParam<std::tuple<at::ScalarType, bool>> {};
+
+TEST_P(FrozenLutKernelTest, WeightAndScaleGradAgreeWithAten) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  const auto [dtype, round] = GetParam();
+  const at::Device dev("cuda");
+  at::manual_seed(23);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  // 1003 rows: the last group of 8 rows is partial. B has padded columns the kernel must skip.
+  at::Tensor idx = at::randint(0, 16, {1003, 777}, f32.dtype(at::kLong)).to(dev, at::kByte);
+  at::Tensor lut = quant::MakeLut(16, false, dtype).value().to(dev);
+  at::Tensor q = lut.index_select(0, idx.to(at::kLong).reshape({-1})).reshape(idx.sizes());
+  at::Tensor a = at::randn({1003, 32}, f32).to(dev, dtype);
+  at::Tensor b = at::randn({32, 800}, f32).to(dev, dtype).narrow(1, 0, 777);
+  at::Tensor fused = quant::FrozenLutWeight(q, idx, lut, a, b, round, FakeQuantBackend::kAuto);
+  at::Tensor aten = quant::FrozenLutWeight(q, idx, lut, a, b, round, FakeQuantBackend::kAten);
+  ASSERT_EQ(fused.sizes(), aten.sizes());
+  // The kernel's float32 sum of the rank products can differ from cuBLAS's in the last bit of S.
+  EXPECT_LE(fused.ne(aten).to(at::kFloat).mean().item<double>(), 2e-3) << "fraction of weights that differ";
+  ExpectClose(fused, aten, 1e-2, "W");
+  if (round && dtype != at::kHalf) EXPECT_TRUE(at::equal(fused, fused.to(at::kHalf).to(dtype)));
+  at::Tensor grad = at::randn({1003, 777}, f32).to(dev, dtype);
+  EXPECT_TRUE(at::equal(quant::FrozenLutScaleGrad(q, idx, lut, grad, FakeQuantBackend::kAuto),
+                        quant::FrozenLutScaleGrad(q, idx, lut, grad, FakeQuantBackend::kAten)));
+}
+
+INSTANTIATE_TEST_SUITE_P(DtypesAndRounding, FrozenLutKernelTest,
+                         ::testing::Combine(::testing::Values(at::kFloat, at::kBFloat16, at::kHalf), ::testing::Bool()));
+
+TEST(FrozenLutLinear, CudaLayerMatchesTheAtenPathAndTheComposition) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  auto layer = MakeV2(384, 256, 32, at::kBFloat16, at::Device("cuda"), 29);
+  at::Tensor x = at::randn({4, 33, 256}).to(at::Device("cuda"), at::kBFloat16);
+  const auto with_kernels = RunV2(*layer, x, false);
+  cuda::SetFusedKernelsEnabled(false);
+  const auto aten = RunV2(*layer, x, false);
+  cuda::SetFusedKernelsEnabled(true);
+  const auto composed = RunV2(*layer, x, true);
+  const char* names[] = {"y", "dx", "dA", "dB", "dg"};
+  for (size_t i = 0; i < aten.size(); ++i) {
+    ExpectClose(with_kernels[i], aten[i], 2e-2, std::string("kernels vs aten ") + names[i]);
+    ExpectClose(aten[i], composed[i], 2e-2, std::string("aten vs composed ") + names[i]);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, FusedAdamWTest, ::testing::Values(at::kFloat, at::kBFloat16));
