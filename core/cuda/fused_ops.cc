@@ -237,6 +237,82 @@ bool TryFrozenLutScaleGrad(const at::Tensor& indices, const at::Tensor& lut, con
   return true;
 }
 
+namespace {
+
+bool V2FactorProblem(const at::Tensor& scale_a, const at::Tensor& scale_b, const at::Tensor& g, int positive,
+                     int magnitude, double norm_eps, double magnitude_eps, V2FactorArgs* a) {
+  if (!FusedKernelsEnabled() || !scale_a.defined() || !scale_a.is_cuda() || scale_a.dim() != 2) return false;
+  if (!ElementTypeOf(scale_a.scalar_type(), &a->type) || positive < 0 || positive > 2 || magnitude < 0 ||
+      magnitude > 2) {
+    return false;
+  }
+  const int64_t out = scale_a.size(0), rank = scale_a.size(1);
+  auto same = [&](const at::Tensor& t, std::initializer_list<int64_t> shape) {
+    return t.defined() && t.device() == scale_a.device() && t.scalar_type() == scale_a.scalar_type() &&
+           t.is_contiguous() && t.sizes() == at::IntArrayRef(shape);
+  };
+  if (rank < 1 || !scale_a.is_contiguous() || scale_b.dim() != 2 || !same(scale_b, {rank, scale_b.size(1)}) ||
+      !same(g, {rank})) {
+    return false;
+  }
+  a->out = out;
+  a->in = scale_b.size(1);
+  a->rank = static_cast<int>(rank);
+  a->a = scale_a.data_ptr();
+  a->b = scale_b.data_ptr();
+  a->g = g.data_ptr();
+  a->positive = static_cast<V2Activation>(positive);
+  a->magnitude = static_cast<V2Activation>(magnitude);
+  a->norm_eps = norm_eps;
+  a->magnitude_eps = magnitude_eps;
+  return true;
+}
+
+}  // namespace
+
+bool TryV2Factors(const at::Tensor& scale_a, const at::Tensor& scale_b, const at::Tensor& g, int positive,
+                  int magnitude, double norm_eps, double magnitude_eps, at::Tensor* ag, at::Tensor* b_dir) {
+  V2FactorArgs a;
+  if (!V2FactorProblem(scale_a, scale_b, g, positive, magnitude, norm_eps, magnitude_eps, &a)) return false;
+  const c10::cuda::CUDAGuard guard(scale_a.device());
+  at::Tensor ag_out = at::empty_like(scale_a), b_out = at::empty_like(scale_b);
+  a.ag = ag_out.data_ptr();
+  a.b_dir = b_out.data_ptr();
+  Check(V2Factors(a, c10::cuda::getCurrentCUDAStream().stream()), "V2Factors");
+  *ag = std::move(ag_out);
+  *b_dir = std::move(b_out);
+  return true;
+}
+
+bool TryV2FactorsBackward(const at::Tensor& scale_a, const at::Tensor& scale_b, const at::Tensor& g, int positive,
+                          int magnitude, double norm_eps, double magnitude_eps, const at::Tensor& grad_ag,
+                          const at::Tensor& grad_b_dir, at::Tensor* grad_a, at::Tensor* grad_b, at::Tensor* grad_g) {
+  V2FactorArgs a;
+  if (!V2FactorProblem(scale_a, scale_b, g, positive, magnitude, norm_eps, magnitude_eps, &a)) return false;
+  auto usable = [&](const at::Tensor& t, const at::Tensor& like) {
+    return !t.defined() || (t.device() == like.device() && t.scalar_type() == like.scalar_type() &&
+                            t.is_contiguous() && t.sizes() == like.sizes());
+  };
+  if (!usable(grad_ag, scale_a) || !usable(grad_b_dir, scale_b)) return false;
+  const c10::cuda::CUDAGuard guard(scale_a.device());
+  if (grad_ag.defined()) a.grad_ag = grad_ag.data_ptr();
+  if (grad_b_dir.defined()) a.grad_b_dir = grad_b_dir.data_ptr();
+  if (grad_a != nullptr) {
+    *grad_a = at::empty_like(scale_a);
+    a.grad_a = grad_a->data_ptr();
+  }
+  if (grad_b != nullptr) {
+    *grad_b = at::empty_like(scale_b);
+    a.grad_b = grad_b->data_ptr();
+  }
+  if (grad_g != nullptr) {
+    *grad_g = at::empty_like(g);
+    a.grad_g = grad_g->data_ptr();
+  }
+  Check(V2FactorsBackward(a, c10::cuda::getCurrentCUDAStream().stream()), "V2FactorsBackward");
+  return true;
+}
+
 bool TryRowLogSumExp(const at::Tensor& z, at::Tensor* lse) {
   ElementType type;
   if (!FusedKernelsEnabled() || !z.defined() || !z.is_cuda() || z.dim() != 2 || z.size(1) < 1 ||
@@ -365,6 +441,16 @@ bool TryFrozenLutWeight(const at::Tensor&, const at::Tensor&, const at::Tensor&,
 }
 
 bool TryFrozenLutScaleGrad(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor*) { return false; }
+
+bool TryV2Factors(const at::Tensor&, const at::Tensor&, const at::Tensor&, int, int, double, double, at::Tensor*,
+                  at::Tensor*) {
+  return false;
+}
+
+bool TryV2FactorsBackward(const at::Tensor&, const at::Tensor&, const at::Tensor&, int, int, double, double,
+                          const at::Tensor&, const at::Tensor&, at::Tensor*, at::Tensor*, at::Tensor*) {
+  return false;
+}
 
 bool TryRowLogSumExp(const at::Tensor&, at::Tensor*) { return false; }
 

@@ -60,6 +60,17 @@ bool TryFrozenLutWeight(const at::Tensor& indices, const at::Tensor& lut, const 
 // *out = grad * LUT[idx] ([O, I], grad's dtype = the LUT's): dL/dS of LUT[idx] ⊙ S.
 bool TryFrozenLutScaleGrad(const at::Tensor& indices, const at::Tensor& lut, const at::Tensor& grad, at::Tensor* out);
 
+// V2's normalised factors (kernels.h V2Factors): scale_a [O, r], scale_b [r, I], g [r] of one
+// floating dtype on one CUDA device (contiguous). positive / magnitude: 0 identity, 1 abs,
+// 2 softplus. *ag = Â diag ĝ [O, r], *b_dir = B̂ [r, I].
+bool TryV2Factors(const at::Tensor& scale_a, const at::Tensor& scale_b, const at::Tensor& g, int positive,
+                  int magnitude, double norm_eps, double magnitude_eps, at::Tensor* ag, at::Tensor* b_dir);
+// The backward (kernels.h V2FactorsBackward): grad_ag [O, r] and grad_b_dir [r, I] (either may
+// be undefined: zero). Fills the outputs whose pointer is non-null.
+bool TryV2FactorsBackward(const at::Tensor& scale_a, const at::Tensor& scale_b, const at::Tensor& g, int positive,
+                          int magnitude, double norm_eps, double magnitude_eps, const at::Tensor& grad_ag,
+                          const at::Tensor& grad_b_dir, at::Tensor* grad_a, at::Tensor* grad_b, at::Tensor* grad_g);
+
 // Full-vocabulary cross entropy on logits z [N, V] (float32/bf16/fp16, rows contiguous):
 // *lse = float32 [N] log-sum-exp per row; *grad = z-typed [N, V]
 // (softmax(z) - onehot(target)) * scale, target int64 [N].

@@ -243,6 +243,156 @@ const char* DispatchFrozenLut(const FrozenLutArgs& a, bool grad, void* stream) {
   });
 }
 
+// ---- V2 factors ----
+
+__device__ __forceinline__ float Activate(V2Activation mode, float x) {
+  if (mode == V2Activation::kAbs) return fabsf(x);
+  if (mode == V2Activation::kSoftplus) return x > 20.0f ? x : log1pf(expf(x));
+  return x;
+}
+
+__device__ __forceinline__ float ActivationGrad(V2Activation mode, float x) {
+  if (mode == V2Activation::kAbs) return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
+  if (mode == V2Activation::kSoftplus) {
+    if (x > 20.0f) return 1.0f;
+    const float z = expf(x);
+    return z / (z + 1.0f);
+  }
+  return 1.0f;
+}
+
+template <typename T>
+__device__ __forceinline__ float Round(float v) {
+  return ToFloat(FromFloat<T>(v));
+}
+
+// Sum over the block (every thread gets the result). Uses `scratch` [kThreads / 32].
+__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) total += scratch[w];
+  return total;
+}
+
+// One direction vector: `count` elements of `raw` at stride `stride`, positivity applied and
+// rounded to T; returns its clamped norm n = max(T(‖·‖), eps) and the unclamped T(‖·‖).
+template <typename T>
+__device__ void DirectionNorm(const T* raw, int64_t count, int64_t stride, V2Activation pos, float eps,
+                              float* scratch, float* norm_t, float* clamped) {
+  float ss = 0.0f;
+  for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
+    const float v = Round<T>(Activate(pos, ToFloat(raw[j * stride])));
+    ss += v * v;
+  }
+  ss = BlockSum(ss, scratch);
+  *norm_t = Round<T>(sqrtf(ss));
+  *clamped = ClampMin(*norm_t, eps);
+}
+
+template <typename T>
+__global__ void V2FactorsKernel(V2FactorArgs a, float norm_eps, float mag_eps) {
+  __shared__ float scratch[kThreads / 32];
+  const int k = blockIdx.x;
+  const T* A = static_cast<const T*>(a.a) + k;               // column k, stride rank
+  const T* B = static_cast<const T*>(a.b) + k * a.in;        // row k
+  float na, nca, nb, ncb;
+  DirectionNorm<T>(A, a.out, a.rank, a.positive, norm_eps, scratch, &na, &nca);
+  DirectionNorm<T>(B, a.in, 1, a.positive, norm_eps, scratch, &nb, &ncb);
+  const float g_hat = Round<T>(Round<T>(Activate(a.magnitude, ToFloat(static_cast<const T*>(a.g)[k]))) + mag_eps);
+  T* ag = static_cast<T*>(a.ag) + k;
+  T* bd = static_cast<T*>(a.b_dir) + k * a.in;
+  for (int64_t o = threadIdx.x; o < a.out; o += blockDim.x) {
+    const float ap = Round<T>(Activate(a.positive, ToFloat(A[o * a.rank])));
+    ag[o * a.rank] = FromFloat<T>(Round<T>(ap / nca) * g_hat);
+  }
+  for (int64_t i = threadIdx.x; i < a.in; i += blockDim.x) {
+    bd[i] = FromFloat<T>(Round<T>(Activate(a.positive, ToFloat(B[i]))) / ncb);
+  }
+}
+
+// The backward of one direction x̂ = T(x' / n) with x' = T(pos(x)), n = max(T(‖x'‖), eps),
+// given dL/dx̂ = grad_hat(j) (already rounded to T): writes dL/dx.
+template <typename T, typename GradHat>
+__device__ void DirectionBackward(const T* raw, int64_t count, int64_t stride, V2Activation pos, float eps,
+                                  float norm_t, float clamped, GradHat grad_hat, T* grad_out, float* scratch) {
+  // dL/dn (through the division; ATen sums the broadcast gradient in float, then rounds)
+  float acc = 0.0f;
+  for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
+    const float xp = Round<T>(Activate(pos, ToFloat(raw[j * stride])));
+    acc += -grad_hat(j) * xp / (clamped * clamped);
+  }
+  const float dn_clamped = Round<T>(BlockSum(acc, scratch));
+  const float dn = norm_t >= eps ? dn_clamped : 0.0f;  // clamp_min's mask
+  if (grad_out == nullptr) return;
+  for (int64_t j = threadIdx.x; j < count; j += blockDim.x) {
+    const float x = ToFloat(raw[j * stride]);
+    const float xp = Round<T>(Activate(pos, x));
+    const float through_div = Round<T>(grad_hat(j) / clamped);
+    const float through_norm = norm_t > 0.0f ? Round<T>(xp * (dn / norm_t)) : 0.0f;
+    float d = Round<T>(through_div + through_norm);
+    if (pos != V2Activation::kIdentity) d = Round<T>(d * ActivationGrad(pos, x));
+    grad_out[j * stride] = FromFloat<T>(d);
+  }
+}
+
+template <typename T>
+__global__ void V2FactorsBackwardKernel(V2FactorArgs a, float norm_eps, float mag_eps) {
+  __shared__ float scratch[kThreads / 32];
+  const int k = blockIdx.x;
+  const T* A = static_cast<const T*>(a.a) + k;
+  const T* B = static_cast<const T*>(a.b) + k * a.in;
+  const T* gag = a.grad_ag != nullptr ? static_cast<const T*>(a.grad_ag) + k : nullptr;
+  const T* gbd = a.grad_b_dir != nullptr ? static_cast<const T*>(a.grad_b_dir) + k * a.in : nullptr;
+  float na, nca, nb, ncb;
+  DirectionNorm<T>(A, a.out, a.rank, a.positive, norm_eps, scratch, &na, &nca);
+  DirectionNorm<T>(B, a.in, 1, a.positive, norm_eps, scratch, &nb, &ncb);
+  const float g = ToFloat(static_cast<const T*>(a.g)[k]);
+  const float g_hat = Round<T>(Round<T>(Activate(a.magnitude, g)) + mag_eps);
+  // ag = â · ĝ: dL/dâ = T(dL/dag · ĝ), dL/dĝ = T(Σ_o dL/dag · â).
+  float dg = 0.0f;
+  if (gag != nullptr) {
+    for (int64_t o = threadIdx.x; o < a.out; o += blockDim.x) {
+      const float ahat = Round<T>(Round<T>(Activate(a.positive, ToFloat(A[o * a.rank]))) / nca);
+      dg += ToFloat(gag[o * a.rank]) * ahat;
+    }
+  }
+  dg = Round<T>(BlockSum(dg, scratch));
+  if (a.grad_g != nullptr && threadIdx.x == 0) {
+    float d = dg;
+    if (a.magnitude != V2Activation::kIdentity) d = Round<T>(d * ActivationGrad(a.magnitude, g));
+    static_cast<T*>(a.grad_g)[k] = FromFloat<T>(d);
+  }
+  T* grad_a = a.grad_a != nullptr ? static_cast<T*>(a.grad_a) + k : nullptr;
+  T* grad_b = a.grad_b != nullptr ? static_cast<T*>(a.grad_b) + k * a.in : nullptr;
+  DirectionBackward<T>(
+      A, a.out, a.rank, a.positive, norm_eps, na, nca,
+      [&](int64_t o) { return gag != nullptr ? Round<T>(ToFloat(gag[o * a.rank]) * g_hat) : 0.0f; }, grad_a, scratch);
+  DirectionBackward<T>(
+      B, a.in, 1, a.positive, norm_eps, nb, ncb,
+      [&](int64_t i) { return gbd != nullptr ? ToFloat(gbd[i]) : 0.0f; }, grad_b, scratch);
+}
+
+const char* DispatchV2Factors(const V2FactorArgs& a, bool backward, void* stream) {
+  if (a.rank <= 0 || a.out <= 0 || a.in <= 0) return nullptr;
+  if (a.rank > 0x7fffffff) return "rank too large";
+  auto st = static_cast<cudaStream_t>(stream);
+  return WithType(a.type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const float norm_eps = RoundedTo<T>(a.norm_eps);
+    const float mag_eps = static_cast<float>(a.magnitude_eps);
+    if (backward) {
+      V2FactorsBackwardKernel<T><<<a.rank, kThreads, 0, st>>>(a, norm_eps, mag_eps);
+    } else {
+      V2FactorsKernel<T><<<a.rank, kThreads, 0, st>>>(a, norm_eps, mag_eps);
+    }
+    return LaunchStatus();
+  });
+}
+
 // Block-wide reduction of (max, sum of exp relative to max) pairs.
 __device__ __forceinline__ void MergeLse(float& m, float& s, float m2, float s2) {
   if (m2 == -INFINITY) return;
@@ -363,6 +513,12 @@ const char* FrozenLutWeight(const FrozenLutArgs& args, void* stream) {
 
 const char* FrozenLutScaleGrad(const FrozenLutArgs& args, void* stream) {
   return DispatchFrozenLut(args, /*grad=*/true, stream);
+}
+
+const char* V2Factors(const V2FactorArgs& args, void* stream) { return DispatchV2Factors(args, false, stream); }
+
+const char* V2FactorsBackward(const V2FactorArgs& args, void* stream) {
+  return DispatchV2Factors(args, true, stream);
 }
 
 const char* RowLogSumExp(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride, float* lse,

@@ -82,6 +82,40 @@ struct FrozenLutArgs {
 const char* FrozenLutWeight(const FrozenLutArgs& args, void* stream);
 const char* FrozenLutScaleGrad(const FrozenLutArgs& args, void* stream);
 
+// V2's normalised scale factors (spec §4.4; quant/quant_linear_v2.h), one block per rank k:
+//   a' = pos(A), b' = pos(B)             pos: identity, or abs / softplus (force_positive_scales)
+//   n_k = max(T(‖a'[:, k]‖), T(norm_eps)), m_k = max(T(‖b'[k, :]‖), T(norm_eps))
+//   â = T(a' / n_k), b̂ = T(b' / m_k), ĝ = T(act(g) + magnitude_eps)    act: identity / abs / softplus
+//   V2Factors:         ag = T(â · ĝ) [O, r], b_dir = b̂ [r, I]
+//   V2FactorsBackward: dL/dA, dL/dB, dL/dg from dL/dag and dL/db_dir (either may be null: zero),
+//                      the chain rule of the same composition (clamp_min passes the norm's
+//                      gradient where ‖·‖ >= eps; softplus: beta 1, threshold 20, as ATen)
+// T = `type`; values are rounded to T where the ATen composition rounds them, so the two agree
+// up to the order of the float32 sums. A, B, g and every output are contiguous device arrays.
+enum class V2Activation : int { kIdentity = 0, kAbs = 1, kSoftplus = 2 };
+
+struct V2FactorArgs {
+  ElementType type = ElementType::kFloat32;
+  int64_t out = 0, in = 0;
+  int rank = 0;
+  const void* a = nullptr;  // [out, rank]
+  const void* b = nullptr;  // [rank, in]
+  const void* g = nullptr;  // [rank]
+  V2Activation positive = V2Activation::kIdentity;
+  V2Activation magnitude = V2Activation::kIdentity;
+  double norm_eps = 1e-6, magnitude_eps = 1e-6;
+  void* ag = nullptr;     // forward: [out, rank]
+  void* b_dir = nullptr;  // forward: [rank, in]
+  const void* grad_ag = nullptr;     // backward inputs
+  const void* grad_b_dir = nullptr;
+  void* grad_a = nullptr;  // backward outputs (each may be null: not computed)
+  void* grad_b = nullptr;
+  void* grad_g = nullptr;
+};
+
+const char* V2Factors(const V2FactorArgs& args, void* stream);
+const char* V2FactorsBackward(const V2FactorArgs& args, void* stream);
+
 // Full-vocabulary cross entropy over rows of logits z [rows, cols] (`type`, row stride):
 //   RowLogSumExp: lse[r] = log Σ_c exp(z[r, c]) in float32 (online max, one read of z).
 //   CrossEntropyGrad: out[r, c] = type((exp(z[r, c] - lse[r]) - [c == target[r]]) * scale),

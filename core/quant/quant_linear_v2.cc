@@ -1,5 +1,10 @@
-#include <ATen/core/grad_mode.h>
 #include "core/quant/quant_linear_v2.h"
+
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "core/cuda/fused_ops.h"
 
 #include "absl/strings/str_cat.h"
 #include "core/quant/fake_quant.h"
@@ -21,6 +26,111 @@ absl::Status CheckShape(const at::Tensor& t, const char* name, std::vector<int64
 }
 
 at::Tensor MaybeSte(const at::Tensor& v, bool on) { return on ? Ste16(v) : v; }
+
+// spec §4.4 steps 1-5 as ATen operations (graph when the inputs require grad).
+QuantLinearV2::Factors ComposeFactors(const at::Tensor& a, const at::Tensor& b, const at::Tensor& g,
+                                      const LayerQuantSpecV2& spec) {
+  at::Tensor ap = a;
+  at::Tensor bp = b;
+  if (spec.force_positive_scales) {
+    const bool softplus = spec.positive_scale_method == PositiveScaleMethod::kSoftplus;
+    ap = softplus ? at::softplus(a) : a.abs();
+    bp = softplus ? at::softplus(b) : b.abs();
+  }
+  QuantLinearV2::Factors f;
+  f.a_dir = ap / ap.norm(2, {0}, /*keepdim=*/true).clamp_min(spec.norm_eps);
+  f.b_dir = bp / bp.norm(2, {1}, /*keepdim=*/true).clamp_min(spec.norm_eps);
+  at::Tensor act = g;
+  if (spec.magnitude_activation == MagnitudeActivation::kAbs) act = g.abs();
+  if (spec.magnitude_activation == MagnitudeActivation::kSoftplus) act = at::softplus(g);
+  f.g_hat = act + spec.magnitude_eps;
+  return f;
+}
+
+// The activation codes of cuda::TryV2Factors (0 identity, 1 abs, 2 softplus) and back.
+int64_t PositiveCode(const LayerQuantSpecV2& s) {
+  if (!s.force_positive_scales) return 0;
+  return s.positive_scale_method == PositiveScaleMethod::kSoftplus ? 2 : 1;
+}
+int64_t MagnitudeCode(const LayerQuantSpecV2& s) {
+  if (s.magnitude_activation == MagnitudeActivation::kAbs) return 1;
+  return s.magnitude_activation == MagnitudeActivation::kSoftplus ? 2 : 0;
+}
+LayerQuantSpecV2 SpecOfCodes(int64_t positive, int64_t magnitude, double norm_eps, double magnitude_eps) {
+  LayerQuantSpecV2 s;
+  s.force_positive_scales = positive != 0;
+  s.positive_scale_method = positive == 2 ? PositiveScaleMethod::kSoftplus : PositiveScaleMethod::kAbs;
+  s.magnitude_activation = magnitude == 1   ? MagnitudeActivation::kAbs
+                           : magnitude == 2 ? MagnitudeActivation::kSoftplus
+                                            : MagnitudeActivation::kIdentity;
+  s.norm_eps = norm_eps;
+  s.magnitude_eps = magnitude_eps;
+  return s;
+}
+
+// (Â diag ĝ, B̂) from (A, B, g) as one autograd node: on CUDA one kernel forward and one
+// backward (cuda::TryV2Factors) in place of ~30 small ATen kernels per layer, which in a
+// CUDA-graph training step of Qwen3-0.6B cost ~20 ms of launch latency. Values agree with
+// ComposeFactors up to the order of float32 sums (tests/core/cuda/fused_ops_test.cc). Without
+// the kernel (switched off between forward and backward) the backward re-derives the gradient
+// from ComposeFactors with autograd.
+struct DenseFactorsFn : public torch::autograd::Function<DenseFactorsFn> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a,
+                                                const at::Tensor& b, const at::Tensor& g, int64_t positive,
+                                                int64_t magnitude, double norm_eps, double magnitude_eps) {
+    ctx->save_for_backward({a, b, g});
+    ctx->saved_data["positive"] = positive;
+    ctx->saved_data["magnitude"] = magnitude;
+    ctx->saved_data["norm_eps"] = norm_eps;
+    ctx->saved_data["magnitude_eps"] = magnitude_eps;
+    at::Tensor ag, b_dir;
+    if (!cuda::TryV2Factors(a, b, g, static_cast<int>(positive), static_cast<int>(magnitude), norm_eps, magnitude_eps,
+                            &ag, &b_dir)) {
+      QuantLinearV2::Factors f = ComposeFactors(a, b, g, SpecOfCodes(positive, magnitude, norm_eps, magnitude_eps));
+      ag = f.a_dir * f.g_hat.unsqueeze(0);
+      b_dir = f.b_dir;
+    }
+    return {ag, b_dir};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &a = saved[0], &b = saved[1], &g = saved[2];
+    const int64_t positive = ctx->saved_data["positive"].toInt(), magnitude = ctx->saved_data["magnitude"].toInt();
+    const double norm_eps = ctx->saved_data["norm_eps"].toDouble();
+    const double magnitude_eps = ctx->saved_data["magnitude_eps"].toDouble();
+    const at::Tensor g_ag = grads[0].defined() ? grads[0].contiguous() : grads[0];
+    const at::Tensor g_b = grads[1].defined() ? grads[1].contiguous() : grads[1];
+    const bool need_a = ctx->needs_input_grad(0), need_b = ctx->needs_input_grad(1), need_g = ctx->needs_input_grad(2);
+    at::Tensor da, db, dg;
+    if (!cuda::TryV2FactorsBackward(a, b, g, static_cast<int>(positive), static_cast<int>(magnitude), norm_eps,
+                                    magnitude_eps, g_ag, g_b, need_a ? &da : nullptr, need_b ? &db : nullptr,
+                                    need_g ? &dg : nullptr)) {
+      at::AutoGradMode grad_on(true);
+      const at::Tensor la = a.detach().requires_grad_(true), lb = b.detach().requires_grad_(true);
+      const at::Tensor lg = g.detach().requires_grad_(true);
+      QuantLinearV2::Factors f = ComposeFactors(la, lb, lg, SpecOfCodes(positive, magnitude, norm_eps, magnitude_eps));
+      std::vector<at::Tensor> outs, outs_grad;
+      if (g_ag.defined()) {
+        outs.push_back(f.a_dir * f.g_hat.unsqueeze(0));
+        outs_grad.push_back(g_ag);
+      }
+      if (g_b.defined()) {
+        outs.push_back(f.b_dir);
+        outs_grad.push_back(g_b);
+      }
+      if (!outs.empty()) {
+        auto d = torch::autograd::grad(outs, {la, lb, lg}, outs_grad, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true);
+        da = need_a ? d[0] : at::Tensor();
+        db = need_b ? d[1] : at::Tensor();
+        dg = need_g ? d[2] : at::Tensor();
+      }
+    }
+    return {da, db, dg, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -90,21 +200,7 @@ const at::Tensor& QuantLinearV2::Boundaries() {
 
 QuantLinearV2::Factors QuantLinearV2::FactorsOf(const at::Tensor& a, const at::Tensor& b, const at::Tensor& g) const {
   if (baked_) return {a, b, g};  // spec §4.4 step 6
-  at::Tensor ap = a;
-  at::Tensor bp = b;
-  if (spec_.force_positive_scales) {
-    const bool softplus = spec_.positive_scale_method == PositiveScaleMethod::kSoftplus;
-    ap = softplus ? at::softplus(a) : a.abs();
-    bp = softplus ? at::softplus(b) : b.abs();
-  }
-  Factors f;
-  f.a_dir = ap / ap.norm(2, {0}, /*keepdim=*/true).clamp_min(spec_.norm_eps);
-  f.b_dir = bp / bp.norm(2, {1}, /*keepdim=*/true).clamp_min(spec_.norm_eps);
-  at::Tensor act = g;
-  if (spec_.magnitude_activation == MagnitudeActivation::kAbs) act = g.abs();
-  if (spec_.magnitude_activation == MagnitudeActivation::kSoftplus) act = at::softplus(g);
-  f.g_hat = act + spec_.magnitude_eps;
-  return f;
+  return ComposeFactors(a, b, g, spec_);
 }
 
 QuantLinearV2::Factors QuantLinearV2::ComputeFactors() { return FactorsOf(scale_A, scale_B, rank_magnitude); }
@@ -194,30 +290,41 @@ at::Tensor QuantLinearV2::forward(const at::Tensor& x) {
   if (cached()) return at::linear(x, cached_weight_.to(dtype), b);
 
   at::Tensor qv = QValues().to(dtype);  // no graph: Q is frozen
+  const V2ForwardPath path = ResolvedPath();
+  if (path == V2ForwardPath::kDense || path == V2ForwardPath::kDenseSte) {
+    // Σ_k a_k ⊙ (Q (b_k ⊙ x)) = x (Q ⊙ (Â diag ĝ) B̂)ᵀ: one effective weight per call.
+    const bool round = path == V2ForwardPath::kDenseSte && spec_.use_ste_fp16;
+    at::Tensor ag, b_dir;
+    if (!baked_ && cuda::FusedKernelsEnabled() && scale_A.is_cuda() && scale_A.scalar_type() == dtype) {
+      const auto factors = DenseFactorsFn::apply(scale_A, scale_B, rank_magnitude, PositiveCode(spec_),
+                                                 MagnitudeCode(spec_), spec_.norm_eps, spec_.magnitude_eps);
+      ag = factors[0];
+      b_dir = factors[1];
+    } else {
+      Factors f = ComputeFactors();
+      ag = f.a_dir.to(dtype) * f.g_hat.to(dtype).unsqueeze(0);
+      b_dir = f.b_dir.to(dtype);
+    }
+    if (q_frozen()) {
+      // One autograd node (fake_quant.h FrozenLutLinear; a fused kernel on CUDA), same values.
+      return FrozenLutLinear(x, qv, indices, lut.to(dtype), ag, b_dir, b, round);
+    }
+    return at::linear(x, MaybeSte(qv * at::matmul(ag, b_dir), round), b);
+  }
   Factors f = ComputeFactors();
   f.a_dir = f.a_dir.to(dtype);
   f.b_dir = f.b_dir.to(dtype);
   f.g_hat = f.g_hat.to(dtype);
   at::Tensor y;
-  switch (ResolvedPath()) {
+  switch (path) {
     case V2ForwardPath::kLoop:
       y = ForwardLoop(x, qv, f);
       break;
     case V2ForwardPath::kBatched:
       y = ForwardBatched(x, qv, f);
       break;
-    case V2ForwardPath::kDenseSte:
-    case V2ForwardPath::kDense:
-    case V2ForwardPath::kAuto: {
-      // Σ_k a_k ⊙ (Q (b_k ⊙ x)) = x (Q ⊙ (Â diag ĝ) B̂)ᵀ: one effective weight per call.
-      const bool round = ResolvedPath() == V2ForwardPath::kDenseSte && spec_.use_ste_fp16;
-      const at::Tensor ag = f.a_dir * f.g_hat.unsqueeze(0);
-      if (q_frozen()) {
-        // One autograd node (fake_quant.h FrozenLutLinear; a fused kernel on CUDA), same values.
-        return FrozenLutLinear(x, qv, indices, lut.to(dtype), ag, f.b_dir, b, round);
-      }
-      return at::linear(x, MaybeSte(qv * at::matmul(ag, f.b_dir), round), b);
-    }
+    default:  // the dense paths returned above; ResolvedPath never gives kAuto
+      break;
   }
   return b.defined() ? y + b : y;
 }

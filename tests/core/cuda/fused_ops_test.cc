@@ -120,9 +120,9 @@ TEST(FakeQuantLinear, FrozenLayerStillPassesInputGradient) {
 
 // A V2 Q2 layer [out, in] of rank r, indices frozen, scales (A, B, g) trainable.
 std::shared_ptr<quant::QuantLinearV2> MakeV2(int64_t out, int64_t in, int rank, at::ScalarType dtype,
-                                             const at::Device& device, uint64_t seed) {
+                                             const at::Device& device, uint64_t seed,
+                                             quant::LayerQuantSpecV2 spec = {}) {
   at::manual_seed(seed);
-  quant::LayerQuantSpecV2 spec;
   spec.lut_size = 4;
   spec.scale_rank = rank;
   spec.group_size = 16;
@@ -401,6 +401,56 @@ TEST(FrozenLutLinear, CudaLayerMatchesTheAtenPathAndTheComposition) {
     ExpectClose(with_kernels[i], aten[i], 2e-2, std::string("kernels vs aten ") + names[i]);
     ExpectClose(aten[i], composed[i], 2e-2, std::string("aten vs composed ") + names[i]);
   }
+}
+
+// The fused V2 factor node (Â diag ĝ and B̂ in one kernel, its backward in another) against the
+// ATen composition, for every positivity and magnitude activation.
+class V2FactorKernelTest
+    : public ::testing::TestWithParam<std::tuple<at::ScalarType, quant::MagnitudeActivation, int>> {};
+
+TEST_P(V2FactorKernelTest, LayerValuesAndScaleGradientsMatchTheComposition) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  const auto [dtype, magnitude, positive] = GetParam();
+  quant::LayerQuantSpecV2 spec;
+  spec.force_positive_scales = positive != 0;
+  spec.positive_scale_method = positive == 2 ? quant::PositiveScaleMethod::kSoftplus : quant::PositiveScaleMethod::kAbs;
+  spec.magnitude_activation = magnitude;
+  auto layer = MakeV2(320, 192, 16, dtype, at::Device("cuda"), 31, spec);
+  at::Tensor x = at::randn({2, 40, 192}).to(at::Device("cuda"), dtype);
+  const auto fused = RunV2(*layer, x, false);
+  const auto composed = RunV2(*layer, x, true);
+  const char* names[] = {"y", "dx", "dA", "dB", "dg"};
+  const double tol = dtype == at::kFloat ? 1e-4 : 3e-2;
+  for (size_t i = 0; i < fused.size(); ++i) ExpectClose(fused[i], composed[i], tol, names[i]);
+  // The factors themselves, before any GEMM.
+  quant::QuantLinearV2::Factors f = layer->ComputeFactors();
+  at::Tensor ag, b_dir;
+  ASSERT_TRUE(cuda::TryV2Factors(layer->scale_A, layer->scale_B, layer->rank_magnitude, positive,
+                                 static_cast<int>(magnitude), spec.norm_eps, spec.magnitude_eps, &ag, &b_dir));
+  ExpectClose(ag, (f.a_dir * f.g_hat.unsqueeze(0)).detach(), dtype == at::kFloat ? 1e-6 : 1e-2, "ag");
+  ExpectClose(b_dir, f.b_dir.detach(), dtype == at::kFloat ? 1e-6 : 1e-2, "b_dir");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    DtypesAndActivations, V2FactorKernelTest,
+    ::testing::Combine(::testing::Values(at::kFloat, at::kBFloat16),
+                       ::testing::Values(quant::MagnitudeActivation::kIdentity, quant::MagnitudeActivation::kAbs,
+                                         quant::MagnitudeActivation::kSoftplus),
+                       ::testing::Values(0, 1, 2)));
+
+TEST(V2FactorKernel, BackwardFallsBackToAutogradWhenKernelsAreSwitchedOff) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  auto layer = MakeV2(96, 64, 8, at::kFloat, at::Device("cuda"), 37);
+  at::Tensor x = at::randn({3, 64}).to(at::kCUDA);
+  const auto want = RunV2(*layer, x, true);
+  for (at::Tensor* t : {&layer->scale_A, &layer->scale_B, &layer->rank_magnitude}) t->mutable_grad() = at::Tensor();
+  at::Tensor y = layer->forward(x);  // fused forward
+  cuda::SetFusedKernelsEnabled(false);
+  (y * at::linspace(-1, 1, y.numel()).reshape(y.sizes()).to(y.device())).sum().backward();
+  cuda::SetFusedKernelsEnabled(true);
+  ExpectClose(layer->scale_A.grad(), want[2], 1e-4, "dA");
+  ExpectClose(layer->scale_B.grad(), want[3], 1e-4, "dB");
+  ExpectClose(layer->rank_magnitude.grad(), want[4], 1e-4, "dg");
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, FusedAdamWTest, ::testing::Values(at::kFloat, at::kBFloat16));
