@@ -13,7 +13,9 @@
 //   v2_q2_r32_dense           the same without STE (dense kernel: the fast equivalent)
 //   v2_q2_r32_dense_ste       dense with the effective weight rounded to fp16 through the STE
 //                             (V2ForwardPath::kDenseSte: what the V2 trainer runs)
-// Reported: median ms per step and the ratio to `plain` of the same shape and dtype.
+// Reported: median ms per step and the ratio to `plain` of the same shape and dtype; on CUDA
+// also graph_ms / graph_ratio_vs_plain: the step captured as a CUDA graph and replayed, i.e. its
+// GPU time without the host's launch cost (how the trainer runs it, train/micro_step.h).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
@@ -31,6 +33,7 @@
 
 #include "absl/strings/str_split.h"
 #include "core/quant/quant_linear_v1.h"
+#include "core/cuda/fused_ops.h"
 #include "core/quant/quant_linear_v2.h"
 #include "nlohmann/json.hpp"
 
@@ -193,7 +196,7 @@ int main(int argc, char** argv) {
       steps.emplace_back("v2_q2_r32_dense_ste", MakeStep([v2t](const at::Tensor& v) { return v2t->forward(v); }, x,
                                                          gy, {v2t->scale_A, v2t->scale_B, v2t->rank_magnitude}));
 
-      double plain_ms = 0;
+      double plain_ms = 0, plain_graph_ms = 0;
       for (auto& [name, step] : steps) {
         double ms = MedianMs(step, device, opt.warmup, iters);
         if (name == "plain") plain_ms = ms;
@@ -203,9 +206,20 @@ int main(int argc, char** argv) {
         r["variant"] = name;
         r["ms"] = ms;
         r["ratio_vs_plain"] = plain_ms > 0 ? ms / plain_ms : 1.0;
+        double graph_ms = 0;
+        std::string graph_text;
+        // The factored STE path allocates [tokens, rank, in] tensors: not worth a graph pool.
+        if (cuda && name != "v2_q2_r32_ste" && qatd::cuda::MedianGraphReplayMs([&] { step(); }, iters, &graph_ms)) {
+          if (name == "plain") plain_graph_ms = graph_ms;
+          r["graph_ms"] = graph_ms;
+          r["graph_ratio_vs_plain"] = plain_graph_ms > 0 ? graph_ms / plain_graph_ms : 1.0;
+          char buf[96];
+          std::snprintf(buf, sizeof buf, "   graph %7.3f ms  x%.2f", graph_ms, r["graph_ratio_vs_plain"].get<double>());
+          graph_text = buf;
+        }
         out["results"].push_back(r);
-        std::fprintf(stderr, "%s %s %-22s %9.2f ms  x%.2f\n", r["shape"].get<std::string>().c_str(), dname.c_str(),
-                     name.c_str(), ms, r["ratio_vs_plain"].get<double>());
+        std::fprintf(stderr, "%s %s %-22s %9.2f ms  x%.2f%s\n", r["shape"].get<std::string>().c_str(), dname.c_str(),
+                     name.c_str(), ms, r["ratio_vs_plain"].get<double>(), graph_text.c_str());
       }
     }
   }

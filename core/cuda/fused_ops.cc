@@ -8,8 +8,13 @@
 
 #ifdef QATD_CUDA_KERNELS
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include <algorithm>
+#include <chrono>
 
 #include "core/cuda/kernels.h"
 #endif
@@ -313,6 +318,42 @@ bool TryV2FactorsBackward(const at::Tensor& scale_a, const at::Tensor& scale_b, 
   return true;
 }
 
+bool MedianGraphReplayMs(const std::function<void()>& fn, int iters, double* median_ms) {
+  if (iters < 1) return false;
+  const c10::cuda::CUDAStream main = c10::cuda::getCurrentCUDAStream();
+  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, main.device_index());
+  auto wait = [](const c10::cuda::CUDAStream& waiter, const c10::cuda::CUDAStream& on) {
+    at::cuda::CUDAEvent event;
+    event.record(on);
+    event.block(waiter);
+  };
+  at::cuda::CUDAGraph graph;
+  try {
+    wait(side, main);
+    {
+      const c10::cuda::CUDAStreamGuard guard(side);
+      fn();  // warm-up: lazily created state (cuBLAS handles, workspaces) must exist first
+      graph.capture_begin();
+      fn();
+      graph.capture_end();
+    }
+    wait(main, side);
+  } catch (const std::exception&) {
+    return false;
+  }
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    main.synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    graph.replay();
+    main.synchronize();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  *median_ms = ms[ms.size() / 2];
+  return true;
+}
+
 bool TryRowLogSumExp(const at::Tensor& z, at::Tensor* lse) {
   ElementType type;
   if (!FusedKernelsEnabled() || !z.defined() || !z.is_cuda() || z.dim() != 2 || z.size(1) < 1 ||
@@ -451,6 +492,8 @@ bool TryV2FactorsBackward(const at::Tensor&, const at::Tensor&, const at::Tensor
                           const at::Tensor&, const at::Tensor&, at::Tensor*, at::Tensor*, at::Tensor*) {
   return false;
 }
+
+bool MedianGraphReplayMs(const std::function<void()>&, int, double*) { return false; }
 
 bool TryRowLogSumExp(const at::Tensor&, at::Tensor*) { return false; }
 

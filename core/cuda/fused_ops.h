@@ -13,6 +13,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <vector>
 
 namespace qatd::cuda {
@@ -27,6 +28,13 @@ void SetAllocatorDefaults();
 // False when QATD_CUDA_GRAPHS=0 is set: the trainer's micro-step (train/micro_step.h) and the
 // KD teacher pass (kd/teacher.h) then run eagerly.
 bool CudaGraphsAllowedByEnvironment();
+
+// Benchmark helper: runs `fn` (CUDA work on the current device) once eagerly on a side stream,
+// captures one call as a CUDA graph and returns the median milliseconds of `iters` replays,
+// each synchronised; the GPU cost of `fn` without its host-side launch cost, as a training step
+// replayed from a graph pays it. Returns false (and leaves *median_ms) when CUDA graphs are not
+// built or the capture fails.
+bool MedianGraphReplayMs(const std::function<void()>& fn, int iters, double* median_ms);
 
 bool FusedKernelsCompiled();
 bool FusedKernelsEnabled();

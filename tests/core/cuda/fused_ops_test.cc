@@ -420,8 +420,12 @@ TEST_P(V2FactorKernelTest, LayerValuesAndScaleGradientsMatchTheComposition) {
   const auto fused = RunV2(*layer, x, false);
   const auto composed = RunV2(*layer, x, true);
   const char* names[] = {"y", "dx", "dA", "dB", "dg"};
-  const double tol = dtype == at::kFloat ? 1e-4 : 3e-2;
-  for (size_t i = 0; i < fused.size(); ++i) ExpectClose(fused[i], composed[i], tol, names[i]);
+  for (size_t i = 0; i < fused.size(); ++i) {
+    // y and dx see the fp16-rounded weight: a last-bit difference of S can move a weight by one
+    // fp16 step (2^-11 relative), so fp32 gets fp16's tolerance there.
+    const double tol = dtype == at::kFloat ? (i < 2 ? 1e-3 : 1e-4) : 3e-2;
+    ExpectClose(fused[i], composed[i], tol, names[i]);
+  }
   // The factors themselves, before any GEMM.
   quant::QuantLinearV2::Factors f = layer->ComputeFactors();
   at::Tensor ag, b_dir;
