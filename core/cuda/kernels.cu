@@ -166,15 +166,19 @@ const char* DispatchLut(const LutArgs& a, bool grad, void* stream) {
   });
 }
 
-// V2 frozen-index kernels. Grid: x = tile of kThreads columns (one per thread), y = group of
-// kFrozenRows rows. The forward stages the group's scale_A rows in shared memory and reads each
-// scale_B column once for all the group's rows.
+// V2 frozen-index kernels. Each thread owns kFrozenCols adjacent columns of kFrozenRows rows;
+// grid: x = tiles of kFrozenThreads * kFrozenCols columns, y = groups of kFrozenRows rows. The
+// forward stages the group's scale_A rows in shared memory k-major (one rank step reads the 8
+// rows' values as two float4) and reads each scale_B value once for the 8 rows, so the rank
+// loop is almost only FMAs.
 constexpr int kFrozenRows = 8;
+constexpr int kFrozenCols = 2;
+constexpr int kFrozenThreads = 128;
 
 template <typename T, bool kGrad>
-__global__ void FrozenLutKernel(FrozenLutArgs a, float fp16_max) {
+__global__ void __launch_bounds__(kFrozenThreads) FrozenLutKernel(FrozenLutArgs a, float fp16_max) {
   __shared__ float lut[kMaxLut];
-  __shared__ float a_rows[kFrozenRows][kMaxFusedRank];
+  __shared__ __align__(16) float a_cols[kMaxFusedRank][kFrozenRows];  // [k][row in group]
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kFrozenRows;
   const int nrows = a.rows - r0 < kFrozenRows ? static_cast<int>(a.rows - r0) : kFrozenRows;
   const T* lut_in = static_cast<const T*>(a.lut);
@@ -183,43 +187,61 @@ __global__ void FrozenLutKernel(FrozenLutArgs a, float fp16_max) {
     const T* sa = static_cast<const T*>(a.scale_a);
     for (int e = threadIdx.x; e < kFrozenRows * a.rank; e += blockDim.x) {
       const int j = e / a.rank, k = e % a.rank;
-      a_rows[j][k] = j < nrows ? ToFloat(sa[(r0 + j) * a.scale_a_stride + k]) : 0.0f;
+      a_cols[k][j] = j < nrows ? ToFloat(sa[(r0 + j) * a.scale_a_stride + k]) : 0.0f;
     }
   }
   __syncthreads();
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= a.cols) return;
+  const int64_t c0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kFrozenCols;
+  if (c0 >= a.cols) return;
+  const int ncols = a.cols - c0 < kFrozenCols ? static_cast<int>(a.cols - c0) : kFrozenCols;
   T* out = static_cast<T*>(a.out);
   if constexpr (kGrad) {
     const T* g = static_cast<const T*>(a.grad);
     for (int j = 0; j < nrows; ++j) {
       const int64_t r = r0 + j;
-      const float q = lut[a.indices[r * a.indices_stride + c]];
-      out[r * a.out_stride + c] = FromFloat<T>(ToFloat(g[r * a.grad_stride + c]) * q);
+      for (int c = 0; c < ncols; ++c) {
+        const float q = lut[a.indices[r * a.indices_stride + c0 + c]];
+        out[r * a.out_stride + c0 + c] = FromFloat<T>(ToFloat(g[r * a.grad_stride + c0 + c]) * q);
+      }
     }
   } else {
-    const T* sb = static_cast<const T*>(a.scale_b);
-    float acc[kFrozenRows];
+    const T* sb = static_cast<const T*>(a.scale_b) + c0;
+    float acc[kFrozenCols][kFrozenRows];
 #pragma unroll
-    for (int j = 0; j < kFrozenRows; ++j) acc[j] = 0.0f;
+    for (int c = 0; c < kFrozenCols; ++c) {
+#pragma unroll
+      for (int j = 0; j < kFrozenRows; ++j) acc[c][j] = 0.0f;
+    }
     for (int k = 0; k < a.rank; ++k) {
-      const float bv = ToFloat(sb[k * a.scale_b_stride + c]);
+      float bv[kFrozenCols];
 #pragma unroll
-      for (int j = 0; j < kFrozenRows; ++j) acc[j] += a_rows[j][k] * bv;
+      for (int c = 0; c < kFrozenCols; ++c) bv[c] = c < ncols ? ToFloat(sb[k * a.scale_b_stride + c]) : 0.0f;
+      const float4 lo = *reinterpret_cast<const float4*>(&a_cols[k][0]);
+      const float4 hi = *reinterpret_cast<const float4*>(&a_cols[k][4]);
+      const float av[kFrozenRows] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+      for (int c = 0; c < kFrozenCols; ++c) {
+#pragma unroll
+        for (int j = 0; j < kFrozenRows; ++j) acc[c][j] += av[j] * bv[c];
+      }
     }
 #pragma unroll
     for (int j = 0; j < kFrozenRows; ++j) {
       if (j >= nrows) break;
       const int64_t r = r0 + j;
-      const float s = ToFloat(FromFloat<T>(acc[j]));
-      const float q = lut[a.indices[r * a.indices_stride + c]];
-      float p = ToFloat(FromFloat<T>(q * s));
-      if (a.round_fp16) {
-        // Ste16's value: clamp (NaN passes), then round to fp16 (overflow gives inf, as ATen).
-        p = p < -fp16_max ? -fp16_max : (p > fp16_max ? fp16_max : p);
-        p = __half2float(__float2half_rn(p));
+#pragma unroll
+      for (int c = 0; c < kFrozenCols; ++c) {
+        if (c >= ncols) break;
+        const float s = ToFloat(FromFloat<T>(acc[c][j]));
+        const float q = lut[a.indices[r * a.indices_stride + c0 + c]];
+        float p = ToFloat(FromFloat<T>(q * s));
+        if (a.round_fp16) {
+          // Ste16's value: clamp (NaN passes), then round to fp16 (overflow gives inf, as ATen).
+          p = p < -fp16_max ? -fp16_max : (p > fp16_max ? fp16_max : p);
+          p = __half2float(__float2half_rn(p));
+        }
+        out[r * a.out_stride + c0 + c] = FromFloat<T>(p);
       }
-      out[r * a.out_stride + c] = FromFloat<T>(p);
     }
   }
 }
@@ -230,14 +252,15 @@ const char* DispatchFrozenLut(const FrozenLutArgs& a, bool grad, void* stream) {
   if (!grad && (a.rank < 1 || a.rank > kMaxFusedRank)) return "frozen-LUT weight needs 1 <= rank <= 64";
   const int64_t groups = (a.rows + kFrozenRows - 1) / kFrozenRows;
   if (groups > 65535) return "too many rows for the frozen-LUT kernels";
-  const dim3 grid(static_cast<unsigned>((a.cols + kThreads - 1) / kThreads), static_cast<unsigned>(groups));
+  constexpr int64_t kTile = kFrozenThreads * kFrozenCols;
+  const dim3 grid(static_cast<unsigned>((a.cols + kTile - 1) / kTile), static_cast<unsigned>(groups));
   auto st = static_cast<cudaStream_t>(stream);
   return WithType(a.type, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (grad) {
-      FrozenLutKernel<T, true><<<grid, kThreads, 0, st>>>(a, 0.0f);
+      FrozenLutKernel<T, true><<<grid, kFrozenThreads, 0, st>>>(a, 0.0f);
     } else {
-      FrozenLutKernel<T, false><<<grid, kThreads, 0, st>>>(a, RoundedTo<T>(65504.0));
+      FrozenLutKernel<T, false><<<grid, kFrozenThreads, 0, st>>>(a, RoundedTo<T>(65504.0));
     }
     return LaunchStatus();
   });
@@ -266,7 +289,7 @@ __device__ __forceinline__ float Round(float v) {
   return ToFloat(FromFloat<T>(v));
 }
 
-// Sum over the block (every thread gets the result). Uses `scratch` [kThreads / 32].
+// Sum over the block (every thread gets the result). Uses `scratch` [32].
 __device__ __forceinline__ float BlockSum(float v, float* scratch) {
   for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -293,24 +316,31 @@ __device__ void DirectionNorm(const T* raw, int64_t count, int64_t stride, V2Act
   *clamped = ClampMin(*norm_t, eps);
 }
 
+// Grid (rank, 2): block (k, 0) handles column k of A (and g_k), block (k, 1) row k of B.
+constexpr int kFactorThreads = 512;
+
 template <typename T>
-__global__ void V2FactorsKernel(V2FactorArgs a, float norm_eps, float mag_eps) {
-  __shared__ float scratch[kThreads / 32];
+__global__ void __launch_bounds__(kFactorThreads) V2FactorsKernel(V2FactorArgs a, float norm_eps, float mag_eps) {
+  __shared__ float scratch[32];
   const int k = blockIdx.x;
-  const T* A = static_cast<const T*>(a.a) + k;               // column k, stride rank
-  const T* B = static_cast<const T*>(a.b) + k * a.in;        // row k
-  float na, nca, nb, ncb;
-  DirectionNorm<T>(A, a.out, a.rank, a.positive, norm_eps, scratch, &na, &nca);
-  DirectionNorm<T>(B, a.in, 1, a.positive, norm_eps, scratch, &nb, &ncb);
-  const float g_hat = Round<T>(Round<T>(Activate(a.magnitude, ToFloat(static_cast<const T*>(a.g)[k]))) + mag_eps);
-  T* ag = static_cast<T*>(a.ag) + k;
-  T* bd = static_cast<T*>(a.b_dir) + k * a.in;
-  for (int64_t o = threadIdx.x; o < a.out; o += blockDim.x) {
-    const float ap = Round<T>(Activate(a.positive, ToFloat(A[o * a.rank])));
-    ag[o * a.rank] = FromFloat<T>(Round<T>(ap / nca) * g_hat);
-  }
-  for (int64_t i = threadIdx.x; i < a.in; i += blockDim.x) {
-    bd[i] = FromFloat<T>(Round<T>(Activate(a.positive, ToFloat(B[i]))) / ncb);
+  if (blockIdx.y == 0) {
+    const T* A = static_cast<const T*>(a.a) + k;  // column k, stride rank
+    float na, nca;
+    DirectionNorm<T>(A, a.out, a.rank, a.positive, norm_eps, scratch, &na, &nca);
+    const float g_hat = Round<T>(Round<T>(Activate(a.magnitude, ToFloat(static_cast<const T*>(a.g)[k]))) + mag_eps);
+    T* ag = static_cast<T*>(a.ag) + k;
+    for (int64_t o = threadIdx.x; o < a.out; o += blockDim.x) {
+      const float ap = Round<T>(Activate(a.positive, ToFloat(A[o * a.rank])));
+      ag[o * a.rank] = FromFloat<T>(Round<T>(ap / nca) * g_hat);
+    }
+  } else {
+    const T* B = static_cast<const T*>(a.b) + k * a.in;  // row k
+    float nb, ncb;
+    DirectionNorm<T>(B, a.in, 1, a.positive, norm_eps, scratch, &nb, &ncb);
+    T* bd = static_cast<T*>(a.b_dir) + k * a.in;
+    for (int64_t i = threadIdx.x; i < a.in; i += blockDim.x) {
+      bd[i] = FromFloat<T>(Round<T>(Activate(a.positive, ToFloat(B[i]))) / ncb);
+    }
   }
 }
 
@@ -340,40 +370,46 @@ __device__ void DirectionBackward(const T* raw, int64_t count, int64_t stride, V
 }
 
 template <typename T>
-__global__ void V2FactorsBackwardKernel(V2FactorArgs a, float norm_eps, float mag_eps) {
-  __shared__ float scratch[kThreads / 32];
+__global__ void __launch_bounds__(kFactorThreads)
+    V2FactorsBackwardKernel(V2FactorArgs a, float norm_eps, float mag_eps) {
+  __shared__ float scratch[32];
   const int k = blockIdx.x;
-  const T* A = static_cast<const T*>(a.a) + k;
-  const T* B = static_cast<const T*>(a.b) + k * a.in;
-  const T* gag = a.grad_ag != nullptr ? static_cast<const T*>(a.grad_ag) + k : nullptr;
-  const T* gbd = a.grad_b_dir != nullptr ? static_cast<const T*>(a.grad_b_dir) + k * a.in : nullptr;
-  float na, nca, nb, ncb;
-  DirectionNorm<T>(A, a.out, a.rank, a.positive, norm_eps, scratch, &na, &nca);
-  DirectionNorm<T>(B, a.in, 1, a.positive, norm_eps, scratch, &nb, &ncb);
-  const float g = ToFloat(static_cast<const T*>(a.g)[k]);
-  const float g_hat = Round<T>(Round<T>(Activate(a.magnitude, g)) + mag_eps);
-  // ag = â · ĝ: dL/dâ = T(dL/dag · ĝ), dL/dĝ = T(Σ_o dL/dag · â).
-  float dg = 0.0f;
-  if (gag != nullptr) {
-    for (int64_t o = threadIdx.x; o < a.out; o += blockDim.x) {
-      const float ahat = Round<T>(Round<T>(Activate(a.positive, ToFloat(A[o * a.rank]))) / nca);
-      dg += ToFloat(gag[o * a.rank]) * ahat;
+  if (blockIdx.y == 0) {
+    const T* A = static_cast<const T*>(a.a) + k;
+    const T* gag = a.grad_ag != nullptr ? static_cast<const T*>(a.grad_ag) + k : nullptr;
+    float na, nca;
+    DirectionNorm<T>(A, a.out, a.rank, a.positive, norm_eps, scratch, &na, &nca);
+    const float g = ToFloat(static_cast<const T*>(a.g)[k]);
+    const float g_hat = Round<T>(Round<T>(Activate(a.magnitude, g)) + mag_eps);
+    // ag = â · ĝ: dL/dâ = T(dL/dag · ĝ), dL/dĝ = T(Σ_o dL/dag · â).
+    float dg = 0.0f;
+    if (gag != nullptr) {
+      for (int64_t o = threadIdx.x; o < a.out; o += blockDim.x) {
+        const float ahat = Round<T>(Round<T>(Activate(a.positive, ToFloat(A[o * a.rank]))) / nca);
+        dg += ToFloat(gag[o * a.rank]) * ahat;
+      }
     }
+    dg = Round<T>(BlockSum(dg, scratch));
+    if (a.grad_g != nullptr && threadIdx.x == 0) {
+      float d = dg;
+      if (a.magnitude != V2Activation::kIdentity) d = Round<T>(d * ActivationGrad(a.magnitude, g));
+      static_cast<T*>(a.grad_g)[k] = FromFloat<T>(d);
+    }
+    T* grad_a = a.grad_a != nullptr ? static_cast<T*>(a.grad_a) + k : nullptr;
+    DirectionBackward<T>(
+        A, a.out, a.rank, a.positive, norm_eps, na, nca,
+        [&](int64_t o) { return gag != nullptr ? Round<T>(ToFloat(gag[o * a.rank]) * g_hat) : 0.0f; }, grad_a,
+        scratch);
+  } else {
+    const T* B = static_cast<const T*>(a.b) + k * a.in;
+    const T* gbd = a.grad_b_dir != nullptr ? static_cast<const T*>(a.grad_b_dir) + k * a.in : nullptr;
+    float nb, ncb;
+    DirectionNorm<T>(B, a.in, 1, a.positive, norm_eps, scratch, &nb, &ncb);
+    T* grad_b = a.grad_b != nullptr ? static_cast<T*>(a.grad_b) + k * a.in : nullptr;
+    DirectionBackward<T>(
+        B, a.in, 1, a.positive, norm_eps, nb, ncb, [&](int64_t i) { return gbd != nullptr ? ToFloat(gbd[i]) : 0.0f; },
+        grad_b, scratch);
   }
-  dg = Round<T>(BlockSum(dg, scratch));
-  if (a.grad_g != nullptr && threadIdx.x == 0) {
-    float d = dg;
-    if (a.magnitude != V2Activation::kIdentity) d = Round<T>(d * ActivationGrad(a.magnitude, g));
-    static_cast<T*>(a.grad_g)[k] = FromFloat<T>(d);
-  }
-  T* grad_a = a.grad_a != nullptr ? static_cast<T*>(a.grad_a) + k : nullptr;
-  T* grad_b = a.grad_b != nullptr ? static_cast<T*>(a.grad_b) + k * a.in : nullptr;
-  DirectionBackward<T>(
-      A, a.out, a.rank, a.positive, norm_eps, na, nca,
-      [&](int64_t o) { return gag != nullptr ? Round<T>(ToFloat(gag[o * a.rank]) * g_hat) : 0.0f; }, grad_a, scratch);
-  DirectionBackward<T>(
-      B, a.in, 1, a.positive, norm_eps, nb, ncb,
-      [&](int64_t i) { return gbd != nullptr ? ToFloat(gbd[i]) : 0.0f; }, grad_b, scratch);
 }
 
 const char* DispatchV2Factors(const V2FactorArgs& a, bool backward, void* stream) {
@@ -384,10 +420,11 @@ const char* DispatchV2Factors(const V2FactorArgs& a, bool backward, void* stream
     using T = typename decltype(tag)::type;
     const float norm_eps = RoundedTo<T>(a.norm_eps);
     const float mag_eps = static_cast<float>(a.magnitude_eps);
+    const dim3 grid(static_cast<unsigned>(a.rank), 2);
     if (backward) {
-      V2FactorsBackwardKernel<T><<<a.rank, kThreads, 0, st>>>(a, norm_eps, mag_eps);
+      V2FactorsBackwardKernel<T><<<grid, kFactorThreads, 0, st>>>(a, norm_eps, mag_eps);
     } else {
-      V2FactorsKernel<T><<<a.rank, kThreads, 0, st>>>(a, norm_eps, mag_eps);
+      V2FactorsKernel<T><<<grid, kFactorThreads, 0, st>>>(a, norm_eps, mag_eps);
     }
     return LaunchStatus();
   });

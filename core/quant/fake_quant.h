@@ -75,9 +75,9 @@ at::Tensor FrozenLutScaleGrad(const at::Tensor& q, const at::Tensor& indices, co
 
 // y = x Wᵀ + bias with W = FrozenLutWeight(...): one autograd node in place of the ~15 small
 // ops of the composition (quant_linear_v2.cc). dL/da = (dL/dW ⊙ Q) bᵀ, dL/db = aᵀ (dL/dW ⊙ Q),
-// dL/dx = dL/dy W; Q carries no gradient (frozen). With the fused CUDA kernel W is recomputed in
-// the backward instead of saved ([O, I] per layer); the ATen path saves it. x, q, lut, a and b
-// share one floating dtype; bias [O] or undefined.
+// dL/dx = dL/dy W; Q carries no gradient (frozen). W is saved for the backward (V2 keeps no
+// latent-weight optimizer state, so memory is not its limit). x, q, lut, a and b share one
+// floating dtype; bias [O] or undefined.
 at::Tensor FrozenLutLinear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& indices, const at::Tensor& lut,
                            const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, bool round_fp16);
 
