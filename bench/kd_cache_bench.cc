@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <dirent.h>
@@ -26,6 +27,13 @@
 
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
+
+#include <ATen/record_function.h>
+#include <torch/version.h>
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/autograd/profiler_kineto.h>
+#define QATD_BENCH_PROFILER 1
+#endif
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -105,6 +113,10 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", dtype_name, "bf16, fp16 or fp32")->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
   app.add_option("--device", device_name, "auto, cpu or cuda");
   app.add_option("--out-dir", out_dir, "Where to write the cache (default: a temp dir, removed)");
+  std::string profile_path;
+  app.add_option("--profile", profile_path,
+                 "LibTorch 2.x: also write one eager teacher batch as a Chrome trace to this file "
+                 "(phases phase_forward and phase_topk; scripts/gpu/trace_summary.py summarises it)");
   CLI11_PARSE(app, argc, argv);
   at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 
@@ -226,6 +238,29 @@ int main(int argc, char** argv) {
     sync();
     forward_secs = std::chrono::duration<double>(Clock::now() - f0).count();
   }
+
+#ifdef QATD_BENCH_PROFILER
+  if (!profile_path.empty()) {
+    namespace tpi = torch::profiler::impl;
+    const tpi::ProfilerConfig config(tpi::ProfilerState::KINETO);
+    const std::set<tpi::ActivityType> activities{tpi::ActivityType::CPU, tpi::ActivityType::CUDA};
+    torch::NoGradGuard no_grad;
+    const at::Tensor x = at::from_blob(ids.data(), {batch, max_length}, at::TensorOptions().dtype(at::kInt)).to(device);
+    torch::autograd::profiler::prepareProfiler(config, activities);
+    torch::autograd::profiler::enableProfiler(config, activities);
+    at::Tensor hidden;
+    {
+      RECORD_USER_SCOPE("phase_forward");
+      hidden = (*model)->Forward(x);
+    }
+    {
+      RECORD_USER_SCOPE("phase_topk");
+      (void)qatd::kd::TopKFromHidden(hidden, [&](const at::Tensor& h) { return (*model)->Logits(h); }, to, 0);
+    }
+    sync();
+    torch::autograd::profiler::disableProfiler()->save(profile_path);
+  }
+#endif
 
   std::fprintf(stderr, "[kd_cache_bench] end to end\n");
   const bool temp_dir = out_dir.empty();

@@ -18,6 +18,8 @@
 #include "core/jobs/kd_cache_job.h"
 #include "core/jobs/reporter.h"
 #include "core/kd/cache_reader.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
 
 namespace {
 
@@ -36,6 +38,7 @@ int Fail(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   qatd::cuda::SetAllocatorDefaults();  // before any CUDA allocation
+  spdlog::set_default_logger(spdlog::stderr_color_mt("qat-kd-cache"));  // library logs beside the progress
   qatd::jobs::KdCacheOptions o;
   CLI::App app{"Precompute teacher top-K logits for knowledge distillation (KD cache)."};
   app.option_defaults()->always_capture_default();

@@ -8,6 +8,7 @@
 
 #ifdef QATD_CUDA_KERNELS
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -354,6 +355,50 @@ bool MedianGraphReplayMs(const std::function<void()>& fn, int iters, double* med
   return true;
 }
 
+bool TryRowBlockMax(const at::Tensor& z, int64_t block, at::Tensor* out) {
+  ElementType type;
+  if (!FusedKernelsEnabled() || !z.defined() || !z.is_cuda() || z.dim() != 2 || !ElementTypeOf(z.scalar_type(), &type) ||
+      z.stride(1) != 1 || block < 1) {
+    return false;
+  }
+  const int64_t elem = static_cast<int64_t>(z.element_size()), per_vec = 16 / elem;
+  const int64_t lanes = block / per_vec;
+  if (block % per_vec != 0 || lanes < 1 || lanes > 32 || (lanes & (lanes - 1)) != 0 || z.size(1) % block != 0 ||
+      (z.stride(0) * elem) % 16 != 0 || reinterpret_cast<uintptr_t>(z.data_ptr()) % 16 != 0) {
+    return false;
+  }
+  const c10::cuda::CUDAGuard guard(z.device());
+  at::Tensor result = at::empty({z.size(0), z.size(1) / block}, z.options());
+  Check(RowBlockMax(type, z.data_ptr(), z.size(0), z.size(1), z.stride(0), static_cast<int>(block), result.data_ptr(),
+                    c10::cuda::getCurrentCUDAStream().stream()),
+        "RowBlockMax");
+  *out = std::move(result);
+  return true;
+}
+
+bool TryApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed, at::Tensor* out) {
+  ElementType type;
+  if (!FusedKernelsEnabled() || !x.defined() || !x.is_cuda() || x.dim() != 4 || !x.is_contiguous() ||
+      !ElementTypeOf(x.scalar_type(), &type) || (at::GradMode::is_enabled() && x.requires_grad())) {
+    return false;
+  }
+  const int64_t s = x.size(1), d = x.size(3);
+  for (const at::Tensor* t : {&cos, &sin_signed}) {
+    if (!t->defined() || t->device() != x.device() || t->scalar_type() != x.scalar_type() || !t->is_contiguous() ||
+        t->numel() != s * d || t->size(-1) != d) {
+      return false;
+    }
+  }
+  if (d % 2 != 0) return false;
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor result = at::empty_like(x);
+  Check(ApplyRope(type, x.data_ptr(), cos.data_ptr(), sin_signed.data_ptr(), x.size(0), s, x.size(2), d,
+                  result.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()),
+        "ApplyRope");
+  *out = std::move(result);
+  return true;
+}
+
 bool TryRowLogSumExp(const at::Tensor& z, at::Tensor* lse) {
   ElementType type;
   if (!FusedKernelsEnabled() || !z.defined() || !z.is_cuda() || z.dim() != 2 || z.size(1) < 1 ||
@@ -494,6 +539,10 @@ bool TryV2FactorsBackward(const at::Tensor&, const at::Tensor&, const at::Tensor
 }
 
 bool MedianGraphReplayMs(const std::function<void()>&, int, double*) { return false; }
+
+bool TryRowBlockMax(const at::Tensor&, int64_t, at::Tensor*) { return false; }
+
+bool TryApplyRope(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor*) { return false; }
 
 bool TryRowLogSumExp(const at::Tensor&, at::Tensor*) { return false; }
 

@@ -544,6 +544,87 @@ const char* LutFakeQuant(const LutArgs& args, void* stream) { return DispatchLut
 
 const char* LutScaleGrad(const LutArgs& args, void* stream) { return DispatchLut(args, /*grad=*/true, stream); }
 
+// ---- KD teacher: block maxima, rotary embedding ----
+
+// NaN-propagating max, as ATen's max reduction.
+__device__ __forceinline__ float MaxNan(float a, float b) { return (a != a || a > b) ? a : b; }
+
+// One warp reads 32 consecutive 16-byte vectors of a row (fully coalesced); groups of
+// `lanes` lanes (one block of columns) combine their maxima with shuffles.
+template <typename T>
+__global__ void RowBlockMaxKernel(const T* z, int64_t rows, int64_t stride, int64_t vecs_per_row, int lanes,
+                                  int64_t blocks_per_row, T* out) {
+  constexpr int kPerVec = 16 / sizeof(T);
+  const int64_t warps_per_row = (vecs_per_row + 31) / 32;
+  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= rows * warps_per_row) return;  // whole warps exit together
+  const int64_t r = warp / warps_per_row;
+  const int64_t v = (warp % warps_per_row) * 32 + lane;
+  float m = -INFINITY;
+  if (v < vecs_per_row) {
+    const uint4 raw = reinterpret_cast<const uint4*>(z + r * stride)[v];
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < kPerVec; ++i) m = MaxNan(ToFloat(e[i]), m);
+  }
+  for (int off = lanes / 2; off > 0; off >>= 1) m = MaxNan(m, __shfl_xor_sync(0xffffffffu, m, off));
+  if (v < vecs_per_row && lane % lanes == 0) out[r * blocks_per_row + v / lanes] = FromFloat<T>(m);
+}
+
+template <typename T>
+__global__ void RopeKernel(const T* x, const T* cos, const T* sin_signed, int64_t total, int64_t seq, int64_t heads,
+                           int64_t dim, T* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int64_t d = i % dim;
+  const int64_t s = (i / (dim * heads)) % seq;
+  const int64_t half = dim / 2;
+  const float xd = ToFloat(x[i]);
+  const float xr = ToFloat(x[i - d + (d + half) % dim]);
+  const float a = ToFloat(FromFloat<T>(xd * ToFloat(cos[s * dim + d])));  // x * cos, rounded (a mul kernel)
+  out[i] = FromFloat<T>(a + xr * ToFloat(sin_signed[s * dim + d]));       // addcmul, rounded once
+}
+
+const char* RowBlockMax(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride, int block,
+                        void* out, void* stream) {
+  if (rows <= 0 || cols <= 0) return nullptr;
+  auto st = static_cast<cudaStream_t>(stream);
+  return WithType(type, [&](auto tag) -> const char* {
+    using T = typename decltype(tag)::type;
+    constexpr int kPerVec = 16 / sizeof(T);
+    const int lanes = block / kPerVec;
+    if (block % kPerVec != 0 || lanes < 1 || lanes > 32 || (lanes & (lanes - 1)) != 0 || cols % block != 0 ||
+        (stride * static_cast<int64_t>(sizeof(T))) % 16 != 0 || reinterpret_cast<uintptr_t>(z) % 16 != 0) {
+      return "RowBlockMax: unsupported block, width or alignment";
+    }
+    const int64_t vecs = cols / kPerVec;
+    const int64_t threads_total = rows * ((vecs + 31) / 32) * 32;
+    const int64_t grid = (threads_total + kThreads - 1) / kThreads;
+    if (grid > 0x7fffffffLL) return "RowBlockMax: too large";
+    RowBlockMaxKernel<T><<<static_cast<unsigned>(grid), kThreads, 0, st>>>(
+        static_cast<const T*>(z), rows, stride, vecs, lanes, cols / block, static_cast<T*>(out));
+    return LaunchStatus();
+  });
+}
+
+const char* ApplyRope(ElementType type, const void* x, const void* cos, const void* sin_signed, int64_t batch,
+                      int64_t seq, int64_t heads, int64_t dim, void* out, void* stream) {
+  const int64_t total = batch * seq * heads * dim;
+  if (total <= 0) return nullptr;
+  if (dim % 2 != 0) return "ApplyRope: odd head dimension";
+  const int64_t grid = (total + kThreads - 1) / kThreads;
+  if (grid > 0x7fffffffLL) return "ApplyRope: too large";
+  auto st = static_cast<cudaStream_t>(stream);
+  return WithType(type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    RopeKernel<T><<<static_cast<unsigned>(grid), kThreads, 0, st>>>(
+        static_cast<const T*>(x), static_cast<const T*>(cos), static_cast<const T*>(sin_signed), total, seq, heads,
+        dim, static_cast<T*>(out));
+    return LaunchStatus();
+  });
+}
+
 const char* FrozenLutWeight(const FrozenLutArgs& args, void* stream) {
   return DispatchFrozenLut(args, /*grad=*/false, stream);
 }

@@ -125,6 +125,21 @@ const char* RowLogSumExp(ElementType type, const void* z, int64_t rows, int64_t 
 const char* CrossEntropyGrad(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride,
                              const float* lse, const int64_t* target, float scale, void* out, void* stream);
 
+// Maxima of consecutive blocks of `block` columns: out[r, j] = max(z[r, j*block .. (j+1)*block))
+// (NaN propagates), for the KD teacher's exact top-K prefilter (kd/teacher.h BlockTopK).
+// Requires block * sizeof(type) to be a multiple of 16 and block / (16 / sizeof(type)) to be a
+// power of two <= 32 (bf16/fp16: block 8..256; fp32: 4..128), cols % block == 0, and 16-byte
+// aligned rows (stride * sizeof(type) % 16 == 0, z aligned). out is [rows, cols / block].
+const char* RowBlockMax(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride, int block,
+                        void* out, void* stream);
+
+// Rotary embedding (model/qwen3_model.cc ApplyRope, no autograd):
+//   out[b, s, h, d] = type(type(x·cos[s, d]) + x[b, s, h, (d + D/2) % D] · sin_signed[s, d])
+// x and out contiguous [batch, seq, heads, dim] (dim even); cos and sin_signed contiguous
+// [seq, dim], all of `type`.
+const char* ApplyRope(ElementType type, const void* x, const void* cos, const void* sin_signed, int64_t batch,
+                      int64_t seq, int64_t heads, int64_t dim, void* out, void* stream);
+
 // One tensor of a fused AdamW step (param and grad of `type`; float32 state). For float32
 // parameters `master` is the parameter itself; otherwise the float32 master copy, and the
 // parameter receives its rounded value.

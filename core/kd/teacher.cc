@@ -62,7 +62,10 @@ std::tuple<at::Tensor, at::Tensor> BlockTopK(const at::Tensor& logits, int64_t k
   // kept, and the kept blocks with maximum == v hold enough copies of v (or all of them).
   const int64_t rows = logits.size(0), nblocks = logits.size(1) / block;
   const at::Tensor blocks = logits.view({rows, nblocks, block});
-  const at::Tensor block_max = std::get<0>(blocks.max(2));                            // [rows, nblocks]
+  at::Tensor block_max;  // [rows, nblocks]
+  // ATen's reduction over the last 64 columns read the logits at ~0.3 TB/s (4.2 of a 20 ms
+  // teacher batch on an H100); the kernel reads them coalesced.
+  if (!cuda::TryRowBlockMax(logits, block, &block_max)) block_max = std::get<0>(blocks.max(2));
   const at::Tensor keep = std::get<1>(at::topk(block_max, k, 1, true, /*sorted=*/false));  // [rows, K]
   const at::Tensor candidates = blocks.gather(1, keep.unsqueeze(2).expand({rows, k, block})).view({rows, k * block});
   auto [val, pos] = at::topk(candidates, k, 1, true, /*sorted=*/true);

@@ -6,6 +6,7 @@
 #include <string>
 #include <utility>
 
+#include "core/cuda/fused_ops.h"
 #include "core/model/torch_compat.h"
 
 namespace qatd::model {
@@ -19,7 +20,11 @@ bool InPlaceOk() { return !at::GradMode::is_enabled(); }
 // Here cat(x2, x1) = roll(x, D/2) and the sign lives in rope.sin_signed = cat(-sin, sin):
 // three kernels (mul, roll, addcmul) instead of HF's six. addcmul rounds once where HF
 // rounds the product and the sum separately (bf16: an ulp at most).
+// Without autograd on CUDA (teacher pass, generation) one fused kernel does the same
+// arithmetic (core/cuda ApplyRope; tests compare it with these ops).
 at::Tensor ApplyRope(const at::Tensor& x, const RotaryTables& rope) {
+  at::Tensor out;
+  if (cuda::TryApplyRope(x, rope.cos, rope.sin_signed, &out)) return out;
   return at::addcmul(x * rope.cos, x.roll(x.size(-1) / 2, -1), rope.sin_signed);
 }
 

@@ -5,6 +5,7 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/cuda.h>
 
+#include <limits>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -456,6 +457,58 @@ TEST(V2FactorKernel, BackwardFallsBackToAutogradWhenKernelsAreSwitchedOff) {
   ExpectClose(layer->scale_B.grad(), want[3], 1e-4, "dB");
   ExpectClose(layer->rank_magnitude.grad(), want[4], 1e-4, "dg");
 }
+
+// ---- KD teacher kernels ----
+
+class TeacherKernelTest : public ::testing::TestWithParam<at::ScalarType> {};
+
+TEST_P(TeacherKernelTest, RowBlockMaxEqualsAtenMaxBitForBit) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  const at::ScalarType dtype = GetParam();
+  at::manual_seed(41);
+  // 5 rows of 64 * 37 columns (the last warp of a row is partial); ties, an infinity and a NaN.
+  at::Tensor z = (at::randn({5, 64 * 37}) * 4).round().to(at::kCUDA, dtype);
+  z.index_put_({1, 100}, std::numeric_limits<float>::infinity());
+  z.index_put_({2, 7}, std::numeric_limits<float>::quiet_NaN());
+  for (int64_t block : {8, 16, 64}) {
+    if (block * z.element_size() % 16 != 0) continue;
+    at::Tensor got;
+    ASSERT_TRUE(cuda::TryRowBlockMax(z, block, &got)) << "block " << block;
+    at::Tensor want = std::get<0>(z.view({5, -1, block}).max(2));
+    EXPECT_TRUE(at::equal(got.isnan(), want.isnan())) << "block " << block;
+    EXPECT_TRUE(at::equal(got.nan_to_num(0), want.nan_to_num(0))) << "block " << block;
+  }
+  // A strided view (a logits chunk narrowed out of a wider buffer) works too.
+  at::Tensor wide = at::randn({4, 64 * 40}).to(at::kCUDA, dtype);
+  at::Tensor view = wide.narrow(1, 0, 64 * 32);
+  at::Tensor got;
+  ASSERT_TRUE(cuda::TryRowBlockMax(view, 64, &got));
+  EXPECT_TRUE(at::equal(got, std::get<0>(view.reshape({4, 32, 64}).max(2))));
+  // Unsupported widths are declined, not mangled.
+  EXPECT_FALSE(cuda::TryRowBlockMax(z.narrow(1, 0, 100), 64, &got));
+}
+
+TEST_P(TeacherKernelTest, RopeKernelMatchesTheAtenOps) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  const at::ScalarType dtype = GetParam();
+  at::manual_seed(43);
+  const int64_t b = 3, s = 17, h = 4, d = 128;
+  at::Tensor x = at::randn({b, s, h, d}).to(at::kCUDA, dtype);
+  at::Tensor angle = at::rand({s, 1, d / 2}) * 6;
+  at::Tensor cos = at::cat({angle.cos(), angle.cos()}, -1).to(at::kCUDA, dtype);
+  at::Tensor sin = at::cat({-angle.sin(), angle.sin()}, -1).to(at::kCUDA, dtype);
+  at::Tensor got;
+  ASSERT_TRUE(cuda::TryApplyRope(x, cos, sin, &got));
+  at::Tensor want = at::addcmul(x * cos, x.roll(d / 2, -1), sin);
+  // The same roundings; only a contracted FMA may differ, by one ulp in rare elements.
+  EXPECT_LE(got.ne(want).to(at::kFloat).mean().item<double>(), 1e-2);
+  ExpectClose(got, want, dtype == at::kFloat ? 1e-6 : 1e-2, "rope");
+  // With autograd the ops stay ATen (the kernel has no backward).
+  at::Tensor xg = x.clone().requires_grad_(true);
+  EXPECT_FALSE(cuda::TryApplyRope(xg, cos, sin, &got));
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, TeacherKernelTest, ::testing::Values(at::kFloat, at::kBFloat16, at::kHalf));
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, FusedAdamWTest, ::testing::Values(at::kFloat, at::kBFloat16));
 
