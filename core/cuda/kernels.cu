@@ -572,18 +572,31 @@ __global__ void RowBlockMaxKernel(const T* z, int64_t rows, int64_t stride, int6
   if (v < vecs_per_row && lane % lanes == 0) out[r * blocks_per_row + v / lanes] = FromFloat<T>(m);
 }
 
+// Block: kRopePairs x kRopeRows threads; thread (p, y) owns the pair (d, d + D/2) of row
+// blockIdx.x * kRopeRows + y (a row = one (b, s, h)), which read each other's x: one load of
+// each, 32-bit index arithmetic (rows < 2^31 checked by the launcher).
+constexpr int kRopeRows = 4;
+
 template <typename T>
-__global__ void RopeKernel(const T* x, const T* cos, const T* sin_signed, int64_t total, int64_t seq, int64_t heads,
-                           int64_t dim, T* out) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= total) return;
-  const int64_t d = i % dim;
-  const int64_t s = (i / (dim * heads)) % seq;
-  const int64_t half = dim / 2;
-  const float xd = ToFloat(x[i]);
-  const float xr = ToFloat(x[i - d + (d + half) % dim]);
-  const float a = ToFloat(FromFloat<T>(xd * ToFloat(cos[s * dim + d])));  // x * cos, rounded (a mul kernel)
-  out[i] = FromFloat<T>(a + xr * ToFloat(sin_signed[s * dim + d]));       // addcmul, rounded once
+__global__ void RopeKernel(const T* x, const T* cos, const T* sin_signed, int rows, int seq, int heads, int dim,
+                           T* out) {
+  const int row = blockIdx.x * kRopeRows + threadIdx.y;
+  const int half = dim / 2;
+  if (row >= rows) return;
+  const int s = (row / heads) % seq;
+  const T* xr = x + static_cast<int64_t>(row) * dim;
+  T* o = out + static_cast<int64_t>(row) * dim;
+  const T* c = cos + static_cast<int64_t>(s) * dim;
+  const T* sn = sin_signed + static_cast<int64_t>(s) * dim;
+  for (int d = threadIdx.x; d < half; d += blockDim.x) {
+    const float lo = ToFloat(xr[d]), hi = ToFloat(xr[d + half]);
+    // x * cos rounded (ATen's mul), then addcmul's opmath a + x_rolled * sin, rounded once;
+    // explicit _rn intrinsics: no contraction into an FMA.
+    const float a_lo = ToFloat(FromFloat<T>(__fmul_rn(lo, ToFloat(c[d]))));
+    const float a_hi = ToFloat(FromFloat<T>(__fmul_rn(hi, ToFloat(c[d + half]))));
+    o[d] = FromFloat<T>(__fadd_rn(a_lo, __fmul_rn(hi, ToFloat(sn[d]))));
+    o[d + half] = FromFloat<T>(__fadd_rn(a_hi, __fmul_rn(lo, ToFloat(sn[d + half]))));
+  }
 }
 
 const char* RowBlockMax(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride, int block,
@@ -610,17 +623,20 @@ const char* RowBlockMax(ElementType type, const void* z, int64_t rows, int64_t c
 
 const char* ApplyRope(ElementType type, const void* x, const void* cos, const void* sin_signed, int64_t batch,
                       int64_t seq, int64_t heads, int64_t dim, void* out, void* stream) {
-  const int64_t total = batch * seq * heads * dim;
-  if (total <= 0) return nullptr;
+  const int64_t rows = batch * seq * heads;
+  if (rows <= 0 || dim <= 0) return nullptr;
   if (dim % 2 != 0) return "ApplyRope: odd head dimension";
-  const int64_t grid = (total + kThreads - 1) / kThreads;
-  if (grid > 0x7fffffffLL) return "ApplyRope: too large";
+  if (rows > 0x7fffffffLL - kRopeRows || seq > 0x7fffffffLL || dim > 0x7fffffffLL) return "ApplyRope: too large";
+  const int half = static_cast<int>(dim / 2);
+  const dim3 block(half < 64 ? static_cast<unsigned>(half) : 64u, kRopeRows);
+  const unsigned grid = static_cast<unsigned>((rows + kRopeRows - 1) / kRopeRows);
   auto st = static_cast<cudaStream_t>(stream);
   return WithType(type, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    RopeKernel<T><<<static_cast<unsigned>(grid), kThreads, 0, st>>>(
-        static_cast<const T*>(x), static_cast<const T*>(cos), static_cast<const T*>(sin_signed), total, seq, heads,
-        dim, static_cast<T*>(out));
+    RopeKernel<T><<<grid, block, 0, st>>>(static_cast<const T*>(x), static_cast<const T*>(cos),
+                                          static_cast<const T*>(sin_signed), static_cast<int>(rows),
+                                          static_cast<int>(seq), static_cast<int>(heads), static_cast<int>(dim),
+                                          static_cast<T*>(out));
     return LaunchStatus();
   });
 }

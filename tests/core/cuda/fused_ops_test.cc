@@ -500,8 +500,10 @@ TEST_P(TeacherKernelTest, RopeKernelMatchesTheAtenOps) {
   at::Tensor got;
   ASSERT_TRUE(cuda::TryApplyRope(x, cos, sin, &got));
   at::Tensor want = at::addcmul(x * cos, x.roll(d / 2, -1), sin);
-  // The same roundings; only a contracted FMA may differ, by one ulp in rare elements.
-  EXPECT_LE(got.ne(want).to(at::kFloat).mean().item<double>(), 1e-2);
+  // The same roundings (x * cos rounded, then one rounding of a + x_rolled * sin). Whether
+  // ATen's build contracts the latter into an FMA is its compiler's choice: in fp32 that moves
+  // the last bit of many elements, in 16-bit types of almost none.
+  if (dtype != at::kFloat) EXPECT_LE(got.ne(want).to(at::kFloat).mean().item<double>(), 1e-2);
   ExpectClose(got, want, dtype == at::kFloat ? 1e-6 : 1e-2, "rope");
   // With autograd the ops stay ATen (the kernel has no backward).
   at::Tensor xg = x.clone().requires_grad_(true);
