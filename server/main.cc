@@ -1,5 +1,5 @@
 // qatd: the daemon, or (`qatd worker ...`) one of its worker processes.
-#include "core/cuda/fused_ops.h"
+#include "core/cuda/allocator_defaults.h"
 #include "server/daemon.h"
 #include "server/daemon_options.h"
 #include "server/job_registry.h"

@@ -8,22 +8,16 @@
 //   - a tensor is not on the same CUDA device, has another dtype than float32/bfloat16/float16
 //     (or dtypes differ where they must match), or its last dimension is not contiguous.
 // A CUDA launch failure throws c10::Error. The kernels run on the current CUDA stream.
-// Tests compare every kernel against the ATen path (tests/core/quant/fake_quant_test.cc,
-// tests/core/train/trainer_test.cc).
+// Tests compare every kernel against its ATen path (tests/core/cuda/fused_ops_test.cc).
 
 #include <ATen/core/Tensor.h>
 
 #include <functional>
 #include <vector>
 
-namespace qatd::cuda {
+#include "core/cuda/allocator_defaults.h"
 
-// Sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True unless the variable is already set
-// (LibTorch >= 2.1; a no-op otherwise). Call first thing in main(), before any CUDA allocation:
-// with a training step captured as a CUDA graph (train/micro_step.h) the caching allocator's
-// fixed-size segments fragmented a Qwen3-0.6B QAT run to 15.5 GiB reserved for 13.5 GiB in use;
-// expandable segments hold 13.8 GiB (H100, bench/results/qat_h100.json).
-void SetAllocatorDefaults();
+namespace qatd::cuda {
 
 // False when QATD_CUDA_GRAPHS=0 is set: the trainer's micro-step (train/micro_step.h) and the
 // KD teacher pass (kd/teacher.h) then run eagerly.
