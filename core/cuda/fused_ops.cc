@@ -8,7 +8,6 @@
 
 #ifdef QATD_CUDA_KERNELS
 #include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -376,10 +375,11 @@ bool TryRowBlockMax(const at::Tensor& z, int64_t block, at::Tensor* out) {
   return true;
 }
 
-bool TryApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed, at::Tensor* out) {
+bool TryApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed, bool transpose,
+                  at::Tensor* out) {
   ElementType type;
   if (!FusedKernelsEnabled() || !x.defined() || !x.is_cuda() || x.dim() != 4 || !x.is_contiguous() ||
-      !ElementTypeOf(x.scalar_type(), &type) || (at::GradMode::is_enabled() && x.requires_grad())) {
+      !ElementTypeOf(x.scalar_type(), &type)) {
     return false;
   }
   const int64_t s = x.size(1), d = x.size(3);
@@ -392,7 +392,7 @@ bool TryApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& 
   if (d % 2 != 0) return false;
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor result = at::empty_like(x);
-  Check(ApplyRope(type, x.data_ptr(), cos.data_ptr(), sin_signed.data_ptr(), x.size(0), s, x.size(2), d,
+  Check(ApplyRope(type, x.data_ptr(), cos.data_ptr(), sin_signed.data_ptr(), x.size(0), s, x.size(2), d, transpose,
                   result.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()),
         "ApplyRope");
   *out = std::move(result);
@@ -542,7 +542,7 @@ bool MedianGraphReplayMs(const std::function<void()>&, int, double*) { return fa
 
 bool TryRowBlockMax(const at::Tensor&, int64_t, at::Tensor*) { return false; }
 
-bool TryApplyRope(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor*) { return false; }
+bool TryApplyRope(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, at::Tensor*) { return false; }
 
 bool TryRowLogSumExp(const at::Tensor&, at::Tensor*) { return false; }
 

@@ -84,10 +84,11 @@ bool TryCrossEntropyGrad(const at::Tensor& z, const at::Tensor& lse, const at::T
 // dtype; false when the block, width or alignment does not suit the kernel.
 bool TryRowBlockMax(const at::Tensor& z, int64_t block, at::Tensor* out);
 
-// Rotary embedding without autograd (kernels.h ApplyRope): x contiguous [B, S, H, D], cos and
-// sin_signed contiguous with S * D elements ([S, 1, D]), one dtype. false when x requires grad
-// under grad mode (the ATen ops keep the graph) or the shapes do not fit.
-bool TryApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed, at::Tensor* out);
+// Rotary embedding (kernels.h ApplyRope; no autograd here: model/qwen3_model.cc wraps it in a
+// node whose backward is the transpose): x contiguous [B, S, H, D], cos and sin_signed
+// contiguous with S * D elements ([S, 1, D]), one dtype. false when the shapes do not fit.
+bool TryApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin_signed, bool transpose,
+                  at::Tensor* out);
 
 // One fused AdamW update of every tensor (kernels.h AdamWStep), in one launch. The vectors are
 // parallel; masters[i] is undefined for float32 parameters (updated in place) and the float32

@@ -577,7 +577,7 @@ __global__ void RowBlockMaxKernel(const T* z, int64_t rows, int64_t stride, int6
 // each, 32-bit index arithmetic (rows < 2^31 checked by the launcher).
 constexpr int kRopeRows = 4;
 
-template <typename T>
+template <typename T, bool kTranspose>
 __global__ void RopeKernel(const T* x, const T* cos, const T* sin_signed, int rows, int seq, int heads, int dim,
                            T* out) {
   const int row = blockIdx.x * kRopeRows + threadIdx.y;
@@ -594,8 +594,10 @@ __global__ void RopeKernel(const T* x, const T* cos, const T* sin_signed, int ro
     // explicit _rn intrinsics: no contraction into an FMA.
     const float a_lo = ToFloat(FromFloat<T>(__fmul_rn(lo, ToFloat(c[d]))));
     const float a_hi = ToFloat(FromFloat<T>(__fmul_rn(hi, ToFloat(c[d + half]))));
-    o[d] = FromFloat<T>(__fadd_rn(a_lo, __fmul_rn(hi, ToFloat(sn[d]))));
-    o[d + half] = FromFloat<T>(__fadd_rn(a_hi, __fmul_rn(lo, ToFloat(sn[d + half]))));
+    // Forward: out[d] pairs x[d + h] with sin[d]; transpose (the backward) with sin[d + h].
+    const float s_lo = ToFloat(sn[kTranspose ? d + half : d]), s_hi = ToFloat(sn[kTranspose ? d : d + half]);
+    o[d] = FromFloat<T>(__fadd_rn(a_lo, __fmul_rn(hi, s_lo)));
+    o[d + half] = FromFloat<T>(__fadd_rn(a_hi, __fmul_rn(lo, s_hi)));
   }
 }
 
@@ -622,7 +624,7 @@ const char* RowBlockMax(ElementType type, const void* z, int64_t rows, int64_t c
 }
 
 const char* ApplyRope(ElementType type, const void* x, const void* cos, const void* sin_signed, int64_t batch,
-                      int64_t seq, int64_t heads, int64_t dim, void* out, void* stream) {
+                      int64_t seq, int64_t heads, int64_t dim, bool transpose, void* out, void* stream) {
   const int64_t rows = batch * seq * heads;
   if (rows <= 0 || dim <= 0) return nullptr;
   if (dim % 2 != 0) return "ApplyRope: odd head dimension";
@@ -633,10 +635,10 @@ const char* ApplyRope(ElementType type, const void* x, const void* cos, const vo
   auto st = static_cast<cudaStream_t>(stream);
   return WithType(type, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    RopeKernel<T><<<grid, block, 0, st>>>(static_cast<const T*>(x), static_cast<const T*>(cos),
-                                          static_cast<const T*>(sin_signed), static_cast<int>(rows),
-                                          static_cast<int>(seq), static_cast<int>(heads), static_cast<int>(dim),
-                                          static_cast<T*>(out));
+    auto kernel = transpose ? RopeKernel<T, true> : RopeKernel<T, false>;
+    kernel<<<grid, block, 0, st>>>(static_cast<const T*>(x), static_cast<const T*>(cos),
+                                   static_cast<const T*>(sin_signed), static_cast<int>(rows), static_cast<int>(seq),
+                                   static_cast<int>(heads), static_cast<int>(dim), static_cast<T*>(out));
     return LaunchStatus();
   });
 }

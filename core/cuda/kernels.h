@@ -133,12 +133,13 @@ const char* CrossEntropyGrad(ElementType type, const void* z, int64_t rows, int6
 const char* RowBlockMax(ElementType type, const void* z, int64_t rows, int64_t cols, int64_t stride, int block,
                         void* out, void* stream);
 
-// Rotary embedding (model/qwen3_model.cc ApplyRope, no autograd):
-//   out[b, s, h, d] = type(type(x·cos[s, d]) + x[b, s, h, (d + D/2) % D] · sin_signed[s, d])
-// x and out contiguous [batch, seq, heads, dim] (dim even); cos and sin_signed contiguous
-// [seq, dim], all of `type`.
+// Rotary embedding (model/qwen3_model.cc ApplyRope):
+//   forward:   out[.., d] = type(type(x[d]·cos[s, d]) + x[(d + D/2) % D] · sin_signed[s, d])
+//   transpose: out[.., d] = type(type(x[d]·cos[s, d]) + x[(d + D/2) % D] · sin_signed[s, (d + D/2) % D])
+// (transpose is the backward: dL/dx from dL/dout in x). x and out contiguous
+// [batch, seq, heads, dim] (dim even); cos and sin_signed contiguous [seq, dim], all of `type`.
 const char* ApplyRope(ElementType type, const void* x, const void* cos, const void* sin_signed, int64_t batch,
-                      int64_t seq, int64_t heads, int64_t dim, void* out, void* stream);
+                      int64_t seq, int64_t heads, int64_t dim, bool transpose, void* out, void* stream);
 
 // One tensor of a fused AdamW step (param and grad of `type`; float32 state). For float32
 // parameters `master` is the parameter itself; otherwise the float32 master copy, and the

@@ -5,6 +5,7 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/cuda.h>
 
+#include <cmath>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -498,16 +499,51 @@ TEST_P(TeacherKernelTest, RopeKernelMatchesTheAtenOps) {
   at::Tensor cos = at::cat({angle.cos(), angle.cos()}, -1).to(at::kCUDA, dtype);
   at::Tensor sin = at::cat({-angle.sin(), angle.sin()}, -1).to(at::kCUDA, dtype);
   at::Tensor got;
-  ASSERT_TRUE(cuda::TryApplyRope(x, cos, sin, &got));
+  ASSERT_TRUE(cuda::TryApplyRope(x, cos, sin, /*transpose=*/false, &got));
   at::Tensor want = at::addcmul(x * cos, x.roll(d / 2, -1), sin);
   // The same roundings (x * cos rounded, then one rounding of a + x_rolled * sin). Whether
   // ATen's build contracts the latter into an FMA is its compiler's choice: in fp32 that moves
   // the last bit of many elements, in 16-bit types of almost none.
   if (dtype != at::kFloat) EXPECT_LE(got.ne(want).to(at::kFloat).mean().item<double>(), 1e-2);
   ExpectClose(got, want, dtype == at::kFloat ? 1e-6 : 1e-2, "rope");
-  // With autograd the ops stay ATen (the kernel has no backward).
-  at::Tensor xg = x.clone().requires_grad_(true);
-  EXPECT_FALSE(cuda::TryApplyRope(xg, cos, sin, &got));
+  // The transpose (the backward's rotation) against the same formula as ATen ops.
+  at::Tensor back;
+  ASSERT_TRUE(cuda::TryApplyRope(x, cos, sin, /*transpose=*/true, &back));
+  ExpectClose(back, at::addcmul(x * cos, x.roll(d / 2, -1), sin.roll(d / 2, -1)), dtype == at::kFloat ? 1e-6 : 1e-2,
+              "rope transpose");
+  // And it is the adjoint: <R x, y> = <x, Rᵀ y> (fp32).
+  if (dtype == at::kFloat) {
+    at::Tensor y = at::randn_like(x);
+    at::Tensor ry;
+    ASSERT_TRUE(cuda::TryApplyRope(y, cos, sin, /*transpose=*/true, &ry));
+    const double lhs = (got * y).sum().item<double>(), rhs = (x * ry).sum().item<double>();
+    EXPECT_NEAR(lhs, rhs, 1e-3 * std::abs(lhs) + 1e-3);
+  }
+}
+
+// A tiny Qwen3 trained one step on CUDA with the fused kernels (RoPE as one node each way) and
+// with the ATen ops: logits and every parameter gradient agree.
+TEST(TeacherKernel, ModelForwardAndGradientsMatchWithAndWithoutFusedRope) {
+  if (!KernelsRunnable()) GTEST_SKIP() << "needs a CUDA device and the fused kernels (QATD_CUDA_KERNELS)";
+  auto loaded = model::LoadQwen3(std::string(QATD_TEST_DATA) + "/golden/tiny-qwen3", {at::kFloat, at::kCUDA});
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  model::Qwen3Model m = loaded->model;
+  for (auto& p : m->parameters()) p.requires_grad_(true);
+  at::Tensor ids = at::randint(0, 1000, {2, 24}, at::TensorOptions().dtype(at::kLong)).to(at::kCUDA);
+  auto run = [&](bool fused) {
+    cuda::SetFusedKernelsEnabled(fused);
+    for (auto& p : m->parameters()) p.mutable_grad() = at::Tensor();
+    at::Tensor logits = m->Logits(m->Forward(ids));
+    logits.pow(2).mean().backward();
+    cuda::SetFusedKernelsEnabled(true);
+    std::vector<at::Tensor> out{logits.detach()};
+    for (auto& p : m->parameters()) out.push_back(p.grad().defined() ? p.grad().clone() : at::zeros({1}));
+    return out;
+  };
+  const auto fused = run(true);
+  const auto aten = run(false);
+  ASSERT_EQ(fused.size(), aten.size());
+  for (size_t i = 0; i < fused.size(); ++i) ExpectClose(fused[i], aten[i], 1e-4, "tensor " + std::to_string(i));
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, TeacherKernelTest, ::testing::Values(at::kFloat, at::kBFloat16, at::kHalf));
