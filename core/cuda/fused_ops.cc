@@ -114,6 +114,7 @@ bool LutProblem(const at::Tensor& weight, const at::Tensor& scales, const at::Te
       !boundaries.is_contiguous() || boundaries.numel() != lut.numel() - 1) {
     return false;
   }
+  if (rows > kMaxKernelRows) return false;
   a->rows = rows;
   a->cols = cols;
   a->weight = weight.data_ptr();
@@ -191,6 +192,7 @@ bool FrozenLutProblem(const at::Tensor& indices, const at::Tensor& lut, FrozenLu
       lut.dim() != 1 || !lut.is_contiguous() || lut.numel() < 2 || lut.numel() > 256) {
     return false;
   }
+  if (indices.size(0) > kMaxKernelRows) return false;
   a->rows = indices.size(0);
   a->cols = indices.size(1);
   a->indices = indices.data_ptr<uint8_t>();

@@ -92,47 +92,91 @@ __device__ __forceinline__ int CountBelow(const float* bounds, int n, float u) {
 // clamp_min as ATen evaluates it on `T`: NaN stays NaN.
 __device__ __forceinline__ float ClampMin(float s, float min_scale) { return (s < min_scale) ? min_scale : s; }
 
-// Grid: x = row, y = tile of kTileCols columns. Each block stages the LUT, its boundaries and
-// the row's scale_A entries in shared memory; threads walk the tile's columns with coalesced
-// loads.
+// Column tiles of the per-row kernels (CeGradKernel): one block per row and tile.
 constexpr int kTileCols = 2048;
 
-template <typename T, bool kGrad>
-__global__ void LutKernel(LutArgs a, float min_scale) {
-  __shared__ LutShared sh;
-  __shared__ float a_row[kMaxFusedRank];
-  const int64_t r = blockIdx.x;
-  const bool fused_s = a.scale_a != nullptr;
-  if (fused_s) {
-    const T* sa = static_cast<const T*>(a.scale_a) + r * a.scale_a_stride;
-    for (int k = threadIdx.x; k < a.rank; k += blockDim.x) a_row[k] = ToFloat(sa[k]);
+// The weight-matrix kernels (V1 LutKernel, V2 FrozenLutKernel) give each thread kWCols adjacent
+// columns of kWRows rows; grid: x = tiles of kWThreads * kWCols columns, y = groups of kWRows
+// rows. A block stages the LUT and its group's scale_A rows (k-major: one rank step reads the 8
+// rows' values as two float4) in shared memory once, and each scale_B value is read once for
+// the 8 rows. One row per block, as these kernels first had, spent more time on per-block set-up
+// than on the 1024 weights of the row (3.9 ms per V1 pass over Qwen3-0.6B on an H100).
+constexpr int kWRows = 8;
+constexpr int kWCols = 2;
+constexpr int kWThreads = 128;
+
+// acc[c][j] = Σ_k a_cols[k][j] · sb[k * stride + c] for the thread's columns (sb offset to them).
+template <typename T>
+__device__ __forceinline__ void LowRankTile(const float (*a_cols)[kWRows], const T* sb, int64_t stride, int rank,
+                                            int ncols, float (&acc)[kWCols][kWRows]) {
+#pragma unroll
+  for (int c = 0; c < kWCols; ++c) {
+#pragma unroll
+    for (int j = 0; j < kWRows; ++j) acc[c][j] = 0.0f;
   }
-  LoadLut<T>(a, sh);  // ends with __syncthreads()
-  const T* w = static_cast<const T*>(a.weight) + r * a.weight_stride;
-  const T* s = fused_s ? nullptr : static_cast<const T*>(a.scales) + r * a.scales_stride;
-  const T* sb = static_cast<const T*>(a.scale_b);
-  const T* g = kGrad ? static_cast<const T*>(a.grad) + r * a.grad_stride : nullptr;
-  T* out = static_cast<T*>(a.out) + r * a.out_stride;
-  const int nb = a.lut_size - 1;
-  const int64_t begin = static_cast<int64_t>(blockIdx.y) * kTileCols;
-  const int64_t end = begin + kTileCols < a.cols ? begin + kTileCols : a.cols;
-  for (int64_t c = begin + threadIdx.x; c < end; c += blockDim.x) {
-    float s_raw;
-    if (fused_s) {
-      float acc = 0.0f;
-      for (int k = 0; k < a.rank; ++k) acc += a_row[k] * ToFloat(sb[k * a.scale_b_stride + c]);
-      s_raw = ToFloat(FromFloat<T>(acc));
-    } else {
-      s_raw = ToFloat(s[c]);
+  for (int k = 0; k < rank; ++k) {
+    float bv[kWCols];
+#pragma unroll
+    for (int c = 0; c < kWCols; ++c) bv[c] = c < ncols ? ToFloat(sb[k * stride + c]) : 0.0f;
+    const float4 lo = *reinterpret_cast<const float4*>(&a_cols[k][0]);
+    const float4 hi = *reinterpret_cast<const float4*>(&a_cols[k][4]);
+    const float av[kWRows] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+    for (int c = 0; c < kWCols; ++c) {
+#pragma unroll
+      for (int j = 0; j < kWRows; ++j) acc[c][j] += av[j] * bv[c];
     }
-    const float sc = ClampMin(s_raw, min_scale);
-    const float u = ToFloat(w[c]) / sc;
-    const float q = sh.lut[CountBelow(sh.bounds, nb, u)];
-    if constexpr (kGrad) {
-      // Two roundings, as ATen's mul (T) then where(): grad * q in T, masked where clamped.
-      out[c] = (s_raw >= min_scale) ? FromFloat<T>(ToFloat(g[c]) * q) : FromFloat<T>(0.0f);
-    } else {
-      out[c] = FromFloat<T>(q * sc);
+  }
+}
+
+// Stages rows r0 .. r0 + nrows - 1 of scale_a [rows, rank] k-major (zeros past nrows).
+template <typename T>
+__device__ __forceinline__ void StageScaleA(const T* sa, int64_t stride, int64_t r0, int nrows, int rank,
+                                            float (*a_cols)[kWRows]) {
+  for (int e = threadIdx.x; e < kWRows * rank; e += blockDim.x) {
+    const int j = e / rank, k = e % rank;
+    a_cols[k][j] = j < nrows ? ToFloat(sa[(r0 + j) * stride + k]) : 0.0f;
+  }
+}
+
+template <typename T, bool kGrad>
+__global__ void __launch_bounds__(kWThreads) LutKernel(LutArgs a, float min_scale) {
+  __shared__ LutShared sh;
+  __shared__ __align__(16) float a_cols[kMaxFusedRank][kWRows];
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kWRows;
+  const int nrows = a.rows - r0 < kWRows ? static_cast<int>(a.rows - r0) : kWRows;
+  const bool fused_s = a.scale_a != nullptr;
+  if (fused_s) StageScaleA(static_cast<const T*>(a.scale_a), a.scale_a_stride, r0, nrows, a.rank, a_cols);
+  LoadLut<T>(a, sh);  // ends with __syncthreads()
+  const int64_t c0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWCols;
+  if (c0 >= a.cols) return;
+  const int ncols = a.cols - c0 < kWCols ? static_cast<int>(a.cols - c0) : kWCols;
+  float acc[kWCols][kWRows];
+  if (fused_s) LowRankTile(a_cols, static_cast<const T*>(a.scale_b) + c0, a.scale_b_stride, a.rank, ncols, acc);
+  const T* w = static_cast<const T*>(a.weight);
+  const T* s = static_cast<const T*>(a.scales);
+  const T* g = static_cast<const T*>(a.grad);
+  T* out = static_cast<T*>(a.out);
+  const int nb = a.lut_size - 1;
+#pragma unroll
+  for (int j = 0; j < kWRows; ++j) {
+    if (j >= nrows) break;
+    const int64_t r = r0 + j;
+#pragma unroll
+    for (int c = 0; c < kWCols; ++c) {
+      if (c >= ncols) break;
+      const int64_t col = c0 + c;
+      const float s_raw = fused_s ? ToFloat(FromFloat<T>(acc[c][j])) : ToFloat(s[r * a.scales_stride + col]);
+      const float sc = ClampMin(s_raw, min_scale);
+      const float u = ToFloat(w[r * a.weight_stride + col]) / sc;
+      const float q = sh.lut[CountBelow(sh.bounds, nb, u)];
+      if constexpr (kGrad) {
+        // Two roundings, as ATen's mul (T) then where(): grad * q in T, masked where clamped.
+        out[r * a.out_stride + col] =
+            (s_raw >= min_scale) ? FromFloat<T>(ToFloat(g[r * a.grad_stride + col]) * q) : FromFloat<T>(0.0f);
+      } else {
+        out[r * a.out_stride + col] = FromFloat<T>(q * sc);
+      }
     }
   }
 }
@@ -151,49 +195,37 @@ const char* DispatchLut(const LutArgs& a, bool grad, void* stream) {
   if (a.rows <= 0 || a.cols <= 0) return nullptr;
   if (a.lut_size < 2 || a.lut_size > kMaxLut) return "lut_size must be in [2, 256]";
   if (a.scale_a != nullptr && (a.rank < 1 || a.rank > kMaxFusedRank)) return "fused scales need 1 <= rank <= 64";
-  if (a.rows > 0x7fffffffLL) return "too many rows";
-  const dim3 grid(static_cast<unsigned>(a.rows), static_cast<unsigned>((a.cols + kTileCols - 1) / kTileCols));
+  const int64_t groups = (a.rows + kWRows - 1) / kWRows;
+  if (groups > 65535) return "too many rows for the LUT kernels";
+  constexpr int64_t kTile = kWThreads * kWCols;
+  const dim3 grid(static_cast<unsigned>((a.cols + kTile - 1) / kTile), static_cast<unsigned>(groups));
   auto st = static_cast<cudaStream_t>(stream);
   return WithType(a.type, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const float min_scale = RoundedTo<T>(a.min_scale);
     if (grad) {
-      LutKernel<T, true><<<grid, kThreads, 0, st>>>(a, min_scale);
+      LutKernel<T, true><<<grid, kWThreads, 0, st>>>(a, min_scale);
     } else {
-      LutKernel<T, false><<<grid, kThreads, 0, st>>>(a, min_scale);
+      LutKernel<T, false><<<grid, kWThreads, 0, st>>>(a, min_scale);
     }
     return LaunchStatus();
   });
 }
 
-// V2 frozen-index kernels. Each thread owns kFrozenCols adjacent columns of kFrozenRows rows;
-// grid: x = tiles of kFrozenThreads * kFrozenCols columns, y = groups of kFrozenRows rows. The
-// forward stages the group's scale_A rows in shared memory k-major (one rank step reads the 8
-// rows' values as two float4) and reads each scale_B value once for the 8 rows, so the rank
-// loop is almost only FMAs.
-constexpr int kFrozenRows = 8;
-constexpr int kFrozenCols = 2;
-constexpr int kFrozenThreads = 128;
-
+// V2 frozen-index kernels, tiled like LutKernel (kWRows x kWCols per thread).
 template <typename T, bool kGrad>
-__global__ void __launch_bounds__(kFrozenThreads) FrozenLutKernel(FrozenLutArgs a, float fp16_max) {
+__global__ void __launch_bounds__(kWThreads) FrozenLutKernel(FrozenLutArgs a, float fp16_max) {
   __shared__ float lut[kMaxLut];
-  __shared__ __align__(16) float a_cols[kMaxFusedRank][kFrozenRows];  // [k][row in group]
-  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kFrozenRows;
-  const int nrows = a.rows - r0 < kFrozenRows ? static_cast<int>(a.rows - r0) : kFrozenRows;
+  __shared__ __align__(16) float a_cols[kMaxFusedRank][kWRows];
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kWRows;
+  const int nrows = a.rows - r0 < kWRows ? static_cast<int>(a.rows - r0) : kWRows;
   const T* lut_in = static_cast<const T*>(a.lut);
   for (int j = threadIdx.x; j < a.lut_size; j += blockDim.x) lut[j] = ToFloat(lut_in[j]);
-  if constexpr (!kGrad) {
-    const T* sa = static_cast<const T*>(a.scale_a);
-    for (int e = threadIdx.x; e < kFrozenRows * a.rank; e += blockDim.x) {
-      const int j = e / a.rank, k = e % a.rank;
-      a_cols[k][j] = j < nrows ? ToFloat(sa[(r0 + j) * a.scale_a_stride + k]) : 0.0f;
-    }
-  }
+  if constexpr (!kGrad) StageScaleA(static_cast<const T*>(a.scale_a), a.scale_a_stride, r0, nrows, a.rank, a_cols);
   __syncthreads();
-  const int64_t c0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kFrozenCols;
+  const int64_t c0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * kWCols;
   if (c0 >= a.cols) return;
-  const int ncols = a.cols - c0 < kFrozenCols ? static_cast<int>(a.cols - c0) : kFrozenCols;
+  const int ncols = a.cols - c0 < kWCols ? static_cast<int>(a.cols - c0) : kWCols;
   T* out = static_cast<T*>(a.out);
   if constexpr (kGrad) {
     const T* g = static_cast<const T*>(a.grad);
@@ -205,32 +237,14 @@ __global__ void __launch_bounds__(kFrozenThreads) FrozenLutKernel(FrozenLutArgs 
       }
     }
   } else {
-    const T* sb = static_cast<const T*>(a.scale_b) + c0;
-    float acc[kFrozenCols][kFrozenRows];
+    float acc[kWCols][kWRows];
+    LowRankTile(a_cols, static_cast<const T*>(a.scale_b) + c0, a.scale_b_stride, a.rank, ncols, acc);
 #pragma unroll
-    for (int c = 0; c < kFrozenCols; ++c) {
-#pragma unroll
-      for (int j = 0; j < kFrozenRows; ++j) acc[c][j] = 0.0f;
-    }
-    for (int k = 0; k < a.rank; ++k) {
-      float bv[kFrozenCols];
-#pragma unroll
-      for (int c = 0; c < kFrozenCols; ++c) bv[c] = c < ncols ? ToFloat(sb[k * a.scale_b_stride + c]) : 0.0f;
-      const float4 lo = *reinterpret_cast<const float4*>(&a_cols[k][0]);
-      const float4 hi = *reinterpret_cast<const float4*>(&a_cols[k][4]);
-      const float av[kFrozenRows] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-#pragma unroll
-      for (int c = 0; c < kFrozenCols; ++c) {
-#pragma unroll
-        for (int j = 0; j < kFrozenRows; ++j) acc[c][j] += av[j] * bv[c];
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kFrozenRows; ++j) {
+    for (int j = 0; j < kWRows; ++j) {
       if (j >= nrows) break;
       const int64_t r = r0 + j;
 #pragma unroll
-      for (int c = 0; c < kFrozenCols; ++c) {
+      for (int c = 0; c < kWCols; ++c) {
         if (c >= ncols) break;
         const float s = ToFloat(FromFloat<T>(acc[c][j]));
         const float q = lut[a.indices[r * a.indices_stride + c0 + c]];
@@ -250,17 +264,17 @@ const char* DispatchFrozenLut(const FrozenLutArgs& a, bool grad, void* stream) {
   if (a.rows <= 0 || a.cols <= 0) return nullptr;
   if (a.lut_size < 2 || a.lut_size > kMaxLut) return "lut_size must be in [2, 256]";
   if (!grad && (a.rank < 1 || a.rank > kMaxFusedRank)) return "frozen-LUT weight needs 1 <= rank <= 64";
-  const int64_t groups = (a.rows + kFrozenRows - 1) / kFrozenRows;
+  const int64_t groups = (a.rows + kWRows - 1) / kWRows;
   if (groups > 65535) return "too many rows for the frozen-LUT kernels";
-  constexpr int64_t kTile = kFrozenThreads * kFrozenCols;
+  constexpr int64_t kTile = kWThreads * kWCols;
   const dim3 grid(static_cast<unsigned>((a.cols + kTile - 1) / kTile), static_cast<unsigned>(groups));
   auto st = static_cast<cudaStream_t>(stream);
   return WithType(a.type, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (grad) {
-      FrozenLutKernel<T, true><<<grid, kFrozenThreads, 0, st>>>(a, 0.0f);
+      FrozenLutKernel<T, true><<<grid, kWThreads, 0, st>>>(a, 0.0f);
     } else {
-      FrozenLutKernel<T, false><<<grid, kFrozenThreads, 0, st>>>(a, RoundedTo<T>(65504.0));
+      FrozenLutKernel<T, false><<<grid, kWThreads, 0, st>>>(a, RoundedTo<T>(65504.0));
     }
     return LaunchStatus();
   });

@@ -44,6 +44,9 @@ struct LutArgs {
 };
 
 inline constexpr int kMaxFusedRank = 64;
+// Rows the weight-matrix kernels (LutFakeQuant, LutScaleGrad, FrozenLut*) take: 65535 groups
+// of 8 (the grid's y extent).
+inline constexpr int64_t kMaxKernelRows = 65535LL * 8;
 
 // out = type(float(q) * float(s)): the fake-quantized weight LUT[idx] * clamp(S).
 const char* LutFakeQuant(const LutArgs& args, void* stream);
