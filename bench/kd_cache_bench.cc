@@ -25,8 +25,6 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
-#include "spdlog/sinks/stdout_color_sinks.h"
-#include "spdlog/spdlog.h"
 
 #include <ATen/record_function.h>
 #include <torch/version.h>
@@ -92,7 +90,6 @@ int Die(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   qatd::cuda::SetAllocatorDefaults();  // before any CUDA allocation
-  spdlog::set_default_logger(spdlog::stderr_color_mt("kd_cache_bench"));  // stdout carries the JSON
   std::string config_path = QATD_BENCH_CONFIG;
   int64_t batch = 32, num_seqs = 1024, max_length = 128, topk = 64, rand_neg = 0, shard_size = 512;
   int64_t chunk_rows = 2048, warmup = 2, num_layers = 0, topk_block = 0;

@@ -13,6 +13,7 @@
 #include "client/curve.h"
 #include "client/plot_png.h"
 #include "client/render.h"
+#include "core/common/file_util.h"
 
 namespace qatd::client {
 namespace {
@@ -43,25 +44,6 @@ std::string Indent(const std::string& text, const std::string& pad) {
     start = end + 1;
   }
   return out;
-}
-
-// Atomically replaces `path` with `bytes`.
-bool WriteFileAtomically(const std::string& path, const std::string& bytes) {
-  const std::string temp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) {
-      std::remove(temp.c_str());
-      return false;
-    }
-  }
-  if (std::rename(temp.c_str(), path.c_str()) != 0) {
-    std::remove(temp.c_str());
-    return false;
-  }
-  return true;
 }
 
 }  // namespace
@@ -303,8 +285,8 @@ int ShowCurve(Connection& connection, int64_t job_id, const CurveOptions& option
       std::fprintf(stderr, "qat: %s\n", std::string(png.status().message()).c_str());
       return kExitFailed;
     }
-    if (!WriteFileAtomically(options.png, *png)) {
-      std::fprintf(stderr, "qat: --png: cannot write %s\n", options.png.c_str());
+    if (absl::Status written = qatd::WriteFileAtomically(options.png, *png); !written.ok()) {
+      std::fprintf(stderr, "qat: --png: %s\n", std::string(written.message()).c_str());
       return kExitFailed;
     }
     size_t points = 0;

@@ -39,7 +39,7 @@ say() { printf '\n\033[1m== %s\033[0m  [%ss]\n' "$*" "$(($(date +%s) - START))";
 die() { echo "demo.sh: $*" >&2; exit 1; }
 
 # ---- 1. build --------------------------------------------------------------------------
-QATD=$BUILD_DIR/server/qatd QAT=$BUILD_DIR/client/qat QMODEL=$BUILD_DIR/core/cli/qat-model
+QATD=$BUILD_DIR/server/qatd QAT=$BUILD_DIR/client/qat QMODEL=$BUILD_DIR/tools/qat-model
 have_bins() { [[ -x $QATD && -x $QAT && -x $QMODEL ]]; }
 if ((BUILD)); then
   if ! have_bins || [[ ! -f $BUILD_DIR/build.ninja ]]; then

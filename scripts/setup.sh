@@ -35,4 +35,4 @@ if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
 fi
 echo "== building in $BUILD_DIR with $JOBS jobs"
 cmake --build "$BUILD_DIR" -j"$JOBS"
-echo "== build done: binaries in $BUILD_DIR (qat-model: $BUILD_DIR/core/cli/qat-model)"
+echo "== build done: binaries in $BUILD_DIR (qat-model: $BUILD_DIR/tools/qat-model)"

@@ -19,7 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/common/status_macros.h"
-#include "server/atomic_file.h"
+#include "core/common/file_util.h"
 #include "server/auth.h"
 #include "server/device_discovery.h"
 #include "server/device_pool.h"
@@ -30,6 +30,7 @@
 #include "server/qatd_service.h"
 #include "server/scheduler.h"
 #include "server/version.h"
+#include "server/worker_channel.h"
 #include "server/worker_launcher.h"
 #include "spdlog/spdlog.h"
 #include "storage/job_store.h"
@@ -127,6 +128,14 @@ int WaitForTerminationSignal() {
   return signal;
 }
 
+// Where a worker on this host reaches the daemon: the listen host (loopback for a wildcard
+// address) and the bound port.
+std::string WorkerAddress(const std::string& listen, int port) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") host = "127.0.0.1";
+  return absl::StrCat(host, ":", port);
+}
+
 int Fail(const absl::Status& status) {
   spdlog::critical("qatd: {}", status.ToString());
   return 1;
@@ -134,7 +143,7 @@ int Fail(const absl::Status& status) {
 
 }  // namespace
 
-int RunDaemon(const DaemonOptions& options, const JobRegistry& registry) {
+int RunDaemon(const DaemonOptions& options) {
   // Before any thread exists: termination signals are taken by sigwait() below, and a write to
   // a closed socket must not kill the daemon.
   sigset_t blocked;
@@ -161,6 +170,10 @@ int RunDaemon(const DaemonOptions& options, const JobRegistry& registry) {
   if (!auth.enabled()) spdlog::warn("no bearer token configured (--token-file / QATD_TOKEN): RPCs are not authenticated");
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = MakeCredentials(options);
   if (!credentials.ok()) return Fail(credentials.status());
+
+  absl::StatusOr<std::string> worker_binary = FindWorkerBinary(options.worker_binary, "/proc/self/exe");
+  if (!worker_binary.ok()) return Fail(worker_binary.status());
+  spdlog::info("workers: {} ({} transport)", *worker_binary, options.worker_transport);
 
   absl::StatusOr<std::unique_ptr<storage::JobStore>> store = storage::JobStore::Open(data_dir + "/qatd.db");
   if (!store.ok()) return Fail(store.status());
@@ -190,19 +203,23 @@ int RunDaemon(const DaemonOptions& options, const JobRegistry& registry) {
   EventHub hub;
   SystemClock clock;
   JobJournal journal(store->get(), &hub, &metrics, &clock);
-  ExecWorkerLauncher launcher;
+  WorkerChannelService worker_channel;
+  ExecWorkerOptions launcher_options;
+  launcher_options.executable = *worker_binary;
+  launcher_options.transport = options.worker_transport;
+  launcher_options.daemon_ca_file = options.tls_cert;
+  launcher_options.channel = &worker_channel;
   SchedulerOptions scheduler_options;
   scheduler_options.jobs_dir = data_dir + "/jobs";
   scheduler_options.cancel_grace_ms = static_cast<int64_t>(options.cancel_grace_seconds * 1000);
+  ExecWorkerLauncher launcher(launcher_options);
   Scheduler scheduler(scheduler_options, &journal, &devices, &launcher, &metrics);
-  if (absl::Status started = scheduler.Start(); !started.ok()) return Fail(started);
 
   ServiceContext service_context;
   service_context.scheduler = &scheduler;
   service_context.store = store->get();
   service_context.hub = &hub;
   service_context.devices = &devices;
-  service_context.registry = &registry;
   service_context.auth = &auth;
   service_context.data_dir = data_dir;
   service_context.start_time_ms = clock.NowMs();
@@ -214,13 +231,19 @@ int RunDaemon(const DaemonOptions& options, const JobRegistry& registry) {
   int grpc_port = 0;
   builder.AddListeningPort(options.listen, *credentials, &grpc_port);
   builder.RegisterService(&service);
+  builder.RegisterService(&worker_channel);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<RpcMetricsInterceptorFactory>(&metrics));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
-    scheduler.Shutdown();
     return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen)));
+  }
+  // Workers reach the daemon on the port it bound (the gRPC transport); jobs start only now.
+  launcher.set_daemon_address(WorkerAddress(options.listen, grpc_port));
+  if (absl::Status started = scheduler.Start(); !started.ok()) {
+    server->Shutdown();
+    return Fail(started);
   }
   // metrics.port first: qatd.port appearing means the daemon is fully up.
   if (absl::Status written = WriteFileAtomically(data_dir + "/metrics.port", absl::StrCat(metrics_port, "\n"));

@@ -8,11 +8,10 @@
 // <data-dir>/qatd.port (atomically; useful with port 0): qatd.port existing means "ready".
 
 #include "server/daemon_options.h"
-#include "server/job_registry.h"
 
 namespace qatd::server {
 
 // Returns the process exit code.
-int RunDaemon(const DaemonOptions& options, const JobRegistry& registry);
+int RunDaemon(const DaemonOptions& options);
 
 }  // namespace qatd::server

@@ -32,11 +32,13 @@ CommandLine ParseCommandLine(int argc, char** argv) {
       ->check(CLI::Range(0.5, 3600.0))
       ->capture_default_str();
 
-  CLI::App* worker = app.add_subcommand("worker", "Run one job (started by the daemon)");
-  worker->add_option("--job-file", cl.worker_args.job_file, "Serialized WorkerTask")->required();
-  worker->add_option("--event-fd", cl.worker_args.event_fd, "File descriptor of the event pipe")
+  app.add_option("--worker-binary", d.worker_binary,
+                 "The qatd-worker executable (default: next to qatd, then ../worker/, then $PATH)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--worker-transport", d.worker_transport,
+                 "How workers report: pipe (inherited fd) or grpc (WorkerChannel on the gRPC port)")
+      ->check(CLI::IsMember({"pipe", "grpc"}))
       ->capture_default_str();
-  app.require_subcommand(0, 1);
 
   try {
     app.parse(argc, argv);
@@ -44,7 +46,6 @@ CommandLine ParseCommandLine(int argc, char** argv) {
     cl.exit_code = app.exit(e);
     return cl;
   }
-  cl.worker = worker->parsed();
   if (d.data_dir.empty()) {
     const char* home = std::getenv("HOME");
     d.data_dir = std::string(home != nullptr ? home : ".") + "/.qatd";

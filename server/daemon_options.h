@@ -2,15 +2,13 @@
 // The daemon's command line (CLI11):
 //   qatd [--listen HOST:PORT] [--data-dir DIR] [--metrics-address HOST:PORT]
 //        [--token-file F] [--tls-cert F --tls-key F] [--max-concurrent-jobs N]
-//        [--cancel-grace-seconds S]
-//   qatd worker --job-file F [--event-fd N]     (started by the daemon only)
+//        [--cancel-grace-seconds S] [--worker-binary F] [--worker-transport pipe|grpc]
 // Defaults bind loopback only. The bearer token comes from --token-file, else from the
 // QATD_TOKEN environment variable; none means no authentication.
 
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "server/worker_main.h"
 
 namespace qatd::server {
 
@@ -24,11 +22,15 @@ struct DaemonOptions {
   int max_concurrent_jobs = 1;                   // per device
   double cancel_grace_seconds = 10.0;
   double gpu_poll_seconds = 10.0;
+  // The qatd-worker executable; "" = next to qatd (installed layout), else ../worker/ (build
+  // tree), else $PATH.
+  std::string worker_binary;
+  // How a forked worker reports: "pipe" (an inherited fd) or "grpc" (the WorkerChannel
+  // service on the daemon's own gRPC port, as a worker on another host does).
+  std::string worker_transport = "pipe";
 };
 
 struct CommandLine {
-  bool worker = false;
-  WorkerArgs worker_args;
   DaemonOptions daemon;
   int exit_code = -1;  // >= 0: exit now with this code (help, usage error)
 };

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "storage/job_codec.h"
+#include "core/jobs/job_kind.h"
 
 namespace qatd::server {
 namespace {
@@ -91,7 +92,7 @@ void DaemonMetrics::JobProgress(int64_t job_id, v1::JobKind kind, int64_t step) 
   std::lock_guard<std::mutex> lock(mu_);
   JobSeries& series = jobs_series_[job_id];
   if (series.step == nullptr) {
-    std::string kind_name = storage::JobKindName(kind);
+    std::string kind_name = jobs::JobKindName(kind);
     series.step = &job_step_.Add({{"job", std::to_string(job_id)}, {"kind", kind_name}});
   }
   series.step->Set(static_cast<double>(step));

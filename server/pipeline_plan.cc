@@ -6,7 +6,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "server/spec_validation.h"
+#include "core/jobs/job_spec.h"
 
 namespace qatd::server {
 namespace {
@@ -74,7 +74,7 @@ absl::StatusOr<std::vector<storage::NewJob>> PlanPipeline(const v1::PipelineSpec
       }
       deps[i].insert(it->second);
     }
-    SpecCheckContext context;
+    jobs::SpecCheckContext context;
     context.prefix = absl::StrCat("spec.stages[", i, "].spec");
     context.check_paths = check_paths;
     for (int k = 0; k < stage.inputs_size(); ++k) {
@@ -91,7 +91,7 @@ absl::StatusOr<std::vector<storage::NewJob>> PlanPipeline(const v1::PipelineSpec
       deps[i].insert(it->second);
       context.fed_fields.insert(input.field());
     }
-    if (absl::Status valid = ValidateJobSpec(stage.spec(), context); !valid.ok()) return valid;
+    if (absl::Status valid = jobs::ValidateJobSpec(stage.spec(), context); !valid.ok()) return valid;
   }
 
   // Kahn's algorithm, always taking the lowest ready index, so the order is stable.

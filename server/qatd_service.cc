@@ -7,10 +7,11 @@
 #include "core/common/status_macros.h"
 #include "server/job_stream_reactor.h"
 #include "server/pipeline_plan.h"
-#include "server/spec_validation.h"
+#include "core/jobs/job_spec.h"
 #include "server/status_mapping.h"
 #include "server/version.h"
 #include "storage/job_codec.h"
+#include "core/jobs/job_kind.h"
 
 namespace qatd::server {
 namespace {
@@ -67,7 +68,7 @@ class GenerateReactor : public JobStreamReactor<v1::GenerateResponse> {
       done.set_done(true);
       return {done, grpc::Status::OK};
     }
-    absl::Status error = FromJobError(event.state().error());
+    absl::Status error = jobs::FromJobError(event.state().error());
     if (error.ok()) error = absl::AbortedError(absl::StrCat("job ", job_id_, " ended ", storage::JobStateName(event.state().to())));
     return {std::nullopt, ToGrpcStatus(error)};
   }
@@ -81,10 +82,9 @@ class GenerateReactor : public JobStreamReactor<v1::GenerateResponse> {
 }  // namespace
 
 absl::Status QatdService::CheckSubmittable(const v1::JobSpec& spec) const {
-  SpecCheckContext check;
+  jobs::SpecCheckContext check;
   check.check_paths = ctx_.check_paths;
-  QATD_RETURN_IF_ERROR(ValidateJobSpec(spec, check));
-  QATD_RETURN_IF_ERROR(ctx_.registry->Validate(spec, "spec"));
+  QATD_RETURN_IF_ERROR(jobs::ValidateJobSpec(spec, check));
   return ctx_.devices->CheckFits(storage::DeviceCountOf(spec));
 }
 
@@ -103,13 +103,10 @@ grpc::ServerUnaryReactor* QatdService::SubmitPipeline(grpc::CallbackServerContex
   if (absl::Status auth = ctx_.auth->Check(*context); !auth.ok()) return Reply(context, auth);
   absl::StatusOr<std::vector<storage::NewJob>> jobs = PlanPipeline(request->spec(), ctx_.check_paths);
   if (!jobs.ok()) return Reply(context, jobs.status());
+  // PlanPipeline validated every stage (core/jobs/job_spec.h); stages fed by upstream
+  // artifacts are complete only at run time.
   for (int i = 0; i < request->spec().stages_size(); ++i) {
     const v1::PipelineStage& stage = request->spec().stages(i);
-    const std::string prefix = absl::StrCat("spec.stages[", i, "].spec");
-    // Stages fed by upstream artifacts are complete only at run time.
-    if (stage.inputs_size() == 0) {
-      if (absl::Status valid = ctx_.registry->Validate(stage.spec(), prefix); !valid.ok()) return Reply(context, valid);
-    }
     if (absl::Status fits = ctx_.devices->CheckFits(storage::DeviceCountOf(stage.spec())); !fits.ok()) {
       return Reply(context, fits);
     }
@@ -265,7 +262,7 @@ grpc::ServerUnaryReactor* QatdService::GetServerInfo(grpc::CallbackServerContext
   for (v1::DeviceInfo& device : ctx_.devices->Snapshot()) *response->add_devices() = std::move(device);
   response->set_queued_jobs(static_cast<int32_t>(ctx_.scheduler->queued()));
   response->set_running_jobs(static_cast<int32_t>(ctx_.scheduler->running()));
-  for (v1::JobKind kind : ctx_.registry->Kinds()) response->add_available_kinds(kind);
+  for (v1::JobKind kind : jobs::AvailableJobKinds()) response->add_available_kinds(kind);
   *response->mutable_start_time() = storage::ToTimestamp(ctx_.start_time_ms);
   response->set_data_dir(ctx_.data_dir);
   response->set_max_concurrent_jobs_per_device(ctx_.devices->max_jobs_per_device());

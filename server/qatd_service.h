@@ -12,7 +12,6 @@
 #include "server/auth.h"
 #include "server/device_pool.h"
 #include "server/event_hub.h"
-#include "server/job_registry.h"
 #include "server/scheduler.h"
 #include "storage/job_store.h"
 
@@ -23,7 +22,6 @@ struct ServiceContext {
   storage::JobStore* store = nullptr;
   EventHub* hub = nullptr;
   DevicePool* devices = nullptr;
-  const JobRegistry* registry = nullptr;  // kinds this build runs + their validators
   const BearerTokenAuth* auth = nullptr;
   std::string data_dir;
   int64_t start_time_ms = 0;

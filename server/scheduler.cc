@@ -7,12 +7,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/common/status_macros.h"
-#include "server/atomic_file.h"
-#include "server/framing.h"
+#include "core/common/file_util.h"
 #include "server/pipeline_plan.h"
 #include "server/status_mapping.h"
 #include "spdlog/spdlog.h"
 #include "storage/job_codec.h"
+#include "core/jobs/job_kind.h"
 
 namespace qatd::server {
 namespace fs = std::filesystem;
@@ -22,7 +22,7 @@ storage::Transition Terminal(v1::JobState state, const absl::Status& error, std:
   storage::Transition t;
   t.to = state;
   t.reason = std::move(reason);
-  t.error = ToJobError(error);
+  t.error = jobs::ToJobError(error);
   return t;
 }
 
@@ -307,6 +307,7 @@ void Scheduler::StartLocked(const QueuedJob& queued, const std::vector<std::stri
   }
   WorkerLaunch launch;
   launch.job_id = id;
+  launch.kind = jobs::JobKindName(job->kind());
   launch.task_file = task_file;
   launch.log_file = (fs::path(task->job_dir()) / "worker.log").string();
   launch.cuda_visible_devices = DevicePool::CudaVisibleDevices(devices);
@@ -334,28 +335,23 @@ void Scheduler::StartLocked(const QueuedJob& queued, const std::vector<std::stri
     running->worker->Signal(SIGKILL);
     running->cancel_requested = true;
   }
-  spdlog::info("job {} ({}) started: worker pid {} on {}", id, storage::JobKindName(running->kind),
+  spdlog::info("job {} ({}) started: worker pid {} on {}", id, jobs::JobKindName(running->kind),
                running->worker->pid(), storage::JoinDevices(devices));
   running_[id] = running;
   running->monitor = std::thread(&Scheduler::Monitor, this, running);
 }
 
 void Scheduler::Monitor(std::shared_ptr<RunningJob> job) {
-  FrameReader reader(job->worker->event_fd());
   std::optional<v1::WorkerFinal> final;
   absl::Status stream_status;
   while (true) {
-    absl::StatusOr<std::optional<std::string>> frame = reader.Next();
-    if (!frame.ok()) {
-      stream_status = frame.status();
+    absl::StatusOr<std::optional<v1::WorkerEvent>> next = job->worker->NextEvent();
+    if (!next.ok()) {
+      stream_status = next.status();
       break;
     }
-    if (!frame->has_value()) break;
-    v1::WorkerEvent event;
-    if (!event.ParseFromString(**frame)) {
-      stream_status = absl::DataLossError("unparsable worker event");
-      break;
-    }
+    if (!next->has_value()) break;
+    const v1::WorkerEvent& event = **next;
     absl::Status applied;
     switch (event.event_case()) {
       case v1::WorkerEvent::kProgress:
@@ -403,7 +399,7 @@ void Scheduler::Finish(const std::shared_ptr<RunningJob>& job, const std::option
   const std::string worker = absl::StrCat("worker pid ", job->worker->pid(), " ", exit.Describe());
   storage::Transition t;
   if (final.has_value()) {
-    const absl::Status status = FromJobError(final->status());
+    const absl::Status status = jobs::FromJobError(final->status());
     if (status.ok()) {
       t.to = v1::JOB_STATE_SUCCEEDED;
       t.reason = "succeeded";

@@ -11,8 +11,4 @@ namespace qatd::server {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// A job's stored error (canonical code + message) as an absl::Status; OK for code 0.
-absl::Status FromJobError(const v1::JobError& error);
-v1::JobError ToJobError(const absl::Status& status);
-
 }  // namespace qatd::server

@@ -8,11 +8,18 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <mutex>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "server/worker_channel.h"
+#include "worker/framing.h"
 
 extern char** environ;
 
@@ -35,30 +42,77 @@ class ForkedWorker : public WorkerProcess {
   }
 
   WorkerExit Wait() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (reaped_) return exit_;
+    }
+    return Reap(0).value_or(WorkerExit{});
+  }
+
+ protected:
+  // waitpid with `flags` (0 or WNOHANG); the exit once reaped, std::nullopt while running.
+  std::optional<WorkerExit> Reap(int flags) {
     int status = 0;
     pid_t r;
     do {
-      r = ::waitpid(pid_, &status, 0);
+      r = ::waitpid(pid_, &status, flags);
     } while (r < 0 && errno == EINTR);
+    if (r == 0) return std::nullopt;
     std::lock_guard<std::mutex> lock(mu_);
+    if (reaped_) return exit_;
     reaped_ = true;
-    WorkerExit exit;
     if (r < 0) {
-      exit.exit_code = 255;  // not our child any more; nothing better to report
+      exit_.exit_code = 255;  // not our child any more; nothing better to report
     } else if (WIFSIGNALED(status)) {
-      exit.signaled = true;
-      exit.signal = WTERMSIG(status);
+      exit_.signaled = true;
+      exit_.signal = WTERMSIG(status);
     } else {
-      exit.exit_code = WEXITSTATUS(status);
+      exit_.exit_code = WEXITSTATUS(status);
     }
-    return exit;
+    return exit_;
   }
 
- private:
   const pid_t pid_;
   const int event_fd_;
   std::mutex mu_;
   bool reaped_ = false;  // guarded by mu_
+  WorkerExit exit_;      // guarded by mu_, once reaped_
+};
+
+// A forked worker on the gRPC transport: events come from its WorkerChannel mailbox; a worker
+// that exits without attaching (or whose stream end is lost) ends the events 2 s after its exit.
+class ChannelWorker : public ForkedWorker {
+ public:
+  ChannelWorker(pid_t pid, WorkerChannelService* channel, std::shared_ptr<WorkerMailbox> mailbox)
+      : ForkedWorker(pid, -1), channel_(channel), mailbox_(std::move(mailbox)) {}
+  ~ChannelWorker() override { channel_->Close(mailbox_); }
+
+  absl::StatusOr<std::optional<v1::WorkerEvent>> NextEvent() override {
+    using Clock = std::chrono::steady_clock;
+    std::optional<Clock::time_point> exited_at;
+    while (true) {
+      v1::WorkerEvent event;
+      absl::Status end;
+      switch (mailbox_->Pop(std::chrono::milliseconds(200), &event, &end)) {
+        case WorkerMailbox::PopResult::kEvent: return std::optional<v1::WorkerEvent>(std::move(event));
+        case WorkerMailbox::PopResult::kEnded: return std::optional<v1::WorkerEvent>();
+        case WorkerMailbox::PopResult::kTimeout: break;
+      }
+      if (!exited_at.has_value() && Reap(WNOHANG).has_value()) exited_at = Clock::now();
+      if (exited_at.has_value() && Clock::now() - *exited_at > std::chrono::seconds(2)) {
+        return std::optional<v1::WorkerEvent>();
+      }
+    }
+  }
+
+  void Signal(int signal) override {
+    if (signal == SIGTERM && mailbox_->Cancel("cancel requested")) return;
+    ForkedWorker::Signal(signal);
+  }
+
+ private:
+  WorkerChannelService* channel_;
+  std::shared_ptr<WorkerMailbox> mailbox_;
 };
 
 // Everything the child needs, prepared before fork(): after fork() in a multi-threaded
@@ -82,9 +136,14 @@ struct ChildPlan {
   if (w < 0 || log < 0 || in < 0) ::_exit(127);
   if (::dup2(in, 0) < 0 || ::dup2(log, 1) < 0 || ::dup2(log, 2) < 0 || ::dup2(w, 3) < 0) ::_exit(127);
   ::close_range(4, ~0U, 0);
-  sigset_t none;
-  ::sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  // SIGTERM/SIGINT stay blocked across exec: a cancel that arrives while the worker is still
+  // loading LibTorch waits until qatd-worker has installed its handler and unblocks them
+  // (worker/run_worker.cc), instead of killing it outright.
+  sigset_t blocked;
+  ::sigemptyset(&blocked);
+  ::sigaddset(&blocked, SIGTERM);
+  ::sigaddset(&blocked, SIGINT);
+  ::sigprocmask(SIG_SETMASK, &blocked, nullptr);
   struct sigaction dfl;
   ::memset(&dfl, 0, sizeof(dfl));
   dfl.sa_handler = SIG_DFL;
@@ -95,6 +154,15 @@ struct ChildPlan {
 
 }  // namespace
 
+absl::StatusOr<std::optional<v1::WorkerEvent>> WorkerProcess::NextEvent() {
+  absl::StatusOr<std::optional<std::string>> frame = worker::FrameReader(event_fd()).Next();
+  if (!frame.ok()) return frame.status();
+  if (!frame->has_value()) return std::optional<v1::WorkerEvent>();
+  v1::WorkerEvent event;
+  if (!event.ParseFromString(**frame)) return absl::DataLossError("unparsable worker event");
+  return std::optional<v1::WorkerEvent>(std::move(event));
+}
+
 std::string WorkerExit::Describe() const {
   if (!signaled) return absl::StrCat("exited with code ", exit_code);
   const char* abbrev = ::sigabbrev_np(signal);
@@ -103,15 +171,41 @@ std::string WorkerExit::Describe() const {
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const WorkerLaunch& launch) {
+  ExecWorkerOptions options_;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    options_ = this->options_;
+  }
+  const bool grpc = options_.transport == "grpc";
+  if (grpc && (options_.channel == nullptr || options_.daemon_address.empty())) {
+    return absl::FailedPreconditionError("the gRPC worker transport needs the daemon's address and WorkerChannel");
+  }
   ChildPlan plan;
-  plan.args = {executable_, "worker", "--job-file", launch.task_file, "--event-fd", "3"};
+  plan.args = {options_.executable, "job", absl::StrCat(launch.job_id), launch.kind.empty() ? "JOB" : launch.kind,
+               "--task-file", launch.task_file};
+  if (grpc) {
+    plan.args.insert(plan.args.end(), {"--daemon", options_.daemon_address});
+    if (!options_.daemon_ca_file.empty()) plan.args.insert(plan.args.end(), {"--daemon-ca", options_.daemon_ca_file});
+  } else {
+    plan.args.insert(plan.args.end(), {"--event-fd", "3"});
+  }
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    // The worker gets its devices from us and never needs the daemon's token.
-    if (absl::StartsWith(*e, "CUDA_VISIBLE_DEVICES=") || absl::StartsWith(*e, "QATD_TOKEN=")) continue;
+    // The worker gets its devices and secret from us and never needs the daemon's token.
+    if (absl::StartsWith(*e, "CUDA_VISIBLE_DEVICES=") || absl::StartsWith(*e, "QATD_TOKEN=") ||
+        absl::StartsWith(*e, "QATD_JOB_SECRET=")) {
+      continue;
+    }
     plan.env.emplace_back(*e);
   }
   plan.env.push_back(absl::StrCat("CUDA_VISIBLE_DEVICES=", launch.cuda_visible_devices));
   plan.env.push_back(absl::StrCat("QATD_JOB_ID=", launch.job_id));
+  std::shared_ptr<WorkerMailbox> mailbox;
+  if (grpc) {
+    absl::StatusOr<std::string> secret = NewJobSecret();
+    if (!secret.ok()) return secret.status();
+    plan.env.push_back(absl::StrCat("QATD_JOB_SECRET=", *secret));
+    mailbox = options_.channel->Open(launch.job_id, *secret);
+  }
   for (std::string& a : plan.args) plan.argv.push_back(a.data());
   plan.argv.push_back(nullptr);
   for (std::string& e : plan.env) plan.envp.push_back(e.data());
@@ -131,19 +225,54 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
   }
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
-  if (pid == 0) RunChild(executable_.c_str(), plan.argv.data(), plan.envp.data(), fds[1], log_fd, null_fd, parent);
+  if (pid == 0) {
+    RunChild(options_.executable.c_str(), plan.argv.data(), plan.envp.data(), grpc ? null_fd : fds[1], log_fd, null_fd,
+             parent);
+  }
   int saved = errno;
   ::close(fds[1]);
   ::close(log_fd);
   ::close(null_fd);
   if (pid < 0) {
     ::close(fds[0]);
+    if (mailbox != nullptr) options_.channel->Close(mailbox);
     return absl::ResourceExhaustedError(absl::StrCat("fork: ", strerror(saved)));
   }
   // Also set the group from the parent side, so a signal sent right after Launch() returns
   // reaches the group even if the child has not run setpgid yet.
   ::setpgid(pid, pid);
+  if (grpc) {
+    ::close(fds[0]);
+    return std::unique_ptr<WorkerProcess>(new ChannelWorker(pid, options_.channel, std::move(mailbox)));
+  }
   return std::unique_ptr<WorkerProcess>(new ForkedWorker(pid, fds[0]));
+}
+
+absl::StatusOr<std::string> FindWorkerBinary(const std::string& flag, const std::string& self) {
+  namespace fs = std::filesystem;
+  auto executable = [](const fs::path& p) { return ::access(p.c_str(), X_OK) == 0 && !fs::is_directory(p); };
+  if (!flag.empty()) {
+    if (executable(flag)) return flag;
+    return absl::NotFoundError(absl::StrCat("--worker-binary ", flag, " is not an executable file"));
+  }
+  std::vector<std::string> tried;
+  std::error_code ec;
+  const fs::path self_path = fs::canonical(self, ec);
+  if (!ec) {
+    for (const fs::path& candidate :
+         {self_path.parent_path() / "qatd-worker", self_path.parent_path().parent_path() / "worker" / "qatd-worker"}) {
+      if (executable(candidate)) return candidate.string();
+      tried.push_back(candidate.string());
+    }
+  }
+  const char* path = std::getenv("PATH");
+  for (absl::string_view dir : absl::StrSplit(path != nullptr ? path : "", ':', absl::SkipEmpty())) {
+    const fs::path candidate = fs::path(std::string(dir)) / "qatd-worker";
+    if (executable(candidate)) return candidate.string();
+  }
+  tried.push_back("$PATH");
+  return absl::NotFoundError(absl::StrCat("cannot find the qatd-worker executable (looked at ",
+                                          absl::StrJoin(tried, ", "), "); pass --worker-binary"));
 }
 
 }  // namespace qatd::server

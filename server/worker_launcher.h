@@ -1,18 +1,23 @@
 #pragma once
 // Starting worker processes (DESIGN.md §3). The daemon runs every job in a child process
-// `qatd worker --job-file F --event-fd 3` (fork + exec of its own executable), in its own
-// process group, with CUDA_VISIBLE_DEVICES naming the job's devices, stdout/stderr appended
-// to the job's log file, and the write end of an event pipe as fd 3. The child dies with the
-// daemon (PR_SET_PDEATHSIG), so a kill -9 of the daemon leaves no orphan workers.
+// `qatd-worker job <id> <KIND> --task-file F ...` (fork + exec of the qatd-worker binary), in
+// its own process group, with CUDA_VISIBLE_DEVICES naming the job's devices and stdout/stderr
+// appended to the job's log file. Events come back over the pipe transport (the write end of a
+// pipe as fd 3) or the gRPC one (the WorkerChannel service, with a fresh secret per run in
+// $QATD_JOB_SECRET). The child dies with the daemon (PR_SET_PDEATHSIG), so a kill -9 of the
+// daemon leaves no orphan workers.
 //
 // WorkerLauncher is an interface so scheduler tests can run fake workers.
 
 #include <sys/types.h>
 
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "qatd/v1/worker.pb.h"
 
 namespace qatd::server {
 
@@ -29,16 +34,22 @@ class WorkerProcess {
  public:
   virtual ~WorkerProcess() = default;
   virtual int pid() const = 0;
-  // Read end of the event pipe; EOF when the worker (and everything it started) is gone.
+  // Read end of the event pipe (pipe transport); EOF when the worker (and everything it
+  // started) is gone. -1 for other transports.
   virtual int event_fd() const = 0;
-  // Sends `signal` to the worker's process group. A no-op once the worker was reaped.
+  // The next event of the worker's stream; std::nullopt at its end (the worker closed it or is
+  // gone); DATA_LOSS for a corrupt stream. The default reads frames from event_fd().
+  virtual absl::StatusOr<std::optional<v1::WorkerEvent>> NextEvent();
+  // Sends `signal` to the worker's process group. A no-op once the worker was reaped. On the
+  // gRPC transport SIGTERM becomes a WorkerControl cancel while the worker is attached.
   virtual void Signal(int signal) = 0;
-  // Blocks until the worker exits and reaps it. Call once, after EOF on event_fd().
+  // Blocks until the worker exits and reaps it. Call once, after the end of the events.
   virtual WorkerExit Wait() = 0;
 };
 
 struct WorkerLaunch {
   int64_t job_id = 0;
+  std::string kind;                  // "QAT", ... (shown in the worker's command line)
   std::string task_file;             // serialized v1::WorkerTask
   std::string log_file;              // stdout + stderr of the worker (appended)
   std::string cuda_visible_devices;  // "" = no GPU
@@ -50,14 +61,36 @@ class WorkerLauncher {
   virtual absl::StatusOr<std::unique_ptr<WorkerProcess>> Launch(const WorkerLaunch& launch) = 0;
 };
 
+class WorkerChannelService;
+
+struct ExecWorkerOptions {
+  std::string executable;            // the qatd-worker binary (FindWorkerBinary)
+  std::string transport = "pipe";    // pipe | grpc
+  // gRPC transport: where the worker reaches the daemon, the PEM roots of a TLS daemon, and
+  // the service that receives its events.
+  std::string daemon_address;
+  std::string daemon_ca_file;
+  WorkerChannelService* channel = nullptr;
+};
+
 class ExecWorkerLauncher : public WorkerLauncher {
  public:
-  // `executable` defaults to the running binary (/proc/self/exe).
-  explicit ExecWorkerLauncher(std::string executable = "/proc/self/exe") : executable_(std::move(executable)) {}
+  explicit ExecWorkerLauncher(ExecWorkerOptions options) : options_(std::move(options)) {}
   absl::StatusOr<std::unique_ptr<WorkerProcess>> Launch(const WorkerLaunch& launch) override;
+  // The gRPC transport's daemon address, once the daemon's port is bound (before any Launch).
+  void set_daemon_address(std::string address) {
+    std::lock_guard<std::mutex> lock(mu_);
+    options_.daemon_address = std::move(address);
+  }
 
  private:
-  std::string executable_;
+  std::mutex mu_;
+  ExecWorkerOptions options_;  // guarded by mu_
 };
+
+// The qatd-worker executable: `flag` if set; else next to `self` (the running qatd: installed
+// layout), else <dir of self>/../worker/qatd-worker (the build tree), else on $PATH. NOT_FOUND
+// naming the places looked at.
+absl::StatusOr<std::string> FindWorkerBinary(const std::string& flag, const std::string& self);
 
 }  // namespace qatd::server

@@ -13,23 +13,6 @@ std::string StripPrefix(const std::string& name, std::string_view prefix) {
 
 }  // namespace
 
-v1::JobKind JobKindOf(const v1::JobSpec& spec) {
-  switch (spec.kind_case()) {
-    case v1::JobSpec::kKdCache: return v1::JOB_KIND_KD_CACHE;
-    case v1::JobSpec::kLayerwise: return v1::JOB_KIND_LAYERWISE;
-    case v1::JobSpec::kQat: return v1::JOB_KIND_QAT;
-    case v1::JobSpec::kConvert: return v1::JOB_KIND_CONVERT;
-    case v1::JobSpec::kSnap: return v1::JOB_KIND_SNAP;
-    case v1::JobSpec::kEval: return v1::JOB_KIND_EVAL;
-    case v1::JobSpec::kGenerate: return v1::JOB_KIND_GENERATE;
-    case v1::JobSpec::kProbe: return v1::JOB_KIND_PROBE;
-    case v1::JobSpec::KIND_NOT_SET: break;
-  }
-  return v1::JOB_KIND_UNSPECIFIED;
-}
-
-std::string JobKindName(v1::JobKind kind) { return StripPrefix(v1::JobKind_Name(kind), "JOB_KIND_"); }
-
 std::string JobStateName(v1::JobState state) {
   return StripPrefix(v1::JobState_Name(state), "JOB_STATE_");
 }

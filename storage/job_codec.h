@@ -1,5 +1,5 @@
 #pragma once
-// Small conversions shared by the store and its users: job kind of a spec, terminal states,
+// Small conversions shared by the store and its users: terminal states,
 // timestamps, device lists.
 
 #include <cstdint>
@@ -12,10 +12,6 @@
 
 namespace qatd::storage {
 
-// The kind named by the spec's oneof; JOB_KIND_UNSPECIFIED when none is set.
-v1::JobKind JobKindOf(const v1::JobSpec& spec);
-// "KD_CACHE", "QAT", ... (the enum name without its prefix).
-std::string JobKindName(v1::JobKind kind);
 // "QUEUED", "RUNNING", ...
 std::string JobStateName(v1::JobState state);
 bool IsTerminal(v1::JobState state);

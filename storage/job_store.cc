@@ -7,6 +7,7 @@
 #include "core/common/status_macros.h"
 #include "storage/job_codec.h"
 #include "storage/schema.h"
+#include "core/jobs/job_kind.h"
 
 namespace qatd::storage {
 namespace {
@@ -60,7 +61,7 @@ absl::StatusOr<int64_t> JobStore::InsertJobLocked(const NewJob& job, int64_t now
       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   v1::PipelineStage inputs;  // reuses the stage message as a container of ArtifactInputs
   for (const v1::ArtifactInput& input : job.inputs) *inputs.add_inputs() = input;
-  insert.Bind(1, static_cast<int64_t>(JobKindOf(job.spec)))
+  insert.Bind(1, static_cast<int64_t>(jobs::JobKindOf(job.spec)))
       .Bind(2, static_cast<int64_t>(v1::JOB_STATE_QUEUED))
       .Bind(3, static_cast<int64_t>(job.spec.priority()))
       .Bind(4, static_cast<int64_t>(DeviceCountOf(job.spec)))

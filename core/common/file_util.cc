@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "core/common/atomic_file_writer.h"
 
 namespace qatd {
 namespace {
@@ -44,31 +45,10 @@ absl::Status RemoveTree(const std::string& path) {
 }
 
 absl::Status WriteFileAtomically(const std::string& path, std::string_view data) {
-  const std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const std::string err = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return absl::InternalError(absl::StrCat("cannot write ", tmp, ": ", err));
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot flush ", tmp, ": ", std::strerror(errno)));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path, ": ", err));
-  }
-  return absl::OkStatus();
+  absl::StatusOr<AtomicFileWriter> writer = AtomicFileWriter::Create(path);
+  if (!writer.ok()) return writer.status();
+  if (absl::Status appended = writer->Append(data); !appended.ok()) return appended;
+  return writer->Commit();
 }
 
 absl::Status ReplaceDirectory(const std::string& src, const std::string& dst) {
@@ -78,13 +58,13 @@ absl::Status ReplaceDirectory(const std::string& src, const std::string& dst) {
     aside = absl::StrCat(dst, ".old-", ::getpid());
     (void)RemoveTree(aside);
     if (::rename(dst.c_str(), aside.c_str()) != 0) {
-      return absl::InternalError(absl::StrCat("cannot move ", dst, " aside: ", std::strerror(errno)));
+      return FileErrorStatus(errno, "move aside", dst);
     }
   }
   if (::rename(src.c_str(), dst.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
+    const int err = errno;
     if (!aside.empty()) (void)::rename(aside.c_str(), dst.c_str());
-    return absl::InternalError(absl::StrCat("cannot rename ", src, " to ", dst, ": ", err));
+    return FileErrorStatus(err, absl::StrCat("rename ", src, " to"), dst);
   }
   if (!aside.empty()) return RemoveTree(aside);
   return absl::OkStatus();

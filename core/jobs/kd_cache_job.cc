@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <mutex>
 #include <regex>
 #include <thread>
 
@@ -32,13 +33,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-absl::Status Range(const char* field, int64_t value, int64_t lo, int64_t hi) {
-  if (value < lo || value > hi) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " must be in [", lo, ", ", hi, "], got ", value));
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<at::ScalarType> ResolveDtype(const std::string& name) {
   if (name == "auto" || name == "bf16" || name == "bfloat16") return at::kBFloat16;
@@ -111,30 +105,6 @@ std::string TokenizerJsonPath(const std::string& p) {
 
 }  // namespace
 
-absl::Status KdCacheOptions::Validate() const {
-  if (teacher_model.empty()) return absl::InvalidArgumentError("teacher_model_name_or_path is required");
-  if (dataset.empty()) return absl::InvalidArgumentError("dataset_name (a local file or directory) is required");
-  if (output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
-  QATD_RETURN_IF_ERROR(kd::ParseDatasetFormat(dataset_format).status());
-  QATD_RETURN_IF_ERROR(kd::ParseThinkingMode(enable_thinking).status());
-  QATD_RETURN_IF_ERROR(kd::ParseTextUnit(text_unit).status());
-  if (dataset_text_field.empty()) return absl::InvalidArgumentError("dataset_text_field must not be empty");
-  QATD_RETURN_IF_ERROR(Range("max_length", max_length, 2, 1 << 20));
-  QATD_RETURN_IF_ERROR(Range("topk", topk, 1, 1 << 16));
-  QATD_RETURN_IF_ERROR(Range("rand_neg", rand_neg, 0, 1 << 20));
-  QATD_RETURN_IF_ERROR(Range("num_sequences", num_sequences, 1, int64_t{1} << 40));
-  QATD_RETURN_IF_ERROR(Range("batch_size", batch_size, 1, 1 << 16));
-  QATD_RETURN_IF_ERROR(Range("shard_size", shard_size, 1, 1 << 24));
-  QATD_RETURN_IF_ERROR(Range("logits_chunk_rows", logits_chunk_rows, 0, int64_t{1} << 30));
-  QATD_RETURN_IF_ERROR(Range("num_threads", num_threads, 0, 256));
-  QATD_RETURN_IF_ERROR(ResolveDtype(dtype).status());
-  if (!std::regex_match(device, std::regex("auto|cpu|cuda(:[0-9]+)?"))) {
-    return absl::InvalidArgumentError(absl::StrCat("device must be auto, cpu, cuda or cuda:N; got '", device, "'"));
-  }
-  if (resume && overwrite) return absl::InvalidArgumentError("resume and overwrite are mutually exclusive");
-  if (testing_crash_after_shards < 0) return absl::InvalidArgumentError("testing_crash_after_shards must be >= 0");
-  return absl::OkStatus();
-}
 
 absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken& cancel) {
   QATD_RETURN_IF_ERROR(o.Validate());
@@ -266,6 +236,7 @@ absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken
   QATD_ASSIGN_OR_RETURN(model::LoadedModel loaded, model::LoadQwen3(o.teacher_model, {dtype, device}));
   loaded.model->eval();
   kd::TeacherOptions to;
+  to.reporter = &reporter;
   to.top_k = o.topk;
   to.rand_neg = o.rand_neg;
   to.chunk_rows = o.logits_chunk_rows;
@@ -273,14 +244,24 @@ absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken
   kd::TeacherPipeline teacher(loaded.model, to, o.max_length);
 
   std::atomic<bool> crashed{false};
+  std::mutex crash_mu;
+  absl::Status crash_status;  // guarded by crash_mu; set once `crashed`
   kd::KdCacheWriter::Options wo;
   wo.dir = o.output_dir;
   wo.layout = {o.max_length, o.topk, o.rand_neg, o.shard_size};
-  if (o.testing_crash_after_shards > 0) {
-    wo.on_durable = [&crashed, n = o.testing_crash_after_shards](int64_t shards) {
-      if (shards >= n) crashed.store(true);
+  if (o.after_durable) {
+    wo.on_durable = [&](int64_t shards) {
+      absl::Status hooked = o.after_durable(shards);
+      if (hooked.ok() || crashed.load()) return;
+      std::lock_guard<std::mutex> lock(crash_mu);
+      crash_status = hooked;
+      crashed.store(true);
     };
   }
+  auto crash = [&] {
+    std::lock_guard<std::mutex> lock(crash_mu);
+    return crash_status;
+  };
   QATD_ASSIGN_OR_RETURN(std::unique_ptr<kd::KdCacheWriter> writer, kd::KdCacheWriter::Open(wo, start));
 
   // 6. The loop. Batches never cross a shard boundary, so a continuation batches exactly
@@ -323,12 +304,12 @@ absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken
       QATD_RETURN_IF_ERROR(consume(done));
       pos += got;
     }
-    if (crashed.load()) return absl::AbortedError("simulated crash (testing_crash_after_shards)");
+    if (crashed.load()) return crash();
     if (exhausted) break;
   }
   QATD_ASSIGN_OR_RETURN(auto last, teacher.Drain());
   QATD_RETURN_IF_ERROR(consume(last));
-  if (crashed.load()) return absl::AbortedError("simulated crash (testing_crash_after_shards)");
+  if (crashed.load()) return crash();
 
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const int64_t computed = writer->n_appended() - first;

@@ -45,50 +45,7 @@ json SeedQuantConfigJson(const train::Student& s) {
 
 }  // namespace
 
-train::LblOptions LayerwiseOptions::ToTrainerOptions() const {
-  train::LblOptions t;
-  t.kd_cache_dir = kd_cache_dir;
-  t.eval_samples = eval_samples;
-  t.layer_eval_samples = layer_eval_samples;
-  t.train_scales = train_scales;
-  t.train_weights = train_weights;
-  t.train_mlp_only = train_mlp_only;
-  t.layers = layers;
-  t.steps_per_layer = steps_per_layer;
-  t.epochs_per_layer = epochs_per_layer;
-  t.batch_size = batch_size;
-  t.grad_accum = grad_accum;
-  t.lr = lr;
-  t.temperature = temperature;
-  t.local_weight = local_weight;
-  t.global_weight = global_weight;
-  t.local_tokens = local_tokens;
-  t.hard_top1_weight = hard_top1_weight;
-  t.hard_full_weight = hard_full_weight;
-  t.logging_steps = logging_steps;
-  t.save_steps = save_steps;
-  t.seed = seed;
-  t.output_dir = output_dir;
-  t.resume = resume;
-  t.testing_crash_after_step = testing_crash_after_step;
-  return t;
-}
 
-absl::Status LayerwiseOptions::Validate() const {
-  if (model.empty()) return absl::InvalidArgumentError("model is required (a Hugging Face model directory)");
-  if (kd_cache_dir.empty()) return absl::InvalidArgumentError("kd_cache_dir is required");
-  if (output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
-  if (dtype != "auto" && dtype != "bf16" && dtype != "fp16" && dtype != "fp32") {
-    return absl::InvalidArgumentError(absl::StrCat("dtype must be one of auto, bf16, fp16, fp32; got '", dtype, "'"));
-  }
-  if (!std::regex_match(device, std::regex("auto|cpu|cuda(:[0-9]+)?"))) {
-    return absl::InvalidArgumentError(absl::StrCat("device must be auto, cpu, cuda or cuda:N; got '", device, "'"));
-  }
-  if (absl::Status q = quant.Validate(); !q.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("quant: ", q.message()));
-  }
-  return ToTrainerOptions().Validate();
-}
 
 absl::Status RunLayerwise(const LayerwiseOptions& o, Reporter& reporter, CancelToken& cancel) {
   QATD_RETURN_IF_ERROR(o.Validate());

@@ -23,54 +23,12 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "core/jobs/reporter.h"
+#include "core/common/reporter.h"
+#include "core/jobs/layerwise_options.h"
 #include "core/quant/quant_config.h"
-
-namespace qatd::train {
-struct LblOptions;
-}  // namespace qatd::train
 
 namespace qatd::jobs {
 
-// Field names and defaults follow proto/qatd/v1/specs.proto LayerwiseSpec (the seed's flags).
-struct LayerwiseOptions {
-  std::string model;               // required: HF model directory
-  std::string kd_cache_dir;        // required
-  std::string init_state;          // optional checkpoint to start from
-  quant::QuantConfig quant;        // group_size 128 (train_anemll_lbl.py's default)
-  std::string dtype = "auto";      // auto (= bf16) | bf16 | fp16 | fp32
-  bool train_scales = true;
-  bool train_weights = false;
-  bool train_mlp_only = false;
-  double lr = 1e-3;                // --scale-lr
-  int64_t batch_size = 32;         // --scale-batch-size
-  int64_t epochs_per_layer = 2;    // --scale-epochs
-  int64_t steps_per_layer = 0;     // --scale-steps; 0 = epochs decide
-  int64_t grad_accum = 1;
-  double temperature = 2.0;
-  double local_weight = 0.5;
-  double global_weight = 0.5;
-  int64_t local_tokens = 128;
-  double hard_top1_weight = 0.0;
-  double hard_full_weight = 0.0;
-  int64_t eval_samples = 100;      // held-out sequences (the cache's last)
-  std::vector<int64_t> layers;     // empty = all layers, in order
-  uint64_t seed = 0;
-  std::string output_dir;          // required (--save-quantized-dir)
-  std::string device = "auto";     // auto (cuda if available) | cpu | cuda | cuda:N
-  bool resume = false;
-
-  // Not in the seed: trainer settings with the reference's values.
-  int64_t layer_eval_samples = 20;  // per-layer before/after (spec §8.1)
-  int64_t logging_steps = 10;
-  int64_t save_steps = 0;
-  int64_t testing_crash_after_step = 0;  // test seam (lbl_trainer.h)
-
-  // INVALID_ARGUMENT naming the field and the allowed range/values for the first bad field.
-  absl::Status Validate() const;
-  // The trainer's options (no validation).
-  train::LblOptions ToTrainerOptions() const;
-};
 
 absl::Status RunLayerwise(const LayerwiseOptions& options, Reporter& reporter, CancelToken& cancel);
 

@@ -23,11 +23,6 @@ namespace qatd::jobs {
 namespace fs = std::filesystem;
 namespace {
 
-absl::Status Required(const std::string& value, const char* field) {
-  if (value.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is required"));
-  return absl::OkStatus();
-}
-
 // bf16 on a GPU, fp32 on the CPU (the inference scripts' choice).
 std::string AutoDtypeFor(const std::string& device) {
   auto d = train::ResolveDevice(device);
@@ -149,24 +144,6 @@ absl::StatusOr<GenerateResult> GenerateText(train::Student& s, const model::Toke
 
 // ---- CONVERT ------------------------------------------------------------------------------
 
-absl::Status ConvertOptions::Validate() const {
-  if (mode != "q4_to_q2" && mode != "v1_to_v2") {
-    return absl::InvalidArgumentError(absl::StrCat("mode must be q4_to_q2 or v1_to_v2, got ", mode));
-  }
-  QATD_RETURN_IF_ERROR(Required(model, "model"));
-  QATD_RETURN_IF_ERROR(Required(checkpoint, "checkpoint"));
-  QATD_RETURN_IF_ERROR(Required(output_dir, "output_dir"));
-  if (eval && kd_cache_dir.empty()) return absl::InvalidArgumentError("kd_cache_dir is required with eval");
-  for (auto [v, name] : {std::pair{q4_rank, "q4_rank"}, {q2_mlp_rank, "q2_mlp_rank"}, {q2_attn_rank, "q2_attn_rank"}}) {
-    if (v < 1) return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 1, got ", v));
-  }
-  for (auto [v, name] : {std::pair{q2_mlp_lut_size, "q2_mlp_lut_size"}, {q2_attn_lut_size, "q2_attn_lut_size"}}) {
-    if (v < 2 || v > 256 || (v & (v - 1)) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(name, " must be a power of two in [2, 256], got ", v));
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::Status RunConvert(const ConvertOptions& o, Reporter& reporter, CancelToken& cancel) {
   QATD_RETURN_IF_ERROR(o.Validate());
@@ -233,13 +210,6 @@ absl::Status RunConvert(const ConvertOptions& o, Reporter& reporter, CancelToken
 
 // ---- SNAP ---------------------------------------------------------------------------------
 
-absl::Status SnapOptions::Validate() const {
-  QATD_RETURN_IF_ERROR(Required(model, "model"));
-  QATD_RETURN_IF_ERROR(Required(checkpoint, "checkpoint"));
-  QATD_RETURN_IF_ERROR(Required(output_dir, "output_dir"));
-  if (max_new_tokens < 1) return absl::InvalidArgumentError("max_new_tokens must be >= 1");
-  return absl::OkStatus();
-}
 
 absl::Status RunSnap(const SnapOptions& o, Reporter& reporter, CancelToken& cancel) {
   QATD_RETURN_IF_ERROR(o.Validate());
@@ -298,14 +268,6 @@ absl::Status RunSnap(const SnapOptions& o, Reporter& reporter, CancelToken& canc
 
 // ---- EVAL ---------------------------------------------------------------------------------
 
-absl::Status EvalJobOptions::Validate() const {
-  QATD_RETURN_IF_ERROR(Required(model, "model"));
-  QATD_RETURN_IF_ERROR(Required(kd_cache_dir, "kd_cache_dir"));
-  if (eval_samples < 1) return absl::InvalidArgumentError(absl::StrCat("eval_samples must be >= 1, got ", eval_samples));
-  if (!(temperature > 0)) return absl::InvalidArgumentError(absl::StrCat("temperature must be > 0, got ", temperature));
-  if (batch_size < 1) return absl::InvalidArgumentError(absl::StrCat("batch_size must be >= 1, got ", batch_size));
-  return absl::OkStatus();
-}
 
 absl::Status RunEval(const EvalJobOptions& o, Reporter& reporter, CancelToken& cancel) {
   QATD_RETURN_IF_ERROR(o.Validate());
@@ -327,15 +289,6 @@ absl::Status RunEval(const EvalJobOptions& o, Reporter& reporter, CancelToken& c
 
 // ---- GENERATE -----------------------------------------------------------------------------
 
-absl::Status GenerateJobOptions::Validate() const {
-  QATD_RETURN_IF_ERROR(Required(model, "model"));
-  QATD_RETURN_IF_ERROR(Required(prompt, "prompt"));
-  if (max_new_tokens < 1) return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be >= 1, got ", max_new_tokens));
-  if (sample && !(temperature > 0)) return absl::InvalidArgumentError("temperature must be > 0 when sampling");
-  if (sample && !(top_p > 0 && top_p <= 1)) return absl::InvalidArgumentError("top_p must be in (0, 1]");
-  if (!(repetition_penalty > 0)) return absl::InvalidArgumentError("repetition_penalty must be > 0");
-  return absl::OkStatus();
-}
 
 absl::Status RunGenerateJob(const GenerateJobOptions& o, Reporter& reporter, CancelToken& cancel) {
   QATD_RETURN_IF_ERROR(o.Validate());

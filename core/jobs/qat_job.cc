@@ -19,84 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The trainer's options for this job (output files under output_dir, see qat_job.h).
-train::E2eOptions E2eOptionsOf(const QatOptions& o) {
-  train::E2eOptions e;
-  e.kd_cache_dir = o.kd_cache_dir;
-  e.output_dir = o.output_dir;
-  e.train_weights = o.train_weights;
-  e.train_scales = o.train_scales || (o.version == 2 && !o.train_g_only);
-  e.train_g_only = o.train_g_only;
-  e.train_mlp_only = o.train_mlp_only;
-  e.max_steps = o.max_steps;
-  e.batch_size = o.batch_size;
-  e.grad_accum = o.grad_accum;
-  e.lr = o.lr;
-  e.weight_decay = o.weight_decay;
-  e.temperature = o.temperature;
-  e.hard_top1_weight = o.hard_top1_weight;
-  e.hard_full_weight = o.hard_full_weight;
-  e.logging_steps = o.logging_steps;
-  e.eval_steps = o.eval_steps;
-  e.eval_samples = o.eval_samples;
-  e.save_steps = o.save_steps;
-  e.cosine = o.cosine == 1;
-  e.warmup_steps = o.warmup_steps;
-  e.min_lr_ratio = o.min_lr_ratio;
-  e.clip_grad_norm = o.clip_grad_norm;
-  e.early_stop_patience = o.early_stop_patience;
-  e.seed = o.seed;
-  e.resume = o.resume;
-  e.testing_crash_after_step = o.testing_crash_after_step;
-  e.v2_factored_forward = o.v2_factored_forward;
-  e.eval_batch_size = std::min<int64_t>(8, std::max<int64_t>(1, o.batch_size));
-  return e;
-}
-
-}  // namespace
-
-void QatOptions::ApplyDefaults() {
-  const bool v1 = version == 1;
-  if (batch_size < 0) batch_size = v1 ? 32 : 8;
-  if (lr < 0) lr = v1 ? 1e-5 : 5e-5;
-  if (hard_top1_weight < 0) hard_top1_weight = v1 ? 0.0 : 0.2;
-  if (hard_full_weight < 0) hard_full_weight = v1 ? 0.0005 : 5e-5;
-  if (logging_steps < 0) logging_steps = v1 ? 50 : 20;
-  if (eval_steps < 0) eval_steps = v1 ? 200 : 100;
-  if (cosine < 0) cosine = v1 ? 0 : 1;
-  if (warmup_steps < 0) warmup_steps = v1 ? 0 : 100;
-}
-
-absl::Status QatOptions::Validate() const {
-  if (version != 1 && version != 2) return absl::InvalidArgumentError(absl::StrCat("version must be V1 or V2, got ", version));
-  if (model.empty()) return absl::InvalidArgumentError("model is required (a Hugging Face model directory)");
-  if (output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
-  if (!skip_training && kd_cache_dir.empty()) return absl::InvalidArgumentError("kd_cache_dir is required unless skip_training");
-  if (version == 1) {
-    if (!skip_training && !train_weights && !train_scales) {
-      return absl::InvalidArgumentError("train_weights or train_scales is required unless skip_training (V1)");
-    }
-    if (train_g_only) return absl::InvalidArgumentError("train_g_only applies to V2 only");
-    QATD_RETURN_IF_ERROR(quant.Validate());
-  } else {
-    if (train_weights) return absl::InvalidArgumentError("train_weights: V2 trains scales (A, B, g) only; the indices are frozen");
-    if (snap_weights || snap_bake_scales) {
-      return absl::InvalidArgumentError("snap_weights: V1 only; snap V2 checkpoints with a SNAP job");
-    }
-    if (v2_init != "from_v1" && v2_init != "from_v2" && v2_init != "from_scratch") {
-      return absl::InvalidArgumentError(absl::StrCat("v2_init must be from_v1, from_v2 or from_scratch, got ", v2_init));
-    }
-    if (v2_init == "from_v1" && v1_checkpoint.empty()) return absl::InvalidArgumentError("v1_checkpoint is required for V2 from V1");
-    if (v2_init == "from_v2" && v2_checkpoint.empty()) return absl::InvalidArgumentError("v2_checkpoint is required for V2 from V2");
-    QATD_RETURN_IF_ERROR(quant_v2.Validate());
-  }
-  if (snap_bake_scales && !snap_weights) return absl::InvalidArgumentError("snap_bake_scales needs snap_weights");
-  if (skip_training) return absl::OkStatus();
-  return E2eOptionsOf(*this).Validate();
-}
-
-namespace {
-
 absl::StatusOr<train::Student> BuildStudent(const QatOptions& o) {
   train::StudentOptions so;
   so.model_dir = o.model;
@@ -150,7 +72,7 @@ absl::Status RunQat(QatOptions o, Reporter& reporter, CancelToken& cancel) {
   nlohmann::json result = nlohmann::json::object();
   const std::string final_dir = (fs::path(o.output_dir) / "final").string();
   if (!o.skip_training) {
-    const train::E2eOptions e = E2eOptionsOf(o);
+    const train::E2eOptions e = o.ToE2eOptions();
     QATD_ASSIGN_OR_RETURN(train::E2eResult r, train::TrainE2e(s, e, reporter, cancel));
     reporter.Metric("eval/kd_initial", r.steps, r.initial.kd);
     reporter.Metric("eval/kd_best", r.steps, r.best.kd);

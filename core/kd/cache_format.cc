@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/common/file_util.h"
 
 namespace qatd::kd {
 using nlohmann::json;
@@ -194,31 +195,7 @@ absl::Status SyncDirectory(const std::string& dir) {
 
 absl::Status WriteJsonFileAtomic(const std::string& path, const json& j) {
   const std::string text = j.dump(2) + "\n";
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::PermissionDeniedError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
-  size_t written = 0;
-  bool ok = true;
-  while (ok && written < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) written += static_cast<size_t>(n);
-  }
-  if (ok) ok = ::fsync(fd) == 0;
-  const int err = errno;
-  ::close(fd);
-  if (!ok) {
-    ::unlink(tmp.c_str());
-    return absl::DataLossError(absl::StrCat("writing ", tmp, ": ", std::strerror(err)));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int rename_err = errno;
-    ::unlink(tmp.c_str());
-    return absl::DataLossError(absl::StrCat("rename to ", path, ": ", std::strerror(rename_err)));
-  }
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  return SyncDirectory(dir.empty() ? "." : dir);
+  return WriteFileAtomically(path, text);
 }
 
 #ifndef QATD_VERSION

@@ -6,6 +6,7 @@
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -14,7 +15,6 @@
 #include "core/common/torch_status.h"
 #include "core/cuda/fused_ops.h"
 #include "core/kd/packing.h"
-#include "spdlog/spdlog.h"
 
 #ifdef QATD_CUDA_KERNELS
 #include <ATen/cuda/CUDAGraph.h>
@@ -158,6 +158,15 @@ struct TeacherPipeline::Impl {
   int next_slot = 0;
   int pending_slot = -1;
 
+  // How the pipeline runs, to the job's reporter (or stderr without one).
+  void Say(jobs::LogLevel level, const std::string& message) const {
+    if (options.reporter != nullptr) {
+      options.reporter->Log(level, message);
+    } else {
+      std::fprintf(stderr, "%s\n", message.c_str());
+    }
+  }
+
   // CUDA graph of the teacher pass for batches of graph_n blocks (see TeacherPipeline).
   bool graphs_allowed = false;
   int64_t warm_n = 0;   // the batch size whose eager warm-up has run
@@ -249,13 +258,15 @@ TeacherTopK TeacherPipeline::Impl::Compute(const at::Tensor& host_ids, int64_t n
     if (error.empty()) {
       graph = std::move(g);
       graph_n = n;
-      spdlog::info("KD teacher: CUDA graph captured for batches of {} x {} tokens", n, max_length);
+      Say(jobs::LogLevel::kInfo,
+          absl::StrCat("KD teacher: CUDA graph captured for batches of ", n, " x ", max_length, " tokens"));
       return Compute(host_ids, n, first_sequence);  // replays it
     }
     graphs_allowed = false;
     graph_out = TeacherTopK();
     graph_ids = graph_offsets = at::Tensor();
-    spdlog::warn("KD teacher: CUDA graph capture failed, continuing without graphs: {}", error.substr(0, 300));
+    Say(jobs::LogLevel::kWarning,
+        absl::StrCat("KD teacher: CUDA graph capture failed, continuing without graphs: ", error.substr(0, 300)));
   } else if (graphs_allowed && graph == nullptr) {
     warm_n = n;  // this batch is the warm-up of its size
   }

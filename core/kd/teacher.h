@@ -23,6 +23,7 @@
 #include <optional>
 
 #include "absl/status/statusor.h"
+#include "core/common/reporter.h"
 #include "core/kd/cache_writer.h"
 #include "core/model/qwen3_model.h"
 
@@ -39,6 +40,8 @@ struct TeacherOptions {
   // radix select over the whole 151936-wide row. 0 = auto (64 when it divides V and
   // V/64 >= K), 1 = a single top-K over the whole row.
   int64_t topk_block = 0;
+  // Where the pipeline says how it runs (CUDA graph captured or not); null = stderr.
+  jobs::Reporter* reporter = nullptr;
 };
 
 // The B that TeacherOptions::topk_block resolves to for a vocabulary of `vocab`.

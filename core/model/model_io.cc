@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/common/file_util.h"
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
 #include "core/model/safetensors.h"
@@ -81,35 +82,6 @@ absl::Status CheckFloatDtype(at::ScalarType dtype, const char* what) {
 bool IgnorableExtra(const std::string& name, bool tied) {
   if (tied && name == "lm_head.weight") return true;  // some exporters write the tied copy
   return absl::EndsWith(name, ".rotary_emb.inv_freq");  // old transformers saved the buffer
-}
-
-// Writes `text` to `path` via a temp file, fsync and rename.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::InternalError(absl::StrCat("open ", tmp, ": ", std::strerror(errno)));
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return absl::InternalError(absl::StrCat("write ", tmp, ": ", std::strerror(err)));
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("fsync/close ", tmp, ": ", std::strerror(errno)));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("rename ", tmp, " -> ", path, ": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
 }
 
 // The folder holding the weights for a LoadQwen3 argument (a folder or its config.json).

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/common/atomic_file_writer.h"
 #include "core/common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -226,41 +227,16 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // pad so the data section is 8-byte aligned
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return absl::PermissionDeniedError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
-  auto write_all = [&](const void* p, size_t n) -> bool {
-    const char* c = static_cast<const char*>(p);
-    while (n > 0) {
-      ssize_t w = ::write(fd, c, std::min<size_t>(n, 64u << 20));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return false;
-      }
-      c += w;
-      n -= static_cast<size_t>(w);
-    }
-    return true;
-  };
-  uint8_t len[8];
+  QATD_ASSIGN_OR_RETURN(AtomicFileWriter out, AtomicFileWriter::Create(path));
+  char len[8];
   uint64_t hl = text.size();
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(hl >> (8 * i));
-  bool ok = write_all(len, 8) && write_all(text.data(), text.size());
-  for (const auto& t : tensors)
-    if (ok && t.nbytes > 0) ok = write_all(t.data, t.nbytes);
-  if (ok) ok = ::fsync(fd) == 0;
-  int err = errno;
-  ::close(fd);
-  if (!ok) {
-    ::unlink(tmp.c_str());
-    return absl::DataLossError(absl::StrCat("writing ", tmp, ": ", std::strerror(err)));
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<char>(static_cast<uint8_t>(hl >> (8 * i)));
+  QATD_RETURN_IF_ERROR(out.Append(std::string_view(len, 8)));
+  QATD_RETURN_IF_ERROR(out.Append(text));
+  for (const auto& t : tensors) {
+    if (t.nbytes > 0) QATD_RETURN_IF_ERROR(out.Append(std::string_view(static_cast<const char*>(t.data), t.nbytes)));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = errno;
-    ::unlink(tmp.c_str());
-    return absl::DataLossError(absl::StrCat("rename to ", path, ": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
+  return out.Commit();
 }
 
 absl::StatusOr<Checkpoint> Checkpoint::Open(const std::string& path) {

@@ -39,32 +39,6 @@ EvalPoint EvalPointFromJson(const nlohmann::json& j) {
 
 }  // namespace
 
-absl::Status E2eOptions::Validate() const {
-  if (kd_cache_dir.empty()) return absl::InvalidArgumentError("kd_cache_dir is required");
-  if (output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
-  if (eval_samples < 1) return absl::InvalidArgumentError(absl::StrCat("eval_samples must be >= 1, got ", eval_samples));
-  if (max_steps < 0) return absl::InvalidArgumentError(absl::StrCat("max_steps must be >= 0, got ", max_steps));
-  if (batch_size < 1) return absl::InvalidArgumentError(absl::StrCat("batch_size must be >= 1, got ", batch_size));
-  if (grad_accum < 1) return absl::InvalidArgumentError(absl::StrCat("grad_accum must be >= 1, got ", grad_accum));
-  if (logging_steps < 1) return absl::InvalidArgumentError(absl::StrCat("logging_steps must be >= 1, got ", logging_steps));
-  if (eval_steps < 0) return absl::InvalidArgumentError(absl::StrCat("eval_steps must be >= 0, got ", eval_steps));
-  if (save_steps < 0) return absl::InvalidArgumentError(absl::StrCat("save_steps must be >= 0, got ", save_steps));
-  if (!(clip_grad_norm >= 0)) return absl::InvalidArgumentError("clip_grad_norm must be >= 0");
-  if (early_stop_patience < 0) return absl::InvalidArgumentError("early_stop_patience must be >= 0");
-  if (eval_batch_size < 1) return absl::InvalidArgumentError("eval_batch_size must be >= 1");
-  if (chunk_rows < 1) return absl::InvalidArgumentError("chunk_rows must be >= 1");
-  if (!train_weights && !train_scales && !train_g_only) {
-    return absl::InvalidArgumentError("train_weights, train_scales or train_g_only must be set");
-  }
-  AdamWOptions adam;
-  adam.lr = lr;
-  adam.weight_decay = weight_decay;
-  QATD_RETURN_IF_ERROR(adam.Validate());
-  KdLossWeights w{temperature, hard_top1_weight, hard_full_weight};
-  QATD_RETURN_IF_ERROR(w.Validate());
-  LrSchedule sched{cosine, warmup_steps, std::max<int64_t>(1, max_steps), min_lr_ratio};
-  return sched.Validate();
-}
 
 absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Reporter& reporter, jobs::CancelToken& cancel) {
   QATD_RETURN_IF_ERROR(o.Validate());
@@ -170,7 +144,7 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
                             splits.train.size(), " training / ", splits.held_out.size(), " held-out sequences"));
 
   // One micro-step for the whole run: on CUDA it captures the step into a graph (micro_step.h).
-  MicroStep micro(*s.model, weights, o.chunk_rows);
+  MicroStep micro(*s.model, weights, o.chunk_rows, /*allow_graphs=*/true, &reporter);
   adam.set_zero_grads_in_place(micro.may_use_graphs());
   if (micro.may_use_graphs()) reporter.Log(jobs::LogLevel::kInfo, "training steps run as CUDA graph replays after 2 warm-up micro-batches");
   const int64_t tokens_per_step = o.batch_size * o.grad_accum * reader->max_length();
@@ -226,9 +200,7 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
     if (eval_now || (o.save_steps > 0 && step % o.save_steps == 0)) {
       elapsed_before = elapsed;
       QATD_RETURN_IF_ERROR(save_resume());
-      if (o.testing_crash_after_step > 0 && step == o.testing_crash_after_step) {
-        return absl::AbortedError(absl::StrCat("testing: simulated crash after step ", step));
-      }
+      if (o.after_durable) QATD_RETURN_IF_ERROR(o.after_durable(step));
     }
     if (eval_now && o.early_stop_patience > 0 && stale_evals >= o.early_stop_patience && step < o.max_steps) {
       reporter.Log(jobs::LogLevel::kInfo, absl::StrFormat("early stop at step %d: held-out kd has not improved on %.4f "

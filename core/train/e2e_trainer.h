@@ -39,53 +39,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/jobs/reporter.h"
+#include "core/common/reporter.h"
+#include "core/train/e2e_options.h"
 #include "core/train/student.h"
 
 namespace qatd::train {
 
-struct E2eOptions {
-  std::string kd_cache_dir;      // required
-  int64_t eval_samples = 40;     // held-out sequences (the cache's last); >= 1
-  // Trainable set (spec §9.1). V1: weights and/or scales (both really train both, spec
-  // §17.1 fix in core/quant). V2: scales (A, B, g) or g_only; weights are not trainable.
-  bool train_weights = false;
-  bool train_scales = false;
-  bool train_g_only = false;
-  bool train_mlp_only = false;
-
-  int64_t max_steps = 1000;
-  int64_t batch_size = 32;
-  int64_t grad_accum = 1;
-  double lr = 1e-5;
-  double weight_decay = 0.01;
-  double temperature = 2.0;
-  double hard_top1_weight = 0.0;
-  double hard_full_weight = 0.0005;
-  int64_t logging_steps = 50;
-  int64_t eval_steps = 200;      // 0 = evaluate only at the start and the end
-  int64_t save_steps = 0;        // resume checkpoint every N steps (0 = only at evaluations / cancel)
-  bool cosine = false;
-  int64_t warmup_steps = 0;
-  double min_lr_ratio = 0.1;
-  double clip_grad_norm = 0.0;   // 0 = off
-  int64_t early_stop_patience = 0;  // evaluations without improvement before stopping; 0 = off
-  uint64_t seed = 0;             // data order
-  int64_t eval_batch_size = 8;
-  int64_t chunk_rows = 1024;     // full-vocabulary rows per chunk (hard_full, eval)
-  // V2: the reference's factored per-rank STE forward instead of the dense fp16-STE weight
-  // (core/quant/quant_linear_v2.h V2ForwardPath::kDenseSte).
-  bool v2_factored_forward = false;
-
-  std::string output_dir;        // required
-  bool resume = false;           // continue from output_dir/resume when present
-
-  // Test seam: return ABORTED right after the resume checkpoint of this step is durable
-  // (as if the process had been killed then). 0 = off.
-  int64_t testing_crash_after_step = 0;
-
-  absl::Status Validate() const;  // INVALID_ARGUMENT naming the field
-};
 
 struct EvalPoint {
   int64_t step = 0;

@@ -169,19 +169,6 @@ at::Tensor HardFullLoss(const at::Tensor& hidden, const at::Tensor& lm_head_weig
   return ChunkedFullVocabCe::apply(h, lm_head_weight, target, chunk_rows);
 }
 
-absl::Status KdLossWeights::Validate() const {
-  if (!(temperature > 0) || !std::isfinite(temperature))
-    return absl::InvalidArgumentError(
-        absl::StrCat("temperature must be a finite number > 0, got ", temperature));
-  if (!(hard_top1_weight >= 0) || !std::isfinite(hard_top1_weight))
-    return absl::InvalidArgumentError(
-        absl::StrCat("hard_top1_weight must be a finite number >= 0, got ", hard_top1_weight));
-  if (!(hard_full_weight >= 0) || !std::isfinite(hard_full_weight))
-    return absl::InvalidArgumentError(
-        absl::StrCat("hard_full_weight must be a finite number >= 0, got ", hard_full_weight));
-  return absl::OkStatus();
-}
-
 absl::StatusOr<KdLossTerms> ComputeKdLoss(const at::Tensor& hidden, const at::Tensor& lm_head_weight,
                                           const at::Tensor& topk_idx, const at::Tensor& topk_logits,
                                           const KdLossWeights& weights, int64_t chunk_rows) {

@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/train/train_options.h"
 
 namespace qatd::train {
 
@@ -55,15 +56,6 @@ at::Tensor HardTop1Loss(const at::Tensor& hidden, const at::Tensor& lm_head_weig
 at::Tensor HardFullLoss(const at::Tensor& hidden, const at::Tensor& lm_head_weight,
                         const at::Tensor& topk_idx, int64_t chunk_rows = 1024);
 
-// Weights of the global loss. total = L_KD + hard_top1_weight * L_top1 + hard_full_weight * L_full.
-struct KdLossWeights {
-  double temperature = 2.0;       // > 0
-  double hard_top1_weight = 0.0;  // >= 0; 0 skips the term
-  double hard_full_weight = 0.0;  // >= 0; 0 skips the term
-
-  // INVALID_ARGUMENT naming the field when out of range (or not finite).
-  absl::Status Validate() const;
-};
 
 // Terms of one global-loss evaluation, each a 0-dim float32 tensor. hard_top1 / hard_full are
 // undefined (at::Tensor()) when their weight is 0 (the term is not computed).

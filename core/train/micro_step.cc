@@ -1,5 +1,7 @@
 #include "core/train/micro_step.h"
 
+#include <cstdio>
+
 #include <ATen/ATen.h>
 
 #include <map>
@@ -7,10 +9,10 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "core/common/status_macros.h"
 #include "core/cuda/fused_ops.h"
 #include "core/common/torch_status.h"
-#include "spdlog/spdlog.h"
 
 #ifdef QATD_CUDA_KERNELS
 #include <ATen/cuda/CUDAEvent.h>
@@ -49,8 +51,9 @@ struct MicroStep::Graph {
 struct MicroStep::Graph {};
 #endif
 
-MicroStep::MicroStep(model::Qwen3ModelImpl& model, KdLossWeights weights, int64_t chunk_rows, bool allow_graphs)
-    : model_(model), weights_(weights), chunk_rows_(chunk_rows) {
+MicroStep::MicroStep(model::Qwen3ModelImpl& model, KdLossWeights weights, int64_t chunk_rows, bool allow_graphs,
+                     jobs::Reporter* reporter)
+    : model_(model), weights_(weights), chunk_rows_(chunk_rows), reporter_(reporter) {
 #ifdef QATD_CUDA_KERNELS
   may_graph_ = allow_graphs && cuda::CudaGraphsAllowedByEnvironment() && model.device().is_cuda();
 #else
@@ -174,8 +177,13 @@ absl::StatusOr<at::Tensor> MicroStep::RunGraphed(const at::Tensor& ids, const at
   if (!captured.ok()) {
     capture_failed_ = true;
     graph.reset();
-    spdlog::warn("CUDA graph capture of the training step failed, continuing without graphs: {}",
-                 std::string(captured.message().substr(0, 300)));
+    const std::string message = absl::StrCat("CUDA graph capture of the training step failed, continuing without graphs: ",
+                                             captured.message().substr(0, 300));
+    if (reporter_ != nullptr) {
+      reporter_->Log(jobs::LogLevel::kWarning, message);
+    } else {
+      std::fprintf(stderr, "%s\n", message.c_str());
+    }
     // Nothing captured ran (gradients are untouched); the caller reruns the micro-batch eagerly.
     return absl::InternalError("capture failed");
   }

@@ -27,13 +27,16 @@
 
 #include "absl/status/statusor.h"
 #include "core/model/qwen3_model.h"
+#include "core/common/reporter.h"
 #include "core/train/losses.h"
 
 namespace qatd::train {
 
 class MicroStep {
  public:
-  MicroStep(model::Qwen3ModelImpl& model, KdLossWeights weights, int64_t chunk_rows, bool allow_graphs = true);
+  // `reporter` (may be null: stderr) hears of a failed graph capture.
+  MicroStep(model::Qwen3ModelImpl& model, KdLossWeights weights, int64_t chunk_rows, bool allow_graphs = true,
+            jobs::Reporter* reporter = nullptr);
   ~MicroStep();
   MicroStep(const MicroStep&) = delete;
   MicroStep& operator=(const MicroStep&) = delete;
@@ -62,6 +65,7 @@ class MicroStep {
   model::Qwen3ModelImpl& model_;
   KdLossWeights weights_;
   int64_t chunk_rows_;
+  jobs::Reporter* reporter_;
   bool may_graph_ = false;
   bool capture_failed_ = false;
   int64_t replays_ = 0;

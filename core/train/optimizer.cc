@@ -11,23 +11,6 @@
 #include "core/cuda/fused_ops.h"
 
 namespace qatd::train {
-namespace {
-
-absl::Status NonNegativeFinite(double v, const char* name) {
-  if (!std::isfinite(v) || v < 0) return absl::InvalidArgumentError(absl::StrCat(name, " must be finite and >= 0, got ", v));
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::Status AdamWOptions::Validate() const {
-  if (auto s = NonNegativeFinite(lr, "lr"); !s.ok()) return s;
-  if (!(beta1 >= 0 && beta1 < 1)) return absl::InvalidArgumentError(absl::StrCat("beta1 must be in [0, 1), got ", beta1));
-  if (!(beta2 >= 0 && beta2 < 1)) return absl::InvalidArgumentError(absl::StrCat("beta2 must be in [0, 1), got ", beta2));
-  if (!(eps > 0 && std::isfinite(eps))) return absl::InvalidArgumentError(absl::StrCat("eps must be > 0, got ", eps));
-  return NonNegativeFinite(weight_decay, "weight_decay");
-}
-
 AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options)
     : params_(std::move(params)), options_(options) {
   at::NoGradGuard no_grad;
@@ -183,25 +166,6 @@ absl::Status AdamW::LoadState(const quant::TensorMap& state) {
     if (slots_[i].master.defined()) slots_[i].master.copy_(loaded[i][2]);
   }
   step_ = step_it->second.to(at::kLong).item<int64_t>();
-  return absl::OkStatus();
-}
-
-double LrSchedule::Factor(int64_t step) const {
-  if (warmup_steps > 0 && step < warmup_steps) {
-    return static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
-  }
-  if (!cosine) return 1.0;
-  const int64_t span = std::max<int64_t>(1, total_steps - warmup_steps);
-  const double progress = std::min(1.0, static_cast<double>(step - warmup_steps) / static_cast<double>(span));
-  return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
-}
-
-absl::Status LrSchedule::Validate() const {
-  if (warmup_steps < 0) return absl::InvalidArgumentError(absl::StrCat("warmup_steps must be >= 0, got ", warmup_steps));
-  if (total_steps < 1) return absl::InvalidArgumentError(absl::StrCat("max_steps must be >= 1, got ", total_steps));
-  if (!(min_lr_ratio >= 0 && min_lr_ratio <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("min_lr_ratio must be in [0, 1], got ", min_lr_ratio));
-  }
   return absl::OkStatus();
 }
 

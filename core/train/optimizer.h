@@ -22,18 +22,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/train/train_options.h"
 #include "core/quant/tensor_io.h"
 
 namespace qatd::train {
 
-struct AdamWOptions {
-  double lr = 1e-5;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 0.01;
-  absl::Status Validate() const;  // INVALID_ARGUMENT naming the field
-};
 
 class AdamW {
  public:
@@ -75,20 +68,5 @@ class AdamW {
   int64_t step_ = 0;
 };
 
-// Learning-rate factor of update number `step` (0-based), multiplied into the base lr.
-//   constant:  1
-//   warmup:    (step + 1) / warmup_steps while step < warmup_steps. DELIBERATE DIFFERENCE
-//              (spec §17.11): the reference's LambdaLR gives step / warmup, so its first update
-//              uses lr 0; ours starts at lr / warmup_steps and reaches lr at the end of warmup.
-//   cosine:    after warmup, rho + (1 - rho) * (1 + cos(pi * (step - warmup) / (total - warmup))) / 2,
-//              rho = min_lr_ratio (spec §9.1).
-struct LrSchedule {
-  bool cosine = false;
-  int64_t warmup_steps = 0;
-  int64_t total_steps = 1;
-  double min_lr_ratio = 0.1;
-  double Factor(int64_t step) const;
-  absl::Status Validate() const;
-};
 
 }  // namespace qatd::train

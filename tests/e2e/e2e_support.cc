@@ -106,6 +106,7 @@ bool Daemon::Start() {
   if (!config_.tls_cert.empty()) {
     argv.insert(argv.end(), {"--tls-cert", config_.tls_cert, "--tls-key", config_.tls_key});
   }
+  argv.insert(argv.end(), config_.extra_args.begin(), config_.extra_args.end());
   const std::string port_file = config_.data_dir + "/qatd.port";
   ::unlink(port_file.c_str());
   process_ = std::make_unique<ChildProcess>(argv, config_.data_dir + ".out");

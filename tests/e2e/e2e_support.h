@@ -53,6 +53,7 @@ struct DaemonConfig {
   double cancel_grace_seconds = 5;
   std::string tls_cert;  // PEM files: serve (and connect with) TLS
   std::string tls_key;
+  std::vector<std::string> extra_args;  // appended to the command line
 };
 
 // The real qatd binary (QATD_BINARY) on 127.0.0.1:0 with its metrics on 127.0.0.1:0;

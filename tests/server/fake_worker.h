@@ -12,9 +12,10 @@
 
 #include "absl/status/status.h"
 #include "qatd/v1/worker.pb.h"
-#include "server/framing.h"
+#include "worker/framing.h"
 #include "server/status_mapping.h"
 #include "server/worker_launcher.h"
+#include "core/jobs/job_kind.h"
 
 namespace qatd::server::testing {
 
@@ -47,7 +48,7 @@ class FakeWorker : public WorkerProcess {
   // Test side.
   void Send(const v1::WorkerEvent& event) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (write_fd_ >= 0) (void)WriteFrame(write_fd_, event);
+    if (write_fd_ >= 0) (void)worker::WriteFrame(write_fd_, event);
   }
   void Progress(int64_t done, int64_t total) {
     v1::WorkerEvent event;
@@ -58,7 +59,7 @@ class FakeWorker : public WorkerProcess {
   // Sends the final status and exits with code 0.
   void Finish(const absl::Status& status) {
     v1::WorkerEvent event;
-    *event.mutable_final()->mutable_status() = ToJobError(status);
+    *event.mutable_final()->mutable_status() = jobs::ToJobError(status);
     Send(event);
     Exit(false, 0);
   }

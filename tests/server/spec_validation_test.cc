@@ -1,4 +1,4 @@
-#include "server/spec_validation.h"
+#include "core/jobs/job_spec.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -8,6 +8,9 @@
 
 namespace qatd::server {
 namespace {
+
+using jobs::SpecCheckContext;
+using jobs::ValidateJobSpec;
 
 using ::testing::HasSubstr;
 

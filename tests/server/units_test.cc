@@ -13,11 +13,12 @@
 #include "server/auth.h"
 #include "server/device_discovery.h"
 #include "server/device_pool.h"
-#include "server/framing.h"
+#include "worker/framing.h"
 #include "server/metrics.h"
 #include "qatd/v1/worker.pb.h"
 #include "server/status_mapping.h"
 #include "tests/common/temp_dir.h"
+#include "core/jobs/job_kind.h"
 
 namespace qatd::server {
 namespace {
@@ -29,10 +30,10 @@ TEST(StatusMappingTest, KeepsCodeAndMessage) {
   EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
   EXPECT_EQ(ToGrpcStatus(absl::UnauthenticatedError("x")).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(ToGrpcStatus(absl::ResourceExhaustedError("x")).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  absl::Status round = FromJobError(ToJobError(absl::NotFoundError("gone")));
+  absl::Status round = jobs::FromJobError(jobs::ToJobError(absl::NotFoundError("gone")));
   EXPECT_EQ(round.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(round.message(), "gone");
-  EXPECT_TRUE(FromJobError(v1::JobError()).ok());
+  EXPECT_TRUE(jobs::FromJobError(v1::JobError()).ok());
 }
 
 TEST(AuthTest, BearerTokenChecks) {
@@ -125,11 +126,11 @@ TEST(FramingTest, RoundTripsFramesAndDetectsTruncation) {
   v1::WorkerEvent b;
   b.mutable_metric()->set_name("loss/kd");
   b.mutable_metric()->set_value(1.5);
-  ASSERT_TRUE(WriteFrame(fds[1], a).ok());
-  ASSERT_TRUE(WriteFrame(fds[1], b).ok());
+  ASSERT_TRUE(worker::WriteFrame(fds[1], a).ok());
+  ASSERT_TRUE(worker::WriteFrame(fds[1], b).ok());
   ASSERT_EQ(::write(fds[1], "\x05\x00", 2), 2);  // a torn header
   ::close(fds[1]);
-  FrameReader reader(fds[0]);
+  worker::FrameReader reader(fds[0]);
   auto first = reader.Next();
   ASSERT_TRUE(first.ok() && first->has_value());
   v1::WorkerEvent parsed;
@@ -144,7 +145,7 @@ TEST(FramingTest, RoundTripsFramesAndDetectsTruncation) {
 
   ASSERT_EQ(::pipe(fds), 0);
   ::close(fds[1]);
-  FrameReader empty(fds[0]);
+  worker::FrameReader empty(fds[0]);
   auto eof = empty.Next();
   ASSERT_TRUE(eof.ok());
   EXPECT_FALSE(eof->has_value());
@@ -153,7 +154,7 @@ TEST(FramingTest, RoundTripsFramesAndDetectsTruncation) {
   ASSERT_EQ(::pipe(fds), 0);
   ::close(fds[0]);
   ::signal(SIGPIPE, SIG_IGN);
-  EXPECT_EQ(WriteFrame(fds[1], a).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(worker::WriteFrame(fds[1], a).code(), absl::StatusCode::kUnavailable);
   ::close(fds[1]);
 }
 

@@ -424,7 +424,7 @@ TEST(KdCacheJobTest, WritesAReadableCacheWithTheStreamsSequences) {
 TEST(KdCacheJobTest, ResumeAfterSimulatedCrashGivesTheSameCache) {
   const fs::path dir = FreshDir("crashed");
   jobs::KdCacheOptions o = JobOptions(dir);
-  o.testing_crash_after_shards = 1;
+  o.after_durable = CrashAfter(1);
   RecordingReporter rep;
   jobs::CancelToken cancel;
   absl::Status s = jobs::RunKdCache(o, rep, cancel);
@@ -434,7 +434,7 @@ TEST(KdCacheJobTest, ResumeAfterSimulatedCrashGivesTheSameCache) {
   EXPECT_GE(progress.n_written, 8);
   EXPECT_LT(progress.n_written, 20);
 
-  o.testing_crash_after_shards = 0;
+  o.after_durable = nullptr;
   o.resume = true;
   RecordingReporter rep2;
   s = jobs::RunKdCache(o, rep2, cancel);

@@ -383,7 +383,7 @@ TEST(LblTrainer, ResumeAfterKillMidLayerEqualsUninterrupted) {
     auto b = LoadStudent(Q2Student());
     ASSERT_TRUE(b.ok());
     LblOptions crash = o;
-    crash.testing_crash_after_step = 4;  // layer 1, after its first step (save_steps 2)
+    crash.after_durable = CrashAfter(4);  // layer 1, after its first step (save_steps 2)
     QuietReporter rep;
     auto rb = TrainLayerwise(*b, crash, rep, cancel);
     EXPECT_EQ(rb.status().code(), absl::StatusCode::kAborted) << rb.status();

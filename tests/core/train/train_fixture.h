@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "core/jobs/kd_cache_job.h"
-#include "core/jobs/reporter.h"
+#include "core/common/reporter.h"
 #include "core/model/model_io.h"
 #include "tests/common/temp_dir.h"
 

@@ -346,7 +346,7 @@ TEST(E2eTrainer, ResumeAfterKillEqualsUninterrupted) {
     auto b = LoadStudent(Q2Student());
     ASSERT_TRUE(b.ok());
     E2eOptions crash = o;
-    crash.testing_crash_after_step = 6;
+    crash.after_durable = CrashAfter(6);
     QuietReporter rep;
     auto rb = TrainE2e(*b, crash, rep, cancel);
     EXPECT_EQ(rb.status().code(), absl::StatusCode::kAborted) << rb.status();

@@ -1,0 +1,46 @@
+#include "core/jobs/convert_options.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/common/status_macros.h"
+#include "core/jobs/options_common.h"
+
+namespace qatd::jobs {
+
+absl::StatusOr<ConvertOptions> ConvertOptions::FromProto(const v1::ConvertSpec& s, const v1::WorkerTask* task) {
+  ConvertOptions o;
+  o.mode = s.mode() == v1::CONVERT_MODE_V1_TO_V2 ? "v1_to_v2" : "q4_to_q2";
+  o.model = s.model();
+  o.checkpoint = s.checkpoint();
+  if (s.has_q4_rank()) o.q4_rank = s.q4_rank();
+  if (s.has_q2_mlp_rank()) o.q2_mlp_rank = s.q2_mlp_rank();
+  if (s.has_q2_attn_rank()) o.q2_attn_rank = s.q2_attn_rank();
+  if (s.has_q2_mlp_lut_size()) o.q2_mlp_lut_size = s.q2_mlp_lut_size();
+  if (s.has_q2_attn_lut_size()) o.q2_attn_lut_size = s.q2_attn_lut_size();
+  QATD_ASSIGN_OR_RETURN(o.source_quant, QuantFromProto(s.source_quant(), quant::QuantConfig{}));
+  o.eval = s.eval();
+  o.kd_cache_dir = s.kd_cache_dir();
+  o.device = DeviceOf(task);
+  o.output_dir = OutputDirOf(s.output_dir(), task);
+  return o;
+}
+
+absl::Status ConvertOptions::Validate() const {
+  if (mode != "q4_to_q2" && mode != "v1_to_v2") {
+    return absl::InvalidArgumentError(absl::StrCat("mode must be q4_to_q2 or v1_to_v2, got ", mode));
+  }
+  QATD_RETURN_IF_ERROR(RequireField(model, "model"));
+  QATD_RETURN_IF_ERROR(RequireField(checkpoint, "checkpoint"));
+  QATD_RETURN_IF_ERROR(RequireField(output_dir, "output_dir"));
+  if (eval && kd_cache_dir.empty()) return absl::InvalidArgumentError("kd_cache_dir is required with eval");
+  for (auto [v, name] : {std::pair{q4_rank, "q4_rank"}, {q2_mlp_rank, "q2_mlp_rank"}, {q2_attn_rank, "q2_attn_rank"}}) {
+    if (v < 1) return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 1, got ", v));
+  }
+  for (auto [v, name] : {std::pair{q2_mlp_lut_size, "q2_mlp_lut_size"}, {q2_attn_lut_size, "q2_attn_lut_size"}}) {
+    if (v < 2 || v > 256 || (v & (v - 1)) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be a power of two in [2, 256], got ", v));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace qatd::jobs

@@ -1,0 +1,32 @@
+#pragma once
+// The EVAL job's options (held-out KD loss, top-1 agreement, perplexity).
+// LibTorch-free (qatd_core_base): the daemon runs FromProto + Validate at submit time, the
+// worker runs them again and hands the result to the job (core/jobs/*_job.h).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "qatd/v1/specs.pb.h"
+#include "qatd/v1/worker.pb.h"
+
+namespace qatd::jobs {
+
+struct EvalJobOptions {
+  std::string model;              // required
+  std::string checkpoint;         // "" = the unquantized model
+  std::string kd_cache_dir;       // required
+  int64_t eval_samples = 40;      // the cache's last sequences (never trained on by qatd)
+  double temperature = 2.0;
+  int64_t batch_size = 8;
+  std::string dtype = "auto";     // auto = bf16 on GPU, fp32 on CPU
+  std::string device = "auto";
+  // The spec's fields over these defaults. `task` (null at submit time) places the job:
+  // device, output directory, resume on a re-run.
+  static absl::StatusOr<EvalJobOptions> FromProto(const v1::EvalSpec& spec, const v1::WorkerTask* task = nullptr);
+  absl::Status Validate() const;
+};
+
+}  // namespace qatd::jobs

@@ -1,0 +1,333 @@
+#include "core/jobs/job_spec.h"
+
+#include <filesystem>
+#include <limits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "core/common/status_macros.h"
+#include "core/jobs/convert_options.h"
+#include "core/jobs/eval_options.h"
+#include "core/jobs/generate_options.h"
+#include "core/jobs/kd_cache_options.h"
+#include "core/jobs/layerwise_options.h"
+#include "core/jobs/qat_options.h"
+#include "core/jobs/snap_options.h"
+
+namespace qatd::jobs {
+namespace {
+
+// Accumulates the first failure; later checks are skipped once one failed.
+class Checker {
+ public:
+  Checker(std::string prefix, const SpecCheckContext& context) : prefix_(std::move(prefix)), context_(context) {}
+
+  Checker& Required(const char* field, const std::string& value) {
+    if (ok() && value.empty() && !Fed(field)) Fail(field, "is required");
+    return *this;
+  }
+  // An input path: must exist when set (and be set when required).
+  Checker& Path(const char* field, const std::string& value, bool required) {
+    if (!ok() || Fed(field)) return *this;
+    if (value.empty()) {
+      if (required) Fail(field, "is required");
+      return *this;
+    }
+    std::error_code ec;
+    if (context_.check_paths && !std::filesystem::exists(value, ec)) {
+      Fail(field, absl::StrCat("names a path that does not exist: ", value));
+    }
+    return *this;
+  }
+  Checker& Range(const char* field, bool present, int64_t value, int64_t lo, int64_t hi) {
+    if (ok() && present && (value < lo || value > hi)) {
+      Fail(field, absl::StrCat("must be in [", lo, ", ", hi, "], got ", value));
+    }
+    return *this;
+  }
+  Checker& Positive(const char* field, bool present, double value) {
+    if (ok() && present && !(value > 0)) Fail(field, absl::StrCat("must be > 0, got ", value));
+    return *this;
+  }
+  Checker& NonNegative(const char* field, bool present, double value) {
+    if (ok() && present && !(value >= 0)) Fail(field, absl::StrCat("must be >= 0, got ", value));
+    return *this;
+  }
+  Checker& Between(const char* field, bool present, double value, double lo, double hi) {
+    if (ok() && present && !(value >= lo && value <= hi)) {
+      Fail(field, absl::StrCat("must be in [", lo, ", ", hi, "], got ", value));
+    }
+    return *this;
+  }
+  Checker& PowerOfTwo(const char* field, bool present, int64_t value, int64_t lo, int64_t hi) {
+    if (ok() && present && (value < lo || value > hi || (value & (value - 1)) != 0)) {
+      Fail(field, absl::StrCat("must be a power of two in [", lo, ", ", hi, "], got ", value));
+    }
+    return *this;
+  }
+  Checker& Enum(const char* field, bool valid, int value) {
+    if (ok() && !valid) Fail(field, absl::StrCat("has no enum value ", value));
+    return *this;
+  }
+  Checker& Require(bool condition, const char* field, const std::string& message) {
+    if (ok() && !condition) Fail(field, message);
+    return *this;
+  }
+
+  std::string Name(const char* field) const { return absl::StrCat(prefix_, ".", field); }
+  bool ok() const { return status_.ok(); }
+  absl::Status status() const { return status_; }
+
+ private:
+  bool Fed(const char* field) const { return context_.fed_fields.count(field) > 0; }
+  void Fail(const char* field, const std::string& message) {
+    status_ = absl::InvalidArgumentError(absl::StrCat(Name(field), " ", message));
+  }
+
+  std::string prefix_;
+  const SpecCheckContext& context_;
+  absl::Status status_;
+};
+
+constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
+
+absl::Status CheckPreset(const std::string& prefix, const std::string& preset) {
+  if (preset.empty()) return absl::OkStatus();
+  std::string key;
+  for (char c : preset) {
+    if (c != '_' && c != '-') key.push_back(static_cast<char>(absl::ascii_toupper(static_cast<unsigned char>(c))));
+  }
+  if (key == "Q4A4" || key == "Q2A4" || key == "Q4A4R32" || key == "Q2A2") return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(prefix, ".preset must be one of Q4_A4, Q2_A4, Q4_A4_R32, Q2_A2; got '", preset, "'"));
+}
+
+absl::Status CheckQuant(const std::string& prefix, const v1::QuantSettings& q, const SpecCheckContext& context) {
+  if (absl::Status s = CheckPreset(prefix, q.preset()); !s.ok()) return s;
+  Checker c(prefix, context);
+  c.PowerOfTwo("lut_size", q.has_lut_size(), q.lut_size(), 2, 256)
+      .Range("group_size", q.has_group_size(), q.group_size(), 1, kMaxInt32)
+      .Range("scale_rank", q.has_scale_rank(), q.scale_rank(), 0, kMaxInt32)
+      .PowerOfTwo("attn_lut_size", q.attn_lut_size() != 0, q.attn_lut_size(), 2, 256)
+      .Range("attn_group_size", true, q.attn_group_size(), 0, kMaxInt32)
+      .Range("attn_scale_rank", q.has_attn_scale_rank(), q.attn_scale_rank(), -1, kMaxInt32);
+  return c.status();
+}
+
+absl::Status CheckQuantV2(const std::string& prefix, const v1::QuantSettingsV2& q, const SpecCheckContext& context) {
+  if (absl::Status s = CheckPreset(prefix, q.preset()); !s.ok()) return s;
+  Checker c(prefix, context);
+  c.PowerOfTwo("lut_size", q.has_lut_size(), q.lut_size(), 2, 256)
+      .Range("scale_rank", q.has_scale_rank(), q.scale_rank(), 1, kMaxInt32)
+      .PowerOfTwo("attn_lut_size", q.has_attn_lut_size(), q.attn_lut_size(), 2, 256)
+      .Range("attn_scale_rank", q.has_attn_scale_rank(), q.attn_scale_rank(), 1, kMaxInt32)
+      .Range("group_size", q.has_group_size(), q.group_size(), 1, kMaxInt32)
+      .Enum("magnitude_activation", v1::MagnitudeActivation_IsValid(q.magnitude_activation()),
+            q.magnitude_activation())
+      .Positive("magnitude_eps", q.has_magnitude_eps(), q.magnitude_eps())
+      .Positive("norm_eps", q.has_norm_eps(), q.norm_eps());
+  return c.status();
+}
+
+absl::Status CheckKdCache(const std::string& p, const v1::KdCacheSpec& s, const SpecCheckContext& ctx) {
+  Checker c(p, ctx);
+  c.Path("teacher_model", s.teacher_model(), true)
+      .Path("tokenizer", s.tokenizer(), false)
+      .Path("dataset", s.dataset(), true)
+      .Require(s.dataset_config_name().empty(), "dataset_config_name",
+               "is not supported: datasets are local files or directories")
+      .Require(!s.has_dataset_split() || s.dataset_split() == "train", "dataset_split",
+               "must be 'train' (local datasets have one split)")
+      .Enum("dataset_format", v1::DatasetFormat_IsValid(s.dataset_format()), s.dataset_format())
+      .Require(!s.has_dataset_text_field() || !s.dataset_text_field().empty(), "dataset_text_field",
+               "must not be empty")
+      .Enum("enable_thinking", v1::ThinkingMode_IsValid(s.enable_thinking()), s.enable_thinking())
+      .Enum("text_unit", v1::TextUnit_IsValid(s.text_unit()), s.text_unit())
+      .Require(!s.streaming(), "streaming", "is not supported for local datasets")
+      .Range("shuffle_buffer", true, s.shuffle_buffer(), 0, 0)
+      .Range("max_length", s.has_max_length(), s.max_length(), 2, 1 << 20)
+      .Range("topk", s.has_topk(), s.topk(), 1, 1 << 16)
+      .Range("rand_neg", true, s.rand_neg(), 0, 1 << 20)
+      .Range("num_sequences", s.has_num_sequences(), s.num_sequences(), 1, int64_t{1} << 40)
+      .Range("batch_size", s.has_batch_size(), s.batch_size(), 1, 1 << 16)
+      .Range("shard_size", s.has_shard_size(), s.shard_size(), 1, 1 << 24)
+      .Range("logits_chunk_rows", s.has_logits_chunk_rows(), s.logits_chunk_rows(), 0, int64_t{1} << 30)
+      .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
+      .Require(!(s.resume() && s.overwrite()), "resume", "and overwrite are mutually exclusive");
+  return c.status();
+}
+
+absl::Status CheckLayerwise(const std::string& p, const v1::LayerwiseSpec& s, const SpecCheckContext& ctx) {
+  Checker c(p, ctx);
+  c.Path("model", s.model(), true)
+      .Path("kd_cache_dir", s.kd_cache_dir(), true)
+      .Path("init_state", s.init_state(), false)
+      .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
+      .Require(s.train_weights() || !s.has_train_scales() || s.train_scales(), "train_scales",
+               "or train_weights must be set")
+      .Positive("lr", s.has_lr(), s.lr())
+      .Range("batch_size", s.has_batch_size(), s.batch_size(), 1, 1 << 20)
+      .Range("epochs_per_layer", s.has_epochs_per_layer(), s.epochs_per_layer(), 1, 1000)
+      .Range("steps_per_layer", true, s.steps_per_layer(), 0, kMaxInt32)
+      .Range("grad_accum", s.has_grad_accum(), s.grad_accum(), 1, 1 << 16)
+      .Positive("temperature", s.has_temperature(), s.temperature())
+      .NonNegative("local_weight", s.has_local_weight(), s.local_weight())
+      .NonNegative("global_weight", s.has_global_weight(), s.global_weight())
+      .Range("local_tokens", s.has_local_tokens(), s.local_tokens(), 1, kMaxInt32)
+      .NonNegative("hard_top1_weight", true, s.hard_top1_weight())
+      .NonNegative("hard_full_weight", true, s.hard_full_weight())
+      .Range("eval_samples", s.has_eval_samples(), s.eval_samples(), 1, kMaxInt32);
+  for (int i = 0; i < s.layers_size() && c.ok(); ++i) {
+    c.Range("layers", true, s.layers(i), 0, 4096);
+  }
+  if (!c.ok()) return c.status();
+  return CheckQuant(p + ".quant", s.quant(), ctx);
+}
+
+absl::Status CheckQat(const std::string& p, const v1::QatSpec& s, const SpecCheckContext& ctx) {
+  const bool v2 = s.version() == v1::QAT_VERSION_V2;
+  Checker c(p, ctx);
+  c.Enum("version", v1::QatVersion_IsValid(s.version()), s.version())
+      .Path("model", s.model(), true)
+      .Path("kd_cache_dir", s.kd_cache_dir(), !s.skip_training())
+      .Path("init_state", s.init_state(), false)
+      .Enum("v2_init", v1::V2Init_IsValid(s.v2_init()), s.v2_init())
+      .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
+      .Require(v2 || s.skip_training() || s.train_weights() || s.train_scales(), "train_weights",
+               "or train_scales is required unless skip_training is set")
+      .Range("max_steps", s.has_max_steps(), s.max_steps(), 1, kMaxInt32)
+      .Range("batch_size", s.has_batch_size(), s.batch_size(), 1, 1 << 20)
+      .Positive("lr", s.has_lr(), s.lr())
+      .Positive("temperature", s.has_temperature(), s.temperature())
+      .NonNegative("hard_top1_weight", s.has_hard_top1_weight(), s.hard_top1_weight())
+      .NonNegative("hard_full_weight", s.has_hard_full_weight(), s.hard_full_weight())
+      .Range("logging_steps", s.has_logging_steps(), s.logging_steps(), 1, kMaxInt32)
+      .Range("eval_steps", s.has_eval_steps(), s.eval_steps(), 1, kMaxInt32)
+      .Range("eval_samples", s.has_eval_samples(), s.eval_samples(), 1, kMaxInt32)
+      .Range("save_steps", true, s.save_steps(), 0, kMaxInt32)
+      .Range("warmup_steps", s.has_warmup_steps(), s.warmup_steps(), 0, kMaxInt32)
+      .Between("min_lr_ratio", s.has_min_lr_ratio(), s.min_lr_ratio(), 0.0, 1.0)
+      .NonNegative("clip_grad_norm", true, s.clip_grad_norm())
+      .Require(!s.snap_bake_scales() || s.snap_weights(), "snap_bake_scales", "requires snap_weights");
+  if (v2) {
+    c.Path("v1_checkpoint", s.v1_checkpoint(), s.v2_init() == v1::V2_INIT_FROM_V1)
+        .Path("v2_checkpoint", s.v2_checkpoint(), s.v2_init() == v1::V2_INIT_FROM_V2);
+  }
+  if (!c.ok()) return c.status();
+  if (absl::Status q = CheckQuant(p + ".quant", s.quant(), ctx); !q.ok()) return q;
+  return CheckQuantV2(p + ".quant_v2", s.quant_v2(), ctx);
+}
+
+absl::Status CheckConvert(const std::string& p, const v1::ConvertSpec& s, const SpecCheckContext& ctx) {
+  Checker c(p, ctx);
+  c.Enum("mode", v1::ConvertMode_IsValid(s.mode()), s.mode())
+      .Path("model", s.model(), true)
+      .Path("checkpoint", s.checkpoint(), true)
+      .Range("q4_rank", s.has_q4_rank(), s.q4_rank(), 1, kMaxInt32)
+      .Range("q2_mlp_rank", s.has_q2_mlp_rank(), s.q2_mlp_rank(), 1, kMaxInt32)
+      .Range("q2_attn_rank", s.has_q2_attn_rank(), s.q2_attn_rank(), 1, kMaxInt32)
+      .PowerOfTwo("q2_mlp_lut_size", s.has_q2_mlp_lut_size(), s.q2_mlp_lut_size(), 2, 256)
+      .PowerOfTwo("q2_attn_lut_size", s.has_q2_attn_lut_size(), s.q2_attn_lut_size(), 2, 256)
+      .Path("kd_cache_dir", s.kd_cache_dir(), s.eval());
+  if (!c.ok()) return c.status();
+  return CheckQuant(p + ".source_quant", s.source_quant(), ctx);
+}
+
+absl::Status CheckSnap(const std::string& p, const v1::SnapSpec& s, const SpecCheckContext& ctx) {
+  Checker c(p, ctx);
+  c.Path("model", s.model(), true)
+      .Path("checkpoint", s.checkpoint(), true)
+      .Range("lut_bits", s.has_lut_bits(), s.lut_bits(), 1, 8)
+      .Range("attn_lut_bits", s.has_attn_lut_bits(), s.attn_lut_bits(), 1, 8)
+      .Range("scale_rank", s.has_scale_rank(), s.scale_rank(), 1, kMaxInt32)
+      .Range("attn_scale_rank", s.has_attn_scale_rank(), s.attn_scale_rank(), 1, kMaxInt32);
+  return c.status();
+}
+
+absl::Status CheckEval(const std::string& p, const v1::EvalSpec& s, const SpecCheckContext& ctx) {
+  Checker c(p, ctx);
+  c.Path("model", s.model(), true)
+      .Path("checkpoint", s.checkpoint(), false)
+      .Path("kd_cache_dir", s.kd_cache_dir(), true)
+      .Enum("version", v1::QatVersion_IsValid(s.version()), s.version())
+      .Range("eval_samples", s.has_eval_samples(), s.eval_samples(), 1, kMaxInt32)
+      .Positive("temperature", s.has_temperature(), s.temperature())
+      .Range("batch_size", s.has_batch_size(), s.batch_size(), 1, 1 << 20)
+      .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype());
+  return c.status();
+}
+
+absl::Status CheckGenerate(const std::string& p, const v1::GenerateSpec& s, const SpecCheckContext& ctx) {
+  Checker c(p, ctx);
+  c.Path("model", s.model(), true)
+      .Path("checkpoint", s.checkpoint(), false)
+      .Path("tokenizer", s.tokenizer(), false)
+      .Required("prompt", s.prompt())
+      .Range("max_new_tokens", s.has_max_new_tokens(), s.max_new_tokens(), 1, 1 << 20)
+      .Positive("temperature", s.has_temperature(), s.temperature())
+      .Between("top_p", s.has_top_p(), s.top_p(), 1e-9, 1.0)
+      .Positive("repetition_penalty", s.has_repetition_penalty(), s.repetition_penalty())
+      .Enum("version", v1::QatVersion_IsValid(s.version()), s.version())
+      .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype());
+  return c.status();
+}
+
+absl::Status CheckProbe(const std::string& p, const v1::ProbeSpec& s, const SpecCheckContext& ctx) {
+  Checker c(p, ctx);
+  c.Range("steps", s.has_steps(), s.steps(), 0, 1000000).Range("step_ms", true, s.step_ms(), 0, 600000);
+  return c.status();
+}
+
+// Pass 2: the kind's own FromProto + Validate, with "<prefix>." before the field it names.
+template <typename Options, typename Spec>
+absl::Status CheckOptions(const std::string& prefix, const Spec& spec, const SpecCheckContext& ctx) {
+  if (!ctx.fed_fields.empty()) return absl::OkStatus();
+  absl::StatusOr<Options> options = Options::FromProto(spec);
+  absl::Status status = options.ok() ? options->Validate() : options.status();
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(prefix, ".", std::string(status.message())));
+}
+
+}  // namespace
+
+std::vector<v1::JobKind> AvailableJobKinds() {
+  return {v1::JOB_KIND_KD_CACHE, v1::JOB_KIND_LAYERWISE, v1::JOB_KIND_QAT,      v1::JOB_KIND_CONVERT,
+          v1::JOB_KIND_SNAP,     v1::JOB_KIND_EVAL,      v1::JOB_KIND_GENERATE, v1::JOB_KIND_PROBE};
+}
+
+absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecCheckContext& context) {
+  const std::string& p = context.prefix;
+  Checker top(p, context);
+  top.Range("resources.device_count", spec.resources().has_device_count(), spec.resources().device_count(), 0, 64)
+      .Require(spec.name().size() <= 256, "name", "must be at most 256 bytes");
+  if (!top.ok()) return top.status();
+  switch (spec.kind_case()) {
+    case v1::JobSpec::kKdCache:
+      QATD_RETURN_IF_ERROR(CheckKdCache(p + ".kd_cache", spec.kd_cache(), context));
+      return CheckOptions<KdCacheOptions>(p + ".kd_cache", spec.kd_cache(), context);
+    case v1::JobSpec::kLayerwise:
+      QATD_RETURN_IF_ERROR(CheckLayerwise(p + ".layerwise", spec.layerwise(), context));
+      return CheckOptions<LayerwiseOptions>(p + ".layerwise", spec.layerwise(), context);
+    case v1::JobSpec::kQat:
+      QATD_RETURN_IF_ERROR(CheckQat(p + ".qat", spec.qat(), context));
+      return CheckOptions<QatOptions>(p + ".qat", spec.qat(), context);
+    case v1::JobSpec::kConvert:
+      QATD_RETURN_IF_ERROR(CheckConvert(p + ".convert", spec.convert(), context));
+      return CheckOptions<ConvertOptions>(p + ".convert", spec.convert(), context);
+    case v1::JobSpec::kSnap:
+      QATD_RETURN_IF_ERROR(CheckSnap(p + ".snap", spec.snap(), context));
+      return CheckOptions<SnapOptions>(p + ".snap", spec.snap(), context);
+    case v1::JobSpec::kEval:
+      QATD_RETURN_IF_ERROR(CheckEval(p + ".eval", spec.eval(), context));
+      return CheckOptions<EvalJobOptions>(p + ".eval", spec.eval(), context);
+    case v1::JobSpec::kGenerate:
+      QATD_RETURN_IF_ERROR(CheckGenerate(p + ".generate", spec.generate(), context));
+      return CheckOptions<GenerateJobOptions>(p + ".generate", spec.generate(), context);
+    case v1::JobSpec::kProbe: return CheckProbe(p + ".probe", spec.probe(), context);
+    case v1::JobSpec::KIND_NOT_SET: break;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      p, " must set one of kd_cache, layerwise, qat, convert, snap, eval, generate, probe"));
+}
+
+}  // namespace qatd::jobs

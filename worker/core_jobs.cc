@@ -1,0 +1,47 @@
+// The registry entries of the job kinds implemented in core/jobs: the only translation unit of
+// qatd-worker that includes core's job headers (LibTorch). Each entry is the kind's
+// FromProto (core/jobs/<kind>_options.h, the same call the daemon made at submit time, now
+// with the task's placement: device, output directory, resume) followed by its Run function.
+//
+// Re-runs: a job re-queued after a daemon restart (attempt > 1) resumes: KD_CACHE continues
+// its cache, QAT and LAYERWISE continue from their resume/ checkpoint (exact resume); the
+// short jobs simply run again.
+#include "core/jobs/kd_cache_job.h"
+#include "core/jobs/layerwise_job.h"
+#include "core/jobs/model_jobs.h"
+#include "core/jobs/qat_job.h"
+#include "worker/job_registry.h"
+
+namespace qatd::worker {
+namespace {
+
+// FromProto(spec of the task's kind, task), then run(options, reporter, cancel).
+template <typename Options, typename SpecOf, typename Run>
+JobFunction Entry(SpecOf spec_of, Run run) {
+  return [spec_of, run](const v1::WorkerTask& task, jobs::Reporter& reporter, jobs::CancelToken& cancel) {
+    absl::StatusOr<Options> options = Options::FromProto(spec_of(task.spec()), &task);
+    if (!options.ok()) return options.status();
+    return run(*options, reporter, cancel);
+  };
+}
+
+}  // namespace
+
+void RegisterCoreJobs(JobRegistry& registry) {
+  registry.Register(v1::JOB_KIND_KD_CACHE, Entry<jobs::KdCacheOptions>(
+                                               [](const v1::JobSpec& s) -> const auto& { return s.kd_cache(); }, jobs::RunKdCache));
+  registry.Register(v1::JOB_KIND_QAT,
+                    Entry<jobs::QatOptions>([](const v1::JobSpec& s) -> const auto& { return s.qat(); }, jobs::RunQat));
+  registry.Register(v1::JOB_KIND_LAYERWISE, Entry<jobs::LayerwiseOptions>(
+                                                [](const v1::JobSpec& s) -> const auto& { return s.layerwise(); }, jobs::RunLayerwise));
+  registry.Register(v1::JOB_KIND_CONVERT, Entry<jobs::ConvertOptions>(
+                                              [](const v1::JobSpec& s) -> const auto& { return s.convert(); }, jobs::RunConvert));
+  registry.Register(v1::JOB_KIND_SNAP,
+                    Entry<jobs::SnapOptions>([](const v1::JobSpec& s) -> const auto& { return s.snap(); }, jobs::RunSnap));
+  registry.Register(v1::JOB_KIND_EVAL,
+                    Entry<jobs::EvalJobOptions>([](const v1::JobSpec& s) -> const auto& { return s.eval(); }, jobs::RunEval));
+  registry.Register(v1::JOB_KIND_GENERATE, Entry<jobs::GenerateJobOptions>(
+                                               [](const v1::JobSpec& s) -> const auto& { return s.generate(); }, jobs::RunGenerateJob));
+}
+
+}  // namespace qatd::worker

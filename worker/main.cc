@@ -1,0 +1,41 @@
+// qatd-worker: runs one job for the daemon (DESIGN.md §3).
+//
+//   qatd-worker job ID KIND --task-file F [--event-fd 3]            a worker the daemon forked
+//   qatd-worker job ID KIND --task-file F --daemon HOST:PORT [--daemon-ca F]
+//                                                                   a worker on any host
+// ID and KIND are there so that `ps` shows which job a worker runs; the task file decides.
+// With --daemon the job's events go over the WorkerChannel gRPC service, authenticated by the
+// per-job secret in $QATD_JOB_SECRET. Exit codes: worker/run_worker.h.
+#include <cstdio>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "core/cuda/allocator_defaults.h"
+#include "worker/job_registry.h"
+#include "worker/run_worker.h"
+
+int main(int argc, char** argv) {
+  qatd::cuda::SetAllocatorDefaults();  // before any CUDA allocation
+  qatd::worker::WorkerArgs args;
+  std::string kind;
+  CLI::App app{"qatd-worker: runs one qatd job (started by the daemon or a cluster manager)"};
+  CLI::App* job = app.add_subcommand("job", "Run the job described by --task-file");
+  job->add_option("id", args.job_id, "Job id (shown by ps; must match the task)")->required();
+  job->add_option("kind", kind, "Job kind (shown by ps)")->required();
+  job->add_option("--task-file", args.task_file, "Serialized qatd.v1.WorkerTask")->required();
+  job->add_option("--event-fd", args.event_fd, "Inherited pipe for the events (local workers)")
+      ->capture_default_str();
+  job->add_option("--daemon", args.daemon_address,
+                  "HOST:PORT of the daemon's WorkerChannel; the secret comes from $QATD_JOB_SECRET");
+  job->add_option("--daemon-ca", args.daemon_ca_file, "PEM roots to verify a TLS daemon (default: plaintext)");
+  job->add_option("--daemon-timeout-seconds", args.daemon_timeout_seconds,
+                  "Stop the job when the daemon is unreachable this long")
+      ->capture_default_str();
+  app.require_subcommand(1);
+  CLI11_PARSE(app, argc, argv);
+
+  qatd::worker::JobRegistry registry;
+  qatd::worker::RegisterProbeJob(registry);
+  qatd::worker::RegisterCoreJobs(registry);
+  return qatd::worker::RunWorker(args, registry);
+}
