@@ -37,6 +37,8 @@ int Fail(const absl::Status& s) {
 int main(int argc, char** argv) {
   qatd::cuda::SetAllocatorDefaults();  // before any CUDA allocation
   qatd::jobs::KdCacheOptions o;
+  // The options hold typed enums; the flags take their spellings (parsed after CLI11).
+  std::string dataset_format = "plain", text_unit = "line", thinking = "none", dtype = "auto";
   CLI::App app{"Precompute teacher top-K logits for knowledge distillation (KD cache)."};
   app.option_defaults()->always_capture_default();
   app.add_option("--teacher-model-name-or-path,--model", o.teacher_model,
@@ -44,14 +46,14 @@ int main(int argc, char** argv) {
   app.add_option("--tokenizer", o.tokenizer, "tokenizer.json or its folder (default: the teacher folder)");
   app.add_option("--dataset-name,--dataset", o.dataset,
                  "Local dataset: a .txt/.json/.jsonl file or a folder of them (sorted by name)");
-  app.add_option("--dataset-format", o.dataset_format,
+  app.add_option("--dataset-format", dataset_format,
                  "plain (raw text), alpaca / alpaca_chat (instruction/input/output through the chat template), "
                  "sharegpt (conversations or messages)")
       ->check(CLI::IsMember({"plain", "alpaca", "alpaca_chat", "sharegpt"}));
   app.add_option("--dataset-text-field", o.dataset_text_field, "JSON field holding the text (plain format)");
-  app.add_option("--text-unit", o.text_unit, "Sample unit of .txt files: line, paragraph or file")
+  app.add_option("--text-unit", text_unit, "Sample unit of .txt files: line, paragraph or file")
       ->check(CLI::IsMember({"line", "paragraph", "file"}));
-  app.add_option("--enable-thinking", o.enable_thinking,
+  app.add_option("--enable-thinking", thinking,
                  "Chat formats: none (template verbatim, as the reference), on, off (think blocks removed), "
                  "both (off then on: two different texts per sample); false/true = off/on")
       ->check(CLI::IsMember({"none", "on", "off", "both", "false", "true"}));
@@ -63,7 +65,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch-size", o.batch_size, "Sequences per teacher forward");
   app.add_option("--shard-size", o.shard_size, "Sequences per shard file");
   app.add_option("--device", o.device, "auto (CUDA when present), cpu, cuda or cuda:N");
-  app.add_option("--dtype", o.dtype, "Teacher compute dtype: auto (= bf16), bf16, fp16, fp32")
+  app.add_option("--dtype", dtype, "Teacher compute dtype: auto (= bf16), bf16, fp16, fp32")
       ->check(CLI::IsMember({"auto", "bf16", "fp16", "fp32"}));
   app.add_option("--seed", o.seed, "Seed of the dataset shuffle and the random negatives");
   app.add_option("--logits-chunk-rows", o.logits_chunk_rows,
@@ -77,6 +79,19 @@ int main(int argc, char** argv) {
                  "Convert the reference .pt cache in this folder into --output-dir and exit");
   app.add_option("--verify", verify, "Validate the cache in this folder (every shard, every id) and exit");
   CLI11_PARSE(app, argc, argv);
+  {
+    auto format = qatd::kd::ParseDatasetFormat(dataset_format);
+    auto unit = qatd::kd::ParseTextUnit(text_unit);
+    auto mode = qatd::kd::ParseThinkingMode(thinking);
+    auto type = qatd::jobs::ParseDtype(dtype);
+    for (const absl::Status& st : {format.status(), unit.status(), mode.status(), type.status()}) {
+      if (!st.ok()) return Fail(st);
+    }
+    o.dataset_format = *format;
+    o.text_unit = *unit;
+    o.enable_thinking = *mode;
+    o.dtype = *type;
+  }
 
   at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 

@@ -6,9 +6,11 @@
 
 namespace qatd::jobs {
 
+const char* ConvertModeName(ConvertMode mode) { return mode == ConvertMode::kV1ToV2 ? "v1_to_v2" : "q4_to_q2"; }
+
 absl::StatusOr<ConvertOptions> ConvertOptions::FromProto(const v1::ConvertSpec& s, const v1::WorkerTask* task) {
   ConvertOptions o;
-  o.mode = s.mode() == v1::CONVERT_MODE_V1_TO_V2 ? "v1_to_v2" : "q4_to_q2";
+  o.mode = s.mode() == v1::CONVERT_MODE_V1_TO_V2 ? ConvertMode::kV1ToV2 : ConvertMode::kQ4ToQ2;
   o.model = s.model();
   o.checkpoint = s.checkpoint();
   if (s.has_q4_rank()) o.q4_rank = s.q4_rank();
@@ -25,9 +27,6 @@ absl::StatusOr<ConvertOptions> ConvertOptions::FromProto(const v1::ConvertSpec& 
 }
 
 absl::Status ConvertOptions::Validate() const {
-  if (mode != "q4_to_q2" && mode != "v1_to_v2") {
-    return absl::InvalidArgumentError(absl::StrCat("mode must be q4_to_q2 or v1_to_v2, got ", mode));
-  }
   QATD_RETURN_IF_ERROR(RequireField(model, "model"));
   QATD_RETURN_IF_ERROR(RequireField(checkpoint, "checkpoint"));
   QATD_RETURN_IF_ERROR(RequireField(output_dir, "output_dir"));

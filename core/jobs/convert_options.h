@@ -15,8 +15,12 @@
 
 namespace qatd::jobs {
 
+// Q4 -> Q2 progressive conversion (spec §11) or V1 -> V2 (spec §5).
+enum class ConvertMode { kQ4ToQ2, kV1ToV2 };
+const char* ConvertModeName(ConvertMode mode);  // "q4_to_q2" | "v1_to_v2"
+
 struct ConvertOptions {
-  std::string mode = "q4_to_q2";  // q4_to_q2 | v1_to_v2
+  ConvertMode mode = ConvertMode::kQ4ToQ2;
   std::string model;              // required: base HF model
   std::string checkpoint;         // required: V1 or V2 (Q4) checkpoint
   int q4_rank = 4;                // only for seed .pt inputs without a config (qatd checkpoints carry theirs)

@@ -14,7 +14,7 @@ absl::StatusOr<EvalJobOptions> EvalJobOptions::FromProto(const v1::EvalSpec& s, 
   if (s.has_eval_samples()) o.eval_samples = s.eval_samples();
   if (s.has_temperature()) o.temperature = s.temperature();
   if (s.has_batch_size()) o.batch_size = s.batch_size();
-  o.dtype = DtypeName(s.dtype());
+  o.dtype = DtypeFromProto(s.dtype());
   o.device = DeviceOf(task);
   return o;
 }

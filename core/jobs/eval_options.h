@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/jobs/options_common.h"
 #include "qatd/v1/specs.pb.h"
 #include "qatd/v1/worker.pb.h"
 
@@ -21,7 +22,7 @@ struct EvalJobOptions {
   int64_t eval_samples = 40;      // the cache's last sequences (never trained on by qatd)
   double temperature = 2.0;
   int64_t batch_size = 8;
-  std::string dtype = "auto";     // auto = bf16 on GPU, fp32 on CPU
+  Dtype dtype = Dtype::kAuto;     // auto = bf16 on GPU, fp32 on CPU
   std::string device = "auto";
   // The spec's fields over these defaults. `task` (null at submit time) places the job:
   // device, output directory, resume on a re-run.

@@ -20,7 +20,7 @@ absl::StatusOr<GenerateJobOptions> GenerateJobOptions::FromProto(const v1::Gener
   if (s.has_temperature()) o.temperature = s.temperature();
   if (s.has_top_p()) o.top_p = s.top_p();
   if (s.has_repetition_penalty()) o.repetition_penalty = s.repetition_penalty();
-  o.dtype = DtypeName(s.dtype());
+  o.dtype = DtypeFromProto(s.dtype());
   o.device = DeviceOf(task);
   o.seed = static_cast<uint64_t>(s.seed());
   return o;

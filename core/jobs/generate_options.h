@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/jobs/options_common.h"
 #include "qatd/v1/specs.pb.h"
 #include "qatd/v1/worker.pb.h"
 
@@ -27,7 +28,7 @@ struct GenerateJobOptions {
   double temperature = 0.6;
   double top_p = 0.9;
   double repetition_penalty = 1.1;
-  std::string dtype = "auto";
+  Dtype dtype = Dtype::kAuto;  // auto = bf16 on GPU, fp32 on CPU
   std::string device = "auto";
   uint64_t seed = 0;
   // The spec's fields over these defaults. `task` (null at submit time) places the job:

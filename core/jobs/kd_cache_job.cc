@@ -34,14 +34,18 @@ using nlohmann::json;
 
 namespace {
 
-absl::StatusOr<at::ScalarType> ResolveDtype(const std::string& name) {
-  if (name == "auto" || name == "bf16" || name == "bfloat16") return at::kBFloat16;
-  if (name == "fp16" || name == "float16") return at::kHalf;
-  if (name == "fp32" || name == "float32") return at::kFloat;
-  return absl::InvalidArgumentError(absl::StrCat("dtype must be one of auto, bf16, fp16, fp32; got '", name, "'"));
+// The teacher's compute dtype (auto = bf16).
+at::ScalarType ScalarTypeOf(Dtype dtype) {
+  switch (dtype) {
+    case Dtype::kFp16: return at::kHalf;
+    case Dtype::kFp32: return at::kFloat;
+    case Dtype::kAuto:
+    case Dtype::kBf16: break;
+  }
+  return at::kBFloat16;
 }
 
-std::string DtypeName(at::ScalarType t) {
+std::string ScalarTypeName(at::ScalarType t) {
   return t == at::kBFloat16 ? "bf16" : t == at::kHalf ? "fp16" : "fp32";
 }
 
@@ -108,10 +112,10 @@ std::string TokenizerJsonPath(const std::string& p) {
 
 absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken& cancel) {
   QATD_RETURN_IF_ERROR(o.Validate());
-  const auto format = *kd::ParseDatasetFormat(o.dataset_format);
-  const auto thinking = *kd::ParseThinkingMode(o.enable_thinking);
-  const auto text_unit = *kd::ParseTextUnit(o.text_unit);
-  QATD_ASSIGN_OR_RETURN(const at::ScalarType dtype, ResolveDtype(o.dtype));
+  const kd::DatasetFormat format = o.dataset_format;
+  const kd::ThinkingMode thinking = o.enable_thinking;
+  const kd::TextUnit text_unit = o.text_unit;
+  const at::ScalarType dtype = ScalarTypeOf(o.dtype);
 
   // 1. Data first: a malformed file fails before anything expensive happens.
   QATD_ASSIGN_OR_RETURN(kd::Dataset data, kd::ReadDataset({o.dataset, format, o.dataset_text_field, text_unit}));
@@ -166,7 +170,7 @@ absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken
   meta.shard_size = o.shard_size;
   meta.seed = o.seed;
   meta.shuffle = o.shuffle;
-  meta.dtype = DtypeName(dtype);
+  meta.dtype = ScalarTypeName(dtype);
   meta.device = device.is_cuda() ? "cuda" : "cpu";
   meta.dataset_records = static_cast<int64_t>(data.records.size());
   meta.dataset_bad_records = static_cast<int64_t>(data.bad_records.size());
@@ -231,7 +235,7 @@ absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken
   }
 
   // 5. Teacher.
-  reporter.Log(LogLevel::kInfo, absl::StrCat("loading teacher ", o.teacher_model, " (", DtypeName(dtype), ", ",
+  reporter.Log(LogLevel::kInfo, absl::StrCat("loading teacher ", o.teacher_model, " (", ScalarTypeName(dtype), ", ",
                                              device.str(), ")"));
   QATD_ASSIGN_OR_RETURN(model::LoadedModel loaded, model::LoadQwen3(o.teacher_model, {dtype, device}));
   loaded.model->eval();

@@ -11,27 +11,29 @@ namespace qatd::jobs {
 
 namespace {
 
-std::string DatasetFormatName(v1::DatasetFormat format) {
+kd::DatasetFormat DatasetFormatOf(v1::DatasetFormat format) {
   switch (format) {
-    case v1::DATASET_FORMAT_ALPACA: return "alpaca";
-    case v1::DATASET_FORMAT_ALPACA_CHAT: return "alpaca_chat";
-    case v1::DATASET_FORMAT_SHAREGPT: return "sharegpt";
-    default: return "plain";
+    case v1::DATASET_FORMAT_ALPACA: return kd::DatasetFormat::kAlpaca;
+    case v1::DATASET_FORMAT_ALPACA_CHAT: return kd::DatasetFormat::kAlpacaChat;
+    case v1::DATASET_FORMAT_SHAREGPT: return kd::DatasetFormat::kShareGpt;
+    default: return kd::DatasetFormat::kPlain;
   }
 }
-std::string ThinkingName(v1::ThinkingMode mode) {
+
+kd::ThinkingMode ThinkingOf(v1::ThinkingMode mode) {
   switch (mode) {
-    case v1::THINKING_MODE_ON: return "on";
-    case v1::THINKING_MODE_OFF: return "off";
-    case v1::THINKING_MODE_BOTH: return "both";
-    default: return "none";
+    case v1::THINKING_MODE_ON: return kd::ThinkingMode::kOn;
+    case v1::THINKING_MODE_OFF: return kd::ThinkingMode::kOff;
+    case v1::THINKING_MODE_BOTH: return kd::ThinkingMode::kBoth;
+    default: return kd::ThinkingMode::kNone;
   }
 }
-std::string TextUnitName(v1::TextUnit unit) {
+
+kd::TextUnit TextUnitOf(v1::TextUnit unit) {
   switch (unit) {
-    case v1::TEXT_UNIT_PARAGRAPH: return "paragraph";
-    case v1::TEXT_UNIT_FILE: return "file";
-    default: return "line";
+    case v1::TEXT_UNIT_PARAGRAPH: return kd::TextUnit::kParagraph;
+    case v1::TEXT_UNIT_FILE: return kd::TextUnit::kFile;
+    default: return kd::TextUnit::kLine;
   }
 }
 
@@ -42,10 +44,10 @@ absl::StatusOr<KdCacheOptions> KdCacheOptions::FromProto(const v1::KdCacheSpec& 
   o.teacher_model = s.teacher_model();
   o.tokenizer = s.tokenizer();
   o.dataset = s.dataset();
-  o.dataset_format = DatasetFormatName(s.dataset_format());
+  o.dataset_format = DatasetFormatOf(s.dataset_format());
   if (s.has_dataset_text_field()) o.dataset_text_field = s.dataset_text_field();
-  o.text_unit = TextUnitName(s.text_unit());
-  o.enable_thinking = ThinkingName(s.enable_thinking());
+  o.text_unit = TextUnitOf(s.text_unit());
+  o.enable_thinking = ThinkingOf(s.enable_thinking());
   if (s.has_shuffle()) o.shuffle = s.shuffle();
   if (s.has_max_length()) o.max_length = s.max_length();
   if (s.has_topk()) o.topk = s.topk();
@@ -54,7 +56,7 @@ absl::StatusOr<KdCacheOptions> KdCacheOptions::FromProto(const v1::KdCacheSpec& 
   if (s.has_batch_size()) o.batch_size = s.batch_size();
   if (s.has_shard_size()) o.shard_size = s.shard_size();
   if (s.has_logits_chunk_rows()) o.logits_chunk_rows = s.logits_chunk_rows();
-  o.dtype = DtypeName(s.dtype());
+  o.dtype = DtypeFromProto(s.dtype());
   o.seed = static_cast<uint64_t>(s.seed());
   o.resume = s.resume();
   o.overwrite = s.overwrite();
@@ -78,9 +80,6 @@ absl::Status KdCacheOptions::Validate() const {
   if (teacher_model.empty()) return absl::InvalidArgumentError("teacher_model_name_or_path is required");
   if (dataset.empty()) return absl::InvalidArgumentError("dataset_name (a local file or directory) is required");
   if (output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
-  QATD_RETURN_IF_ERROR(kd::ParseDatasetFormat(dataset_format).status());
-  QATD_RETURN_IF_ERROR(kd::ParseThinkingMode(enable_thinking).status());
-  QATD_RETURN_IF_ERROR(kd::ParseTextUnit(text_unit).status());
   if (dataset_text_field.empty()) return absl::InvalidArgumentError("dataset_text_field must not be empty");
   QATD_RETURN_IF_ERROR(CheckRange("max_length", max_length, 2, 1 << 20));
   QATD_RETURN_IF_ERROR(CheckRange("topk", topk, 1, 1 << 16));
@@ -90,7 +89,6 @@ absl::Status KdCacheOptions::Validate() const {
   QATD_RETURN_IF_ERROR(CheckRange("shard_size", shard_size, 1, 1 << 24));
   QATD_RETURN_IF_ERROR(CheckRange("logits_chunk_rows", logits_chunk_rows, 0, int64_t{1} << 30));
   QATD_RETURN_IF_ERROR(CheckRange("num_threads", num_threads, 0, 256));
-  QATD_RETURN_IF_ERROR(CheckDtypeName(dtype));
   QATD_RETURN_IF_ERROR(CheckDeviceName(device));
   if (resume && overwrite) return absl::InvalidArgumentError("resume and overwrite are mutually exclusive");
   return absl::OkStatus();

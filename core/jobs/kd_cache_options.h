@@ -10,6 +10,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/common/durable_hook.h"
+#include "core/jobs/options_common.h"
+#include "core/kd/dataset.h"
+#include "core/kd/render.h"
 #include "qatd/v1/specs.pb.h"
 #include "qatd/v1/worker.pb.h"
 
@@ -20,12 +23,12 @@ struct KdCacheOptions {
   std::string teacher_model;   // --teacher-model-name-or-path: HF model directory (required)
   std::string tokenizer;       // --tokenizer: tokenizer.json or its directory; "" = teacher_model
   std::string dataset;         // --dataset-name: local file or directory (required)
-  std::string dataset_format = "plain";  // plain | alpaca | alpaca_chat | sharegpt
+  kd::DatasetFormat dataset_format = kd::DatasetFormat::kPlain;
   std::string dataset_text_field = "text";  // plain JSON records
-  std::string text_unit = "line";           // plain .txt files: line | paragraph | file
+  kd::TextUnit text_unit = kd::TextUnit::kLine;  // plain .txt files
   // none | on | off | both (seed spellings false=off, true=on). "none" reproduces the
   // reference's text (core/kd/render.h explains the modes).
-  std::string enable_thinking = "none";
+  kd::ThinkingMode enable_thinking = kd::ThinkingMode::kNone;
   bool shuffle = true;  // shuffle records with the seed (the reference always does)
 
   // Cache shape.
@@ -38,7 +41,7 @@ struct KdCacheOptions {
 
   // Compute.
   std::string device = "auto";  // auto (cuda if available) | cpu | cuda | cuda:N
-  std::string dtype = "auto";   // auto (= bf16) | bf16 | fp16 | fp32
+  Dtype dtype = Dtype::kAuto;   // auto = bf16
   uint64_t seed = 0;
   int64_t logits_chunk_rows = 2048;  // rows of full-vocabulary logits at a time (0 = all)
   int num_threads = 0;               // tokenizer threads; 0 = min(8, hardware threads)

@@ -51,7 +51,7 @@ absl::Status RunLayerwise(const LayerwiseOptions& o, Reporter& reporter, CancelT
   QATD_RETURN_IF_ERROR(o.Validate());
   train::StudentOptions so;
   so.model_dir = o.model;
-  so.dtype = o.dtype;
+  so.dtype = DtypeName(o.dtype);
   so.auto_dtype = "bf16";
   so.device = o.device;  // LoadStudent resolves "auto" (train::ResolveDevice)
   so.checkpoint = o.init_state;

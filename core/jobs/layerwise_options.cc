@@ -14,7 +14,7 @@ absl::StatusOr<LayerwiseOptions> LayerwiseOptions::FromProto(const v1::Layerwise
   auto quant = QuantFromProto(s.quant(), quant::QuantConfig{});  // group_size default 128 (train_anemll_lbl.py)
   if (!quant.ok()) return quant.status();
   o.quant = *quant;
-  o.dtype = DtypeName(s.dtype());
+  o.dtype = DtypeFromProto(s.dtype());
   o.device = DeviceOf(task);
   if (s.has_train_scales()) o.train_scales = s.train_scales();
   o.train_weights = s.train_weights();
@@ -42,7 +42,6 @@ absl::Status LayerwiseOptions::Validate() const {
   if (model.empty()) return absl::InvalidArgumentError("model is required (a Hugging Face model directory)");
   if (kd_cache_dir.empty()) return absl::InvalidArgumentError("kd_cache_dir is required");
   if (output_dir.empty()) return absl::InvalidArgumentError("output_dir is required");
-  QATD_RETURN_IF_ERROR(CheckDtypeName(dtype));
   QATD_RETURN_IF_ERROR(CheckDeviceName(device));
   if (absl::Status q = quant.Validate(); !q.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("quant: ", q.message()));

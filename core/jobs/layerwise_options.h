@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/jobs/options_common.h"
 #include "core/quant/quant_config.h"
 #include "core/train/lbl_options.h"
 #include "qatd/v1/specs.pb.h"
@@ -22,7 +23,7 @@ struct LayerwiseOptions {
   std::string kd_cache_dir;        // required
   std::string init_state;          // optional checkpoint to start from
   quant::QuantConfig quant;        // group_size 128 (train_anemll_lbl.py's default)
-  std::string dtype = "auto";      // auto (= bf16) | bf16 | fp16 | fp32
+  Dtype dtype = Dtype::kAuto;      // auto = bf16
   bool train_scales = true;
   bool train_weights = false;
   bool train_mlp_only = false;

@@ -153,7 +153,7 @@ absl::Status RunConvert(const ConvertOptions& o, Reporter& reporter, CancelToken
   so.device = o.device;
   so.dtype = "fp32";  // both converters work in fp32 (spec §11 step 1)
   so.freeze_q = false;
-  if (o.mode == "v1_to_v2") {
+  if (o.mode == ConvertMode::kV1ToV2) {
     so.version = 1;
     so.quant_v1 = o.source_quant;
   } else {
@@ -179,10 +179,10 @@ absl::Status RunConvert(const ConvertOptions& o, Reporter& reporter, CancelToken
     s.version = 2;
     s.quant_v2 = v2;
     reporter.Log(LogLevel::kInfo, "converted V1 layers to V2 (g = |a||b|, spec §5)");
-  } else if (o.mode == "v1_to_v2") {
+  } else if (o.mode == ConvertMode::kV1ToV2) {
     return absl::InvalidArgumentError(absl::StrCat("checkpoint ", o.checkpoint, " is already V2"));
   }
-  if (o.mode == "q4_to_q2") {
+  if (o.mode == ConvertMode::kQ4ToQ2) {
     quant::QuantConfigV2 q2 = s.quant_v2;
     q2.lut_size = o.q2_mlp_lut_size;
     q2.scale_rank = o.q2_mlp_rank;
@@ -201,7 +201,7 @@ absl::Status RunConvert(const ConvertOptions& o, Reporter& reporter, CancelToken
   QATD_RETURN_IF_ERROR(eval("_after"));
   const std::string final_dir = (fs::path(o.output_dir) / "final").string();
   QATD_RETURN_IF_ERROR(train::SaveStudent(
-      s, final_dir, {{"job", {{"kind", "convert"}, {"mode", o.mode}}}, {"converted_from", o.checkpoint}}, true));
+      s, final_dir, {{"job", {{"kind", "convert"}, {"mode", ConvertModeName(o.mode)}}}, {"converted_from", o.checkpoint}}, true));
   const train::ModelSize size = train::MeasureModelSize(s);
   reporter.Metric("model/quantized_bytes", 0, static_cast<double>(size.quantized_bytes));
   reporter.Artifact(final_dir, "checkpoint");
@@ -276,7 +276,7 @@ absl::Status RunEval(const EvalJobOptions& o, Reporter& reporter, CancelToken& c
   so.checkpoint = o.checkpoint;
   so.quantize = !o.checkpoint.empty();
   so.device = o.device;
-  so.dtype = o.dtype == "auto" ? AutoDtypeFor(o.device) : o.dtype;
+  so.dtype = o.dtype == Dtype::kAuto ? AutoDtypeFor(o.device) : DtypeName(o.dtype);
   QATD_ASSIGN_OR_RETURN(train::Student s, train::LoadStudent(so));
   if (cancel.cancelled()) return absl::CancelledError("cancelled");
   QATD_ASSIGN_OR_RETURN(train::EvalResult r, EvalHeldOut(s, o.kd_cache_dir, o.eval_samples, o.temperature, o.batch_size));
@@ -298,7 +298,7 @@ absl::Status RunGenerateJob(const GenerateJobOptions& o, Reporter& reporter, Can
   so.checkpoint = o.checkpoint;
   so.quantize = !o.checkpoint.empty();
   so.device = o.device;
-  so.dtype = o.dtype == "auto" ? AutoDtypeFor(o.device) : o.dtype;
+  so.dtype = o.dtype == Dtype::kAuto ? AutoDtypeFor(o.device) : DtypeName(o.dtype);
   QATD_ASSIGN_OR_RETURN(train::Student s, train::LoadStudent(so));
   infer::GenerationOptions go;
   go.max_new_tokens = o.max_new_tokens;

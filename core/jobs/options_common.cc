@@ -18,11 +18,21 @@ absl::Status CheckRange(const char* field, int64_t value, int64_t lo, int64_t hi
   return absl::OkStatus();
 }
 
-absl::Status CheckDtypeName(const std::string& d) {
-  if (d == "auto" || d == "bf16" || d == "bfloat16" || d == "fp16" || d == "float16" || d == "fp32" ||
-      d == "float32") {
-    return absl::OkStatus();
+const char* DtypeName(Dtype dtype) {
+  switch (dtype) {
+    case Dtype::kBf16: return "bf16";
+    case Dtype::kFp16: return "fp16";
+    case Dtype::kFp32: return "fp32";
+    case Dtype::kAuto: break;
   }
+  return "auto";
+}
+
+absl::StatusOr<Dtype> ParseDtype(const std::string& d) {
+  if (d == "auto") return Dtype::kAuto;
+  if (d == "bf16" || d == "bfloat16") return Dtype::kBf16;
+  if (d == "fp16" || d == "float16") return Dtype::kFp16;
+  if (d == "fp32" || d == "float32") return Dtype::kFp32;
   return absl::InvalidArgumentError(absl::StrCat("dtype must be one of auto, bf16, fp16, fp32; got '", d, "'"));
 }
 
@@ -32,12 +42,12 @@ absl::Status CheckDeviceName(const std::string& device) {
   return absl::InvalidArgumentError(absl::StrCat("device must be auto, cpu, cuda or cuda:N; got '", device, "'"));
 }
 
-std::string DtypeName(v1::Dtype dtype) {
+Dtype DtypeFromProto(v1::Dtype dtype) {
   switch (dtype) {
-    case v1::DTYPE_BF16: return "bf16";
-    case v1::DTYPE_FP16: return "fp16";
-    case v1::DTYPE_FP32: return "fp32";
-    default: return "auto";
+    case v1::DTYPE_BF16: return Dtype::kBf16;
+    case v1::DTYPE_FP16: return Dtype::kFp16;
+    case v1::DTYPE_FP32: return Dtype::kFp32;
+    default: return Dtype::kAuto;
   }
 }
 

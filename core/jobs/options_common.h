@@ -18,13 +18,15 @@ namespace qatd::jobs {
 absl::Status RequireField(const std::string& value, const char* field);
 // INVALID_ARGUMENT "<field> must be in [lo, hi], got v".
 absl::Status CheckRange(const char* field, int64_t value, int64_t lo, int64_t hi);
-// dtype: auto | bf16 | fp16 | fp32 (and the long spellings bfloat16, float16, float32).
-absl::Status CheckDtypeName(const std::string& dtype);
+// A job's compute dtype; kAuto lets the job choose (its header says how).
+enum class Dtype { kAuto, kBf16, kFp16, kFp32 };
+// "auto", "bf16", "fp16", "fp32": the spelling the trainers and model loaders take.
+const char* DtypeName(Dtype dtype);
+// The CLIs' spellings: auto | bf16 | fp16 | fp32 (and bfloat16, float16, float32).
+absl::StatusOr<Dtype> ParseDtype(const std::string& name);
+Dtype DtypeFromProto(v1::Dtype dtype);  // DTYPE_UNSPECIFIED -> kAuto
 // device: auto | cpu | cuda | cuda:N.
 absl::Status CheckDeviceName(const std::string& device);
-
-// The spelling of a proto enum that the option structs hold.
-std::string DtypeName(v1::Dtype dtype);  // DTYPE_UNSPECIFIED -> "auto"
 
 // Where the job runs. `task` is null at submit time (validation only): the device is then the
 // CPU and an empty output directory becomes a placeholder, since the daemon fills it in.

@@ -22,10 +22,10 @@ namespace {
 absl::StatusOr<train::Student> BuildStudent(const QatOptions& o) {
   train::StudentOptions so;
   so.model_dir = o.model;
-  so.dtype = o.dtype;
-  so.auto_dtype = o.version == 1 ? "bf16" : "fp32";
+  so.dtype = DtypeName(o.dtype);
+  so.auto_dtype = o.version == QatVersion::kV1 ? "bf16" : "fp32";
   so.device = o.device;
-  if (o.version == 1) {
+  if (o.version == QatVersion::kV1) {
     so.version = 1;
     so.quant_v1 = o.quant;
     so.checkpoint = o.init_state;
@@ -33,8 +33,8 @@ absl::StatusOr<train::Student> BuildStudent(const QatOptions& o) {
   }
   so.version = 2;
   so.quant_v2 = o.quant_v2;
-  if (o.v2_init == "from_scratch") return train::LoadStudent(so);
-  if (o.v2_init == "from_v2") {
+  if (o.v2_init == V2Init::kFromScratch) return train::LoadStudent(so);
+  if (o.v2_init == V2Init::kFromV2) {
     so.checkpoint = o.v2_checkpoint;
     return train::LoadStudent(so);
   }
@@ -54,10 +54,10 @@ absl::StatusOr<train::Student> BuildStudent(const QatOptions& o) {
 
 }  // namespace
 
-absl::Status RunQat(QatOptions o, Reporter& reporter, CancelToken& cancel) {
-  o.ApplyDefaults();
+absl::Status RunQat(const QatOptions& o, Reporter& reporter, CancelToken& cancel) {
   QATD_RETURN_IF_ERROR(o.Validate());
-  reporter.Log(LogLevel::kInfo, absl::StrCat("loading the V", o.version, " student from ", o.model));
+  const train::E2eOptions& t = o.train;
+  reporter.Log(LogLevel::kInfo, absl::StrCat("loading the V", static_cast<int>(o.version), " student from ", o.model));
   QATD_ASSIGN_OR_RETURN(train::Student s, BuildStudent(o));
   const train::ModelSize size = train::MeasureModelSize(s);
   reporter.Metric("model/dense_bytes", 0, static_cast<double>(size.dense_bytes));
@@ -66,13 +66,13 @@ absl::Status RunQat(QatOptions o, Reporter& reporter, CancelToken& cancel) {
                                                 quant::QuantizedLayers(*s.registry).size(), size.dense_bytes / 1e6,
                                                 size.quantized_bytes / 1e6));
   std::error_code ec;
-  fs::create_directories(o.output_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", o.output_dir, ": ", ec.message()));
+  fs::create_directories(t.output_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", t.output_dir, ": ", ec.message()));
 
   nlohmann::json result = nlohmann::json::object();
-  const std::string final_dir = (fs::path(o.output_dir) / "final").string();
+  const std::string final_dir = (fs::path(t.output_dir) / "final").string();
   if (!o.skip_training) {
-    const train::E2eOptions e = o.ToE2eOptions();
+    const train::E2eOptions e = o.TrainerOptions();
     QATD_ASSIGN_OR_RETURN(train::E2eResult r, train::TrainE2e(s, e, reporter, cancel));
     reporter.Metric("eval/kd_initial", r.steps, r.initial.kd);
     reporter.Metric("eval/kd_best", r.steps, r.best.kd);
@@ -82,7 +82,7 @@ absl::Status RunQat(QatOptions o, Reporter& reporter, CancelToken& cancel) {
               {"tokens_per_second", r.tokens_per_second}, {"best_top1", r.best.top1}, {"best_ppl", r.best.ppl}};
     if (o.seed_files) {
       QATD_RETURN_IF_ERROR(
-          train::WriteStateDictPt(s, (fs::path(o.output_dir) / "best" / "best_state_dict.pt").string()));
+          train::WriteStateDictPt(s, (fs::path(t.output_dir) / "best" / "best_state_dict.pt").string()));
     }
   }
 
@@ -101,11 +101,11 @@ absl::Status RunQat(QatOptions o, Reporter& reporter, CancelToken& cancel) {
                                                   stats.size(), s.snapped_mode, err / n, 100 * changed / n));
     result["snapped_mode"] = s.snapped_mode;
   }
-  if (!o.kd_cache_dir.empty()) {
-    QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(o.kd_cache_dir));
-    QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, train::HeldOutSplits(*reader, o.eval_samples));
+  if (!t.kd_cache_dir.empty()) {
+    QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(t.kd_cache_dir));
+    QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, train::HeldOutSplits(*reader, t.eval_samples));
     train::EvalOptions eo;
-    eo.temperature = o.temperature;
+    eo.temperature = t.temperature;
     eo.max_sequences = 0;
     QATD_ASSIGN_OR_RETURN(train::EvalResult ev, train::Evaluate(*s.model, *reader, splits.held_out, eo));
     if (o.skip_training) reporter.Metric("eval/kd_initial", 0, ev.kd);
@@ -117,14 +117,14 @@ absl::Status RunQat(QatOptions o, Reporter& reporter, CancelToken& cancel) {
     result["final_ppl"] = ev.ppl;
   }
   nlohmann::json job = {{"kind", "qat"},
-                        {"train_weights", o.train_weights},
-                        {"train_scales", o.train_scales},
-                        {"max_steps", o.max_steps},
-                        {"lr", o.lr},
-                        {"kd_cache_dir", o.kd_cache_dir}};
+                        {"train_weights", t.train_weights},
+                        {"train_scales", t.train_scales},
+                        {"max_steps", t.max_steps},
+                        {"lr", t.lr},
+                        {"kd_cache_dir", t.kd_cache_dir}};
   QATD_RETURN_IF_ERROR(train::SaveStudent(s, final_dir,
-                                          {{"job", job}, {"result", result}, {"train_weights", o.train_weights},
-                                           {"train_scales", o.train_scales}, {"max_steps", o.max_steps}, {"lr", o.lr},
+                                          {{"job", job}, {"result", result}, {"train_weights", t.train_weights},
+                                           {"train_scales", t.train_scales}, {"max_steps", t.max_steps}, {"lr", t.lr},
                                            {"snap_bake_scales", o.snap_bake_scales}},
                                           o.seed_files));
   reporter.Artifact(final_dir, "checkpoint");

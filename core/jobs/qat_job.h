@@ -24,6 +24,6 @@
 namespace qatd::jobs {
 
 
-absl::Status RunQat(QatOptions options, Reporter& reporter, CancelToken& cancel);
+absl::Status RunQat(const QatOptions& options, Reporter& reporter, CancelToken& cancel);
 
 }  // namespace qatd::jobs

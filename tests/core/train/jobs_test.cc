@@ -19,20 +19,20 @@ namespace fs = std::filesystem;
 jobs::QatOptions V1Stage(const std::string& name, const std::string& init) {
   jobs::QatOptions o;
   o.model = Teacher().teacher;
-  o.kd_cache_dir = Teacher().cache;
+  o.train.kd_cache_dir = Teacher().cache;
   o.init_state = init;
-  o.dtype = "fp32";
+  o.dtype = jobs::Dtype::kFp32;
   o.device = "cpu";
   o.quant.lut_size = 16;
   o.quant.group_size = 16;
   o.quant.scale_rank = 4;
   o.quant.quantize_attn = true;
-  o.batch_size = 8;
-  o.max_steps = 8;
-  o.eval_steps = 4;
-  o.logging_steps = 2;
-  o.eval_samples = 12;
-  o.output_dir = Scratch().File(name);
+  o.train.batch_size = 8;
+  o.train.max_steps = 8;
+  o.train.eval_steps = 4;
+  o.train.logging_steps = 2;
+  o.train.eval_samples = 12;
+  o.train.output_dir = Scratch().File(name);
   return o;
 }
 
@@ -54,20 +54,20 @@ StageResult RunStage(const jobs::QatOptions& o) {
 
 TEST(Jobs, Recommended4BitPipelineEndToEnd) {
   jobs::QatOptions scales = V1Stage("p4_scales", "");
-  scales.train_scales = true;
-  scales.lr = 2e-3;
+  scales.train.train_scales = true;
+  scales.train.lr = 2e-3;
   StageResult a = RunStage(scales);
 
   jobs::QatOptions weights = V1Stage("p4_weights", a.checkpoint);
-  weights.train_weights = true;
-  weights.lr = 1e-3;
-  weights.hard_top1_weight = 0.1;
-  weights.hard_full_weight = 0.0005;
+  weights.train.train_weights = true;
+  weights.train.lr = 1e-3;
+  weights.train.hard_top1_weight = 0.1;
+  weights.train.hard_full_weight = 0.0005;
   StageResult b = RunStage(weights);
 
   jobs::QatOptions both = V1Stage("p4_both", b.checkpoint);
-  both.train_weights = both.train_scales = true;
-  both.lr = 1e-4;
+  both.train.train_weights = both.train.train_scales = true;
+  both.train.lr = 1e-4;
   StageResult c = RunStage(both);
 
   jobs::QatOptions snap = V1Stage("p4_snap", c.checkpoint);
@@ -89,7 +89,7 @@ TEST(Jobs, Recommended4BitPipelineEndToEnd) {
   for (const char* f : {"model_state_dict.pt", "indices.pt", "config.json", "model.safetensors"}) {
     EXPECT_TRUE(fs::exists(fs::path(d.checkpoint) / f)) << f;
   }
-  EXPECT_TRUE(fs::exists(fs::path(scales.output_dir) / "best" / "best_state_dict.pt"));
+  EXPECT_TRUE(fs::exists(fs::path(scales.train.output_dir) / "best" / "best_state_dict.pt"));
 
   // Inference from the snapped checkpoint, streamed.
   jobs::GenerateJobOptions g;
@@ -123,8 +123,8 @@ TEST(Jobs, Recommended4BitPipelineEndToEnd) {
 
 TEST(Jobs, Q4ToQ2ProgressivePath) {
   jobs::QatOptions q4 = V1Stage("q2_q4", "");
-  q4.train_scales = true;
-  q4.lr = 2e-3;
+  q4.train.train_scales = true;
+  q4.train.lr = 2e-3;
   StageResult a = RunStage(q4);
 
   jobs::ConvertOptions c;
@@ -145,19 +145,18 @@ TEST(Jobs, Q4ToQ2ProgressivePath) {
   const double converted = crep.Last("eval/kd_after");
   EXPECT_GT(converted, crep.Last("eval/kd_before"));  // 2-bit LUTs lose information
 
-  jobs::QatOptions v2;
-  v2.version = 2;
+  jobs::QatOptions v2 = jobs::QatOptions::ForVersion(jobs::QatVersion::kV2);
   v2.model = Teacher().teacher;
-  v2.kd_cache_dir = Teacher().cache;
-  v2.v2_init = "from_v2";
+  v2.train.kd_cache_dir = Teacher().cache;
+  v2.v2_init = jobs::V2Init::kFromV2;
   v2.v2_checkpoint = q2_ckpt;
   v2.device = "cpu";
-  v2.max_steps = 12;
-  v2.eval_steps = 4;
-  v2.warmup_steps = 2;
-  v2.eval_samples = 12;
-  v2.lr = 5e-3;
-  v2.output_dir = Scratch().File("q2_v2");
+  v2.train.max_steps = 12;
+  v2.train.eval_steps = 4;
+  v2.train.warmup_steps = 2;
+  v2.train.eval_samples = 12;
+  v2.train.lr = 5e-3;
+  v2.train.output_dir = Scratch().File("q2_v2");
   StageResult b = RunStage(v2);
   std::printf("Q4->Q2: q4 %.4f -> converted %.4f -> V2 trained %.4f\n", a.best, converted, b.best);
   EXPECT_NEAR(b.initial, converted, 1e-3);
@@ -190,14 +189,12 @@ TEST(Jobs, Q4ToQ2ProgressivePath) {
 
 TEST(Jobs, OptionsNameTheBadField) {
   jobs::QatOptions o = V1Stage("bad", "");
-  o.ApplyDefaults();
   EXPECT_NE(o.Validate().message().find("train_weights or train_scales"), std::string::npos);
-  o.train_scales = true;
-  o.kd_cache_dir.clear();
+  o.train.train_scales = true;
+  o.train.kd_cache_dir.clear();
   EXPECT_NE(o.Validate().message().find("kd_cache_dir"), std::string::npos);
   o = V1Stage("bad", "");
-  o.version = 2;
-  o.ApplyDefaults();
+  o.version = jobs::QatVersion::kV2;
   EXPECT_NE(o.Validate().message().find("v1_checkpoint"), std::string::npos);
   jobs::ConvertOptions c;
   c.model = "m";
@@ -212,7 +209,7 @@ TEST(Jobs, OptionsNameTheBadField) {
 
 TEST(Jobs, MissingCheckpointFailsClearly) {
   jobs::QatOptions o = V1Stage("missing", Scratch().File("does-not-exist"));
-  o.train_scales = true;
+  o.train.train_scales = true;
   QuietReporter rep;
   jobs::CancelToken cancel;
   absl::Status s = jobs::RunQat(o, rep, cancel);

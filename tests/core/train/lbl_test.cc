@@ -98,15 +98,15 @@ const Fixture& Teacher() {
     o.teacher_model = out.teacher;
     o.tokenizer = kTokenizer;
     o.dataset = kData + "/kd/job_alpaca.json";
-    o.dataset_format = "alpaca_chat";
-    o.enable_thinking = "both";
+    o.dataset_format = kd::DatasetFormat::kAlpacaChat;
+    o.enable_thinking = kd::ThinkingMode::kBoth;
     o.max_length = 24;
     o.topk = 16;
     o.num_sequences = 72;
     o.batch_size = 8;
     o.shard_size = 32;
     o.device = "cpu";
-    o.dtype = "fp32";
+    o.dtype = jobs::Dtype::kFp32;
     o.output_dir = out.cache;
     QuietReporter rep;
     jobs::CancelToken cancel;
@@ -448,7 +448,7 @@ jobs::LayerwiseOptions BaseJob(const std::string& out) {
   o.quant.lut_size = 4;
   o.quant.group_size = 16;
   o.quant.quantize_attn = true;
-  o.dtype = "fp32";
+  o.dtype = jobs::Dtype::kFp32;
   o.device = TestDevice();
   o.batch_size = 8;
   o.steps_per_layer = 3;
@@ -517,9 +517,6 @@ TEST(LayerwiseJob, BadOptionsNameTheField) {
   o = BaseJob("/tmp/x");
   o.local_weight = o.global_weight = 0;
   EXPECT_NE(message(o).find("local_weight"), std::string::npos) << message(o);
-  o = BaseJob("/tmp/x");
-  o.dtype = "fp8";
-  EXPECT_NE(message(o).find("dtype"), std::string::npos) << message(o);
   o = BaseJob("/tmp/x");
   o.device = "tpu";
   EXPECT_NE(message(o).find("device"), std::string::npos) << message(o);

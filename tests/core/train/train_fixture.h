@@ -96,15 +96,15 @@ inline const Fixture& Teacher() {
     o.teacher_model = out.teacher;
     o.tokenizer = kTokenizer;
     o.dataset = kData + "/kd/job_alpaca.json";
-    o.dataset_format = "alpaca_chat";
-    o.enable_thinking = "both";
+    o.dataset_format = kd::DatasetFormat::kAlpacaChat;
+    o.enable_thinking = kd::ThinkingMode::kBoth;
     o.max_length = 24;
     o.topk = 16;
     o.num_sequences = 72;
     o.batch_size = 8;
     o.shard_size = 32;
     o.device = "cpu";
-    o.dtype = "fp32";
+    o.dtype = jobs::Dtype::kFp32;
     o.output_dir = out.cache;
     QuietReporter rep;
     jobs::CancelToken cancel;
