@@ -6,10 +6,17 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <prometheus/exposer.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <ctime>
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
@@ -136,6 +143,65 @@ std::string WorkerAddress(const std::string& listen, int port) {
   return absl::StrCat(host, ":", port);
 }
 
+// Owner-only access to what earlier versions created world-readable (0644 files, 0755 dir).
+void TightenPermissions(const std::string& data_dir) {
+  ::chmod(data_dir.c_str(), 0700);
+  for (const char* name : {"qatd.db", "qatd.db-wal", "qatd.db-shm", "qatd.log", "qatd.lock", "qatd.port", "metrics.port"}) {
+    ::chmod((data_dir + "/" + name).c_str(), 0600);
+  }
+  ::chmod((data_dir + "/jobs").c_str(), 0700);
+}
+
+// A missing or empty qatd.db next to job folders means the database was lost or moved: a new
+// one would restart job ids at 1 and write into the old jobs' folders. Refuse unless --init,
+// which moves the old folders aside first.
+absl::Status GuardAgainstALostDatabase(const std::string& data_dir, bool init) {
+  std::error_code ec;
+  const fs::path db = fs::path(data_dir) / "qatd.db";
+  const bool no_db = !fs::exists(db, ec) || fs::file_size(db, ec) == 0;
+  if (!no_db) return absl::OkStatus();
+  const fs::path jobs = fs::path(data_dir) / "jobs";
+  std::string example;
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(jobs, ec)) {
+    if (++count == 1) example = entry.path().filename().string();
+  }
+  if (count == 0) return absl::OkStatus();
+  if (!init) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        db.string(), " is ", fs::exists(db) ? "empty" : "missing", " but ", jobs.string(), " holds ", count,
+        " job folder(s) (e.g. ", example, ") of an earlier database: refusing to start a new database over them. "
+        "Restore qatd.db, or start once with --init to begin a new database (the old job folders are kept aside)"));
+  }
+  const fs::path aside = fs::path(data_dir) / absl::StrCat("jobs.before-init-", ::time(nullptr));
+  fs::rename(jobs, aside, ec);
+  if (ec) return absl::FailedPreconditionError(absl::StrCat("--init: cannot move ", jobs.string(), " aside: ", ec.message()));
+  spdlog::warn("--init: a new database; the earlier job folders are in {}", aside.string());
+  return absl::OkStatus();
+}
+
+// Why binding `listen` failed, when a plain bind() can tell (" (address already in use)").
+std::string WhyNoBind(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) return "";
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  const int port = std::atoi(listen.c_str() + colon + 1);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (port <= 0 || ::inet_pton(AF_INET, host == "0.0.0.0" || host.empty() ? "0.0.0.0" : host.c_str(), &addr.sin_addr) != 1) {
+    return "";
+  }
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  const int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  const int err = errno;
+  ::close(fd);
+  if (rc == 0) return "";
+  return absl::StrCat(" (", std::strerror(err), ")");
+}
+
 int Fail(const absl::Status& status) {
   spdlog::critical("qatd: {}", status.ToString());
   return 1;
@@ -153,12 +219,16 @@ int RunDaemon(const DaemonOptions& options) {
   pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // The data dir holds other people's jobs, models and tokens' effects: only this user reads
+  // it. Files 0600, folders 0700, for the daemon and (inherited) its workers.
+  ::umask(077);
   std::error_code ec;
   fs::create_directories(options.data_dir, ec);
   if (ec) return Fail(absl::FailedPreconditionError(absl::StrCat("cannot create ", options.data_dir, ": ", ec.message())));
   const std::string data_dir = fs::canonical(options.data_dir, ec).string();
   absl::StatusOr<int> lock_fd = LockDataDir(data_dir);
   if (!lock_fd.ok()) return Fail(lock_fd.status());
+  TightenPermissions(data_dir);
   if (absl::Status logging = InitDaemonLogging(data_dir); !logging.ok()) return Fail(logging);
   spdlog::info("qatd {} starting (pid {}), data dir {}", kQatdVersion, ::getpid(), data_dir);
   ::unlink((data_dir + "/qatd.port").c_str());
@@ -175,6 +245,7 @@ int RunDaemon(const DaemonOptions& options) {
   if (!worker_binary.ok()) return Fail(worker_binary.status());
   spdlog::info("workers: {} ({} transport)", *worker_binary, options.worker_transport);
 
+  if (absl::Status guarded = GuardAgainstALostDatabase(data_dir, options.init); !guarded.ok()) return Fail(guarded);
   absl::StatusOr<std::unique_ptr<storage::JobStore>> store = storage::JobStore::Open(data_dir + "/qatd.db");
   if (!store.ok()) return Fail(store.status());
 
@@ -212,6 +283,7 @@ int RunDaemon(const DaemonOptions& options) {
   SchedulerOptions scheduler_options;
   scheduler_options.jobs_dir = data_dir + "/jobs";
   scheduler_options.cancel_grace_ms = static_cast<int64_t>(options.cancel_grace_seconds * 1000);
+  scheduler_options.max_attempts = options.max_attempts;
   ExecWorkerLauncher launcher(launcher_options);
   Scheduler scheduler(scheduler_options, &journal, &devices, &launcher, &metrics);
 
@@ -223,6 +295,10 @@ int RunDaemon(const DaemonOptions& options) {
   service_context.auth = &auth;
   service_context.data_dir = data_dir;
   service_context.start_time_ms = clock.NowMs();
+  service_context.spec_checks.confine_paths = true;
+  service_context.spec_checks.allowed_output_roots = options.allow_output_roots;
+  service_context.spec_checks.allowed_input_roots = options.allow_input_roots;
+  service_context.spec_checks.jobs_dir = scheduler_options.jobs_dir;
   QatdService service(service_context);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -230,6 +306,8 @@ int RunDaemon(const DaemonOptions& options) {
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(options.listen, *credentials, &grpc_port);
+  // A second daemon on the same port must fail, not share it (gRPC enables SO_REUSEPORT).
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service);
   builder.RegisterService(&worker_channel);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
@@ -237,7 +315,7 @@ int RunDaemon(const DaemonOptions& options) {
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
-    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen)));
+    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen, WhyNoBind(options.listen))));
   }
   // Workers reach the daemon on the port it bound (the gRPC transport); jobs start only now.
   launcher.set_daemon_address(WorkerAddress(options.listen, grpc_port));

@@ -39,6 +39,22 @@ CommandLine ParseCommandLine(int argc, char** argv) {
                  "How workers report: pipe (inherited fd) or grpc (WorkerChannel on the gRPC port)")
       ->check(CLI::IsMember({"pipe", "grpc"}))
       ->capture_default_str();
+  app.add_option("--max-attempts", d.max_attempts,
+                 "A job that was running whenever the daemon died fails after this many attempts (0 = no limit)")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  app.add_option("--allow-output-root", d.allow_output_roots,
+                 "A directory under which specs may name their output_dir (repeatable); without any, jobs write "
+                 "only in <data-dir>/jobs/<id>/")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--allow-input-root", d.allow_input_roots,
+                 "A directory under which every input path of a spec must lie (repeatable; none = any path the "
+                 "daemon can read)")
+      ->check(CLI::ExistingDirectory);
+  app.add_flag("--init", d.init,
+               "Create a new database even though <data-dir>/jobs holds an earlier one's job folders "
+               "(they are moved to jobs.before-init-<time>/); without it a missing or empty qatd.db "
+               "next to job folders stops the daemon");
 
   try {
     app.parse(argc, argv);

@@ -2,11 +2,12 @@
 // The daemon's command line (CLI11):
 //   qatd [--listen HOST:PORT] [--data-dir DIR] [--metrics-address HOST:PORT]
 //        [--token-file F] [--tls-cert F --tls-key F] [--max-concurrent-jobs N]
-//        [--cancel-grace-seconds S] [--worker-binary F] [--worker-transport pipe|grpc]
+//        [--cancel-grace-seconds S] [--worker-binary F] [--worker-transport pipe|grpc] [--init]
 // Defaults bind loopback only. The bearer token comes from --token-file, else from the
 // QATD_TOKEN environment variable; none means no authentication.
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -22,12 +23,20 @@ struct DaemonOptions {
   int max_concurrent_jobs = 1;                   // per device
   double cancel_grace_seconds = 10.0;
   double gpu_poll_seconds = 10.0;
+  int max_attempts = 3;  // SchedulerOptions::max_attempts
+  // Where a spec may name an output directory besides the job's own folder (--allow-output-root,
+  // repeatable), and where its inputs must lie (--allow-input-root; none = anywhere readable).
+  std::vector<std::string> allow_output_roots;
+  std::vector<std::string> allow_input_roots;
   // The qatd-worker executable; "" = next to qatd (installed layout), else ../worker/ (build
   // tree), else $PATH.
   std::string worker_binary;
   // How a forked worker reports: "pipe" (an inherited fd) or "grpc" (the WorkerChannel
   // service on the daemon's own gRPC port, as a worker on another host does).
   std::string worker_transport = "pipe";
+  // Start a new, empty database although the data dir holds job folders of an earlier one
+  // (they are moved aside to jobs.before-init-<time>/). Without it the daemon refuses.
+  bool init = false;
 };
 
 struct CommandLine {

@@ -5,13 +5,14 @@
 namespace qatd::server {
 
 JobEventFeed::JobEventFeed(EventHub* hub, storage::JobStore* store, int64_t job_id, int64_t after_seq,
-                           bool with_history)
+                           bool with_history, size_t max_live)
     : hub_(hub),
       store_(store),
       job_id_(job_id),
       history_done_(!with_history),
       history_cursor_(after_seq),
-      last_seq_(after_seq) {}
+      last_seq_(after_seq),
+      max_live_(max_live) {}
 
 JobEventFeed::~JobEventFeed() { Close(); }
 
@@ -35,10 +36,32 @@ void JobEventFeed::Close() {
 void JobEventFeed::OnEvent(const v1::JobEvent& event) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    live_.push_back(event);
+    if (overflowed_) return;
+    if (live_.size() >= max_live_) {
+      // The reader stalled: stop holding events for it (it resumes from last_seq()).
+      overflowed_ = true;
+      live_.clear();
+    } else {
+      live_.push_back(event);
+    }
   }
   std::lock_guard<std::mutex> lock(ready_mu_);
   if (on_ready_) on_ready_();
+}
+
+bool JobEventFeed::HistoryDrained() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return history_done_ && history_.empty();
+}
+
+bool JobEventFeed::overflowed() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return overflowed_;
+}
+
+int64_t JobEventFeed::last_seq() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_seq_;
 }
 
 std::optional<v1::JobEvent> JobEventFeed::Pop() {

@@ -81,6 +81,13 @@ class JobStreamReactor : public grpc::ServerWriteReactor<Msg> {
     std::lock_guard<std::mutex> lock(mu_);
     end_status_ = status;
   }
+  // Before Begin(), for a job that had already ended: ends the call with `status` once the
+  // stored history is written (no live event can follow, and the history may not hold the
+  // end, e.g. when the client resumes after it).
+  void EndWhenHistoryDrained(const grpc::Status& status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    end_when_drained_ = status;
+  }
 
  private:
   static bool IsEnd(const v1::JobEvent& event) {
@@ -92,7 +99,16 @@ class JobStreamReactor : public grpc::ServerWriteReactor<Msg> {
     if (writing_ || finished_) return;
     while (outbox_.empty() && !end_status_.has_value() && !gone_) {
       std::optional<v1::JobEvent> event = feed_->Pop();
-      if (!event.has_value()) break;
+      if (!event.has_value()) {
+        if (feed_->overflowed()) {
+          end_status_ = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                     "the watcher fell too far behind the job's events; watch again with after_seq=" +
+                                         std::to_string(feed_->last_seq()));
+        } else if (end_when_drained_.has_value() && feed_->HistoryDrained()) {
+          end_status_ = end_when_drained_;
+        }
+        break;
+      }
       if (IsEnd(*event)) {
         auto [last, status] = OnEnd(*event);
         if (last.has_value()) outbox_.push_back(*std::move(last));
@@ -125,6 +141,7 @@ class JobStreamReactor : public grpc::ServerWriteReactor<Msg> {
   bool finished_ = false;                    // guarded by mu_
   bool gone_ = false;                        // guarded by mu_
   std::optional<grpc::Status> end_status_;   // guarded by mu_
+  std::optional<grpc::Status> end_when_drained_;  // guarded by mu_
 };
 
 }  // namespace qatd::server

@@ -1,10 +1,15 @@
 #include "server/metrics.h"
 
+#include <google/protobuf/descriptor.h>
+
 #include <chrono>
 
 #include "absl/strings/match.h"
-#include "storage/job_codec.h"
+#include "absl/strings/str_cat.h"
 #include "core/jobs/job_kind.h"
+#include "qatd/v1/service.pb.h"
+#include "qatd/v1/worker.pb.h"
+#include "storage/job_codec.h"
 
 namespace qatd::server {
 namespace {
@@ -139,10 +144,28 @@ void DaemonMetrics::RpcDone(const std::string& method, const std::string& code, 
   rpc_latency_.Add({{"method", method}}, kBuckets).Observe(seconds);
 }
 
+RpcMetricsInterceptorFactory::RpcMetricsInterceptorFactory(DaemonMetrics* metrics) : metrics_(metrics) {
+  for (const char* service : {"qatd.v1.Qatd", "qatd.v1.WorkerChannel"}) {
+    const google::protobuf::ServiceDescriptor* descriptor =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(service);
+    if (descriptor == nullptr) continue;
+    for (int i = 0; i < descriptor->method_count(); ++i) {
+      known_methods_.insert(absl::StrCat(service, "/", descriptor->method(i)->name()));
+    }
+  }
+  // Served by grpc++ itself.
+  for (const char* method : {"grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch",
+                             "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                             "grpc.reflection.v1.ServerReflection/ServerReflectionInfo"}) {
+    known_methods_.insert(method);
+  }
+}
+
 grpc::experimental::Interceptor* RpcMetricsInterceptorFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {
-  std::string method = info->method() != nullptr ? info->method() : "unknown";
+  std::string method = info->method() != nullptr ? info->method() : "";
   if (!method.empty() && method[0] == '/') method.erase(0, 1);
+  if (known_methods_.count(method) == 0) method = "other";
   return new RpcMetricsInterceptor(metrics_, std::move(method));
 }
 

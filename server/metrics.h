@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "qatd/v1/job.pb.h"
@@ -73,13 +74,17 @@ class DaemonMetrics {
 
 // Counts every RPC (qatd.v1, health, reflection) by method and final status code, and
 // observes its latency.
+// Labels are the methods the daemon serves (qatd.v1.Qatd, qatd.v1.WorkerChannel, health,
+// reflection); any other name a client sends is counted as method="other", so made-up method
+// names cannot grow /metrics.
 class RpcMetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
-  explicit RpcMetricsInterceptorFactory(DaemonMetrics* metrics) : metrics_(metrics) {}
+  explicit RpcMetricsInterceptorFactory(DaemonMetrics* metrics);
   grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override;
 
  private:
   DaemonMetrics* metrics_;
+  std::set<std::string> known_methods_;  // "qatd.v1.Qatd/SubmitJob", ...; read-only
 };
 
 // "OK", "INVALID_ARGUMENT", ... for a gRPC status code.

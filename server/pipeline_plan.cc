@@ -46,7 +46,8 @@ absl::Status SetSpecField(v1::JobSpec& spec, const std::string& field, const std
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<storage::NewJob>> PlanPipeline(const v1::PipelineSpec& spec, bool check_paths) {
+absl::StatusOr<std::vector<storage::NewJob>> PlanPipeline(const v1::PipelineSpec& spec,
+                                                          const jobs::SpecCheckContext& base) {
   const int n = spec.stages_size();
   if (n == 0) return absl::InvalidArgumentError("spec.stages must not be empty");
   if (n > 256) return absl::InvalidArgumentError(absl::StrCat("spec.stages has ", n, " stages; the limit is 256"));
@@ -74,9 +75,9 @@ absl::StatusOr<std::vector<storage::NewJob>> PlanPipeline(const v1::PipelineSpec
       }
       deps[i].insert(it->second);
     }
-    jobs::SpecCheckContext context;
+    jobs::SpecCheckContext context = base;
     context.prefix = absl::StrCat("spec.stages[", i, "].spec");
-    context.check_paths = check_paths;
+    context.fed_fields.clear();
     for (int k = 0; k < stage.inputs_size(); ++k) {
       const v1::ArtifactInput& input = stage.inputs(k);
       const std::string where = absl::StrCat("spec.stages[", i, "].inputs[", k, "]");

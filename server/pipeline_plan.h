@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/jobs/job_spec.h"
 #include "qatd/v1/job.pb.h"
 #include "storage/job_store.h"
 
@@ -17,7 +18,9 @@ namespace qatd::server {
 // returns its jobs in a topological order (stable: ties keep the spec's order), with
 // `depends_on` as indices into the returned vector. INVALID_ARGUMENT names the field
 // ("spec.stages[2].inputs[0].field ...").
-absl::StatusOr<std::vector<storage::NewJob>> PlanPipeline(const v1::PipelineSpec& spec, bool check_paths = true);
+// `base` carries the daemon's path checks (its prefix and fed fields are set per stage).
+absl::StatusOr<std::vector<storage::NewJob>> PlanPipeline(const v1::PipelineSpec& spec,
+                                                          const jobs::SpecCheckContext& base = {});
 
 // Sets the string field `field` of the spec's active job message (e.g. QatSpec.kd_cache_dir)
 // to `value`. INVALID_ARGUMENT if there is no such singular string field.

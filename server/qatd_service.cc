@@ -37,6 +37,7 @@ class WatchReactor : public JobStreamReactor<v1::JobEvent> {
  public:
   using JobStreamReactor::JobStreamReactor;
   using JobStreamReactor::EndAfterQueued;
+  using JobStreamReactor::EndWhenHistoryDrained;
   using JobStreamReactor::Push;
 
  protected:
@@ -82,9 +83,7 @@ class GenerateReactor : public JobStreamReactor<v1::GenerateResponse> {
 }  // namespace
 
 absl::Status QatdService::CheckSubmittable(const v1::JobSpec& spec) const {
-  jobs::SpecCheckContext check;
-  check.check_paths = ctx_.check_paths;
-  QATD_RETURN_IF_ERROR(jobs::ValidateJobSpec(spec, check));
+  QATD_RETURN_IF_ERROR(jobs::ValidateJobSpec(spec, ctx_.spec_checks));
   return ctx_.devices->CheckFits(storage::DeviceCountOf(spec));
 }
 
@@ -101,7 +100,7 @@ grpc::ServerUnaryReactor* QatdService::SubmitPipeline(grpc::CallbackServerContex
                                                       const v1::SubmitPipelineRequest* request,
                                                       v1::Pipeline* response) {
   if (absl::Status auth = ctx_.auth->Check(*context); !auth.ok()) return Reply(context, auth);
-  absl::StatusOr<std::vector<storage::NewJob>> jobs = PlanPipeline(request->spec(), ctx_.check_paths);
+  absl::StatusOr<std::vector<storage::NewJob>> jobs = PlanPipeline(request->spec(), ctx_.spec_checks);
   if (!jobs.ok()) return Reply(context, jobs.status());
   // PlanPipeline validated every stage (core/jobs/job_spec.h); stages fed by upstream
   // artifacts are complete only at run time.
@@ -198,6 +197,9 @@ grpc::ServerWriteReactor<v1::JobEvent>* QatdService::WatchJob(grpc::CallbackServ
     if (job->has_error()) *end.mutable_state()->mutable_error() = job->error();
     reactor->Push(std::move(end));
     reactor->EndAfterQueued(grpc::Status::OK);
+  } else if (storage::IsTerminal(job->state())) {
+    // Its whole history is stored; after it nothing can come (even if `after_seq` skips the end).
+    reactor->EndWhenHistoryDrained(grpc::Status::OK);
   }
   reactor->Begin();
   return reactor;

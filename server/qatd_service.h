@@ -12,6 +12,7 @@
 #include "server/auth.h"
 #include "server/device_pool.h"
 #include "server/event_hub.h"
+#include "core/jobs/job_spec.h"
 #include "server/scheduler.h"
 #include "storage/job_store.h"
 
@@ -25,7 +26,9 @@ struct ServiceContext {
   const BearerTokenAuth* auth = nullptr;
   std::string data_dir;
   int64_t start_time_ms = 0;
-  bool check_paths = true;  // input paths of specs must exist on this host
+  // How specs are checked: input paths must exist on this host; path confinement (allowed
+  // roots, the job folders) when confine_paths.
+  jobs::SpecCheckContext spec_checks;
 };
 
 class QatdService final : public v1::Qatd::CallbackService {

@@ -38,7 +38,7 @@ absl::Status Scheduler::Start() {
   storage::JobStore& store = journal_->store();
   QATD_ASSIGN_OR_RETURN(std::vector<int64_t> requeued,
                         store.RequeueRunningJobs("re-queued: the daemon restarted while the job was running",
-                                                 journal_->clock().NowMs()));
+                                                 journal_->clock().NowMs(), options_.max_attempts));
   for (int64_t id : requeued) spdlog::info("job {} re-queued after daemon restart", id);
   QATD_RETURN_IF_ERROR(journal_->Init());
   std::error_code ec;

@@ -46,6 +46,9 @@ namespace qatd::server {
 struct SchedulerOptions {
   std::string jobs_dir;            // per-job directories (task.pb, worker.log, output/)
   int64_t cancel_grace_ms = 10000;  // SIGTERM -> SIGKILL
+  // A job found RUNNING at start (the daemon died under it) after this many attempts fails
+  // instead of running again; 0 = no limit.
+  int max_attempts = 3;
 };
 
 class Scheduler {

@@ -49,6 +49,16 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
     }
   }
   QATD_RETURN_IF_ERROR(writer->Exec("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"));
+  // A damaged page is found now, not by the query that happens to read it months later.
+  {
+    QATD_ASSIGN_OR_RETURN(SqliteStatement stmt, writer->Prepare("PRAGMA quick_check"));
+    QATD_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row || stmt.Text(0) != "ok") {
+      return absl::DataLossError(absl::StrCat(path, " failed SQLite's integrity check (",
+                                              row ? stmt.Text(0) : std::string("no result"),
+                                              "): restore it from a backup or move it aside"));
+    }
+  }
   QATD_RETURN_IF_ERROR(MigrateSchema(*writer));
   auto readers = std::make_unique<ReadPool>(path, options.read_connections);
   return std::unique_ptr<JobStore>(new JobStore(std::move(writer), std::move(readers)));
@@ -317,23 +327,36 @@ absl::Status JobStore::UpdateSpec(int64_t job_id, const v1::JobSpec& spec) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<int64_t>> JobStore::RequeueRunningJobs(const std::string& reason, int64_t now_ms) {
-  std::vector<std::pair<int64_t, bool>> running;  // id, cancel requested
+absl::StatusOr<std::vector<int64_t>> JobStore::RequeueRunningJobs(const std::string& reason, int64_t now_ms,
+                                                                  int max_attempts) {
+  struct Running {
+    int64_t id;
+    bool cancel_requested;
+    int64_t attempt;
+  };
+  std::vector<Running> running;
   {
     QATD_ASSIGN_OR_RETURN(ReadPool::Lease lease, readers_->Acquire());
     QATD_ASSIGN_OR_RETURN(SqliteStatement select, lease.db().Prepare(
-        "SELECT id, cancel_requested FROM jobs WHERE state = ? ORDER BY id"));
+        "SELECT id, cancel_requested, attempt FROM jobs WHERE state = ? ORDER BY id"));
     select.Bind(1, static_cast<int64_t>(v1::JOB_STATE_RUNNING));
     while (true) {
       QATD_ASSIGN_OR_RETURN(bool row, select.Step());
       if (!row) break;
-      running.emplace_back(select.Int(0), select.Int(1) != 0);
+      running.push_back({select.Int(0), select.Int(1) != 0, select.Int(2)});
     }
   }
   std::vector<int64_t> requeued;
-  for (const auto& [id, cancel_requested] : running) {
+  for (const auto& [id, cancel_requested, attempt] : running) {
     Transition t;
-    if (cancel_requested) {
+    if (max_attempts > 0 && attempt >= max_attempts && !cancel_requested) {
+      // A job that was running each time the daemon died may be what kills it: stop retrying.
+      t.to = v1::JOB_STATE_FAILED;
+      t.reason = absl::StrCat("gave up after ", attempt, " attempt(s): the daemon stopped while it ran each time (",
+                              reason, "; --max-attempts ", max_attempts, ")");
+      t.error.set_code(static_cast<int32_t>(absl::StatusCode::kAborted));
+      t.error.set_message(t.reason);
+    } else if (cancel_requested) {
       // The user asked for this job to stop; a restart must not run it again.
       t.to = v1::JOB_STATE_CANCELLED;
       t.reason = "cancelled: the daemon restarted before the worker stopped";

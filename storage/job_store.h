@@ -109,8 +109,10 @@ class JobStore {
   // Replaces the spec (pipeline inputs resolved into it).
   absl::Status UpdateSpec(int64_t job_id, const v1::JobSpec& spec);
   // Daemon restart: every RUNNING job goes back to QUEUED with `reason` (returned ids), except
-  // one whose cancel was requested, which becomes CANCELLED.
-  absl::StatusOr<std::vector<int64_t>> RequeueRunningJobs(const std::string& reason, int64_t now_ms);
+  // one whose cancel was requested, which becomes CANCELLED, and one that has had
+  // `max_attempts` attempts already (> 0), which FAILS (ABORTED, naming the count).
+  absl::StatusOr<std::vector<int64_t>> RequeueRunningJobs(const std::string& reason, int64_t now_ms,
+                                                          int max_attempts = 0);
 
   // ---- Reads (read pool) ----------------------------------------------------------------
 

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/jobs/job_kind.h"
+#include "core/jobs/job_spec.h"
 #include "worker/event_reporter.h"
 #include "worker/grpc_reporter.h"
 
@@ -94,9 +95,11 @@ int RunWorker(const WorkerArgs& args, const JobRegistry& registry) {
   std::fprintf(stderr, "qatd-worker: job %lld (%s), attempt %d, pid %d\n", static_cast<long long>(task.job_id()),
                jobs::JobKindName(kind).c_str(), task.attempt(), static_cast<int>(getpid()));
 
-  absl::Status status;
+  absl::Status status = jobs::CheckOutputDirAtStart(task);
   const JobFunction* run = registry.Find(kind);
-  if (run == nullptr) {
+  if (!status.ok()) {
+    // refused before anything is written
+  } else if (run == nullptr) {
     status = absl::FailedPreconditionError(
         absl::StrCat("job kind ", jobs::JobKindName(kind), " is not available in this build"));
   } else {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/common/status_macros.h"
 #include "core/jobs/convert_options.h"
 #include "core/jobs/eval_options.h"
@@ -36,6 +37,40 @@ class Checker {
     std::error_code ec;
     if (context_.check_paths && !std::filesystem::exists(value, ec)) {
       Fail(field, absl::StrCat("names a path that does not exist: ", value));
+      return *this;
+    }
+    if (context_.confine_paths && !context_.allowed_input_roots.empty() &&
+        !UnderAny(value, context_.allowed_input_roots)) {
+      Fail(field, absl::StrCat("names ", value, ", outside the directories this daemon may read (",
+                               absl::StrJoin(context_.allowed_input_roots, ", "), ": qatd --allow-input-root)"));
+    }
+    return *this;
+  }
+  // The directory a job writes (empty: the job's own folder). See SpecCheckContext.
+  Checker& OutputDir(const char* field, const std::string& value, bool may_continue) {
+    if (!ok() || value.empty() || !context_.confine_paths) return *this;
+    namespace fs = std::filesystem;
+    if (!context_.jobs_dir.empty() && PathIsUnder(value, context_.jobs_dir)) {
+      Fail(field, absl::StrCat("names ", value, ", inside the daemon's job folders (", context_.jobs_dir,
+                               "); leave it empty to write in the job's own folder"));
+      return *this;
+    }
+    if (!UnderAny(value, context_.allowed_output_roots)) {
+      Fail(field, context_.allowed_output_roots.empty()
+                      ? absl::StrCat("names ", value, ", but this daemon writes only in its job folders (the "
+                                     "operator allows other places with qatd --allow-output-root DIR); leave it "
+                                     "empty to write in the job's own folder")
+                      : absl::StrCat("names ", value, ", outside the directories this daemon may write (",
+                                     absl::StrJoin(context_.allowed_output_roots, ", "),
+                                     ": qatd --allow-output-root); leave it empty to write in the job's own folder"));
+      return *this;
+    }
+    std::error_code ec;
+    if (fs::exists(value, ec) && !fs::is_directory(value, ec)) {
+      Fail(field, absl::StrCat("names ", value, ", which is not a directory"));
+    } else if (!may_continue && fs::exists(value, ec) && !fs::is_empty(value, ec)) {
+      Fail(field, absl::StrCat("names ", value, ", an existing directory that is not empty: a job writes only into "
+                               "a new or empty directory, so it never replaces files it did not create"));
     }
     return *this;
   }
@@ -79,6 +114,12 @@ class Checker {
   absl::Status status() const { return status_; }
 
  private:
+  static bool UnderAny(const std::string& path, const std::vector<std::string>& roots) {
+    for (const std::string& root : roots) {
+      if (PathIsUnder(path, root)) return true;
+    }
+    return false;
+  }
   bool Fed(const char* field) const { return context_.fed_fields.count(field) > 0; }
   void Fail(const char* field, const std::string& message) {
     status_ = absl::InvalidArgumentError(absl::StrCat(Name(field), " ", message));
@@ -154,6 +195,7 @@ absl::Status CheckKdCache(const std::string& p, const v1::KdCacheSpec& s, const 
       .Range("logits_chunk_rows", s.has_logits_chunk_rows(), s.logits_chunk_rows(), 0, int64_t{1} << 30)
       .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
       .Require(!(s.resume() && s.overwrite()), "resume", "and overwrite are mutually exclusive");
+  c.OutputDir("output_dir", s.output_dir(), s.resume() || s.overwrite());
   return c.status();
 }
 
@@ -180,6 +222,7 @@ absl::Status CheckLayerwise(const std::string& p, const v1::LayerwiseSpec& s, co
   for (int i = 0; i < s.layers_size() && c.ok(); ++i) {
     c.Range("layers", true, s.layers(i), 0, 4096);
   }
+  c.OutputDir("output_dir", s.output_dir(), false);
   if (!c.ok()) return c.status();
   return CheckQuant(p + ".quant", s.quant(), ctx);
 }
@@ -213,6 +256,7 @@ absl::Status CheckQat(const std::string& p, const v1::QatSpec& s, const SpecChec
     c.Path("v1_checkpoint", s.v1_checkpoint(), s.v2_init() == v1::V2_INIT_FROM_V1)
         .Path("v2_checkpoint", s.v2_checkpoint(), s.v2_init() == v1::V2_INIT_FROM_V2);
   }
+  c.OutputDir("output_dir", s.output_dir(), false);
   if (!c.ok()) return c.status();
   if (absl::Status q = CheckQuant(p + ".quant", s.quant(), ctx); !q.ok()) return q;
   return CheckQuantV2(p + ".quant_v2", s.quant_v2(), ctx);
@@ -229,6 +273,7 @@ absl::Status CheckConvert(const std::string& p, const v1::ConvertSpec& s, const 
       .PowerOfTwo("q2_mlp_lut_size", s.has_q2_mlp_lut_size(), s.q2_mlp_lut_size(), 2, 256)
       .PowerOfTwo("q2_attn_lut_size", s.has_q2_attn_lut_size(), s.q2_attn_lut_size(), 2, 256)
       .Path("kd_cache_dir", s.kd_cache_dir(), s.eval());
+  c.OutputDir("output_dir", s.output_dir(), false);
   if (!c.ok()) return c.status();
   return CheckQuant(p + ".source_quant", s.source_quant(), ctx);
 }
@@ -241,6 +286,7 @@ absl::Status CheckSnap(const std::string& p, const v1::SnapSpec& s, const SpecCh
       .Range("attn_lut_bits", s.has_attn_lut_bits(), s.attn_lut_bits(), 1, 8)
       .Range("scale_rank", s.has_scale_rank(), s.scale_rank(), 1, kMaxInt32)
       .Range("attn_scale_rank", s.has_attn_scale_rank(), s.attn_scale_rank(), 1, kMaxInt32);
+  c.OutputDir("output_dir", s.output_dir(), false);
   return c.status();
 }
 
@@ -275,6 +321,7 @@ absl::Status CheckGenerate(const std::string& p, const v1::GenerateSpec& s, cons
 absl::Status CheckProbe(const std::string& p, const v1::ProbeSpec& s, const SpecCheckContext& ctx) {
   Checker c(p, ctx);
   c.Range("steps", s.has_steps(), s.steps(), 0, 1000000).Range("step_ms", true, s.step_ms(), 0, 600000);
+  c.OutputDir("output_dir", s.output_dir(), false);
   return c.status();
 }
 
@@ -289,6 +336,41 @@ absl::Status CheckOptions(const std::string& prefix, const Spec& spec, const Spe
 }
 
 }  // namespace
+
+bool PathIsUnder(const std::string& path, const std::string& root) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p = fs::weakly_canonical(fs::absolute(path, ec), ec);
+  if (ec) return false;
+  const fs::path r = fs::weakly_canonical(fs::absolute(root, ec), ec);
+  if (ec) return false;
+  const fs::path rel = p.lexically_relative(r);
+  if (rel.empty()) return false;
+  const std::string first = rel.begin()->string();
+  return first != "..";
+}
+
+absl::Status CheckOutputDirAtStart(const v1::WorkerTask& task) {
+  if (task.attempt() > 1) return absl::OkStatus();  // a re-run continues its own files
+  const v1::JobSpec& spec = task.spec();
+  const google::protobuf::OneofDescriptor* oneof = v1::JobSpec::descriptor()->FindOneofByName("kind");
+  const google::protobuf::FieldDescriptor* kind = spec.GetReflection()->GetOneofFieldDescriptor(spec, oneof);
+  if (kind == nullptr) return absl::OkStatus();
+  const google::protobuf::Message& message = spec.GetReflection()->GetMessage(spec, kind);
+  const google::protobuf::FieldDescriptor* field = message.GetDescriptor()->FindFieldByName("output_dir");
+  if (field == nullptr) return absl::OkStatus();
+  const std::string dir = message.GetReflection()->GetString(message, field);
+  if (dir.empty()) return absl::OkStatus();
+  if (spec.has_kd_cache() && (spec.kd_cache().resume() || spec.kd_cache().overwrite())) return absl::OkStatus();
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec) && !std::filesystem::is_empty(dir, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(kind->name(), ".output_dir ", dir,
+                     " is not empty: a job writes only into a new or empty directory, so it never replaces files "
+                     "it did not create"));
+  }
+  return absl::OkStatus();
+}
 
 std::vector<v1::JobKind> AvailableJobKinds() {
   return {v1::JOB_KIND_KD_CACHE, v1::JOB_KIND_LAYERWISE, v1::JOB_KIND_QAT,      v1::JOB_KIND_CONVERT,

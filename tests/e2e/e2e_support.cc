@@ -91,7 +91,7 @@ Daemon::~Daemon() {
 
 bool Daemon::Start() {
   std::vector<std::string> argv = {QATD_BINARY,
-                                   "--listen", "127.0.0.1:0",
+                                   "--listen", config_.listen,
                                    "--metrics-address", "127.0.0.1:0",
                                    "--data-dir", config_.data_dir,
                                    "--max-concurrent-jobs", std::to_string(config_.max_concurrent_jobs),

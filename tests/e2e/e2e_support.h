@@ -54,6 +54,7 @@ struct DaemonConfig {
   std::string tls_cert;  // PEM files: serve (and connect with) TLS
   std::string tls_key;
   std::vector<std::string> extra_args;  // appended to the command line
+  std::string listen = "127.0.0.1:0";
 };
 
 // The real qatd binary (QATD_BINARY) on 127.0.0.1:0 with its metrics on 127.0.0.1:0;
