@@ -1,7 +1,12 @@
 #include "server/artifact_digest.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -16,21 +21,40 @@ namespace {
 
 using ::qatd::Sha256;
 
+// A regular file, read up to the size it had when opened: a symlink (to /dev/zero, say), a
+// device or a FIFO is refused instead of read forever, and a file that keeps growing ends.
 absl::StatusOr<ArtifactDigest> DigestFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path.string()));
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ELOOP) {
+      return absl::FailedPreconditionError(absl::StrCat("artifact ", path.string(), " is a symlink, not a file"));
+    }
+    return absl::NotFoundError(absl::StrCat("cannot open ", path.string(), ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("artifact ", path.string(), " is not a regular file (a device, FIFO or socket)"));
+  }
   Sha256 sha;
   std::vector<char> buffer(1 << 20);
   ArtifactDigest digest;
-  while (in) {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    std::streamsize n = in.gcount();
-    if (n > 0) {
-      sha.Update(buffer.data(), static_cast<size_t>(n));
-      digest.size_bytes += n;
+  int64_t left = st.st_size;
+  while (left > 0) {
+    const ssize_t n = ::read(fd, buffer.data(), static_cast<size_t>(std::min<int64_t>(left, buffer.size())));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      return absl::InternalError(absl::StrCat("read error in ", path.string(), ": ", std::strerror(err)));
     }
+    if (n == 0) break;  // it shrank
+    sha.Update(buffer.data(), static_cast<size_t>(n));
+    digest.size_bytes += n;
+    left -= n;
   }
-  if (in.bad()) return absl::InternalError(absl::StrCat("read error in ", path.string()));
+  ::close(fd);
   digest.sha256 = sha.FinishHex();
   return digest;
 }
@@ -41,7 +65,7 @@ absl::StatusOr<ArtifactDigest> DigestPath(const std::string& path) {
   std::error_code ec;
   fs::file_status status = fs::symlink_status(path, ec);
   if (ec || !fs::exists(status)) return absl::NotFoundError(absl::StrCat("artifact ", path, " does not exist"));
-  if (!fs::is_directory(status)) return DigestFile(path);
+  if (!fs::is_directory(status)) return DigestFile(path);  // refuses symlinks and special files
 
   std::vector<std::string> files;
   for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator();

@@ -16,7 +16,9 @@ struct ArtifactDigest {
   std::string sha256;  // 64 lowercase hex digits
 };
 
-// NOT_FOUND if `path` does not exist; INTERNAL on read errors.
+// NOT_FOUND if `path` does not exist; FAILED_PRECONDITION if it (or the path itself) is a
+// symlink, device, FIFO or socket (never read: it could be endless); INTERNAL on read errors.
+// A file is read up to the size it had when opened.
 absl::StatusOr<ArtifactDigest> DigestPath(const std::string& path);
 
 }  // namespace qatd::server

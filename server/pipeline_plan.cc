@@ -51,6 +51,9 @@ absl::StatusOr<std::vector<storage::NewJob>> PlanPipeline(const v1::PipelineSpec
   const int n = spec.stages_size();
   if (n == 0) return absl::InvalidArgumentError("spec.stages must not be empty");
   if (n > 256) return absl::InvalidArgumentError(absl::StrCat("spec.stages has ", n, " stages; the limit is 256"));
+  if (spec.name().size() > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("spec.name must be at most 256 bytes, got ", spec.name().size()));
+  }
 
   std::map<std::string, int> index_of;
   for (int i = 0; i < n; ++i) {

@@ -135,6 +135,13 @@ grpc::ServerUnaryReactor* QatdService::ListJobs(grpc::CallbackServerContext* con
                                                 const v1::ListJobsRequest* request, v1::ListJobsResponse* response) {
   if (absl::Status auth = ctx_.auth->Check(*context); !auth.ok()) return Reply(context, auth);
   storage::JobFilter filter;
+  // Each filter list names at most every value of its enum (a huge one would only build a huge
+  // query).
+  if (request->states_size() > 16 || request->kinds_size() > 16) {
+    return Reply(context, absl::InvalidArgumentError(absl::StrCat(
+                              "states and kinds take at most 16 values each, got ", request->states_size(), " and ",
+                              request->kinds_size())));
+  }
   for (int s : request->states()) {
     if (!v1::JobState_IsValid(s)) return Reply(context, absl::InvalidArgumentError(absl::StrCat("states: unknown state ", s)));
     filter.states.push_back(static_cast<v1::JobState>(s));

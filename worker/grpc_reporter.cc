@@ -87,10 +87,14 @@ void GrpcReporter::ReadControls() {
     reads_done_ = true;
   }
   cv_.notify_all();
-  if (closed_) return;
-  // The call ended before our final event: the daemon is gone (or refused us). Stop the job;
+  // The call ended before our final event: the daemon is gone (or refused us).
+  if (!closed_) MarkLost();
+}
+
+void GrpcReporter::MarkLost() {
+  // Once, whichever side notices first (a failed write or the end of the call): stop the job;
   // if it does not stop in time, stop the process.
-  lost_ = true;
+  if (lost_.exchange(true)) return;
   std::fprintf(stderr, "qatd-worker: lost the daemon at %s; stopping the job\n", options_.daemon_address.c_str());
   if (cancel_ != nullptr) cancel_->Cancel();
   const double timeout = options_.daemon_timeout_seconds;
@@ -105,6 +109,7 @@ void GrpcReporter::ReadControls() {
 absl::Status GrpcReporter::Deliver(const v1::WorkerEvent& event) {
   if (lost_ || closed_) return absl::UnavailableError("the daemon's WorkerChannel stream is closed");
   if (!stream_->Write(event)) {
+    MarkLost();
     return absl::UnavailableError(absl::StrCat("cannot send to the daemon at ", options_.daemon_address));
   }
   if (event.has_final()) return Close();

@@ -48,6 +48,8 @@ class GrpcReporter : public EventReporter {
   GrpcReporter(const GrpcReporterOptions& options, jobs::CancelToken* cancel,
                std::shared_ptr<grpc::Channel> channel);
   void ReadControls();
+  // The daemon is gone: cancel the job and arm the exit watchdog (once).
+  void MarkLost();
   // Waits (bounded) for the daemon to end the call; its status.
   absl::Status Close();
 

@@ -1,6 +1,7 @@
 #include "core/jobs/job_spec.h"
 
 #include <filesystem>
+#include <optional>
 #include <limits>
 
 #include "absl/strings/ascii.h"
@@ -14,6 +15,7 @@
 #include "core/jobs/layerwise_options.h"
 #include "core/jobs/qat_options.h"
 #include "core/jobs/snap_options.h"
+#include "core/model/qwen3_config.h"
 
 namespace qatd::jobs {
 namespace {
@@ -46,6 +48,28 @@ class Checker {
     }
     return *this;
   }
+  // The config.json of the model a field names, for limits that depend on it (positions,
+  // vocabulary). Fails the field when the config exists but is unusable (absurd sizes included:
+  // they must not reach the worker's allocator); nullopt, without failing, when there is no
+  // config to read (a missing model is the worker's error, with the file named).
+  std::optional<model::Qwen3Config> ModelConfig(const char* field, const std::string& path) {
+    if (!ok() || path.empty() || Fed(field) || !context_.check_paths) return std::nullopt;
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path file = fs::is_directory(path, ec) ? fs::path(path) / "config.json" : fs::path(path);
+    if (file.extension() != ".json" || !fs::exists(file, ec)) return std::nullopt;
+    if (!fs::is_regular_file(file, ec) || fs::file_size(file, ec) > (16u << 20)) {
+      Fail(field, absl::StrCat("names a model whose ", file.string(), " is not a regular file of at most 16 MiB"));
+      return std::nullopt;
+    }
+    absl::StatusOr<model::Qwen3Config> config = model::Qwen3Config::FromFile(path);
+    if (!config.ok()) {
+      Fail(field, absl::StrCat("names a model that cannot be used: ", std::string(config.status().message())));
+      return std::nullopt;
+    }
+    return *config;
+  }
+
   // The directory a job writes (empty: the job's own folder). See SpecCheckContext.
   Checker& OutputDir(const char* field, const std::string& value, bool may_continue) {
     if (!ok() || value.empty() || !context_.confine_paths) return *this;
@@ -196,6 +220,13 @@ absl::Status CheckKdCache(const std::string& p, const v1::KdCacheSpec& s, const 
       .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
       .Require(!(s.resume() && s.overwrite()), "resume", "and overwrite are mutually exclusive");
   c.OutputDir("output_dir", s.output_dir(), s.resume() || s.overwrite());
+  if (std::optional<model::Qwen3Config> m = c.ModelConfig("teacher_model", s.teacher_model())) {
+    const int64_t topk = s.has_topk() ? s.topk() : KdCacheOptions().topk;
+    const int64_t max_length = s.has_max_length() ? s.max_length() : KdCacheOptions().max_length;
+    c.Range("max_length", true, max_length, 2, m->max_position_embeddings)
+        .Range("topk", true, topk, 1, m->vocab_size - 1)
+        .Range("rand_neg", true, s.rand_neg(), 0, m->vocab_size - topk);
+  }
   return c.status();
 }
 
@@ -222,6 +253,7 @@ absl::Status CheckLayerwise(const std::string& p, const v1::LayerwiseSpec& s, co
   for (int i = 0; i < s.layers_size() && c.ok(); ++i) {
     c.Range("layers", true, s.layers(i), 0, 4096);
   }
+  (void)c.ModelConfig("model", s.model());
   c.OutputDir("output_dir", s.output_dir(), false);
   if (!c.ok()) return c.status();
   return CheckQuant(p + ".quant", s.quant(), ctx);
@@ -256,6 +288,7 @@ absl::Status CheckQat(const std::string& p, const v1::QatSpec& s, const SpecChec
     c.Path("v1_checkpoint", s.v1_checkpoint(), s.v2_init() == v1::V2_INIT_FROM_V1)
         .Path("v2_checkpoint", s.v2_checkpoint(), s.v2_init() == v1::V2_INIT_FROM_V2);
   }
+  (void)c.ModelConfig("model", s.model());
   c.OutputDir("output_dir", s.output_dir(), false);
   if (!c.ok()) return c.status();
   if (absl::Status q = CheckQuant(p + ".quant", s.quant(), ctx); !q.ok()) return q;
@@ -273,6 +306,7 @@ absl::Status CheckConvert(const std::string& p, const v1::ConvertSpec& s, const 
       .PowerOfTwo("q2_mlp_lut_size", s.has_q2_mlp_lut_size(), s.q2_mlp_lut_size(), 2, 256)
       .PowerOfTwo("q2_attn_lut_size", s.has_q2_attn_lut_size(), s.q2_attn_lut_size(), 2, 256)
       .Path("kd_cache_dir", s.kd_cache_dir(), s.eval());
+  (void)c.ModelConfig("model", s.model());
   c.OutputDir("output_dir", s.output_dir(), false);
   if (!c.ok()) return c.status();
   return CheckQuant(p + ".source_quant", s.source_quant(), ctx);
@@ -286,6 +320,7 @@ absl::Status CheckSnap(const std::string& p, const v1::SnapSpec& s, const SpecCh
       .Range("attn_lut_bits", s.has_attn_lut_bits(), s.attn_lut_bits(), 1, 8)
       .Range("scale_rank", s.has_scale_rank(), s.scale_rank(), 1, kMaxInt32)
       .Range("attn_scale_rank", s.has_attn_scale_rank(), s.attn_scale_rank(), 1, kMaxInt32);
+  (void)c.ModelConfig("model", s.model());
   c.OutputDir("output_dir", s.output_dir(), false);
   return c.status();
 }
@@ -300,6 +335,7 @@ absl::Status CheckEval(const std::string& p, const v1::EvalSpec& s, const SpecCh
       .Positive("temperature", s.has_temperature(), s.temperature())
       .Range("batch_size", s.has_batch_size(), s.batch_size(), 1, 1 << 20)
       .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype());
+  (void)c.ModelConfig("model", s.model());
   return c.status();
 }
 
@@ -315,6 +351,9 @@ absl::Status CheckGenerate(const std::string& p, const v1::GenerateSpec& s, cons
       .Positive("repetition_penalty", s.has_repetition_penalty(), s.repetition_penalty())
       .Enum("version", v1::QatVersion_IsValid(s.version()), s.version())
       .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype());
+  if (std::optional<model::Qwen3Config> m = c.ModelConfig("model", s.model())) {
+    c.Range("max_new_tokens", s.has_max_new_tokens(), s.max_new_tokens(), 1, m->max_position_embeddings);
+  }
   return c.status();
 }
 
@@ -333,6 +372,14 @@ absl::Status CheckOptions(const std::string& prefix, const Spec& spec, const Spe
   absl::Status status = options.ok() ? options->Validate() : options.status();
   if (status.ok()) return status;
   return absl::Status(status.code(), absl::StrCat(prefix, ".", std::string(status.message())));
+}
+
+// Both passes for one kind: the spec's fields, then its options.
+template <typename Options, typename Spec>
+absl::Status CheckKind(absl::Status (*fields)(const std::string&, const Spec&, const SpecCheckContext&),
+                       const std::string& prefix, const Spec& spec, const SpecCheckContext& context) {
+  QATD_RETURN_IF_ERROR(fields(prefix, spec, context));
+  return CheckOptions<Options>(prefix, spec, context);
 }
 
 }  // namespace
@@ -385,26 +432,19 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecCheckContext& co
   if (!top.ok()) return top.status();
   switch (spec.kind_case()) {
     case v1::JobSpec::kKdCache:
-      QATD_RETURN_IF_ERROR(CheckKdCache(p + ".kd_cache", spec.kd_cache(), context));
-      return CheckOptions<KdCacheOptions>(p + ".kd_cache", spec.kd_cache(), context);
+      return CheckKind<KdCacheOptions>(CheckKdCache, p + ".kd_cache", spec.kd_cache(), context);
     case v1::JobSpec::kLayerwise:
-      QATD_RETURN_IF_ERROR(CheckLayerwise(p + ".layerwise", spec.layerwise(), context));
-      return CheckOptions<LayerwiseOptions>(p + ".layerwise", spec.layerwise(), context);
+      return CheckKind<LayerwiseOptions>(CheckLayerwise, p + ".layerwise", spec.layerwise(), context);
     case v1::JobSpec::kQat:
-      QATD_RETURN_IF_ERROR(CheckQat(p + ".qat", spec.qat(), context));
-      return CheckOptions<QatOptions>(p + ".qat", spec.qat(), context);
+      return CheckKind<QatOptions>(CheckQat, p + ".qat", spec.qat(), context);
     case v1::JobSpec::kConvert:
-      QATD_RETURN_IF_ERROR(CheckConvert(p + ".convert", spec.convert(), context));
-      return CheckOptions<ConvertOptions>(p + ".convert", spec.convert(), context);
+      return CheckKind<ConvertOptions>(CheckConvert, p + ".convert", spec.convert(), context);
     case v1::JobSpec::kSnap:
-      QATD_RETURN_IF_ERROR(CheckSnap(p + ".snap", spec.snap(), context));
-      return CheckOptions<SnapOptions>(p + ".snap", spec.snap(), context);
+      return CheckKind<SnapOptions>(CheckSnap, p + ".snap", spec.snap(), context);
     case v1::JobSpec::kEval:
-      QATD_RETURN_IF_ERROR(CheckEval(p + ".eval", spec.eval(), context));
-      return CheckOptions<EvalJobOptions>(p + ".eval", spec.eval(), context);
+      return CheckKind<EvalJobOptions>(CheckEval, p + ".eval", spec.eval(), context);
     case v1::JobSpec::kGenerate:
-      QATD_RETURN_IF_ERROR(CheckGenerate(p + ".generate", spec.generate(), context));
-      return CheckOptions<GenerateJobOptions>(p + ".generate", spec.generate(), context);
+      return CheckKind<GenerateJobOptions>(CheckGenerate, p + ".generate", spec.generate(), context);
     case v1::JobSpec::kProbe: return CheckProbe(p + ".probe", spec.probe(), context);
     case v1::JobSpec::KIND_NOT_SET: break;
   }

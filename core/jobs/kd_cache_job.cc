@@ -34,12 +34,13 @@ using nlohmann::json;
 
 namespace {
 
-// The teacher's compute dtype (auto = bf16).
-at::ScalarType ScalarTypeOf(Dtype dtype) {
+// The teacher's compute dtype: auto = bf16 on a GPU, fp32 on the CPU (bf16 matmuls are several
+// times slower there).
+at::ScalarType ScalarTypeOf(Dtype dtype, const at::Device& device) {
   switch (dtype) {
     case Dtype::kFp16: return at::kHalf;
     case Dtype::kFp32: return at::kFloat;
-    case Dtype::kAuto:
+    case Dtype::kAuto: return device.is_cuda() ? at::kBFloat16 : at::kFloat;
     case Dtype::kBf16: break;
   }
   return at::kBFloat16;
@@ -115,7 +116,6 @@ absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken
   const kd::DatasetFormat format = o.dataset_format;
   const kd::ThinkingMode thinking = o.enable_thinking;
   const kd::TextUnit text_unit = o.text_unit;
-  const at::ScalarType dtype = ScalarTypeOf(o.dtype);
 
   // 1. Data first: a malformed file fails before anything expensive happens.
   QATD_ASSIGN_OR_RETURN(kd::Dataset data, kd::ReadDataset({o.dataset, format, o.dataset_text_field, text_unit}));
@@ -150,6 +150,7 @@ absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken
                                                    config.vocab_size));
   }
   QATD_ASSIGN_OR_RETURN(const at::Device device, ResolveDevice(o.device));
+  const at::ScalarType dtype = ScalarTypeOf(o.dtype, device);
   QATD_ASSIGN_OR_RETURN(const std::string dataset_sha, kd::DatasetSha256(data.files));
 
   kd::KdCacheMeta meta;

@@ -41,7 +41,7 @@ struct KdCacheOptions {
 
   // Compute.
   std::string device = "auto";  // auto (cuda if available) | cpu | cuda | cuda:N
-  Dtype dtype = Dtype::kAuto;   // auto = bf16
+  Dtype dtype = Dtype::kAuto;   // auto = bf16 on CUDA, fp32 on the CPU
   uint64_t seed = 0;
   int64_t logits_chunk_rows = 2048;  // rows of full-vocabulary logits at a time (0 = all)
   int num_threads = 0;               // tokenizer threads; 0 = min(8, hardware threads)

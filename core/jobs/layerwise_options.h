@@ -23,7 +23,7 @@ struct LayerwiseOptions {
   std::string kd_cache_dir;        // required
   std::string init_state;          // optional checkpoint to start from
   quant::QuantConfig quant;        // group_size 128 (train_anemll_lbl.py's default)
-  Dtype dtype = Dtype::kAuto;      // auto = bf16
+  Dtype dtype = Dtype::kAuto;      // auto = bf16 on CUDA, fp32 on the CPU
   bool train_scales = true;
   bool train_weights = false;
   bool train_mlp_only = false;

@@ -30,7 +30,7 @@ struct QatOptions {
   V2Init v2_init = V2Init::kFromV1;
   std::string v1_checkpoint;       // V2 from V1
   std::string v2_checkpoint;       // V2 from V2
-  Dtype dtype = Dtype::kAuto;      // auto = V1 bf16, V2 fp32
+  Dtype dtype = Dtype::kAuto;      // auto: on CUDA V1 bf16, V2 fp32; fp32 on the CPU
   std::string device = "auto";
   bool snap_weights = false;       // V1: snap to the LUT after training
   bool snap_bake_scales = false;   // ... and bake the scales in

@@ -1,5 +1,7 @@
 #include "core/model/qwen3_config.h"
 
+#include <map>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -107,8 +109,19 @@ absl::StatusOr<Qwen3Config> Qwen3Config::FromFile(const std::string& path) {
 }
 
 absl::Status Qwen3Config::Validate() const {
+  // Positive, and below bounds no Qwen3 comes near (the largest has 94 layers, hidden 8192,
+  // a 151,936-token vocabulary and 128k positions): an absurd config must fail here, not by
+  // the OOM killer when the model is allocated.
   auto positive = [](int64_t v, const char* name) -> absl::Status {
     if (v <= 0) return Bad(absl::StrCat("field '", name, "' must be positive, got ", v));
+    static const std::map<std::string, int64_t> kMax = {
+        {"hidden_size", 65536},         {"intermediate_size", 262144}, {"num_hidden_layers", 1024},
+        {"num_attention_heads", 1024},  {"num_key_value_heads", 1024}, {"head_dim", 4096},
+        {"vocab_size", 4194304},        {"max_position_embeddings", 16777216}};
+    auto it = kMax.find(name);
+    if (it != kMax.end() && v > it->second) {
+      return Bad(absl::StrCat("field '", name, "' is ", v, ", above the largest this build accepts (", it->second, ")"));
+    }
     return absl::OkStatus();
   };
   QATD_RETURN_IF_ERROR(positive(hidden_size, "hidden_size"));

@@ -49,7 +49,7 @@ struct Student {
 // How to build a student.
 struct StudentOptions {
   std::string model_dir;         // base HF model (required)
-  std::string dtype = "auto";    // auto | bf16 | fp16 | fp32 ("auto" = auto_dtype)
+  std::string dtype = "auto";    // auto | bf16 | fp16 | fp32 ("auto" = auto_dtype on CUDA, fp32 on the CPU)
   std::string auto_dtype = "bf16";
   std::string device = "cpu";    // auto | cpu | cuda | cuda:N
   // A qatd checkpoint directory, or a seed file/directory (model_state_dict.pt,

@@ -392,5 +392,62 @@ TEST(SharedDaemonE2eTest, InputPathsOutsideTheAllowedRootsAreRefused) {
   EXPECT_TRUE(TrySubmit(daemon, spec).ok());  // accepted (it fails later: m is no model)
 }
 
+// #9: sizes checked against the model and sane maxima before a worker starts.
+TEST(SharedDaemonE2eTest, SizesAreCheckedAgainstTheModelAtSubmit) {
+  qatd::testing::TempDir dir;
+  DaemonConfig config;
+  config.data_dir = dir.File("data");
+  Daemon daemon(config);
+  ASSERT_TRUE(daemon.Start());
+  // A tiny Qwen3 config: 512 positions, a 1024-token vocabulary.
+  const std::string good = R"({"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "vocab_size": 1024, "max_position_embeddings": 512, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+      "tie_word_embeddings": true, "torch_dtype": "float32"})";
+  fs::create_directories(dir.File("tiny"));
+  std::ofstream(dir.File("tiny/config.json")) << good;
+  std::ofstream(dir.File("data.txt")) << "hello\n";
+  v1::JobSpec kd;
+  kd.mutable_kd_cache()->set_teacher_model(dir.File("tiny"));
+  kd.mutable_kd_cache()->set_dataset(dir.File("data.txt"));
+  kd.mutable_kd_cache()->set_max_length(1 << 20);
+  grpc::Status refused = TrySubmit(daemon, kd);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("spec.kd_cache.max_length must be in [2, 512], got 1048576"));
+  kd.mutable_kd_cache()->set_max_length(64);
+  kd.mutable_kd_cache()->set_rand_neg(1 << 20);
+  EXPECT_THAT(TrySubmit(daemon, kd).error_message(), HasSubstr("spec.kd_cache.rand_neg must be in [0, 992]"));
+  kd.mutable_kd_cache()->set_rand_neg(4);
+  EXPECT_TRUE(TrySubmit(daemon, kd).ok());
+
+  std::string absurd = good;
+  absurd.replace(absurd.find("\"num_hidden_layers\": 2"), 22, "\"num_hidden_layers\": 1000000000");
+  fs::create_directories(dir.File("absurd"));
+  std::ofstream(dir.File("absurd/config.json")) << absurd;
+  v1::JobSpec eval;
+  eval.mutable_eval()->set_model(dir.File("absurd"));
+  eval.mutable_eval()->set_kd_cache_dir(dir.File("tiny"));
+  refused = TrySubmit(daemon, eval);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("num_hidden_layers' is 1000000000, above the largest"));
+
+  v1::SubmitPipelineRequest pipeline;
+  pipeline.mutable_spec()->set_name(std::string(1 << 20, 'p'));
+  auto* stage = pipeline.mutable_spec()->add_stages();
+  stage->set_name("probe");
+  *stage->mutable_spec() = Probe(1, 1);
+  v1::Pipeline reply;
+  refused = daemon.Stub()->SubmitPipeline(daemon.Context().get(), pipeline, &reply);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("spec.name must be at most 256 bytes"));
+
+  v1::ListJobsRequest list;
+  for (int i = 0; i < 250000; ++i) list.add_states(v1::JOB_STATE_QUEUED);
+  v1::ListJobsResponse jobs;
+  refused = daemon.Stub()->ListJobs(daemon.Context().get(), list, &jobs);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_LT(refused.error_message().size(), 200u);
+}
+
 }  // namespace
 }  // namespace qatd::e2e

@@ -1,6 +1,7 @@
 // Small server pieces: status mapping, auth, nvidia-smi parsing, device pool, framing,
 // artifact digests, metric naming.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -175,6 +176,23 @@ TEST(ArtifactDigestTest, FilesAndDirectories) {
       Sha256Hex(std::string("sub/y") + '\0' + Sha256Hex("") + "\n" + "x" + '\0' + Sha256Hex("abc") + "\n");
   EXPECT_EQ(tree->sha256, expected);
   EXPECT_EQ(DigestPath(dir.File("nope")).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Issue #14.2: a worker that reported a symlink to /dev/zero kept the daemon hashing forever.
+TEST(ArtifactDigestTest, SymlinksDevicesAndFifosAreRefusedNotRead) {
+  qatd::testing::TempDir dir;
+  std::filesystem::create_symlink("/dev/zero", dir.File("zero"));
+  EXPECT_EQ(DigestPath(dir.File("zero")).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(DigestPath("/dev/zero").status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(::mkfifo(dir.File("fifo").c_str(), 0600), 0);
+  EXPECT_EQ(DigestPath(dir.File("fifo")).status().code(), absl::StatusCode::kFailedPrecondition);
+  // Inside a directory, such entries are skipped (only regular files count).
+  std::filesystem::create_directories(dir.path() / "tree");
+  std::filesystem::create_symlink("/dev/zero", dir.path() / "tree" / "zero");
+  std::ofstream(dir.path() / "tree" / "x") << "abc";
+  auto tree = DigestPath((dir.path() / "tree").string());
+  ASSERT_TRUE(tree.ok()) << tree.status();
+  EXPECT_EQ(tree->size_bytes, 3);
 }
 
 TEST(MetricsTest, LossKinds) {
