@@ -39,7 +39,7 @@ class ConvertCommand : public SpecCommand {
     f.Flag("--eval", "Evaluate the converted model on --kd-cache-dir", [c](bool v) { c()->set_eval(v); });
     f.Path("--kd-cache-dir,--kd-cache,--cache-dir", "KD cache for --eval",
            [c](const std::string& v) { c()->set_kd_cache_dir(v); });
-    f.Path("--output-dir,--output", "Where the converted checkpoint goes (default: the job's directory)",
+    f.Path("--output-dir,--output", "Where the converted checkpoint goes (default: the job's directory; else a new or empty directory under one of the daemon's --allow-output-root)",
            [c](const std::string& v) { c()->set_output_dir(v); });
   }
 };
@@ -63,7 +63,7 @@ class SnapCommand : public SpecCommand {
     f.Flag("--fp16,--ane", "Snap for the ANE: fp16 weights with baked scales", [s](bool v) { s()->set_fp16(v); });
     f.Flag("--test-generation,!--no-test-generation", "Greedy 128 tokens on 4 prompts afterwards (default on)",
            [s](bool v) { s()->set_test_generation(v); });
-    f.Path("--output-dir,--output", "Where the snapped checkpoint goes (default: the job's directory)",
+    f.Path("--output-dir,--output", "Where the snapped checkpoint goes (default: the job's directory; else a new or empty directory under one of the daemon's --allow-output-root)",
            [s](const std::string& v) { s()->set_output_dir(v); });
   }
 };

@@ -60,7 +60,7 @@ class ProbeCommand : public SpecCommand {
     f.Flag("--fail", "End with INTERNAL \"probe failure requested\"", [p](bool v) { p()->set_fail(v); });
     f.Flag("--ignore-cancel", "Never poll the cancel token (tests SIGKILL escalation)",
            [p](bool v) { p()->set_ignore_cancel(v); });
-    f.Path("--output-dir", "Write probe.txt there as an artifact (default: the job's directory)",
+    f.Path("--output-dir", "Write probe.txt there as an artifact (default: the job's directory; else a new or empty directory under one of the daemon's --allow-output-root)",
            [p](const std::string& v) { p()->set_output_dir(v); });
   }
 };

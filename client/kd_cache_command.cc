@@ -68,7 +68,7 @@ class KdCacheCommand : public SpecCommand {
                      [k](const int64_t& v) { k()->set_seed(v); });
     f.Flag("--resume", "Continue the cache in --output-dir after an interruption", [k](bool v) { k()->set_resume(v); });
     f.Flag("--overwrite", "Replace a cache already in --output-dir", [k](bool v) { k()->set_overwrite(v); });
-    f.Path("--output-dir", "Cache directory on the daemon's host (default: the job's directory)",
+    f.Path("--output-dir", "Cache directory on the daemon's host (default: the job's directory; else a new or empty directory under one of the daemon's --allow-output-root)",
            [k](const std::string& v) { k()->set_output_dir(v); });
   }
 };

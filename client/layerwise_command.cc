@@ -54,7 +54,7 @@ class LayerwiseCommand : public SpecCommand {
       for (int layer : v) l()->add_layers(layer);
     });
     f.Value<int64_t>("--seed", "Random seed (default 0)", [l](const int64_t& v) { l()->set_seed(v); });
-    f.Path("--output-dir,--save-quantized-dir", "Where the checkpoint goes (default: the job's directory)",
+    f.Path("--output-dir,--save-quantized-dir", "Where the checkpoint goes (default: the job's directory; else a new or empty directory under one of the daemon's --allow-output-root)",
            [l](const std::string& v) { l()->set_output_dir(v); });
   }
 };

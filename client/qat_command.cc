@@ -91,7 +91,7 @@ class QatCommand : public SpecCommand {
            [q](bool v) { q()->set_snap_bake_scales(v); });
     f.Flag("--skip-training", "Only load (--init-state) and snap/save", [q](bool v) { q()->set_skip_training(v); });
     f.Value<int64_t>("--seed", "Random seed (default 0)", [q](const int64_t& v) { q()->set_seed(v); });
-    f.Path("--output-dir", "Where checkpoints go (default: the job's directory)",
+    f.Path("--output-dir", "Where checkpoints go (default: the job's directory; else a new or empty directory under one of the daemon's --allow-output-root)",
            [q](const std::string& v) { q()->set_output_dir(v); });
   }
 
