@@ -72,6 +72,10 @@ class Cli {
     } catch (const CLI::CallForAllHelp& e) {
       return app_.exit(e);
     } catch (const CLI::ParseError& e) {
+      if (std::string unknown = UnknownCommand(argc, argv); !unknown.empty()) {
+        std::fprintf(stderr, "qat: %s\n", unknown.c_str());
+        return kExitUsage;
+      }
       std::fprintf(stderr, "qat: %s\nRun 'qat --help' or 'qat COMMAND --help' for the flags.\n", e.what());
       return kExitUsage;
     }
@@ -86,6 +90,43 @@ class Cli {
   }
 
  private:
+  // "unknown command 'rm' ..." when the words of the command line name no (sub)command, which
+  // CLI11 reports only as "A subcommand is required"; "" otherwise. Values of flags that take
+  // one (--address HOST:PORT) are skipped.
+  std::string UnknownCommand(int argc, char** argv) {
+    CLI::App* level = &app_;
+    std::string path = "qat";
+    for (int i = 1; i < argc; ++i) {
+      const std::string word = argv[i];
+      if (word == "--") break;
+      if (word.rfind("-", 0) == 0) {
+        const std::string name = word.substr(0, word.find('='));
+        const CLI::Option* option = level->get_option_no_throw(name);
+        if (option == nullptr && level != &app_) option = app_.get_option_no_throw(name);
+        if (option != nullptr && word.find('=') == std::string::npos && option->get_expected_min() > 0) ++i;
+        continue;
+      }
+      CLI::App* sub = nullptr;
+      for (CLI::App* candidate : level->get_subcommands({})) {
+        if (candidate->check_name(word)) sub = candidate;
+      }
+      if (sub == nullptr) {
+        if (level->get_subcommands({}).empty()) return "";  // a positional argument of a command
+        std::vector<std::string> names;
+        for (CLI::App* candidate : level->get_subcommands({})) {
+          if (!candidate->get_group().empty()) names.push_back(candidate->get_name());
+        }
+        std::string list;
+        for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
+        return "unknown command '" + word + "' for '" + path + "' (commands: " + list + "); run '" + path +
+               " --help'";
+      }
+      level = sub;
+      path += " " + word;
+    }
+    return "";
+  }
+
   Connection& Connect(CLI::App* command) {
     connection_ = std::make_unique<Connection>(connection_options_);
     connection_->set_invalid_argument_hint([command](const std::string& m) { return FlagHint(command, m); });

@@ -173,6 +173,15 @@ TEST_F(QatCliTest, ServerAndHelp) {
   EXPECT_EQ(r.exit_code, 0) << r;
   EXPECT_THAT(r.out, HasSubstr("--lut-size"));
   EXPECT_THAT(r.out, HasSubstr("Example:"));
+
+  // Issue #17.7: unknown commands said only "A subcommand is required".
+  r = Qat({"rm", "13"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("unknown command 'rm' for 'qat' (commands: "));
+  EXPECT_THAT(r.err, HasSubstr("watch"));
+  r = Qat({"pipeline", "list"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("unknown command 'list' for 'qat pipeline' (commands: run"));
 }
 
 TEST_F(QatCliTest, ProbeLifecycle) {
