@@ -271,9 +271,23 @@ int ShowCurve(Connection& connection, int64_t job_id, const CurveOptions& option
     std::printf("%s", CurveCsv(series).c_str());
     return kExitOk;
   }
+  if (series.empty() && !options.metrics.empty()) {
+    // Name what exists, so a typo is one look away (issue #17.6).
+    v1::GetMetricSeriesRequest every;
+    every.set_job_id(job_id);
+    v1::GetMetricSeriesResponse known;
+    std::vector<std::string> names;
+    if (connection.stub().GetMetricSeries(connection.UnaryContext().get(), every, &known).ok()) {
+      for (const v1::MetricSeries& s : known.series()) names.push_back(s.name());
+    }
+    std::fprintf(stderr, "qat: job %lld has no series named %s; %s\n", static_cast<long long>(job_id),
+                 absl::StrJoin(options.metrics, ", ").c_str(),
+                 names.empty() ? "it has no metric series yet"
+                               : ("it has: " + absl::StrJoin(names, ", ") + " (pass one to --metric)").c_str());
+    return kExitFailed;
+  }
   if (series.empty()) {
-    std::fprintf(stderr, "qat: job %lld has no metric points%s\n", static_cast<long long>(job_id),
-                 options.metrics.empty() ? "" : " for the requested --metric names");
+    std::fprintf(stderr, "qat: job %lld has no metric points\n", static_cast<long long>(job_id));
     return kExitFailed;
   }
   if (!options.png.empty()) {

@@ -248,6 +248,10 @@ TEST_F(QatCliTest, ProbeLifecycle) {
   EXPECT_EQ(r.exit_code, 0) << r;
   EXPECT_THAT(r.out, HasSubstr("loss/kd"));
   EXPECT_THAT(r.out, HasSubstr("step"));
+  // Issue #17.6: a name that does not exist lists the ones that do.
+  r = Qat({"curve", sid, "--metric", "nope"});
+  EXPECT_NE(r.exit_code, 0) << r;
+  EXPECT_THAT(r.err, HasSubstr("has no series named nope; it has: loss/kd"));
   const std::string png = dir_->File("loss.png");
   r = Qat({"curve", sid, "--png", png});
   EXPECT_EQ(r.exit_code, 0) << r;
