@@ -171,21 +171,21 @@ std::string WorkerExit::Describe() const {
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const WorkerLaunch& launch) {
-  ExecWorkerOptions options_;
+  ExecWorkerOptions o;  // a snapshot: the daemon address is set once the port is bound
   {
     std::lock_guard<std::mutex> lock(mu_);
-    options_ = this->options_;
+    o = options_;
   }
-  const bool grpc = options_.transport == "grpc";
-  if (grpc && (options_.channel == nullptr || options_.daemon_address.empty())) {
+  const bool grpc = o.transport == "grpc";
+  if (grpc && (o.channel == nullptr || o.daemon_address.empty())) {
     return absl::FailedPreconditionError("the gRPC worker transport needs the daemon's address and WorkerChannel");
   }
   ChildPlan plan;
-  plan.args = {options_.executable, "job", absl::StrCat(launch.job_id), launch.kind.empty() ? "JOB" : launch.kind,
+  plan.args = {o.executable, "job", absl::StrCat(launch.job_id), launch.kind.empty() ? "JOB" : launch.kind,
                "--task-file", launch.task_file};
   if (grpc) {
-    plan.args.insert(plan.args.end(), {"--daemon", options_.daemon_address});
-    if (!options_.daemon_ca_file.empty()) plan.args.insert(plan.args.end(), {"--daemon-ca", options_.daemon_ca_file});
+    plan.args.insert(plan.args.end(), {"--daemon", o.daemon_address});
+    if (!o.daemon_ca_file.empty()) plan.args.insert(plan.args.end(), {"--daemon-ca", o.daemon_ca_file});
   } else {
     plan.args.insert(plan.args.end(), {"--event-fd", "3"});
   }
@@ -204,7 +204,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
     absl::StatusOr<std::string> secret = NewJobSecret();
     if (!secret.ok()) return secret.status();
     plan.env.push_back(absl::StrCat("QATD_JOB_SECRET=", *secret));
-    mailbox = options_.channel->Open(launch.job_id, *secret);
+    mailbox = o.channel->Open(launch.job_id, *secret);
   }
   for (std::string& a : plan.args) plan.argv.push_back(a.data());
   plan.argv.push_back(nullptr);
@@ -226,7 +226,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid == 0) {
-    RunChild(options_.executable.c_str(), plan.argv.data(), plan.envp.data(), grpc ? null_fd : fds[1], log_fd, null_fd,
+    RunChild(o.executable.c_str(), plan.argv.data(), plan.envp.data(), grpc ? null_fd : fds[1], log_fd, null_fd,
              parent);
   }
   int saved = errno;
@@ -235,7 +235,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
   ::close(null_fd);
   if (pid < 0) {
     ::close(fds[0]);
-    if (mailbox != nullptr) options_.channel->Close(mailbox);
+    if (mailbox != nullptr) o.channel->Close(mailbox);
     return absl::ResourceExhaustedError(absl::StrCat("fork: ", strerror(saved)));
   }
   // Also set the group from the parent side, so a signal sent right after Launch() returns
@@ -243,7 +243,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
   ::setpgid(pid, pid);
   if (grpc) {
     ::close(fds[0]);
-    return std::unique_ptr<WorkerProcess>(new ChannelWorker(pid, options_.channel, std::move(mailbox)));
+    return std::unique_ptr<WorkerProcess>(new ChannelWorker(pid, o.channel, std::move(mailbox)));
   }
   return std::unique_ptr<WorkerProcess>(new ForkedWorker(pid, fds[0]));
 }
