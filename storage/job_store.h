@@ -133,6 +133,27 @@ class JobStore {
   absl::StatusOr<std::vector<v1::ArtifactInput>> GetInputs(int64_t job_id);
   absl::StatusOr<v1::Pipeline> GetPipeline(int64_t pipeline_id);
 
+  // ---- Retention (job_store_retention.cc) -----------------------------------------------
+
+  // The jobs `ids` (with specs, without artifacts), if every one exists (NOT_FOUND), has
+  // ended, and no queued or running job depends on it (FAILED_PRECONDITION naming both).
+  absl::StatusOr<std::vector<v1::Job>> CheckDeletable(const std::vector<int64_t>& ids);
+  // Ids of the jobs in `states` (terminal ones) that ended before `ended_before_ms`, oldest
+  // first, at most `limit`.
+  absl::StatusOr<std::vector<int64_t>> ListEndedBefore(int64_t ended_before_ms,
+                                                       const std::vector<v1::JobState>& states, int limit);
+  // Deletes the jobs' rows (events, metric points, artifacts, transitions, dependencies) in
+  // one transaction, after CheckDeletable again; a pipeline left without jobs goes too.
+  absl::Status DeleteJobs(const std::vector<int64_t>& ids);
+  // Finished jobs that ended before `ended_before_ms` and were not compacted yet, oldest
+  // first, at most `limit` (with specs).
+  absl::StatusOr<std::vector<v1::Job>> ListUncompacted(int64_t ended_before_ms, int limit);
+  // Compacts a finished job's history: drops its progress and metric events (the metric
+  // points stay, for curves), thins each metric series to at most `max_points_per_series`
+  // points (evenly by step, the first and the last kept; >= 2) and marks it compacted.
+  absl::Status CompactHistory(int64_t job_id, int max_points_per_series);
+  absl::Status SetDiskBytes(int64_t job_id, int64_t bytes);
+
  private:
   JobStore(std::unique_ptr<SqliteDb> writer, std::unique_ptr<ReadPool> readers);
 

@@ -13,7 +13,7 @@ namespace {
 
 constexpr char kJobColumns[] =
     "SELECT id, kind, state, spec, pipeline_id, stage, create_ms, start_ms, end_ms, progress, result, "
-    "error_code, error_message, attempt, worker_pid, devices, cancel_requested FROM jobs";
+    "error_code, error_message, attempt, worker_pid, devices, cancel_requested, disk_bytes FROM jobs";
 
 absl::StatusOr<v1::Job> JobFromRow(const SqliteStatement& row, bool include_spec) {
   v1::Job job;
@@ -42,6 +42,7 @@ absl::StatusOr<v1::Job> JobFromRow(const SqliteStatement& row, bool include_spec
   job.set_worker_pid(static_cast<int32_t>(row.Int(14)));
   for (std::string& device : SplitDevices(row.Text(15))) job.add_devices(std::move(device));
   job.set_cancel_requested(row.Int(16) != 0);
+  job.set_disk_bytes(row.Int(17));
   return job;
 }
 

@@ -93,8 +93,18 @@ CREATE INDEX artifacts_by_job ON artifacts(job_id, id);
 CREATE INDEX artifacts_by_kind ON artifacts(kind, id);
 )sql";
 
+// Retention (server/retention.h): the bytes a job takes on disk, whether its history was
+// compacted, and the indexes that pruning by end time and dependency checks use.
+constexpr std::string_view kV2 = R"sql(
+ALTER TABLE jobs ADD COLUMN disk_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN compacted INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_by_end ON jobs(state, end_ms);
+CREATE INDEX job_dependencies_by_target ON job_dependencies(depends_on);
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, kV1},
+    {2, kV2},
 };
 
 }  // namespace
