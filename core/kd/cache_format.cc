@@ -173,13 +173,19 @@ absl::StatusOr<json> ReadJsonFile(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::ostringstream buffer;
   buffer << in.rdbuf();
-  const std::string text = std::move(buffer).str();
+  return ParseJsonText(std::move(buffer).str(), path);
+}
+
+absl::StatusOr<json> ParseJsonText(const std::string& text, const std::string& path) {
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {
     const size_t at = std::min<size_t>(e.byte > 0 ? e.byte - 1 : 0, text.size());
     const int64_t line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n');
     return absl::InvalidArgumentError(absl::StrCat(path, ":", line, ": not valid JSON: ", e.what()));
+  } catch (const json::exception& e) {
+    // A number out of range (1e999) is thrown as out_of_range, not as a parse_error.
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON: ", e.what()));
   }
 }
 

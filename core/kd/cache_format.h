@@ -86,6 +86,9 @@ std::string ReferenceShardFileName(int64_t shard_id);
 // Reads and parses a JSON file. NOT_FOUND if missing; INVALID_ARGUMENT (naming the file and
 // line) if malformed.
 absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path);
+// Parses JSON text read from `path` (which only names it in errors): INVALID_ARGUMENT naming
+// `path` and the line for malformed text or a number out of range (1e999).
+absl::StatusOr<nlohmann::json> ParseJsonText(const std::string& text, const std::string& path);
 // Writes `j` (indented) to `path` atomically: `path`.tmp.<pid>, fsync, rename, fsync(dir).
 absl::Status WriteJsonFileAtomic(const std::string& path, const nlohmann::json& j);
 // fsync of a directory (makes renames in it durable).

@@ -507,6 +507,23 @@ TEST(CacheFormatTest, AtomicJsonWriteLeavesNoTempFile) {
   EXPECT_NE(std::string(bad.status().message()).find("bad.json:3"), std::string::npos) << bad.status();
 }
 
+// Found by tests/fuzz/kd_cache_fuzz.cc: nlohmann throws a number too large for a double
+// (1e999) as out_of_range, not parse_error, so it escaped ReadJsonFile (a job then failed with
+// "job threw: ..." naming no file; any other caller would have ended in std::terminate).
+TEST(CacheFormatTest, ANumberOutOfRangeIsInvalidJsonNotAnException) {
+  fs::path dir = FreshDir("json_range");
+  std::ofstream(dir / "meta.json") << "{\n  \"format\": 1e999\"qwen_kd_topk_cache_v1\"\n}";
+  std::ofstream(dir / "progress.json") << R"({"n_written": 1e999, "next_shard_id": 0})";
+  for (const char* name : {"meta.json", "progress.json"}) {
+    const std::string path = (dir / name).string();
+    auto j = ReadJsonFile(path);
+    ASSERT_EQ(j.status().code(), absl::StatusCode::kInvalidArgument) << j.status();
+    EXPECT_NE(std::string(j.status().message()).find(path + ": not valid JSON: "), std::string::npos) << j.status();
+    EXPECT_NE(std::string(j.status().message()).find("number overflow parsing '1e999'"), std::string::npos)
+        << j.status();
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // KdCacheWriter
 
