@@ -50,7 +50,12 @@ absl::StatusOr<Qwen3Config> Qwen3Config::FromJson(const std::string& json_text) 
   std::string arch;
   if (auto a = j.find("architectures"); a != j.end() && a->is_array() && !a->empty() && (*a)[0].is_string())
     arch = (*a)[0].get<std::string>();
-  std::string model_type = j.value("model_type", std::string());
+  // Read by hand: json::value() throws on a non-string (and the daemon reads this at submit).
+  std::string model_type;
+  if (auto t = j.find("model_type"); t != j.end() && !t->is_null()) {
+    if (!t->is_string()) return Bad(absl::StrCat("field 'model_type' must be a string, got ", t->type_name()));
+    model_type = t->get<std::string>();
+  }
   const bool is_qwen3 = model_type == "qwen3" || arch == "Qwen3ForCausalLM";
   if (!is_qwen3) {
     return Bad(absl::StrCat("unsupported architecture '", arch.empty() ? model_type : arch,

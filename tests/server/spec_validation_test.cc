@@ -1,5 +1,7 @@
 #include "core/jobs/job_spec.h"
 
+#include <fstream>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -88,6 +90,16 @@ TEST_F(SpecValidationTest, NamesTheBadField) {
   v1::JobSpec generate;
   generate.mutable_generate()->set_model(dir_.path().string());
   EXPECT_EQ(Error(generate), "spec.generate.prompt is required");
+}
+
+// Found by tests/fuzz/model_config_fuzz.cc: the daemon reads the config.json of every model a
+// spec names; a non-string model_type threw out of Qwen3Config::FromJson and ended the daemon.
+TEST_F(SpecValidationTest, AModelConfigWithANonStringModelTypeIsABadFieldNotACrash) {
+  std::ofstream(dir_.File("config.json"))
+      << R"({"architectures": ["Qwen3ForCausalLM"], "head_dim": 16, "model_type": 5968})";
+  EXPECT_THAT(Error(KdCache()), HasSubstr("spec.kd_cache.teacher_model names a model that cannot be used: " +
+                                          dir_.File("config.json") +
+                                          ": config.json: field 'model_type' must be a string, got number"));
 }
 
 TEST_F(SpecValidationTest, PipelinesValidateStructureAndFeedFields) {

@@ -89,5 +89,17 @@ TEST(Qwen3Config, RejectsOtherArchitectures) {
   EXPECT_EQ(Qwen3Config::FromFile("/nonexistent").status().code(), absl::StatusCode::kNotFound);
 }
 
+// Found by tests/fuzz/model_config_fuzz.cc: a non-string model_type threw
+// json::type_error out of FromJson, which the daemon calls at submit time (std::terminate).
+TEST(Qwen3Config, ANonStringModelTypeIsAnErrorNotAnException) {
+  const std::string fuzzed = R"({"architectures": ["Qwen3ForCausalLM"], "head_dim": 16, "model_type": 5968})";
+  absl::StatusOr<Qwen3Config> c = Qwen3Config::FromJson(fuzzed);
+  ASSERT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << c.status();
+  EXPECT_EQ(c.status().message(), "config.json: field 'model_type' must be a string, got number");
+  json j = Base();
+  j["model_type"] = nullptr;  // null reads as absent: the architecture decides
+  EXPECT_TRUE(Qwen3Config::FromJson(j.dump()).ok());
+}
+
 }  // namespace
 }  // namespace qatd::model
