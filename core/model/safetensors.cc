@@ -156,10 +156,15 @@ absl::Status SafetensorsFile::Parse(const uint8_t* bytes, size_t size) {
     if (!dtype.ok()) return bad(dtype.status().message());
     info.dtype = *dtype;
     uint64_t expected = DTypeSize(info.dtype);
+    // Every prefix of the element count fits int64 (numel() multiplies in this order; a later
+    // 0 would hide an overflow from the byte count).
+    uint64_t elements = 1;
+    constexpr auto kMaxInt64 = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
     for (const json& d : *sh) {
       if (!d.is_number_unsigned()) return bad("shape entries must be non-negative integers");
       uint64_t dim = d.get<uint64_t>();
-      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || MulOverflow(expected, dim, &expected))
+      if (dim > kMaxInt64 || MulOverflow(expected, dim, &expected) || MulOverflow(elements, dim, &elements) ||
+          elements > kMaxInt64)
         return bad("shape overflows");
       info.shape.push_back(static_cast<int64_t>(dim));
     }
@@ -178,11 +183,17 @@ absl::Status SafetensorsFile::Parse(const uint8_t* bytes, size_t size) {
   }
   std::sort(tensors_.begin(), tensors_.end(),
             [](const TensorInfo& a, const TensorInfo& b) { return a.begin < b.begin || (a.begin == b.begin && a.end < b.end); });
+  // Compared with the last non-empty tensor, not the previous one: an empty tensor in between
+  // must not hide an overlap.
+  const TensorInfo* previous = nullptr;
   for (size_t i = 0; i < tensors_.size(); ++i) {
-    if (i > 0 && tensors_[i].begin < tensors_[i - 1].end && tensors_[i].nbytes() > 0 && tensors_[i - 1].nbytes() > 0)
-      return Malformed(absl::StrCat("tensors '", tensors_[i - 1].name, "' and '", tensors_[i].name,
-                                    "' overlap in the data section"));
-    index_[tensors_[i].name] = i;
+    const TensorInfo& t = tensors_[i];
+    if (t.nbytes() > 0) {
+      if (previous != nullptr && t.begin < previous->end)
+        return Malformed(absl::StrCat("tensors '", previous->name, "' and '", t.name, "' overlap in the data section"));
+      previous = &t;
+    }
+    index_[t.name] = i;
   }
   return absl::OkStatus();
 }

@@ -152,9 +152,19 @@ TEST(Safetensors, RejectsMalformedFiles) {
       {"overlap",
        Image(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", data8),
        "overlap"},
+      // Found with tests/fuzz/safetensors_fuzz.cc's invariants: an empty tensor between two
+      // overlapping ones hid the overlap (only neighbours were compared).
+      {"overlap behind an empty tensor",
+       Image(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"z":{"dtype":"U8","shape":[0],"data_offsets":[4,4]},)"
+             R"("b":{"dtype":"U8","shape":[2],"data_offsets":[5,7]}})", data8),
+       "tensors 'a' and 'b' overlap"},
       {"negative dim", Image(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data8), "non-negative"},
       {"shape overflow",
        Image(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", data8), "overflow"},
+      // Found with the same fuzzer: 0 bytes, but 2^32 * 2^31 elements before the 0, so
+      // TensorInfo::numel() overflowed int64 (UB) on a file the parser had accepted.
+      {"element count overflow behind a 0",
+       Image(R"({"t":{"dtype":"U8","shape":[4294967296,2147483648,0],"data_offsets":[0,0]}})", ""), "overflow"},
       {"missing offsets", Image(R"({"a":{"dtype":"F32","shape":[2]}})", data8), "data_offsets"},
       {"bad metadata", Image(R"({"__metadata__":{"k":1}})", ""), "__metadata__"},
   };
