@@ -78,8 +78,8 @@ absl::StatusOr<std::shared_ptr<pcre2_code>> CompileRegex(std::string_view patter
                                                          absl::string_view where, bool* jit) {
   int err = 0;
   PCRE2_SIZE err_offset = 0;
-  uint32_t options = PCRE2_UTF | PCRE2_UCP;
-  if (literal) options |= PCRE2_LITERAL;
+  // PCRE2 refuses UCP next to LITERAL (a literal has no classes for UCP to widen).
+  const uint32_t options = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP;
   pcre2_code* code =
       pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &err,
                     &err_offset, nullptr);

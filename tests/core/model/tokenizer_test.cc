@@ -237,6 +237,27 @@ TEST(TokenizerMergesTest, LowestRankMergeWinsOverLeftmost) {
             (std::vector<std::string>{"llll", "l"}));
 }
 
+// Found while seeding tests/fuzz/tokenizer_fuzz.cc: a {"String": ...} Split pattern was compiled
+// with PCRE2_LITERAL | PCRE2_UCP, which PCRE2 refuses, so no such tokenizer.json loaded.
+TEST(TokenizerPreTokenizerTest, ALiteralStringSplitPatternSplitsOnTheLiteral) {
+  Json j = Json::parse(TinyTokenizerJson(true));
+  Json& split = j["pre_tokenizer"]["pretokenizers"][0];
+  split["pattern"] = {{"String", " "}};
+  absl::StatusOr<Tokenizer> t = Tokenizer::FromJson(j.dump());
+  ASSERT_TRUE(t.ok()) << t.status();
+  const auto tokens = [&](const Tokenizer& tok, const std::string& text) {
+    std::vector<std::string> out;
+    for (int32_t id : tok.Encode(text)) out.push_back(tok.IdToToken(id).value_or("?"));
+    return out;
+  };
+  // Isolated: "hello", " ", "world" are pieces of their own, so no "Ġw" merge.
+  EXPECT_EQ(tokens(*t, "hello world"), (std::vector<std::string>{"hello", "Ġ", "w", "or", "ld"}));
+  split["pattern"] = {{"String", "."}};  // a literal dot, not "any character"
+  t = Tokenizer::FromJson(j.dump());
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(tokens(*t, "he.ll"), (std::vector<std::string>{"he", ".", "ll"}));
+}
+
 TEST(TokenizerMalformedTest, RejectsBadJsonWithClearErrors) {
   struct Case {
     std::string json;
