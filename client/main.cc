@@ -17,6 +17,7 @@
 #include "client/connection.h"
 #include "client/job_watch.h"
 #include "client/queries.h"
+#include "client/retention_commands.h"
 #include "client/recipes.h"
 #include "client/render.h"
 #include "client/spec_commands.h"
@@ -249,6 +250,34 @@ class Cli {
       return WithConnection(cancel, [&](Connection& c) { return CancelJob(c, job_id_, cancel_reason_, out_); });
     });
 
+    CLI::App* del = app_.add_subcommand("delete", "Delete finished jobs: their history and <data-dir>/jobs/<id>/");
+    del->add_option("ids", delete_.ids, "Job ids")->required();
+    del->add_flag("--delete-outputs", delete_.delete_outputs,
+                  "Also remove output dirs a spec named outside the data dir (only under an --allow-output-root)");
+    del->add_flag("--dry-run,-n", delete_.dry_run, "Show what would be deleted and the space it would free");
+    del->footer(
+        "Queued or running jobs, and jobs a queued or running job depends on, are refused (nothing is deleted).\n"
+        "Examples:\n  qat delete 12 13 --dry-run\n  qat delete 12\n");
+    actions_.emplace_back(del, [this, del] {
+      return WithConnection(del, [&](Connection& c) { return DeleteJobs(c, delete_, out_); });
+    });
+
+    CLI::App* prune = app_.add_subcommand("prune", "Delete the finished jobs that ended before some time");
+    prune->add_option("--older-than", prune_.older_than, "Ended at least this long ago: 90s, 15m, 12h, 7d, 2w")
+        ->required();
+    prune->add_option("--state", prune_.states, "Only these states (default: failed,cancelled; also succeeded)")
+        ->delimiter(',');
+    prune->add_flag("--delete-outputs", prune_.delete_outputs,
+                    "Also remove output dirs a spec named outside the data dir (only under an --allow-output-root)");
+    prune->add_flag("--dry-run,-n", prune_.dry_run, "Show what would be deleted and the space it would free");
+    prune->footer(
+        "Jobs that a queued or running job depends on are skipped. The daemon also compacts finished jobs on its\n"
+        "own (qatd --compact-after): see server/README.md, Retention.\n"
+        "Examples:\n  qat prune --older-than 7d --dry-run\n  qat prune --older-than 30d --state failed,cancelled,succeeded\n");
+    actions_.emplace_back(prune, [this, prune] {
+      return WithConnection(prune, [&](Connection& c) { return PruneJobs(c, prune_, out_); });
+    });
+
     CLI::App* curve = AddIdCommand("curve", "Loss curves: terminal chart, --csv, or --png FILE", &job_id_,
                                    "qat curve 17 --png loss.png");
     curve
@@ -348,6 +377,8 @@ class Cli {
   JobsQuery jobs_query_;
   LogsOptions logs_;
   std::string cancel_reason_;
+  DeleteOptions delete_;
+  PruneOptions prune_;
   CurveOptions curve_;
   ArtifactsQuery artifacts_;
   RecipeFlags recipe_;

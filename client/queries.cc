@@ -64,7 +64,12 @@ int ShowServer(Connection& connection, const OutputOptions& out) {
               info.max_concurrent_jobs_per_device());
   std::vector<std::string> kinds;
   for (int k : info.available_kinds()) kinds.push_back(KindName(static_cast<v1::JobKind>(k)));
-  std::printf("job kinds: %s\n\n", kinds.empty() ? "(none)" : absl::StrJoin(kinds, ", ").c_str());
+  std::printf("job kinds: %s\n", kinds.empty() ? "(none)" : absl::StrJoin(kinds, ", ").c_str());
+  if (info.data_dir_free_bytes() >= 0) std::printf("disk:      %s free in the data dir\n", FormatBytes(info.data_dir_free_bytes()).c_str());
+  if (!info.dispatch_paused().empty()) {
+    std::printf("%s\n", Paint("paused:    " + info.dispatch_paused(), Color::kRed, out.color).c_str());
+  }
+  std::printf("\n");
   Table table({"DEVICE", "KIND", "MEMORY FREE", "MEMORY TOTAL", "JOBS"});
   for (const v1::DeviceInfo& d : info.devices()) {
     const bool known = d.memory_total_bytes() > 0;
@@ -89,6 +94,7 @@ std::vector<std::string> JobRow(const v1::Job& job, bool color) {
           FormatProgress(job.progress()),
           Age(job.create_time()),
           duration ? FormatDuration(*duration) : "-",
+          job.disk_bytes() > 0 ? FormatBytes(job.disk_bytes()) : "-",
           name};
 }
 
@@ -153,7 +159,7 @@ int ListJobs(Connection& connection, const JobsQuery& query, const OutputOptions
     std::printf("no jobs\n");
     return kExitOk;
   }
-  Table table({"ID", "KIND", "STATE", "PROGRESS", "AGE", "DURATION", "NAME"});
+  Table table({"ID", "KIND", "STATE", "PROGRESS", "AGE", "DURATION", "DISK", "NAME"});
   for (const v1::Job& job : all.jobs()) table.AddRow(JobRow(job, out.color));
   table.Print(stdout, out.color);
   if (!all.next_page_token().empty()) {
@@ -188,6 +194,7 @@ int ShowJob(Connection& connection, int64_t job_id, const OutputOptions& out) {
   if (job.devices_size() > 0) field("devices:", absl::StrJoin(job.devices(), ", "));
   if (job.cancel_requested()) field("cancel:", "requested");
   field("progress:", FormatProgress(job.progress()));
+  if (job.disk_bytes() > 0) field("disk:", FormatBytes(job.disk_bytes()) + " (qat delete " + std::to_string(job.id()) + " frees it)");
   if (job.result().metrics_size() > 0 || !job.result().summary().empty()) {
     std::vector<std::pair<std::string, double>> metrics(job.result().metrics().begin(), job.result().metrics().end());
     std::sort(metrics.begin(), metrics.end());

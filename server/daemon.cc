@@ -30,6 +30,8 @@
 #include "server/auth.h"
 #include "server/device_discovery.h"
 #include "server/device_pool.h"
+#include "server/disk_reserve.h"
+#include "server/retention.h"
 #include "server/event_hub.h"
 #include "server/job_journal.h"
 #include "server/logging.h"
@@ -280,15 +282,28 @@ int RunDaemon(const DaemonOptions& options) {
   launcher_options.transport = options.worker_transport;
   launcher_options.daemon_ca_file = options.tls_cert;
   launcher_options.channel = &worker_channel;
+  launcher_options.memory_limit_bytes = options.worker_memory_limit_bytes;
   SchedulerOptions scheduler_options;
   scheduler_options.jobs_dir = data_dir + "/jobs";
   scheduler_options.cancel_grace_ms = static_cast<int64_t>(options.cancel_grace_seconds * 1000);
   scheduler_options.max_attempts = options.max_attempts;
+  DiskReserve reserve(data_dir + "/reserve.bin", options.disk_reserve_mib << 20);
+  scheduler_options.reserve = &reserve;
+  scheduler_options.data_dir = data_dir;
   ExecWorkerLauncher launcher(launcher_options);
   Scheduler scheduler(scheduler_options, &journal, &devices, &launcher, &metrics);
 
+  RetentionOptions retention_options;
+  retention_options.jobs_dir = scheduler_options.jobs_dir;
+  retention_options.allowed_output_roots = options.allow_output_roots;
+  retention_options.compact_after_ms = options.compact_after_ms;
+  retention_options.max_points_per_series = options.max_points_per_series;
+  retention_options.keep_resume_state = options.keep_resume_state;
+  Retention retention(retention_options, &journal, &clock);
+
   ServiceContext service_context;
   service_context.scheduler = &scheduler;
+  service_context.retention = &retention;
   service_context.store = store->get();
   service_context.hub = &hub;
   service_context.devices = &devices;
@@ -323,6 +338,7 @@ int RunDaemon(const DaemonOptions& options) {
     server->Shutdown();
     return Fail(started);
   }
+  retention.Start();
   // metrics.port first: qatd.port appearing means the daemon is fully up.
   if (absl::Status written = WriteFileAtomically(data_dir + "/metrics.port", absl::StrCat(metrics_port, "\n"));
       !written.ok()) {
@@ -342,6 +358,7 @@ int RunDaemon(const DaemonOptions& options) {
   if (grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService()) health->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   scheduler.Shutdown();
+  retention.Stop();
   gpu_monitor.Stop();
   server->Wait();
   ::unlink((data_dir + "/qatd.port").c_str());

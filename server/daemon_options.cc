@@ -3,6 +3,8 @@
 #include <cstdlib>
 
 #include "CLI/CLI.hpp"
+#include "core/common/duration.h"
+#include "worker/memory_limit.h"
 
 namespace qatd::server {
 
@@ -43,6 +45,18 @@ CommandLine ParseCommandLine(int argc, char** argv) {
                  "A job that was running whenever the daemon died fails after this many attempts (0 = no limit)")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
+  app.add_option("--worker-memory-limit", d.worker_memory_limit_bytes,
+                 "Private memory each worker may allocate (RLIMIT_DATA; 16GiB, 512MiB, bytes; at least 1GiB; "
+                 "0 = no limit); a job over it fails with RESOURCE_EXHAUSTED")
+      ->transform(CLI::Validator(
+          [](std::string& text) -> std::string {
+            absl::StatusOr<uint64_t> bytes = worker::ParseMemoryLimitFlag("--worker-memory-limit", text);
+            if (!bytes.ok()) return std::string(bytes.status().message());
+            text = std::to_string(*bytes);
+            return "";
+          },
+          "SIZE"))
+      ->capture_default_str();
   app.add_option("--allow-output-root", d.allow_output_roots,
                  "A directory under which specs may name their output_dir (repeatable); without any, jobs write "
                  "only in <data-dir>/jobs/<id>/")
@@ -56,8 +70,32 @@ CommandLine ParseCommandLine(int argc, char** argv) {
                "(they are moved to jobs.before-init-<time>/); without it a missing or empty qatd.db "
                "next to job folders stops the daemon");
 
+  std::string compact_after = "1h";
+  app.add_option("--compact-after", compact_after,
+                 "Compact a finished job's history this long after it ended: drop its progress and metric events, "
+                 "thin its curves, drop a succeeded job's resume state (90s, 15m, 12h, 7d; 'never')")
+      ->capture_default_str();
+  app.add_option("--max-points-per-series", d.max_points_per_series,
+                 "Metric points kept per series of a compacted job (evenly spread over its steps)")
+      ->check(CLI::Range(2, 10000000))
+      ->capture_default_str();
+  app.add_flag("--keep-resume-state", d.keep_resume_state,
+               "Keep <output>/resume of succeeded jobs at compaction (default: only final/ and best/ stay)");
+  app.add_option("--disk-reserve-mib", d.disk_reserve_mib,
+                 "MiB kept free in <data-dir>/reserve.bin; released when the disk fills up, so job failures can "
+                 "still be recorded (0 = none)")
+      ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str();
+
   try {
     app.parse(argc, argv);
+    if (compact_after == "never") {
+      d.compact_after_ms = -1;
+    } else {
+      absl::StatusOr<int64_t> ms = ParseDurationMs(compact_after);
+      if (!ms.ok()) throw CLI::ValidationError("--compact-after", std::string(ms.status().message()));
+      d.compact_after_ms = *ms;
+    }
   } catch (const CLI::ParseError& e) {
     cl.exit_code = app.exit(e);
     return cl;

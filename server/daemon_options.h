@@ -6,6 +6,7 @@
 // Defaults bind loopback only. The bearer token comes from --token-file, else from the
 // QATD_TOKEN environment variable; none means no authentication.
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ struct DaemonOptions {
   double cancel_grace_seconds = 10.0;
   double gpu_poll_seconds = 10.0;
   int max_attempts = 3;  // SchedulerOptions::max_attempts
+  // RLIMIT_DATA of every worker (--worker-memory-limit 16GiB; worker/memory_limit.h); 0 = none.
+  uint64_t worker_memory_limit_bytes = 0;
   // Where a spec may name an output directory besides the job's own folder (--allow-output-root,
   // repeatable), and where its inputs must lie (--allow-input-root; none = anywhere readable).
   std::vector<std::string> allow_output_roots;
@@ -37,6 +40,13 @@ struct DaemonOptions {
   // Start a new, empty database although the data dir holds job folders of an earlier one
   // (they are moved aside to jobs.before-init-<time>/). Without it the daemon refuses.
   bool init = false;
+  // Retention (server/retention.h): compact a finished job's history this long after it
+  // ended (< 0 = never), keep at most this many points per metric series, keep resume state.
+  int64_t compact_after_ms = 60 * 60 * 1000;
+  int max_points_per_series = 2000;
+  bool keep_resume_state = false;
+  // Room kept free on the data dir's file system for recording failures when it fills up.
+  int64_t disk_reserve_mib = 64;
 };
 
 struct CommandLine {

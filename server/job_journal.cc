@@ -25,6 +25,11 @@ void JobJournal::Created(const v1::Job& job) {
   metrics_->SetJobCount(job.state(), ++counts_[job.state()]);
 }
 
+void JobJournal::Deleted(const std::vector<v1::JobState>& states) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (v1::JobState state : states) metrics_->SetJobCount(state, --counts_[state]);
+}
+
 absl::StatusOr<v1::JobEvent> JobJournal::Transition(int64_t job_id, const storage::Transition& transition,
                                                     std::optional<v1::JobState> expected_from) {
   std::lock_guard<std::mutex> lock(mu_);

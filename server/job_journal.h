@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -44,6 +45,8 @@ class JobJournal {
   absl::Status Artifact(int64_t job_id, const std::string& path, const std::string& kind);
 
   int64_t CountInState(v1::JobState state) const;
+  // Finished jobs were deleted (retention): the per-state counts go down.
+  void Deleted(const std::vector<v1::JobState>& states);
 
  private:
   absl::Status Append(int64_t job_id, const v1::JobEvent& event, bool persist);

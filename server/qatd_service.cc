@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/common/status_macros.h"
+#include "server/job_files.h"
 #include "server/job_stream_reactor.h"
 #include "server/pipeline_plan.h"
 #include "core/jobs/job_spec.h"
@@ -128,6 +129,10 @@ grpc::ServerUnaryReactor* QatdService::GetJob(grpc::CallbackServerContext* conte
   if (absl::Status auth = ctx_.auth->Check(*context); !auth.ok()) return Reply(context, auth);
   absl::StatusOr<v1::Job> job = ctx_.store->GetJob(request->job_id());
   if (job.ok()) *response = *std::move(job);
+  // A running job's files grow: measure them now (a finished job's size is stored).
+  if (job.ok() && response->state() == v1::JOB_STATE_RUNNING) {
+    response->set_disk_bytes(DiskUsage(PathsOf(*response, ctx_.spec_checks.jobs_dir)));
+  }
   return Reply(context, job.status());
 }
 
@@ -275,7 +280,43 @@ grpc::ServerUnaryReactor* QatdService::GetServerInfo(grpc::CallbackServerContext
   *response->mutable_start_time() = storage::ToTimestamp(ctx_.start_time_ms);
   response->set_data_dir(ctx_.data_dir);
   response->set_max_concurrent_jobs_per_device(ctx_.devices->max_jobs_per_device());
+  response->set_data_dir_free_bytes(FreeBytes(ctx_.data_dir));
+  response->set_dispatch_paused(ctx_.scheduler->dispatch_paused());
   return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* QatdService::DeleteJobs(grpc::CallbackServerContext* context,
+                                                  const v1::DeleteJobsRequest* request,
+                                                  v1::DeleteJobsResponse* response) {
+  if (absl::Status auth = ctx_.auth->Check(*context); !auth.ok()) return Reply(context, auth);
+  std::vector<int64_t> ids(request->job_ids().begin(), request->job_ids().end());
+  absl::StatusOr<v1::DeleteJobsResponse> deleted =
+      ctx_.retention->Delete(ids, request->delete_outputs(), request->dry_run());
+  if (deleted.ok()) *response = *std::move(deleted);
+  return Reply(context, deleted.status());
+}
+
+grpc::ServerUnaryReactor* QatdService::PruneJobs(grpc::CallbackServerContext* context,
+                                                 const v1::PruneJobsRequest* request,
+                                                 v1::DeleteJobsResponse* response) {
+  if (absl::Status auth = ctx_.auth->Check(*context); !auth.ok()) return Reply(context, auth);
+  if (request->older_than_seconds() <= 0 || request->older_than_seconds() > int64_t{1} << 40) {
+    return Reply(context, absl::InvalidArgumentError(absl::StrCat("older_than_seconds must be in [1, 2^40], got ",
+                                                                  request->older_than_seconds())));
+  }
+  if (request->states_size() > 16) {
+    return Reply(context, absl::InvalidArgumentError(absl::StrCat("states takes at most 16 values, got ",
+                                                                  request->states_size())));
+  }
+  std::vector<v1::JobState> states;
+  for (int s : request->states()) {
+    if (!v1::JobState_IsValid(s)) return Reply(context, absl::InvalidArgumentError(absl::StrCat("states: unknown state ", s)));
+    states.push_back(static_cast<v1::JobState>(s));
+  }
+  absl::StatusOr<v1::DeleteJobsResponse> pruned = ctx_.retention->Prune(
+      request->older_than_seconds() * 1000, std::move(states), request->delete_outputs(), request->dry_run());
+  if (pruned.ok()) *response = *std::move(pruned);
+  return Reply(context, pruned.status());
 }
 
 }  // namespace qatd::server

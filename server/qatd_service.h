@@ -13,6 +13,7 @@
 #include "server/device_pool.h"
 #include "server/event_hub.h"
 #include "core/jobs/job_spec.h"
+#include "server/retention.h"
 #include "server/scheduler.h"
 #include "storage/job_store.h"
 
@@ -20,6 +21,7 @@ namespace qatd::server {
 
 struct ServiceContext {
   Scheduler* scheduler = nullptr;
+  Retention* retention = nullptr;
   storage::JobStore* store = nullptr;
   EventHub* hub = nullptr;
   DevicePool* devices = nullptr;
@@ -59,6 +61,10 @@ class QatdService final : public v1::Qatd::CallbackService {
                                                            const v1::GenerateRequest* request) override;
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
                                           const v1::GetServerInfoRequest* request, v1::ServerInfo* response) override;
+  grpc::ServerUnaryReactor* DeleteJobs(grpc::CallbackServerContext* context, const v1::DeleteJobsRequest* request,
+                                       v1::DeleteJobsResponse* response) override;
+  grpc::ServerUnaryReactor* PruneJobs(grpc::CallbackServerContext* context, const v1::PruneJobsRequest* request,
+                                      v1::DeleteJobsResponse* response) override;
 
  private:
   // Proto-level validation, the job function's own validation and the device check.

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/common/status_macros.h"
 #include "core/common/file_util.h"
+#include "server/job_files.h"
 #include "server/pipeline_plan.h"
 #include "server/status_mapping.h"
 #include "spdlog/spdlog.h"
@@ -46,6 +47,12 @@ absl::Status Scheduler::Start() {
   if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create ", options_.jobs_dir, ": ", ec.message()));
 
   std::lock_guard<std::mutex> lock(mu_);
+  if (options_.reserve != nullptr) {
+    if (absl::Status filled = options_.reserve->Fill(); !filled.ok()) {
+      disk_full_ = absl::StrCat("the data dir ", options_.data_dir, " is out of space: ", std::string(filled.message()));
+      spdlog::warn("{}; queued jobs wait until there is room", disk_full_);
+    }
+  }
   storage::JobFilter filter;
   filter.states = {v1::JOB_STATE_QUEUED};
   filter.limit = 1000;
@@ -165,6 +172,11 @@ int64_t Scheduler::running() const {
   return static_cast<int64_t>(running_.size());
 }
 
+std::string Scheduler::dispatch_paused() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return disk_full_;
+}
+
 void Scheduler::DispatchLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
@@ -183,7 +195,8 @@ void Scheduler::DispatchLoop() {
     // the loop, and that wake-up must not be lost, or the next stage down the pipeline stays
     // QUEUED until something else happens.
     const uint64_t seen = generation_;
-    if (!stopping_) DispatchLocked();
+    const bool disk_full = !disk_full_.empty() && RetryDiskFullLocked();
+    if (!stopping_ && !disk_full) DispatchLocked();
 
     // SIGKILL escalation for cancelled / stopping workers.
     const auto now = std::chrono::steady_clock::now();
@@ -197,6 +210,11 @@ void Scheduler::DispatchLoop() {
       } else if (!next.has_value() || *job->kill_deadline < *next) {
         next = job->kill_deadline;
       }
+    }
+    if (disk_full) {
+      // Look again for free space every second.
+      const auto retry = now + std::chrono::seconds(1);
+      if (!next.has_value() || retry < *next) next = retry;
     }
     auto changed = [&] { return generation_ != seen; };
     if (next.has_value()) {
@@ -383,14 +401,68 @@ void Scheduler::Monitor(std::shared_ptr<RunningJob> job) {
       case v1::WorkerEvent::EVENT_NOT_SET:
         break;
     }
-    if (!applied.ok()) spdlog::error("job {}: cannot record a worker event: {}", job->id, applied.ToString());
+    if (!applied.ok()) {
+      spdlog::error("job {}: cannot record a worker event: {}", job->id, applied.ToString());
+      if (absl::IsResourceExhausted(applied)) {
+        // The database cannot grow (disk full): nothing this job reports can be kept, so stop
+        // it now and record why, rather than let it run unobserved.
+        job->storage_error = applied;
+        job->worker->Signal(SIGKILL);
+        break;
+      }
+    }
   }
   if (!stream_status.ok()) {
     spdlog::error("job {}: bad event stream ({}); killing the worker", job->id, stream_status.ToString());
     job->worker->Signal(SIGKILL);
   }
   const WorkerExit exit = job->worker->Wait();
+  // What the job's files take, for `qat status` / `qat jobs` (retention refreshes it later).
+  if (absl::StatusOr<v1::Job> row = journal_->store().GetJob(job->id); row.ok()) {
+    (void)journal_->store().SetDiskBytes(job->id, DiskUsage(PathsOf(*row, options_.jobs_dir)));
+  }
   Finish(job, final, exit, stream_status);
+}
+
+void Scheduler::RecordEndLocked(int64_t job_id, const storage::Transition& t) {
+  absl::StatusOr<v1::JobEvent> recorded = journal_->Transition(job_id, t, v1::JOB_STATE_RUNNING);
+  if (recorded.ok()) return;
+  if (absl::IsResourceExhausted(recorded.status())) {
+    // Give SQLite the reserve's room, and start nothing new until the disk has room again.
+    const bool released = options_.reserve != nullptr && options_.reserve->Release();
+    disk_full_ = absl::StrCat("the data dir ", options_.data_dir, " is out of space; queued jobs wait until there is room",
+                              options_.reserve != nullptr && options_.reserve->bytes() > 0
+                                  ? absl::StrCat(" (", 2 * options_.reserve->bytes(), " bytes free)")
+                                  : "");
+    spdlog::error("job {}: the disk is full ({}); {} the disk reserve and holding queued jobs", job_id,
+                  recorded.status().ToString(), released ? "released" : "no");
+    recorded = journal_->Transition(job_id, t, v1::JOB_STATE_RUNNING);
+    if (recorded.ok()) return;
+    if (absl::IsResourceExhausted(recorded.status())) {
+      unrecorded_ends_.emplace_back(job_id, t);
+      return;
+    }
+  }
+  spdlog::error("job {}: cannot record its end: {}", job_id, recorded.status().ToString());
+}
+
+bool Scheduler::RetryDiskFullLocked() {
+  for (auto it = unrecorded_ends_.begin(); it != unrecorded_ends_.end();) {
+    absl::StatusOr<v1::JobEvent> recorded = journal_->Transition(it->first, it->second, v1::JOB_STATE_RUNNING);
+    if (!recorded.ok() && absl::IsResourceExhausted(recorded.status())) return true;
+    if (!recorded.ok()) spdlog::error("job {}: cannot record its end: {}", it->first, recorded.status().ToString());
+    it = unrecorded_ends_.erase(it);
+  }
+  if (options_.reserve != nullptr) {
+    if (!options_.reserve->Fill().ok()) return true;
+    // Hysteresis: resume only with as much room again beside the reserve, or the next job
+    // would fill the disk at once.
+    const int64_t free = FreeBytes(options_.data_dir);
+    if (free >= 0 && free < options_.reserve->bytes()) return true;
+  }
+  spdlog::info("the data dir has room again ({} bytes free); dispatching resumes", FreeBytes(options_.data_dir));
+  disk_full_.clear();
+  return false;
 }
 
 void Scheduler::Finish(const std::shared_ptr<RunningJob>& job, const std::optional<v1::WorkerFinal>& final,
@@ -424,8 +496,15 @@ void Scheduler::Finish(const std::shared_ptr<RunningJob>& job, const std::option
     if (!stream_status.ok()) absl::StrAppend(&message, " (", std::string(stream_status.message()), ")");
     t = Terminal(v1::JOB_STATE_FAILED, absl::InternalError(message), "worker process failed");
   }
-  absl::StatusOr<v1::JobEvent> recorded = journal_->Transition(job->id, t, v1::JOB_STATE_RUNNING);
-  if (!recorded.ok()) spdlog::error("job {}: cannot record its end: {}", job->id, recorded.status().ToString());
+  if (!job->storage_error.ok()) {
+    t = Terminal(v1::JOB_STATE_FAILED,
+                 absl::ResourceExhaustedError(absl::StrCat(
+                     "the daemon could not record this job's events (", std::string(job->storage_error.message()),
+                     "): the data dir ", options_.data_dir, " is out of space (", FreeBytes(options_.data_dir),
+                     " bytes free); free space (qat prune, qat delete) and submit the job again")),
+                 "the data dir is out of space");
+  }
+  RecordEndLocked(job->id, t);
   spdlog::info("job {} -> {} ({}; {})", job->id, storage::JobStateName(t.to), t.reason, worker);
   if (t.to == v1::JOB_STATE_QUEUED && !stopping_) {
     absl::StatusOr<v1::Job> again = journal_->store().GetJob(job->id);

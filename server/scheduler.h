@@ -36,6 +36,7 @@
 #include "qatd/v1/job.pb.h"
 #include "qatd/v1/worker.pb.h"
 #include "server/device_pool.h"
+#include "server/disk_reserve.h"
 #include "server/job_journal.h"
 #include "server/metrics.h"
 #include "server/worker_launcher.h"
@@ -49,6 +50,10 @@ struct SchedulerOptions {
   // A job found RUNNING at start (the daemon died under it) after this many attempts fails
   // instead of running again; 0 = no limit.
   int max_attempts = 3;
+  // Released when the database cannot grow (disk full) so the job's failure can be recorded;
+  // queued jobs are held until it can be filled again. Null: no reserve.
+  DiskReserve* reserve = nullptr;
+  std::string data_dir;  // for free-space numbers in messages
 };
 
 class Scheduler {
@@ -75,6 +80,8 @@ class Scheduler {
 
   int64_t queued() const;
   int64_t running() const;
+  // Non-empty while queued jobs are held back (the data dir's disk is full), with the reason.
+  std::string dispatch_paused() const;
 
  private:
   struct QueuedJob {
@@ -93,6 +100,8 @@ class Scheduler {
     bool cancel_requested = false;
     std::string cancel_reason;
     std::optional<std::chrono::steady_clock::time_point> kill_deadline;
+    // Set by the monitor when the database could not record an event (disk full).
+    absl::Status storage_error;
   };
 
   void DispatchLoop();
@@ -104,6 +113,12 @@ class Scheduler {
   void Monitor(std::shared_ptr<RunningJob> job);
   void Finish(const std::shared_ptr<RunningJob>& job, const std::optional<v1::WorkerFinal>& final,
               const WorkerExit& exit, const absl::Status& stream_status);
+  // Records a running job's end; on a full disk releases the reserve and pauses dispatching,
+  // and keeps an end it still cannot record for RetryDiskFullLocked.
+  void RecordEndLocked(int64_t job_id, const storage::Transition& t);
+  // While the disk is full: records the ends kept above and resumes dispatching once the
+  // reserve is back with as much room beside it. true: still paused.
+  bool RetryDiskFullLocked();
   void EnqueueLocked(const v1::Job& job);
   void WakeLocked();
 
@@ -121,6 +136,8 @@ class Scheduler {
   std::map<int64_t, QueuedJob> queue_;
   std::map<int64_t, std::shared_ptr<RunningJob>> running_;
   std::vector<std::shared_ptr<RunningJob>> finished_;        // monitors to join
+  std::string disk_full_;                                    // why dispatching is paused
+  std::vector<std::pair<int64_t, storage::Transition>> unrecorded_ends_;
   std::thread dispatcher_;
 };
 

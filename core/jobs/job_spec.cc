@@ -15,6 +15,7 @@
 #include "core/jobs/layerwise_options.h"
 #include "core/jobs/qat_options.h"
 #include "core/jobs/snap_options.h"
+#include "core/kd/dataset.h"
 #include "core/model/qwen3_config.h"
 
 namespace qatd::jobs {
@@ -220,6 +221,15 @@ absl::Status CheckKdCache(const std::string& p, const v1::KdCacheSpec& s, const 
       .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
       .Require(!(s.resume() && s.overwrite()), "resume", "and overwrite are mutually exclusive");
   c.OutputDir("output_dir", s.output_dir(), s.resume() || s.overwrite());
+  if (c.ok() && ctx.check_paths && !ctx.fed_fields.count("dataset")) {
+    // A device (/dev/zero), a FIFO or a dataset past the size bound is refused here, unread;
+    // the worker's reader checks again (the path may change before the job starts).
+    kd::DatasetOptions dataset;
+    dataset.path = s.dataset();
+    const absl::Status readable = kd::CheckDatasetPath(dataset);
+    c.Require(readable.ok() || readable.code() == absl::StatusCode::kNotFound, "dataset",
+              absl::StrCat("names a path that cannot be a dataset: ", readable.message()));
+  }
   if (std::optional<model::Qwen3Config> m = c.ModelConfig("teacher_model", s.teacher_model())) {
     const int64_t topk = s.has_topk() ? s.topk() : KdCacheOptions().topk;
     const int64_t max_length = s.has_max_length() ? s.max_length() : KdCacheOptions().max_length;
@@ -397,17 +407,23 @@ bool PathIsUnder(const std::string& path, const std::string& root) {
   return first != "..";
 }
 
+std::string SpecOutputDir(const v1::JobSpec& spec) {
+  const google::protobuf::OneofDescriptor* oneof = v1::JobSpec::descriptor()->FindOneofByName("kind");
+  const google::protobuf::FieldDescriptor* kind = spec.GetReflection()->GetOneofFieldDescriptor(spec, oneof);
+  if (kind == nullptr) return "";
+  const google::protobuf::Message& message = spec.GetReflection()->GetMessage(spec, kind);
+  const google::protobuf::FieldDescriptor* field = message.GetDescriptor()->FindFieldByName("output_dir");
+  if (field == nullptr || field->type() != google::protobuf::FieldDescriptor::TYPE_STRING) return "";
+  return message.GetReflection()->GetString(message, field);
+}
+
 absl::Status CheckOutputDirAtStart(const v1::WorkerTask& task) {
   if (task.attempt() > 1) return absl::OkStatus();  // a re-run continues its own files
   const v1::JobSpec& spec = task.spec();
+  const std::string dir = SpecOutputDir(spec);
+  if (dir.empty()) return absl::OkStatus();
   const google::protobuf::OneofDescriptor* oneof = v1::JobSpec::descriptor()->FindOneofByName("kind");
   const google::protobuf::FieldDescriptor* kind = spec.GetReflection()->GetOneofFieldDescriptor(spec, oneof);
-  if (kind == nullptr) return absl::OkStatus();
-  const google::protobuf::Message& message = spec.GetReflection()->GetMessage(spec, kind);
-  const google::protobuf::FieldDescriptor* field = message.GetDescriptor()->FindFieldByName("output_dir");
-  if (field == nullptr) return absl::OkStatus();
-  const std::string dir = message.GetReflection()->GetString(message, field);
-  if (dir.empty()) return absl::OkStatus();
   if (spec.has_kd_cache() && (spec.kd_cache().resume() || spec.kd_cache().overwrite())) return absl::OkStatus();
   std::error_code ec;
   if (std::filesystem::exists(dir, ec) && !std::filesystem::is_empty(dir, ec)) {

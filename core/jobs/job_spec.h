@@ -48,6 +48,9 @@ bool PathIsUnder(const std::string& path, const std::string& root);
 // the path otherwise.
 absl::Status CheckOutputDirAtStart(const v1::WorkerTask& task);
 
+// The output_dir the spec names ("" when it names none: the job writes under its own folder).
+std::string SpecOutputDir(const v1::JobSpec& spec);
+
 // The job kinds qatd-worker runs (GetServerInfo lists them).
 std::vector<v1::JobKind> AvailableJobKinds();
 

@@ -297,6 +297,64 @@ TEST_F(QatCliTest, FailedJobExitsNonZero) {
   EXPECT_THAT(r.out, HasSubstr("probe failure requested"));
 }
 
+// Issue #14.10: nothing was ever deleted. `qat jobs` / `qat status` show what a job takes on
+// disk; `qat delete` and `qat prune` free it.
+TEST_F(QatCliTest, DeleteAndPruneFinishedJobs) {
+  const int64_t done = FinishedProbe(2);
+  const std::string sid = std::to_string(done);
+  QatResult r = Qat({"jobs"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("DISK"));
+  EXPECT_THAT(r.out, ::testing::ContainsRegex(sid + " +PROBE +SUCCEEDED .* [0-9.]+ KiB"));
+  r = Qat({"status", sid});
+  EXPECT_THAT(r.out, HasSubstr("(qat delete " + sid + " frees it)"));
+
+  r = Qat({"prune", "--older-than", "soon"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("--older-than: 'soon' is not a duration"));
+  r = Qat({"prune", "--older-than", "1s", "--state", "running"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("'running' is not a finished state"));
+  r = Qat({"prune", "--older-than", "7d", "--state", "succeeded", "--dry-run"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("nothing to delete"));
+
+  r = Qat({"delete", sid, "--dry-run"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("would delete job " + sid + " (SUCCEEDED)"));
+  EXPECT_EQ(Qat({"status", sid}).exit_code, 0) << "a dry run deletes nothing";
+  r = Qat({"delete", sid});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("deleted 1 job(s)"));
+  r = Qat({"status", sid});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_THAT(r.err, HasSubstr("not found"));
+
+  auto running = Start({"probe", "--steps", "100000", "--step-ms", "20", "--wait"});
+  int64_t live = 0;
+  ASSERT_TRUE(e2e::PollUntil(
+      [&] {
+        const QatResult jobs = Qat({"jobs", "--state", "running"});
+        std::smatch m;
+        if (!std::regex_search(jobs.out, m, std::regex("\\n([0-9]+) +PROBE +RUNNING"))) return false;
+        live = std::stoll(m[1]);
+        return true;
+      },
+      std::chrono::seconds(30)));
+  r = Qat({"delete", std::to_string(live)});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_THAT(r.err, HasSubstr("is RUNNING: cancel it first (qat cancel " + std::to_string(live) + ")"));
+  EXPECT_EQ(Qat({"cancel", std::to_string(live)}).exit_code, 0);
+  running->Wait();
+  ASSERT_TRUE(e2e::PollUntil(
+      [&] {
+        r = Qat({"prune", "--older-than", "1s"});
+        return r.exit_code == 0 && r.out.find("deleted job " + std::to_string(live) + " (CANCELLED)") != std::string::npos;
+      },
+      std::chrono::seconds(20)))
+      << r;
+}
+
 TEST_F(QatCliTest, CancelRunningProbeEndsWatch) {
   QatResult r = Qat({"probe", "--steps", "100000", "--step-ms", "100"});
   ASSERT_EQ(r.exit_code, 0) << r;

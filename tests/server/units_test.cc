@@ -11,7 +11,10 @@
 
 #include "server/artifact_digest.h"
 #include "core/common/sha256.h"
+#include "core/common/duration.h"
 #include "server/auth.h"
+#include "server/disk_reserve.h"
+#include "server/job_files.h"
 #include "server/device_discovery.h"
 #include "server/device_pool.h"
 #include "worker/framing.h"
@@ -202,6 +205,72 @@ TEST(MetricsTest, LossKinds) {
   EXPECT_EQ(LossKindOf("eval/kd"), "eval");
   EXPECT_EQ(LossKindOf("tokens_per_second"), std::nullopt);
   EXPECT_EQ(GrpcCodeName(16), "UNAUTHENTICATED");
+}
+
+}  // namespace
+}  // namespace qatd::server
+
+namespace qatd::server {
+namespace {
+
+TEST(DurationTest, ParsesWhatPeopleType) {
+  EXPECT_EQ(*ParseDurationMs("90s"), 90000);
+  EXPECT_EQ(*ParseDurationMs("15m"), 15 * 60000);
+  EXPECT_EQ(*ParseDurationMs("1.5h"), 5400000);
+  EXPECT_EQ(*ParseDurationMs("7d"), int64_t{7} * 86400000);
+  EXPECT_EQ(*ParseDurationMs("2w"), int64_t{14} * 86400000);
+  EXPECT_EQ(*ParseDurationMs("30"), 30000);
+  EXPECT_EQ(*ParseDurationMs("0s"), 0);
+  for (const char* bad : {"", "d", "-1d", "7x", "seven days", "1e300d", "nan"}) {
+    absl::StatusOr<int64_t> parsed = ParseDurationMs(bad);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    if (!parsed.ok()) EXPECT_NE(parsed.status().message().find("is not a duration"), std::string::npos) << bad;
+  }
+}
+
+TEST(JobFilesTest, DiskUsageAndRemovalNeverFollowLinks) {
+  qatd::testing::TempDir dir;
+  const std::string outside = dir.File("outside");
+  std::filesystem::create_directories(outside);
+  std::ofstream(outside + "/big") << std::string(1 << 20, 'x');
+  const std::string job = dir.File("jobs/7");
+  std::filesystem::create_directories(job + "/output/final");
+  std::ofstream(job + "/output/final/model") << std::string(64 << 10, 'm');
+  std::filesystem::create_directory_symlink(outside, job + "/output/link");
+  const int64_t used = DiskUsage(job);
+  EXPECT_GE(used, 64 << 10);
+  EXPECT_LT(used, 1 << 20) << "the link's target is not counted";
+  EXPECT_EQ(DiskUsage(dir.File("missing")), 0);
+  absl::StatusOr<int64_t> freed = RemoveTree(job);
+  ASSERT_TRUE(freed.ok()) << freed.status();
+  EXPECT_EQ(*freed, used);
+  EXPECT_FALSE(std::filesystem::exists(job));
+  EXPECT_TRUE(std::filesystem::exists(outside + "/big")) << "removing a link never removes its target";
+  EXPECT_GT(FreeBytes(dir.File("")), 0);
+
+  v1::Job spec_job;
+  spec_job.set_id(7);
+  JobPaths own = PathsOf(spec_job, dir.File("jobs"));
+  EXPECT_EQ(own.output_dir, dir.File("jobs/7/output"));
+  EXPECT_FALSE(own.output_outside);
+  spec_job.mutable_spec()->mutable_probe()->set_output_dir(outside);
+  JobPaths named = PathsOf(spec_job, dir.File("jobs"));
+  EXPECT_EQ(named.output_dir, outside);
+  EXPECT_TRUE(named.output_outside);
+}
+
+TEST(DiskReserveTest, FillsReleasesAndRefills) {
+  qatd::testing::TempDir dir;
+  DiskReserve reserve(dir.File("reserve.bin"), 1 << 20);
+  ASSERT_TRUE(reserve.Fill().ok());
+  EXPECT_GE(DiskUsage(dir.File("reserve.bin")), 1 << 20) << "real blocks, not a sparse file";
+  EXPECT_TRUE(reserve.Release());
+  EXPECT_FALSE(std::filesystem::exists(dir.File("reserve.bin")));
+  EXPECT_FALSE(reserve.Release());
+  ASSERT_TRUE(reserve.Fill().ok());
+  DiskReserve none(dir.File("none.bin"), 0);
+  EXPECT_TRUE(none.Fill().ok());
+  EXPECT_FALSE(std::filesystem::exists(dir.File("none.bin")));
 }
 
 }  // namespace
