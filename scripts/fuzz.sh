@@ -4,12 +4,13 @@
 # timeout or an out-of-memory; the input that did it is kept in $ARTIFACTS.
 #   scripts/fuzz.sh                 # every target, 10 s each
 #   scripts/fuzz.sh 300 tokenizer   # one target, 5 minutes
-# Environment: BUILD_DIR (default build-fuzz), JOBS (build jobs, default nproc), ARTIFACTS
-# (default $BUILD_DIR/fuzz-artifacts), FUZZ_JSON (a file: also write the final stats there as
-# one JSON object per target, one per line), FUZZ_ARGS (more libFuzzer flags).
+# Environment: FUZZ_BUILD_DIR (default build-fuzz; not BUILD_DIR, which names the main build),
+# JOBS (build jobs, default nproc), ARTIFACTS (default $FUZZ_BUILD_DIR/fuzz-artifacts),
+# FUZZ_JSON (a file: also write the final stats there as one JSON object per target, one per
+# line), FUZZ_ARGS (more libFuzzer flags).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD_DIR=${BUILD_DIR:-$ROOT/build-fuzz}
+BUILD_DIR=${FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
 JOBS=${JOBS:-$(nproc)}
 ARTIFACTS=${ARTIFACTS:-$BUILD_DIR/fuzz-artifacts}
 SECONDS_EACH=${1:-10}
@@ -22,6 +23,9 @@ export CCACHE_DIR=${CCACHE_DIR:-$ROOT/.cache/ccache}
 mkdir -p "$CCACHE_DIR"
 if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
   CC=clang CXX=clang++ cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DQATD_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+elif ! grep -q '^QATD_FUZZ:BOOL=ON$' "$BUILD_DIR/CMakeCache.txt"; then
+  echo "$BUILD_DIR is not a -DQATD_FUZZ=ON build (set FUZZ_BUILD_DIR)" >&2
+  exit 2
 fi
 build_start=$(date +%s)
 binaries=()
