@@ -4,14 +4,18 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -20,15 +24,29 @@
 #include "absl/strings/str_split.h"
 #include "server/worker_channel.h"
 #include "worker/framing.h"
+#include "worker/memory_limit.h"
 
 extern char** environ;
 
 namespace qatd::server {
 namespace {
 
+// Workers go first when the kernel runs out of memory (the daemon's score is usually 0).
+constexpr int kWorkerOomScoreAdj = 500;
+
+// max(kWorkerOomScoreAdj, the daemon's own score): a worker is never a less likely OOM victim
+// than its daemon (and lowering a score would need CAP_SYS_RESOURCE anyway).
+std::string WorkerOomScoreAdj() {
+  int daemon = 0;
+  std::ifstream in("/proc/self/oom_score_adj");
+  if (!(in >> daemon)) daemon = 0;
+  return absl::StrCat(std::max(kWorkerOomScoreAdj, daemon), "\n");
+}
+
 class ForkedWorker : public WorkerProcess {
  public:
-  ForkedWorker(pid_t pid, int event_fd) : pid_(pid), event_fd_(event_fd) {}
+  ForkedWorker(pid_t pid, int event_fd, uint64_t memory_limit_bytes)
+      : pid_(pid), event_fd_(event_fd), memory_limit_bytes_(memory_limit_bytes) {}
   ~ForkedWorker() override {
     if (event_fd_ >= 0) ::close(event_fd_);
   }
@@ -38,6 +56,7 @@ class ForkedWorker : public WorkerProcess {
   void Signal(int signal) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (reaped_) return;
+    if (signal == SIGKILL) sent_kill_ = true;
     if (::kill(-pid_, signal) != 0) ::kill(pid_, signal);
   }
 
@@ -66,6 +85,10 @@ class ForkedWorker : public WorkerProcess {
     } else if (WIFSIGNALED(status)) {
       exit_.signaled = true;
       exit_.signal = WTERMSIG(status);
+      // Not our SIGKILL: most likely the OOM killer (or an uncaught bad_alloc's abort).
+      if ((exit_.signal == SIGKILL && !sent_kill_) || exit_.signal == SIGABRT) {
+        exit_.memory_limit_bytes = memory_limit_bytes_;
+      }
     } else {
       exit_.exit_code = WEXITSTATUS(status);
     }
@@ -74,17 +97,20 @@ class ForkedWorker : public WorkerProcess {
 
   const pid_t pid_;
   const int event_fd_;
+  const uint64_t memory_limit_bytes_;
   std::mutex mu_;
-  bool reaped_ = false;  // guarded by mu_
-  WorkerExit exit_;      // guarded by mu_, once reaped_
+  bool reaped_ = false;     // guarded by mu_
+  bool sent_kill_ = false;  // guarded by mu_
+  WorkerExit exit_;         // guarded by mu_, once reaped_
 };
 
 // A forked worker on the gRPC transport: events come from its WorkerChannel mailbox; a worker
 // that exits without attaching (or whose stream end is lost) ends the events 2 s after its exit.
 class ChannelWorker : public ForkedWorker {
  public:
-  ChannelWorker(pid_t pid, WorkerChannelService* channel, std::shared_ptr<WorkerMailbox> mailbox)
-      : ForkedWorker(pid, -1), channel_(channel), mailbox_(std::move(mailbox)) {}
+  ChannelWorker(pid_t pid, uint64_t memory_limit_bytes, WorkerChannelService* channel,
+                std::shared_ptr<WorkerMailbox> mailbox)
+      : ForkedWorker(pid, -1, memory_limit_bytes), channel_(channel), mailbox_(std::move(mailbox)) {}
   ~ChannelWorker() override { channel_->Close(mailbox_); }
 
   absl::StatusOr<std::optional<v1::WorkerEvent>> NextEvent() override {
@@ -122,10 +148,14 @@ struct ChildPlan {
   std::vector<std::string> env;
   std::vector<char*> argv;
   std::vector<char*> envp;
+  std::optional<struct rlimit> data_limit;  // RLIMIT_DATA to set, if any
+  std::string oom_score_adj;               // written to /proc/self/oom_score_adj
 };
 
+void WriteAll(int fd, const char* text) { (void)!::write(fd, text, ::strlen(text)); }
+
 [[noreturn]] void RunChild(const char* exe, char* const argv[], char* const envp[], int event_w, int log_fd,
-                           int null_fd, pid_t parent) {
+                           int null_fd, pid_t parent, const struct rlimit* data_limit, const char* oom_score_adj) {
   ::setpgid(0, 0);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != parent) ::_exit(127);  // the daemon died before prctl took effect
@@ -136,6 +166,16 @@ struct ChildPlan {
   if (w < 0 || log < 0 || in < 0) ::_exit(127);
   if (::dup2(in, 0) < 0 || ::dup2(log, 1) < 0 || ::dup2(log, 2) < 0 || ::dup2(w, 3) < 0) ::_exit(127);
   ::close_range(4, ~0U, 0);
+  // Best effort: raising one's own score needs no privilege, and a failure changes nothing else.
+  int oom = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+  if (oom >= 0) {
+    WriteAll(oom, oom_score_adj);
+    ::close(oom);
+  }
+  if (data_limit != nullptr && ::setrlimit(RLIMIT_DATA, data_limit) != 0) {
+    WriteAll(2, "qatd: cannot set the worker memory limit (setrlimit RLIMIT_DATA failed)\n");
+    ::_exit(127);
+  }
   // SIGTERM/SIGINT stay blocked across exec: a cancel that arrives while the worker is still
   // loading LibTorch waits until qatd-worker has installed its handler and unblocks them
   // (worker/run_worker.cc), instead of killing it outright.
@@ -166,8 +206,12 @@ absl::StatusOr<std::optional<v1::WorkerEvent>> WorkerProcess::NextEvent() {
 std::string WorkerExit::Describe() const {
   if (!signaled) return absl::StrCat("exited with code ", exit_code);
   const char* abbrev = ::sigabbrev_np(signal);
-  return absl::StrCat("killed by signal ", abbrev != nullptr ? absl::StrCat("SIG", abbrev) : "unknown", " (",
-                      signal, ")");
+  std::string out = absl::StrCat("killed by signal ", abbrev != nullptr ? absl::StrCat("SIG", abbrev) : "unknown",
+                                 " (", signal, ")");
+  if (memory_limit_bytes > 0) {
+    absl::StrAppend(&out, " (the worker memory limit is ", worker::FormatMemorySize(memory_limit_bytes), ")");
+  }
+  return out;
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const WorkerLaunch& launch) {
@@ -189,14 +233,26 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
   } else {
     plan.args.insert(plan.args.end(), {"--event-fd", "3"});
   }
+  const std::string limit_env = absl::StrCat(worker::kMemoryLimitEnv, "=");
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    // The worker gets its devices and secret from us and never needs the daemon's token.
+    // The worker gets its devices, secret and memory limit from us and never needs the daemon's
+    // token.
     if (absl::StartsWith(*e, "CUDA_VISIBLE_DEVICES=") || absl::StartsWith(*e, "QATD_TOKEN=") ||
-        absl::StartsWith(*e, "QATD_JOB_SECRET=")) {
+        absl::StartsWith(*e, "QATD_JOB_SECRET=") || absl::StartsWith(*e, limit_env)) {
       continue;
     }
     plan.env.emplace_back(*e);
   }
+  uint64_t memory_limit = 0;
+  if (o.memory_limit_bytes > 0) {
+    struct rlimit current {};
+    if (::getrlimit(RLIMIT_DATA, &current) != 0) current.rlim_max = RLIM_INFINITY;
+    const rlim_t bytes = std::min<rlim_t>(o.memory_limit_bytes, current.rlim_max);
+    plan.data_limit = rlimit{bytes, bytes};
+    memory_limit = bytes;
+    plan.env.push_back(absl::StrCat(limit_env, memory_limit));
+  }
+  plan.oom_score_adj = WorkerOomScoreAdj();
   plan.env.push_back(absl::StrCat("CUDA_VISIBLE_DEVICES=", launch.cuda_visible_devices));
   plan.env.push_back(absl::StrCat("QATD_JOB_ID=", launch.job_id));
   std::shared_ptr<WorkerMailbox> mailbox;
@@ -227,7 +283,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
   const pid_t pid = ::fork();
   if (pid == 0) {
     RunChild(o.executable.c_str(), plan.argv.data(), plan.envp.data(), grpc ? null_fd : fds[1], log_fd, null_fd,
-             parent);
+             parent, plan.data_limit.has_value() ? &*plan.data_limit : nullptr, plan.oom_score_adj.c_str());
   }
   int saved = errno;
   ::close(fds[1]);
@@ -243,9 +299,9 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
   ::setpgid(pid, pid);
   if (grpc) {
     ::close(fds[0]);
-    return std::unique_ptr<WorkerProcess>(new ChannelWorker(pid, o.channel, std::move(mailbox)));
+    return std::unique_ptr<WorkerProcess>(new ChannelWorker(pid, memory_limit, o.channel, std::move(mailbox)));
   }
-  return std::unique_ptr<WorkerProcess>(new ForkedWorker(pid, fds[0]));
+  return std::unique_ptr<WorkerProcess>(new ForkedWorker(pid, fds[0], memory_limit));
 }
 
 absl::StatusOr<std::string> FindWorkerBinary(const std::string& flag, const std::string& self) {

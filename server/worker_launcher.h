@@ -5,12 +5,15 @@
 // appended to the job's log file. Events come back over the pipe transport (the write end of a
 // pipe as fd 3) or the gRPC one (the WorkerChannel service, with a fresh secret per run in
 // $QATD_JOB_SECRET). The child dies with the daemon (PR_SET_PDEATHSIG), so a kill -9 of the
-// daemon leaves no orphan workers.
+// daemon leaves no orphan workers. Workers are the kernel OOM killer's first choice
+// (oom_score_adj 500, or the daemon's own if higher) and may carry a memory limit
+// (RLIMIT_DATA, worker/memory_limit.h).
 //
 // WorkerLauncher is an interface so scheduler tests can run fake workers.
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -25,8 +28,12 @@ struct WorkerExit {
   bool signaled = false;
   int exit_code = 0;  // when !signaled
   int signal = 0;     // when signaled
+  // The worker's memory limit (0 = none), set when it died of a SIGKILL or SIGABRT the daemon
+  // did not send: what the kernel's OOM killer or an uncaught std::bad_alloc ends it with.
+  uint64_t memory_limit_bytes = 0;
   bool clean() const { return !signaled && exit_code == 0; }
-  // "exited with code 3" / "killed by signal SIGKILL (9)".
+  // "exited with code 3" / "killed by signal SIGKILL (9)" / "killed by signal SIGKILL (9) (the
+  // worker memory limit is 16 GiB)".
   std::string Describe() const;
 };
 
@@ -71,6 +78,9 @@ struct ExecWorkerOptions {
   std::string daemon_address;
   std::string daemon_ca_file;
   WorkerChannelService* channel = nullptr;
+  // RLIMIT_DATA of every worker, also passed in $QATD_WORKER_MEMORY_LIMIT_BYTES; 0 = none. A
+  // lower hard limit the daemon itself runs under wins.
+  uint64_t memory_limit_bytes = 0;
 };
 
 class ExecWorkerLauncher : public WorkerLauncher {

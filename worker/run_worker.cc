@@ -18,6 +18,7 @@
 #include "core/jobs/job_spec.h"
 #include "worker/event_reporter.h"
 #include "worker/grpc_reporter.h"
+#include "worker/memory_limit.h"
 
 namespace qatd::worker {
 namespace {
@@ -114,6 +115,9 @@ int RunWorker(const WorkerArgs& args, const JobRegistry& registry) {
     if (!status.ok() && cancel.cancelled() && !absl::IsCancelled(status)) {
       status = absl::CancelledError(absl::StrCat("cancelled (", std::string(status.message()), ")"));
     }
+    // Core reports a failed host allocation however it surfaced (bad_alloc, LibTorch's
+    // allocator, ENOMEM); this is the one place it becomes RESOURCE_EXHAUSTED naming the limit.
+    status = ExplainAllocationFailure(status, MemoryLimitFromEnvironment());
   }
   std::fprintf(stderr, "qatd-worker: job %lld ends: %s\n", static_cast<long long>(task.job_id()),
                status.ToString().c_str());
