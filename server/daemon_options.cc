@@ -50,7 +50,7 @@ CommandLine ParseCommandLine(int argc, char** argv) {
                  "0 = no limit); a job over it fails with RESOURCE_EXHAUSTED")
       ->transform(CLI::Validator(
           [](std::string& text) -> std::string {
-            absl::StatusOr<uint64_t> bytes = worker::ParseMemoryLimitFlag("--worker-memory-limit", text);
+            absl::StatusOr<uint64_t> bytes = worker::ParseWorkerMemoryLimit(text);
             if (!bytes.ok()) return std::string(bytes.status().message());
             text = std::to_string(*bytes);
             return "";
