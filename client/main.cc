@@ -168,11 +168,22 @@ class Cli {
     }
     auto wait = std::make_shared<bool>(false);
     sub->add_flag("--wait", *wait, "Follow the job like `qat watch` after submitting it (exit code: the job's)");
-    actions_.emplace_back(sub, [this, sub, cmd, wait] {
+    auto from_job = std::make_shared<int64_t>(0);
+    if (std::string(name) == "export") {
+      sub->add_option("--from-job", *from_job,
+                      "Export job ID's newest checkpoint artifact on the model its spec names (fills --checkpoint and "
+                      "--model when they are not given)");
+    }
+    actions_.emplace_back(sub, [this, sub, cmd, wait, from_job] {
       absl::StatusOr<v1::JobSpec> spec = cmd->Build();
       if (!spec.ok()) return UsageError(spec.status());
       Connection& c = Connect(sub);
       if (!c.ok()) return c.exit_code();
+      if (*from_job != 0) {
+        if (absl::Status filled = FillExportFromJob(c, *from_job, spec->mutable_export_()); !filled.ok()) {
+          return UsageError(filled);
+        }
+      }
       return SubmitJob(c, *spec, Submit(*wait));
     });
     return sub;
@@ -186,6 +197,7 @@ class Cli {
     AddSpecCommand("snap", "Snap a V2 checkpoint, optionally for the ANE (SNAP)", NewSnapCommand());
     AddSpecCommand("eval", "KD loss of a checkpoint on cached sequences (EVAL)", NewEvalCommand());
     AddSpecCommand("infer", "Generate text, streamed as it is produced (GENERATE)", NewGenerateCommand());
+    AddSpecCommand("export", "Write a checkpoint as a Hugging Face folder with dense weights (EXPORT)", NewExportCommand());
     AddSpecCommand("probe", "(testing) a synthetic job that needs no model", NewProbeCommand())->group("");
   }
 
@@ -207,7 +219,7 @@ class Cli {
     jobs->add_option("--state", jobs_query_.states, "Only these states (queued,running,succeeded,failed,cancelled)")
         ->delimiter(',');
     jobs->add_option("--kind", jobs_query_.kinds,
-                     "Only these kinds (kd_cache,layerwise,qat,convert,snap,eval,generate,probe)")
+                     "Only these kinds (kd_cache,layerwise,qat,convert,snap,eval,generate,export,probe)")
         ->delimiter(',');
     jobs->add_option("--pipeline", jobs_query_.pipeline_id, "Only the jobs of this pipeline");
     jobs->add_option("--limit", jobs_query_.limit, "Jobs per page (max 1000)")

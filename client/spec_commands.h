@@ -8,6 +8,7 @@
 //   qat snap    -> SnapSpec        (snap_and_test_v2.py)
 //   qat eval    -> EvalSpec
 //   qat infer   -> GenerateSpec    (run_anemll_inference.py / test_inference.py)
+//   qat export  -> ExportSpec      (issue #17: a Hugging Face folder other tools read)
 //   qat probe   -> ProbeSpec       (hidden: a synthetic job for tests)
 //
 // Usage: Register() on a CLI11 (sub)command, parse, then Build(). Build() may be called more
@@ -57,5 +58,12 @@ std::unique_ptr<SpecCommand> NewSnapCommand();
 std::unique_ptr<SpecCommand> NewEvalCommand();
 std::unique_ptr<SpecCommand> NewGenerateCommand();
 std::unique_ptr<SpecCommand> NewProbeCommand();
+std::unique_ptr<SpecCommand> NewExportCommand();
+
+class Connection;
+// `qat export --from-job ID`: an empty checkpoint becomes the path of the job's newest
+// "checkpoint" artifact, an empty model the model its spec names. INVALID_ARGUMENT when the
+// job has neither (naming the flag to pass instead), UNAVAILABLE for a failed RPC.
+absl::Status FillExportFromJob(Connection& connection, int64_t job_id, v1::ExportSpec* spec);
 
 }  // namespace qatd::client

@@ -6,6 +6,7 @@
 // Re-runs: a job re-queued after a daemon restart (attempt > 1) resumes: KD_CACHE continues
 // its cache, QAT and LAYERWISE continue from their resume/ checkpoint (exact resume); the
 // short jobs simply run again.
+#include "core/jobs/export_job.h"
 #include "core/jobs/kd_cache_job.h"
 #include "core/jobs/layerwise_job.h"
 #include "core/jobs/model_jobs.h"
@@ -42,6 +43,8 @@ void RegisterCoreJobs(JobRegistry& registry) {
                     Entry<jobs::EvalJobOptions>([](const v1::JobSpec& s) -> const auto& { return s.eval(); }, jobs::RunEval));
   registry.Register(v1::JOB_KIND_GENERATE, Entry<jobs::GenerateJobOptions>(
                                                [](const v1::JobSpec& s) -> const auto& { return s.generate(); }, jobs::RunGenerateJob));
+  registry.Register(v1::JOB_KIND_EXPORT, Entry<jobs::ExportOptions>(
+                                             [](const v1::JobSpec& s) -> const auto& { return s.export_(); }, jobs::RunExport));
 }
 
 }  // namespace qatd::worker

@@ -10,6 +10,7 @@
 #include "core/common/status_macros.h"
 #include "core/jobs/convert_options.h"
 #include "core/jobs/eval_options.h"
+#include "core/jobs/export_options.h"
 #include "core/jobs/generate_options.h"
 #include "core/jobs/kd_cache_options.h"
 #include "core/jobs/layerwise_options.h"
@@ -367,6 +368,19 @@ absl::Status CheckGenerate(const std::string& p, const v1::GenerateSpec& s, cons
   return c.status();
 }
 
+absl::Status CheckExport(const std::string& p, const v1::ExportSpec& s, const SpecCheckContext& ctx) {
+  Checker c(p, ctx);
+  c.Path("model", s.model(), true)
+      .Path("checkpoint", s.checkpoint(), true)
+      .Enum("format", v1::ExportFormat_IsValid(s.format()), s.format())
+      .Require(s.format() != v1::EXPORT_FORMAT_ANEMLL, "format", "anemll is not implemented yet (use hf)")
+      .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
+      .Range("max_shard_bytes", s.has_max_shard_bytes(), s.max_shard_bytes(), 1, std::numeric_limits<int64_t>::max());
+  (void)c.ModelConfig("model", s.model());
+  c.OutputDir("output_dir", s.output_dir(), false);
+  return c.status();
+}
+
 absl::Status CheckProbe(const std::string& p, const v1::ProbeSpec& s, const SpecCheckContext& ctx) {
   Checker c(p, ctx);
   c.Range("steps", s.has_steps(), s.steps(), 0, 1000000).Range("step_ms", true, s.step_ms(), 0, 600000);
@@ -437,7 +451,8 @@ absl::Status CheckOutputDirAtStart(const v1::WorkerTask& task) {
 
 std::vector<v1::JobKind> AvailableJobKinds() {
   return {v1::JOB_KIND_KD_CACHE, v1::JOB_KIND_LAYERWISE, v1::JOB_KIND_QAT,      v1::JOB_KIND_CONVERT,
-          v1::JOB_KIND_SNAP,     v1::JOB_KIND_EVAL,      v1::JOB_KIND_GENERATE, v1::JOB_KIND_PROBE};
+          v1::JOB_KIND_SNAP,     v1::JOB_KIND_EVAL,      v1::JOB_KIND_GENERATE, v1::JOB_KIND_PROBE,
+          v1::JOB_KIND_EXPORT};
 }
 
 absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecCheckContext& context) {
@@ -462,10 +477,12 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecCheckContext& co
     case v1::JobSpec::kGenerate:
       return CheckKind<GenerateJobOptions>(CheckGenerate, p + ".generate", spec.generate(), context);
     case v1::JobSpec::kProbe: return CheckProbe(p + ".probe", spec.probe(), context);
+    case v1::JobSpec::kExport:
+      return CheckKind<ExportOptions>(CheckExport, p + ".export", spec.export_(), context);
     case v1::JobSpec::KIND_NOT_SET: break;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      p, " must set one of kd_cache, layerwise, qat, convert, snap, eval, generate, probe"));
+      p, " must set one of kd_cache, layerwise, qat, convert, snap, eval, generate, probe, export"));
 }
 
 }  // namespace qatd::jobs
