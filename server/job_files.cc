@@ -7,6 +7,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "core/common/file_util.h"
 #include "core/jobs/job_spec.h"
 
 namespace qatd::server {
@@ -51,11 +52,9 @@ int64_t DiskUsage(const JobPaths& paths) {
   return bytes;
 }
 
-absl::StatusOr<int64_t> RemoveTree(const std::string& path) {
+absl::StatusOr<int64_t> RemoveAndMeasure(const std::string& path) {
   const int64_t bytes = DiskUsage(path);
-  std::error_code ec;
-  fs::remove_all(path, ec);  // removes links themselves, never their targets
-  if (ec) return absl::InternalError(absl::StrCat("cannot remove ", path, ": ", ec.message()));
+  if (absl::Status removed = RemoveTree(path); !removed.ok()) return removed;  // links removed, not followed
   return bytes;
 }
 

@@ -26,9 +26,9 @@ JobPaths PathsOf(const v1::Job& job, const std::string& jobs_dir);
 int64_t DiskUsage(const std::string& path);
 int64_t DiskUsage(const JobPaths& paths);
 
-// Removes `path` and everything under it; returns the bytes freed (as DiskUsage counted
-// them). A missing path frees 0. Errors name the path that could not be removed.
-absl::StatusOr<int64_t> RemoveTree(const std::string& path);
+// Removes `path` and everything under it (qatd::RemoveTree); returns the bytes freed (as
+// DiskUsage counted them). A missing path frees 0. Errors name what could not be removed.
+absl::StatusOr<int64_t> RemoveAndMeasure(const std::string& path);
 
 // Free bytes on the file system holding `path` (for the unprivileged user), or -1.
 int64_t FreeBytes(const std::string& path);

@@ -1,7 +1,7 @@
 #include "server/job_journal.h"
 
 #include "core/common/status_macros.h"
-#include "server/artifact_digest.h"
+#include "core/common/artifact_digest.h"
 #include "storage/job_codec.h"
 
 namespace qatd::server {
@@ -92,12 +92,15 @@ absl::Status JobJournal::Text(int64_t job_id, const v1::GeneratedText& text) {
   return Append(job_id, event, true);
 }
 
-absl::Status JobJournal::Artifact(int64_t job_id, const std::string& path, const std::string& kind) {
-  // Digest outside the lock: large artifacts take a while.
-  QATD_ASSIGN_OR_RETURN(ArtifactDigest digest, DigestPath(path));
+absl::Status JobJournal::Artifact(int64_t job_id, const v1::WorkerArtifact& reported) {
+  ArtifactDigest digest{reported.size_bytes(), reported.sha256()};
+  if (digest.sha256.empty()) {
+    // Digest outside the lock: large artifacts take a while.
+    QATD_ASSIGN_OR_RETURN(digest, DigestPath(reported.path()));
+  }
   v1::Artifact artifact;
-  artifact.set_path(path);
-  artifact.set_kind(kind);
+  artifact.set_path(reported.path());
+  artifact.set_kind(reported.kind());
   artifact.set_size_bytes(digest.size_bytes);
   artifact.set_sha256(digest.sha256);
   std::lock_guard<std::mutex> lock(mu_);

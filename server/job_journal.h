@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "qatd/v1/job.pb.h"
+#include "qatd/v1/worker.pb.h"
 #include "server/clock.h"
 #include "server/event_hub.h"
 #include "server/metrics.h"
@@ -41,8 +42,9 @@ class JobJournal {
   absl::Status Metric(int64_t job_id, const v1::MetricPoint& point);
   absl::Status Log(int64_t job_id, const v1::LogLine& line);
   absl::Status Text(int64_t job_id, const v1::GeneratedText& text);
-  // Digests `path` and registers it. NOT_FOUND if it does not exist.
-  absl::Status Artifact(int64_t job_id, const std::string& path, const std::string& kind);
+  // Registers the artifact with the worker's digest, or digests `path` when the worker sent
+  // none. NOT_FOUND if it does not exist.
+  absl::Status Artifact(int64_t job_id, const v1::WorkerArtifact& reported);
 
   int64_t CountInState(v1::JobState state) const;
   // Finished jobs were deleted (retention): the per-state counts go down.

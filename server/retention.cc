@@ -99,7 +99,7 @@ absl::StatusOr<v1::DeleteJobsResponse> Retention::DeleteLocked(const std::vector
   if (dry_run) return response;
   // Files first: they are what fills the disk, and a failure after this point leaves rows that
   // a second delete removes.
-  for (const std::string& path : remove) QATD_RETURN_IF_ERROR(RemoveTree(path).status());
+  for (const std::string& path : remove) QATD_RETURN_IF_ERROR(RemoveAndMeasure(path).status());
   QATD_RETURN_IF_ERROR(store.DeleteJobs(ids));
   std::vector<v1::JobState> states;
   for (const v1::Job& job : jobs) states.push_back(job.state());
@@ -149,7 +149,7 @@ absl::StatusOr<int> Retention::Sweep() {
       const JobPaths paths = PathsOf(job, options_.jobs_dir);
       if (job.state() == v1::JOB_STATE_SUCCEEDED && !options_.keep_resume_state) {
         const std::string resume = (fs::path(paths.output_dir) / "resume").string();
-        absl::StatusOr<int64_t> freed = RemoveTree(resume);
+        absl::StatusOr<int64_t> freed = RemoveAndMeasure(resume);
         if (!freed.ok()) spdlog::warn("retention: job {}: {}", job.id(), freed.status().ToString());
       }
       QATD_RETURN_IF_ERROR(store.SetDiskBytes(job.id(), DiskUsage(paths)));

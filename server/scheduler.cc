@@ -385,7 +385,7 @@ void Scheduler::Monitor(std::shared_ptr<RunningJob> job) {
         applied = journal_->Text(job->id, event.text());
         break;
       case v1::WorkerEvent::kArtifact: {
-        applied = journal_->Artifact(job->id, event.artifact().path(), event.artifact().kind());
+        applied = journal_->Artifact(job->id, event.artifact());
         if (!applied.ok()) {
           v1::LogLine warning;
           warning.set_level(v1::LOG_LEVEL_WARNING);

@@ -1,5 +1,8 @@
 #include "worker/event_reporter.h"
 
+#include "absl/strings/str_cat.h"
+#include "core/common/artifact_digest.h"
+
 #include "core/jobs/job_kind.h"
 #include "worker/framing.h"
 
@@ -61,9 +64,20 @@ void EventReporter::Log(jobs::LogLevel level, const std::string& message) {
 }
 
 void EventReporter::Artifact(const std::string& path, const std::string& kind) {
+  // Digest here, not in the daemon: a cancel stops it, and the daemon never blocks on a
+  // multi-GB checkpoint.
+  absl::StatusOr<ArtifactDigest> digest =
+      DigestPath(path, [this] { return cancel_ != nullptr && cancel_->cancelled(); });
+  if (!digest.ok()) {
+    Log(jobs::LogLevel::kWarning,
+        absl::StrCat("artifact ", path, " not registered: ", std::string(digest.status().message())));
+    return;
+  }
   v1::WorkerEvent event;
   event.mutable_artifact()->set_path(path);
   event.mutable_artifact()->set_kind(kind);
+  event.mutable_artifact()->set_size_bytes(digest->size_bytes);
+  event.mutable_artifact()->set_sha256(digest->sha256);
   std::lock_guard<std::mutex> lock(mu_);
   (void)Send(event);
 }

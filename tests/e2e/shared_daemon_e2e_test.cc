@@ -1,7 +1,8 @@
 // A daemon that a team can share (issue #14), against the real binaries. Each test first
 // reproduces a failure found by trying the daemon as a hostile-but-fair user would:
 //   #1  output paths could delete or overwrite files anywhere the daemon could write;
-//   #2  a job the daemon kept dying under was re-queued forever;
+//   #2  a job the daemon kept dying under was re-queued forever, and a job whose artifact was
+//       a link to /dev/zero kept the daemon hashing forever;
 //   #4  stalled watchers grew the daemon's memory without bound;
 //   #5  made-up gRPC method names added /metrics series without a token;
 //   #6  a second daemon on the same port started and both served (SO_REUSEPORT);
@@ -366,6 +367,43 @@ TEST(SharedDaemonE2eTest, OutputDirectoriesAreConfinedAndNeverReplaceForeignFile
   EXPECT_THAT(TrySubmit(daemon, ProbeInto(root + "/new/run1")).error_message(), HasSubstr("not empty"));
   EXPECT_EQ(ReadFileOrEmpty(victim + "/final/important.txt"), "keep me\n");
   EXPECT_EQ(ReadFileOrEmpty(root + "/busy/mine.txt"), "not qatd's\n");
+}
+
+// #2: a symlink to /dev/zero where a job writes its artifact kept the daemon hashing forever
+// (RUNNING at 100 % CPU, cancel did nothing). Now the worker digests its own artifacts, never
+// through a link, and the job ends.
+TEST(SharedDaemonE2eTest, AnArtifactThatIsALinkToDevZeroDoesNotHangTheJob) {
+  qatd::testing::TempDir dir;
+  const std::string root = dir.File("outputs");
+  fs::create_directories(root);
+  DaemonConfig config;
+  config.data_dir = dir.File("data");
+  config.extra_args = {"--allow-output-root", root};
+  Daemon daemon(config);
+  ASSERT_TRUE(daemon.Start());
+  // Submitted while the folder is new; the link appears before the job writes there.
+  v1::JobSpec spec = Probe(50, 20);
+  spec.mutable_probe()->set_output_dir(root + "/t");
+  const v1::Job job = SubmitTo(daemon, spec);
+  // After the worker's start-time check of the folder (a link there then is refused at once).
+  DaemonAccess::WaitFor(daemon, job.id(), [](const v1::Job& j) { return j.progress().done() >= 1; });
+  fs::create_directories(root + "/t");
+  fs::create_symlink("/dev/zero", root + "/t/probe.txt");
+  const v1::Job done = DaemonAccess::WaitFor(daemon, job.id(), [](const v1::Job& j) {
+    return j.state() == v1::JOB_STATE_SUCCEEDED || j.state() == v1::JOB_STATE_FAILED;
+  }, std::chrono::seconds(60));
+  EXPECT_EQ(done.artifacts_size(), 0) << done.ShortDebugString();
+  bool warned = false;
+  v1::WatchJobRequest request;
+  request.set_job_id(job.id());
+  auto context = daemon.Context(std::chrono::seconds(20));
+  auto stream = daemon.Stub()->WatchJob(context.get(), request);
+  v1::JobEvent event;
+  while (stream->Read(&event)) {
+    warned |= event.has_log() && event.log().message().find("is a symlink, not a file") != std::string::npos;
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_TRUE(warned) << "the job says why its artifact was not registered";
 }
 
 // #1: inputs, when the operator limits them.

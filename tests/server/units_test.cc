@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "server/artifact_digest.h"
+#include "core/common/artifact_digest.h"
 #include "core/common/sha256.h"
 #include "core/common/duration.h"
 #include "server/auth.h"
@@ -182,6 +182,16 @@ TEST(ArtifactDigestTest, FilesAndDirectories) {
 }
 
 // Issue #14.2: a worker that reported a symlink to /dev/zero kept the daemon hashing forever.
+TEST(ArtifactDigestTest, ACancelStopsIt) {
+  qatd::testing::TempDir dir;
+  std::ofstream(dir.File("big")) << std::string(3 << 20, 'b');
+  int polls = 0;
+  auto digest = DigestPath(dir.File("big"), [&] { return ++polls > 1; });
+  EXPECT_EQ(digest.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(polls, 2) << "polled between reads";
+  EXPECT_TRUE(DigestPath(dir.File("big"), [] { return false; }).ok());
+}
+
 TEST(ArtifactDigestTest, SymlinksDevicesAndFifosAreRefusedNotRead) {
   qatd::testing::TempDir dir;
   std::filesystem::create_symlink("/dev/zero", dir.File("zero"));
@@ -241,7 +251,7 @@ TEST(JobFilesTest, DiskUsageAndRemovalNeverFollowLinks) {
   EXPECT_GE(used, 64 << 10);
   EXPECT_LT(used, 1 << 20) << "the link's target is not counted";
   EXPECT_EQ(DiskUsage(dir.File("missing")), 0);
-  absl::StatusOr<int64_t> freed = RemoveTree(job);
+  absl::StatusOr<int64_t> freed = RemoveAndMeasure(job);
   ASSERT_TRUE(freed.ok()) << freed.status();
   EXPECT_EQ(*freed, used);
   EXPECT_FALSE(std::filesystem::exists(job));

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "tests/common/temp_dir.h"
+#include "worker/event_reporter.h"
 #include "worker/framing.h"
 
 namespace qatd::worker {
@@ -62,6 +63,9 @@ TEST(WorkerTest, RunsTheProbeJobAndEndsWithItsStatus) {
       ++artifacts;
       EXPECT_EQ(e.artifact().kind(), "probe");
       EXPECT_TRUE(std::filesystem::exists(e.artifact().path()));
+      // The worker digests what it reports (the daemon never hashes a worker's artifact).
+      EXPECT_EQ(e.artifact().sha256().size(), 64u);
+      EXPECT_EQ(e.artifact().size_bytes(), static_cast<int64_t>(std::filesystem::file_size(e.artifact().path())));
     }
   }
   EXPECT_EQ(progress, 3);
@@ -70,6 +74,28 @@ TEST(WorkerTest, RunsTheProbeJobAndEndsWithItsStatus) {
   ASSERT_TRUE(events.back().has_final());
   EXPECT_EQ(events.back().final().status().code(), 0);
   EXPECT_DOUBLE_EQ(events.back().final().result().metrics().at("loss/kd"), 1.0 / 3);
+}
+
+// Issue #14.2: a cancel must stop a job in every phase, hashing a large artifact included.
+TEST(WorkerTest, ACancelStopsDigestingAnArtifact) {
+  qatd::testing::TempDir dir;
+  std::ofstream(dir.File("big.bin")) << std::string(4 << 20, 'x');
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  jobs::CancelToken cancel;
+  PipeReporter reporter(fds[1], &cancel);
+  cancel.Cancel();
+  reporter.Artifact(dir.File("big.bin"), "checkpoint");
+  ::close(fds[1]);
+  FrameReader reader(fds[0]);
+  auto frame = reader.Next();
+  ASSERT_TRUE(frame.ok() && frame->has_value());
+  v1::WorkerEvent event;
+  ASSERT_TRUE(event.ParseFromString(**frame));
+  ASSERT_TRUE(event.has_log()) << event.ShortDebugString();
+  EXPECT_NE(event.log().message().find("not registered: cancelled while digesting"), std::string::npos)
+      << event.log().message();
+  ::close(fds[0]);
 }
 
 TEST(WorkerTest, ReportsUnavailableKindsAndJobErrors) {

@@ -1,4 +1,4 @@
-#include "server/artifact_digest.h"
+#include "core/common/artifact_digest.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -15,15 +15,13 @@
 #include "absl/strings/str_cat.h"
 #include "core/common/sha256.h"
 
-namespace qatd::server {
+namespace qatd {
 namespace fs = std::filesystem;
 namespace {
 
-using ::qatd::Sha256;
-
 // A regular file, read up to the size it had when opened: a symlink (to /dev/zero, say), a
 // device or a FIFO is refused instead of read forever, and a file that keeps growing ends.
-absl::StatusOr<ArtifactDigest> DigestFile(const fs::path& path) {
+absl::StatusOr<ArtifactDigest> DigestFile(const fs::path& path, const std::function<bool()>& cancelled) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ELOOP) {
@@ -42,6 +40,10 @@ absl::StatusOr<ArtifactDigest> DigestFile(const fs::path& path) {
   ArtifactDigest digest;
   int64_t left = st.st_size;
   while (left > 0) {
+    if (cancelled && cancelled()) {
+      ::close(fd);
+      return absl::CancelledError(absl::StrCat("cancelled while digesting ", path.string()));
+    }
     const ssize_t n = ::read(fd, buffer.data(), static_cast<size_t>(std::min<int64_t>(left, buffer.size())));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
@@ -61,11 +63,11 @@ absl::StatusOr<ArtifactDigest> DigestFile(const fs::path& path) {
 
 }  // namespace
 
-absl::StatusOr<ArtifactDigest> DigestPath(const std::string& path) {
+absl::StatusOr<ArtifactDigest> DigestPath(const std::string& path, const std::function<bool()>& cancelled) {
   std::error_code ec;
   fs::file_status status = fs::symlink_status(path, ec);
   if (ec || !fs::exists(status)) return absl::NotFoundError(absl::StrCat("artifact ", path, " does not exist"));
-  if (!fs::is_directory(status)) return DigestFile(path);  // refuses symlinks and special files
+  if (!fs::is_directory(status)) return DigestFile(path, cancelled);  // refuses symlinks and special files
 
   std::vector<std::string> files;
   for (auto it = fs::recursive_directory_iterator(path, ec); !ec && it != fs::recursive_directory_iterator();
@@ -77,7 +79,7 @@ absl::StatusOr<ArtifactDigest> DigestPath(const std::string& path) {
   Sha256 tree;
   ArtifactDigest digest;
   for (const std::string& rel : files) {
-    absl::StatusOr<ArtifactDigest> file = DigestFile(fs::path(path) / rel);
+    absl::StatusOr<ArtifactDigest> file = DigestFile(fs::path(path) / rel, cancelled);
     if (!file.ok()) return file.status();
     digest.size_bytes += file->size_bytes;
     std::string line = absl::StrCat(rel, std::string(1, '\0'), file->sha256, "\n");
@@ -87,4 +89,4 @@ absl::StatusOr<ArtifactDigest> DigestPath(const std::string& path) {
   return digest;
 }
 
-}  // namespace qatd::server
+}  // namespace qatd
