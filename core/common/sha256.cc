@@ -1,11 +1,11 @@
 #include "core/common/sha256.h"
 
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/common/input_file.h"
+#include "core/common/status_macros.h"
 
 namespace qatd {
 namespace {
@@ -128,17 +128,14 @@ std::string Sha256Hex(std::string_view bytes) {
 }
 
 absl::StatusOr<std::string> Sha256File(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
-  }
+  QATD_ASSIGN_OR_RETURN(InputFile in, InputFile::Open(path));
   Sha256 h;
   std::vector<char> buffer(1 << 20);
-  size_t n = 0;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), f)) > 0) h.Update(buffer.data(), n);
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) return absl::InternalError(absl::StrCat(path, ": read error"));
+  while (true) {
+    QATD_ASSIGN_OR_RETURN(const size_t n, in.Read(buffer.data(), buffer.size()));
+    if (n == 0) break;
+    h.Update(buffer.data(), n);
+  }
   return h.FinishHex();
 }
 

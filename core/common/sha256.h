@@ -38,8 +38,9 @@ class Sha256 {
 // Hex digest of `bytes`.
 std::string Sha256Hex(std::string_view bytes);
 
-// Hex digest of the contents of the file at `path` (streamed in 1 MiB reads).
-// NOT_FOUND if it cannot be opened, INTERNAL on a read error.
+// Hex digest of the contents of the regular file at `path` (streamed in 1 MiB reads, up to the
+// size it had when opened; core/common/input_file.h). NOT_FOUND if it cannot be opened,
+// INVALID_ARGUMENT for a device or FIFO, INTERNAL on a read error.
 absl::StatusOr<std::string> Sha256File(const std::string& path);
 
 }  // namespace qatd

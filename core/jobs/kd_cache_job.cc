@@ -140,6 +140,12 @@ absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken
   QATD_ASSIGN_OR_RETURN(const model::Tokenizer tokenizer, model::Tokenizer::FromFile(tokenizer_path));
   QATD_ASSIGN_OR_RETURN(const std::string tokenizer_sha, Sha256File(TokenizerJsonPath(tokenizer_path)));
   QATD_ASSIGN_OR_RETURN(const model::Qwen3Config config, model::Qwen3Config::FromFile(o.teacher_model));
+  if (tokenizer.vocab_size() > config.vocab_size) {
+    // Its ids would index past the teacher's embedding ("index out of range in self").
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer ", TokenizerJsonPath(tokenizer_path), " has token ids up to ", tokenizer.vocab_size() - 1,
+        ", but the teacher's vocab_size (config.json) is ", config.vocab_size, ": they are not one model's"));
+  }
   int64_t eos = tokenizer.eos_token_id().value_or(-1);
   if (eos < 0) eos = config.eos_token_id;
   if (eos < 0) {

@@ -46,7 +46,7 @@ quant::QuantConfigV2 V2Like(const quant::QuantConfig& v1) {
 
 absl::StatusOr<train::EvalResult> EvalHeldOut(train::Student& s, const std::string& cache, int64_t eval_samples,
                                               double temperature, int64_t batch_size) {
-  QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(cache));
+  QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(cache, {.model_vocab_size = s.config.vocab_size}));
   QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, train::HeldOutSplits(*reader, eval_samples));
   train::EvalOptions eo;
   eo.max_sequences = 0;

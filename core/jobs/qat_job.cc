@@ -102,7 +102,7 @@ absl::Status RunQat(const QatOptions& o, Reporter& reporter, CancelToken& cancel
     result["snapped_mode"] = s.snapped_mode;
   }
   if (!t.kd_cache_dir.empty()) {
-    QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(t.kd_cache_dir));
+    QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(t.kd_cache_dir, {.model_vocab_size = s.config.vocab_size}));
     QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, train::HeldOutSplits(*reader, t.eval_samples));
     train::EvalOptions eo;
     eo.temperature = t.temperature;

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <regex>
 
 #include "absl/strings/str_cat.h"
@@ -35,6 +36,9 @@ struct KdCacheReader::Shard {
   const uint16_t* val = nullptr;
   const int32_t* ridx = nullptr;
   const uint16_t* rval = nullptr;
+  // The data check (ids, finite logits), run once, when a batch first reads the shard.
+  mutable std::once_flag data_checked;
+  mutable absl::Status data_status;
 };
 
 namespace {
@@ -61,10 +65,42 @@ absl::StatusOr<std::vector<std::string>> ListShards(const std::string& dir, cons
   return names;
 }
 
-// Every element of `t` (integer tensor) in [0, limit).
-bool IdsInRange(const at::Tensor& t, int64_t limit) {
-  if (t.numel() == 0) return true;
-  return t.min().item<int64_t>() >= 0 && (limit <= 0 || t.max().item<int64_t>() < limit);
+// The data checks run on plain loops the compiler vectorizes: a max reduction first, a search
+// for the position only when something is wrong.
+
+// First of p[0, n) outside [0, limit) (a negative id is a huge unsigned one), or -1.
+int64_t FirstIdOutside(const int32_t* p, int64_t n, uint32_t limit) {
+  uint32_t high = 0;
+  for (int64_t i = 0; i < n; ++i) high = std::max(high, static_cast<uint32_t>(p[i]));
+  if (high < limit) return -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (static_cast<uint32_t>(p[i]) >= limit) return i;
+  }
+  return -1;
+}
+
+// First f16 of p[0, n) that is an infinity or a NaN (every exponent bit set), or -1.
+int64_t FirstNonFinite(const uint16_t* p, int64_t n) {
+  constexpr uint16_t kExponent = 0x7c00;
+  uint16_t high = 0;
+  for (int64_t i = 0; i < n; ++i) high = std::max<uint16_t>(high, p[i] & kExponent);
+  if (high != kExponent) return -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if ((p[i] & kExponent) == kExponent) return i;
+  }
+  return -1;
+}
+
+std::string HalfName(uint16_t bits) {
+  if ((bits & 0x03ff) != 0) return "nan";
+  return (bits & 0x8000) != 0 ? "-inf" : "inf";
+}
+
+// "topk_idx[3][1]" for element `offset` of a row of `width`-wide positions ("input_ids[5]"
+// when width is 0).
+std::string Element(const char* tensor, int64_t width, int64_t offset) {
+  if (width == 0) return absl::StrCat(tensor, "[", offset, "]");
+  return absl::StrCat(tensor, "[", offset / width, "][", offset % width, "]");
 }
 
 }  // namespace
@@ -105,20 +141,13 @@ absl::StatusOr<std::shared_ptr<const KdCacheReader>> KdCacheReader::Open(const s
     reader->shard_infos_.push_back({s->path, s->first, s->n});
   }
   reader->num_sequences_ = first;
+  reader->model_vocab_size_ = options.model_vocab_size;
+  int64_t limit = int64_t{1} << 31;
+  if (reader->vocab_size_ > 0) limit = std::min(limit, reader->vocab_size_);
+  if (options.model_vocab_size > 0) limit = std::min(limit, options.model_vocab_size);
+  reader->id_limit_ = static_cast<uint32_t>(limit);
   if (options.verify_data) {
-    QATD_RETURN_IF_ERROR(CatchTorch("verify kd cache", [&]() -> absl::Status {
-      for (const auto& s : reader->shards_) {
-        const int64_t l = reader->max_length_, k = reader->top_k_, r = reader->rand_neg_, v = reader->vocab_size_;
-        const auto i32 = at::TensorOptions().dtype(at::kInt);
-        auto view = [&](const int32_t* p, int64_t n) { return at::from_blob(const_cast<int32_t*>(p), {n}, i32); };
-        if (!IdsInRange(view(s->ids, s->n * l), v)) return ShardError(s->path, "input_ids outside [0, vocab_size)");
-        if (!IdsInRange(view(s->idx, s->n * (l - 1) * k), v)) return ShardError(s->path, "topk_idx outside [0, vocab_size)");
-        if (r > 0 && !IdsInRange(view(s->ridx, s->n * (l - 1) * r), v)) {
-          return ShardError(s->path, "rand_idx outside [0, vocab_size)");
-        }
-      }
-      return absl::OkStatus();
-    }));
+    for (const auto& s : reader->shards_) QATD_RETURN_IF_ERROR(reader->CheckShardData(*s));
   }
   return std::shared_ptr<const KdCacheReader>(std::move(reader));
 }
@@ -305,6 +334,60 @@ absl::Status KdCacheReader::OpenReference(const KdCacheReaderOptions& options) {
   return absl::OkStatus();
 }
 
+absl::Status KdCacheReader::CheckShardData(const Shard& s) const {
+  std::call_once(s.data_checked, [&] { s.data_status = ScanShardData(s); });
+  return s.data_status;
+}
+
+absl::Status KdCacheReader::ScanShardData(const Shard& s) const {
+  const int64_t n = s.n, l = max_length_, k = top_k_, r = rand_neg_;
+  struct Ids {
+    const char* name;
+    const int32_t* data;
+    int64_t row;    // elements per sequence
+    int64_t width;  // per position (0: one per position)
+  };
+  for (const Ids& t : {Ids{"input_ids", s.ids, l, 0}, Ids{"topk_idx", s.idx, (l - 1) * k, k},
+                       Ids{"rand_idx", s.ridx, (l - 1) * r, r}}) {
+    if (t.data == nullptr || t.row == 0) continue;
+    if (const int64_t at = FirstIdOutside(t.data, n * t.row, id_limit_); at >= 0) {
+      return BadId(s, at / t.row, t.name, t.width, at % t.row, t.data[at]);
+    }
+  }
+  struct Logits {
+    const char* name;
+    const uint16_t* data;
+    int64_t row, width;
+  };
+  for (const Logits& t : {Logits{"topk_logits", s.val, (l - 1) * k, k}, Logits{"rand_logits", s.rval, (l - 1) * r, r}}) {
+    if (t.data == nullptr || t.row == 0) continue;
+    if (const int64_t at = FirstNonFinite(t.data, n * t.row); at >= 0) {
+      const int64_t row = at / t.row;
+      return absl::DataLossError(absl::StrCat("KD cache shard ", s.path, " sample ", row, " (sequence ", s.first + row,
+                                              ") has non-finite teacher logits (",
+                                              Element(t.name, t.width, at % t.row), " is ", HalfName(t.data[at]),
+                                              "): the cache is damaged or its teacher overflowed; rebuild it"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KdCacheReader::BadId(const Shard& s, int64_t row, const char* tensor, int64_t width, int64_t offset,
+                                  int32_t id) const {
+  const std::string where = absl::StrCat("KD cache shard ", s.path, " sample ", row, " (sequence ", s.first + row,
+                                         "): ", Element(tensor, width, offset), " holds id ", id);
+  if (id < 0) return absl::DataLossError(absl::StrCat(where, ", a negative id"));
+  if (vocab_size_ > 0 && id >= vocab_size_) {
+    return absl::DataLossError(
+        absl::StrCat(where, ", outside the vocabulary of ", vocab_size_, " ids (meta.json vocab_size)"));
+  }
+  // Within the teacher's vocabulary (or it is unknown) but not the model's: the cache was made
+  // for a model with a larger vocabulary.
+  return absl::FailedPreconditionError(absl::StrCat(where, ", outside the model's vocabulary of ", model_vocab_size_,
+                                                    " ids (its config.json vocab_size): the cache was made with a "
+                                                    "teacher of a larger vocabulary"));
+}
+
 absl::StatusOr<KdBatch> KdCacheReader::Gather(std::span<const int64_t> indices, bool with_rand) const {
   const auto b = static_cast<int64_t>(indices.size());
   for (int64_t i : indices) {
@@ -337,6 +420,7 @@ absl::StatusOr<KdBatch> KdCacheReader::Gather(std::span<const int64_t> indices, 
                                  [](int64_t v, const std::unique_ptr<Shard>& s) { return v < s->first; });
       const Shard& s = **(it - 1);
       const int64_t row = g - s.first;
+      QATD_RETURN_IF_ERROR(CheckShardData(s));  // once per shard; then an atomic load
       std::memcpy(p_ids + j * row_ids, s.ids + row * row_ids, sizeof(int32_t) * row_ids);
       std::memcpy(p_idx + j * row_topk, s.idx + row * row_topk, sizeof(int32_t) * row_topk);
       std::memcpy(p_val + j * row_topk, s.val + row * row_topk, sizeof(uint16_t) * row_topk);

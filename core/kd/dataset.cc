@@ -1,13 +1,14 @@
 #include "core/kd/dataset.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "core/common/input_file.h"
 #include "core/common/status_macros.h"
 #include "core/common/sha256.h"
 
@@ -19,13 +20,34 @@ namespace {
 
 enum class FileKind { kText, kJsonArray, kJsonLines };
 
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) return absl::InternalError(absl::StrCat(path, ": read error"));
-  return std::move(buffer).str();
+bool IsDataFileName(const fs::path& p) {
+  const std::string ext = p.extension().string();
+  return ext == ".txt" || ext == ".json" || ext == ".jsonl";
+}
+
+// "dataset " before a reader's message that names the path only ("/dev/zero is a character
+// device, ..."), so the user sees which input it is.
+absl::Status AsDatasetError(const absl::Status& status) {
+  return absl::Status(status.code(), absl::StrCat("dataset ", status.message()));
+}
+
+absl::Status TooLarge(const std::string& what, int64_t bytes, int64_t limit, const std::string& hint) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " holds ", FormatBytes(bytes), ", more than the ", FormatBytes(limit), " ", hint));
+}
+
+// The data files of `options.path`: the file itself, or a directory's regular *.txt, *.json and
+// *.jsonl files sorted by name (possibly none).
+absl::StatusOr<std::vector<std::string>> DataFiles(const DatasetOptions& options) {
+  std::error_code ec;
+  if (!fs::is_directory(options.path, ec)) return std::vector<std::string>{options.path};
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(options.path, ec)) {
+    if (entry.is_regular_file() && IsDataFileName(entry.path())) files.push_back(entry.path().string());
+  }
+  if (ec) return absl::InternalError(absl::StrCat(options.path, ": cannot list: ", ec.message()));
+  std::sort(files.begin(), files.end());
+  return files;
 }
 
 // 1-based line of byte `offset` in `text`.
@@ -176,38 +198,47 @@ struct Collector {
     }
   }
 
-  absl::Status ReadText(const std::string& file, const std::string& content) {
+  // A .txt file, streamed: at most one record (max_record_bytes) and one read buffer in memory.
+  absl::Status ReadText(InputFile& in) {
+    const std::string& file = in.path();
+    const int64_t max_record = options->max_record_bytes;
     if (options->format != DatasetFormat::kPlain) {
       return absl::InvalidArgumentError(absl::StrCat(file, ": dataset_format ", DatasetFormatName(options->format),
                                                      " needs JSON or JSONL records, got a text file"));
     }
     if (options->text_unit == TextUnit::kFile) {
+      if (in.size() > max_record) {
+        return AsDatasetError(
+            TooLarge(file, in.size(), max_record, "one record may hold (text_unit file makes the file one record)"));
+      }
+      QATD_ASSIGN_OR_RETURN(std::string content, in.ReadAll(max_record));
       AddPlain({file, 1, -1}, content);
       return absl::OkStatus();
     }
-    size_t start = 0;
-    int64_t line_no = 1;
+    LineReader lines(&in, max_record);
     std::string paragraph;
     int64_t paragraph_line = -1;
-    while (start <= content.size()) {
-      size_t end = content.find('\n', start);
-      if (end == std::string::npos) end = content.size();
-      std::string_view line(content.data() + start, end - start);
+    std::string_view line;
+    while (true) {
+      absl::StatusOr<bool> more = lines.Next(&line);
+      if (!more.ok()) return AsDatasetError(more.status());
+      if (!*more) break;
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       if (options->text_unit == TextUnit::kLine) {
-        if (!(end == content.size() && line.empty())) AddPlain({file, line_no, -1}, line);
+        AddPlain({file, lines.line_number(), -1}, line);
       } else if (PyStrip(line).empty()) {
         if (paragraph_line > 0) AddPlain({file, paragraph_line, -1}, paragraph);
         paragraph.clear();
         paragraph_line = -1;
       } else {
-        if (paragraph_line < 0) paragraph_line = line_no;
+        if (paragraph_line < 0) paragraph_line = lines.line_number();
         else paragraph += '\n';
+        if (static_cast<int64_t>(paragraph.size() + line.size()) > max_record) {
+          return absl::InvalidArgumentError(absl::StrCat("dataset ", file, ":", paragraph_line,
+                                                         ": paragraph is longer than ", FormatBytes(max_record)));
+        }
         paragraph.append(line);
       }
-      if (end == content.size()) break;
-      start = end + 1;
-      ++line_no;
     }
     if (paragraph_line > 0) AddPlain({file, paragraph_line, -1}, paragraph);
     return absl::OkStatus();
@@ -230,22 +261,42 @@ struct Collector {
     return absl::OkStatus();
   }
 
+  absl::Status JsonLine(const std::string& file, int64_t line_no, std::string_view line) {
+    if (PyStrip(line).empty()) return absl::OkStatus();
+    json value;
+    try {
+      value = json::parse(line);
+    } catch (const json::parse_error& e) {
+      return absl::InvalidArgumentError(absl::StrCat(file, ":", line_no, ": not valid JSON: ", e.what()));
+    }
+    AddJsonRecord({file, line_no, -1}, value);
+    return absl::OkStatus();
+  }
+
+  // A .jsonl file, streamed (one line of at most max_record_bytes in memory).
+  absl::Status ReadJsonLines(InputFile& in) {
+    LineReader lines(&in, options->max_record_bytes);
+    std::string_view line;
+    while (true) {
+      absl::StatusOr<bool> more = lines.Next(&line);
+      if (!more.ok()) return AsDatasetError(more.status());
+      if (!*more) return absl::OkStatus();
+      QATD_RETURN_IF_ERROR(JsonLine(in.path(), lines.line_number(), line));
+    }
+  }
+
+  // JSON lines in a .json file already read whole.
   absl::Status ReadJsonLines(const std::string& file, const std::string& content) {
     size_t start = 0;
     int64_t line_no = 1;
     while (start < content.size()) {
       size_t end = content.find('\n', start);
       if (end == std::string::npos) end = content.size();
-      std::string_view line(content.data() + start, end - start);
-      if (!PyStrip(line).empty()) {
-        json value;
-        try {
-          value = json::parse(line);
-        } catch (const json::parse_error& e) {
-          return absl::InvalidArgumentError(absl::StrCat(file, ":", line_no, ": not valid JSON: ", e.what()));
-        }
-        AddJsonRecord({file, line_no, -1}, value);
+      if (static_cast<int64_t>(end - start) > options->max_record_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat("dataset ", file, ":", line_no, ": line is longer than ",
+                                                       FormatBytes(options->max_record_bytes)));
       }
+      QATD_RETURN_IF_ERROR(JsonLine(file, line_no, std::string_view(content.data() + start, end - start)));
       start = end + 1;
       ++line_no;
     }
@@ -253,29 +304,32 @@ struct Collector {
   }
 };
 
-absl::StatusOr<FileKind> KindOf(const fs::path& p, const std::string& content) {
+absl::StatusOr<FileKind> KindOf(const fs::path& p) {
   const std::string ext = p.extension().string();
   if (ext == ".txt") return FileKind::kText;
   if (ext == ".jsonl") return FileKind::kJsonLines;
-  if (ext == ".json") {
-    // A .json file may also hold JSON lines (the Hugging Face json loader accepts both):
-    // an object first and more than one non-blank line means JSONL.
-    const size_t first = content.find_first_not_of(" \t\r\n");
-    if (first != std::string::npos && content[first] == '{') {
-      const size_t nl = content.find('\n', first);
-      if (nl != std::string::npos && content.find_first_not_of(" \t\r\n", nl) != std::string::npos) {
-        try {
-          const json first_line = json::parse(std::string_view(content).substr(first, nl - first));
-          if (first_line.is_object()) return FileKind::kJsonLines;
-        } catch (const json::parse_error&) {
-          // A pretty-printed object: fall through and report the top-level type.
-        }
-      }
-    }
-    return FileKind::kJsonArray;
-  }
+  if (ext == ".json") return FileKind::kJsonArray;
   return absl::InvalidArgumentError(absl::StrCat(p.string(), ": unsupported file type '", ext,
                                                  "' (expected .txt, .json or .jsonl)"));
+}
+
+// The kind of a .json file's `content`: an array, or JSON lines.
+FileKind KindOfJson(const std::string& content) {
+  // A .json file may also hold JSON lines (the Hugging Face json loader accepts both):
+  // an object first and more than one non-blank line means JSONL.
+  const size_t first = content.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && content[first] == '{') {
+    const size_t nl = content.find('\n', first);
+    if (nl != std::string::npos && content.find_first_not_of(" \t\r\n", nl) != std::string::npos) {
+      try {
+        const json first_line = json::parse(std::string_view(content).substr(first, nl - first));
+        if (first_line.is_object()) return FileKind::kJsonLines;
+      } catch (const json::parse_error&) {
+        // A pretty-printed object: fall through and report the top-level type.
+      }
+    }
+  }
+  return FileKind::kJsonArray;
 }
 
 }  // namespace
@@ -350,49 +404,81 @@ absl::StatusOr<std::string> DatasetSha256(const std::vector<std::string>& files)
   Sha256 h;
   std::vector<char> buffer(1 << 20);
   for (const std::string& file : files) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) return absl::NotFoundError(absl::StrCat(file, ": cannot open"));
+    absl::StatusOr<InputFile> in = InputFile::Open(file);
+    if (!in.ok()) return AsDatasetError(in.status());
     const std::string name = fs::path(file).filename().string();
     h.Update(name.data(), name.size() + 1);  // with the terminating NUL
-    while (in) {
-      in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-      h.Update(buffer.data(), static_cast<size_t>(in.gcount()));
+    while (true) {
+      QATD_ASSIGN_OR_RETURN(const size_t n, in->Read(buffer.data(), buffer.size()));
+      if (n == 0) break;
+      h.Update(buffer.data(), n);
     }
-    if (in.bad()) return absl::InternalError(absl::StrCat(file, ": read error"));
     h.Update("", 1);
   }
   return h.FinishHex();
 }
 
+absl::Status CheckDatasetPath(const DatasetOptions& options) {
+  if (options.path.empty()) return absl::InvalidArgumentError("path is empty");
+  struct stat st {};
+  if (::stat(options.path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(options.path, ": no such file or directory"));
+  }
+  if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+    // InputFile names what it is ("a character device", "a FIFO", ...).
+    const absl::Status not_regular = InputFile::Open(options.path).status();
+    return absl::Status(not_regular.code(), absl::StrCat(not_regular.message(),
+                                                         " (a dataset is a .txt, .json or .jsonl file or a "
+                                                         "directory of them)"));
+  }
+  QATD_ASSIGN_OR_RETURN(const std::vector<std::string> files, DataFiles(options));
+  int64_t total = 0;
+  for (const std::string& file : files) {
+    if (::stat(file.c_str(), &st) == 0) total += static_cast<int64_t>(st.st_size);
+  }
+  if (total > options.max_total_bytes) {
+    return TooLarge(files.size() == 1 && files[0] == options.path
+                        ? options.path
+                        : absl::StrCat(options.path, " (", files.size(), " data files)"),
+                    total, options.max_total_bytes, "a dataset may hold");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Dataset> ReadDataset(const DatasetOptions& options) {
-  std::error_code ec;
-  const fs::path root(options.path);
-  if (options.path.empty()) return absl::InvalidArgumentError("dataset path is empty");
-  if (!fs::exists(root, ec)) return absl::NotFoundError(absl::StrCat(options.path, ": no such file or directory"));
+  if (absl::Status path = CheckDatasetPath(options); !path.ok()) return AsDatasetError(path);
   Dataset dataset;
-  if (fs::is_directory(root, ec)) {
-    for (const auto& entry : fs::directory_iterator(root, ec)) {
-      const std::string ext = entry.path().extension().string();
-      if (entry.is_regular_file() && (ext == ".txt" || ext == ".json" || ext == ".jsonl")) {
-        dataset.files.push_back(entry.path().string());
-      }
-    }
-    if (ec) return absl::InternalError(absl::StrCat(options.path, ": cannot list: ", ec.message()));
-    std::sort(dataset.files.begin(), dataset.files.end());
-    if (dataset.files.empty()) {
-      return absl::NotFoundError(absl::StrCat(options.path, ": directory holds no .txt, .json or .jsonl files"));
-    }
-  } else {
-    dataset.files.push_back(options.path);
+  QATD_ASSIGN_OR_RETURN(dataset.files, DataFiles(options));
+  if (dataset.files.empty()) {
+    return absl::NotFoundError(absl::StrCat(options.path, ": directory holds no .txt, .json or .jsonl files"));
   }
   Collector collector{&dataset, &options};
+  int64_t total = 0;  // sizes when opened: a file may have grown since CheckDatasetPath
   for (const std::string& file : dataset.files) {
-    QATD_ASSIGN_OR_RETURN(std::string content, ReadWholeFile(file));
-    QATD_ASSIGN_OR_RETURN(FileKind kind, KindOf(fs::path(file), content));
+    QATD_ASSIGN_OR_RETURN(FileKind kind, KindOf(fs::path(file)));
+    absl::StatusOr<InputFile> in = InputFile::Open(file);
+    if (!in.ok()) return AsDatasetError(in.status());
+    total += in->size();
+    if (total > options.max_total_bytes) {
+      return AsDatasetError(TooLarge(options.path, total, options.max_total_bytes, "a dataset may hold"));
+    }
     switch (kind) {
-      case FileKind::kText: QATD_RETURN_IF_ERROR(collector.ReadText(file, content)); break;
-      case FileKind::kJsonArray: QATD_RETURN_IF_ERROR(collector.ReadJsonArray(file, content)); break;
-      case FileKind::kJsonLines: QATD_RETURN_IF_ERROR(collector.ReadJsonLines(file, content)); break;
+      case FileKind::kText: QATD_RETURN_IF_ERROR(collector.ReadText(*in)); break;
+      case FileKind::kJsonLines: QATD_RETURN_IF_ERROR(collector.ReadJsonLines(*in)); break;
+      case FileKind::kJsonArray: {
+        if (in->size() > options.max_json_file_bytes) {
+          return AsDatasetError(TooLarge(file, in->size(), options.max_json_file_bytes,
+                                         "a .json file may hold (it is parsed whole; write one record per line as "
+                                         ".jsonl for more)"));
+        }
+        QATD_ASSIGN_OR_RETURN(const std::string content, in->ReadAll(options.max_json_file_bytes));
+        if (KindOfJson(content) == FileKind::kJsonLines) {
+          QATD_RETURN_IF_ERROR(collector.ReadJsonLines(file, content));
+        } else {
+          QATD_RETURN_IF_ERROR(collector.ReadJsonArray(file, content));
+        }
+        break;
+      }
     }
   }
   return dataset;

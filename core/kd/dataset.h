@@ -49,6 +49,13 @@ struct DatasetOptions {
   DatasetFormat format = DatasetFormat::kPlain;
   std::string text_field = "text";     // plain format, JSON inputs
   TextUnit text_unit = TextUnit::kLine;  // plain format, .txt inputs
+  // Bounds (issue #14): .txt and .jsonl files are streamed, and one record (a line, a
+  // paragraph, a whole .txt file with text_unit file, a JSONL line) holds at most
+  // max_record_bytes; a .json file is parsed whole and holds at most max_json_file_bytes; all
+  // data files together hold at most max_total_bytes (their sizes, checked before reading).
+  int64_t max_record_bytes = int64_t{64} << 20;
+  int64_t max_json_file_bytes = int64_t{2} << 30;
+  int64_t max_total_bytes = int64_t{64} << 30;
 };
 
 // Where a record came from: `file` and either a 1-based `line` (.txt, .jsonl) or a 0-based
@@ -78,12 +85,23 @@ struct Dataset {
   int64_t skipped_empty = 0;           // blank plain texts dropped
 };
 
-// Reads every record. Errors: NOT_FOUND (path missing, or a directory without data files),
-// INVALID_ARGUMENT (malformed file, named with its line), INTERNAL (I/O).
+// The checks that need no reading (the daemon runs them at submit time, ReadDataset again):
+// `options.path` is a directory or a regular file, symlinks followed (/dev/zero, a FIFO or a
+// socket is refused), and its data files hold at most max_total_bytes together. A directory's
+// entries that are not regular files are skipped, as ReadDataset skips them.
+// Errors: NOT_FOUND (missing path), INVALID_ARGUMENT naming the path and the bound (messages
+// start with the path: "/dev/zero is a character device, not a regular file ...").
+absl::Status CheckDatasetPath(const DatasetOptions& options);
+
+// Reads every record. Only regular files are read, each to the size it had when opened, within
+// the bounds of DatasetOptions. Errors: NOT_FOUND (path missing, or a directory without data
+// files), INVALID_ARGUMENT (not a regular file, over a bound, or a malformed file, named with
+// its line), INTERNAL (I/O).
 absl::StatusOr<Dataset> ReadDataset(const DatasetOptions& options);
 
 // sha256 over the data files in read order: for each file, its base name, a NUL byte, its
 // contents and a NUL byte. Identifies the input of a cache (resume refuses a changed one).
+// Regular files only, each read to the size it had when opened.
 absl::StatusOr<std::string> DatasetSha256(const std::vector<std::string>& files);
 
 // Python's str.strip(): removes leading/trailing whitespace (ASCII whitespace, U+0085,

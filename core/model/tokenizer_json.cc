@@ -3,14 +3,13 @@
 #include <algorithm>
 #include <array>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "core/common/input_file.h"
 #include "core/common/status_macros.h"
 #include "core/model/tokenizer.h"
 #include "core/model/tokenizer_impl.h"
@@ -58,13 +57,21 @@ absl::StatusOr<std::string> OptString(const Json& obj, const char* key, absl::st
   return it->get<std::string>();
 }
 
+// Ids index dense tables (two strings and a kind per id, BuildTables), so the largest id
+// decides what they cost: below 2^24 that is at most ~1.1 GiB, for any tokenizer.json. The
+// largest real vocabularies are near 2^18 (Qwen3: 151,669 ids).
+constexpr int64_t kMaxTokenIds = int64_t{1} << 24;
+
 absl::StatusOr<int32_t> ToId(const Json& v, absl::string_view where) {
   if (!v.is_number_integer()) return Invalid(where, "expected an integer id");
-  const int64_t id = v.get<int64_t>();
-  if (id < 0 || id > (int64_t{1} << 30)) {
-    return Invalid(where, absl::StrFormat("id %d out of range [0, 2^30]", id));
+  const bool in_range = v.is_number_unsigned()
+                            ? v.get<uint64_t>() < static_cast<uint64_t>(kMaxTokenIds)
+                            : v.get<int64_t>() >= 0 && v.get<int64_t>() < kMaxTokenIds;
+  if (!in_range) {
+    return Invalid(where, absl::StrCat("id ", v.dump(), " is out of range: token ids must be below ", kMaxTokenIds,
+                                       " (2^24)"));
   }
-  return static_cast<int32_t>(id);
+  return static_cast<int32_t>(v.get<int64_t>());
 }
 
 absl::Status CheckByteLevel(const Json& pt, absl::string_view where, bool* use_regex) {
@@ -266,12 +273,13 @@ absl::StatusOr<std::vector<AddedToken>> ParseAddedTokens(const Json& root) {
     AddedToken token;
     auto id = t.find("id");
     if (id == t.end()) return Invalid(where, "missing field 'id'");
-    QATD_ASSIGN_OR_RETURN(token.id, ToId(*id, absl::StrCat(where, ".id")));
     QATD_ASSIGN_OR_RETURN(token.content, OptString(t, "content", where));
     if (token.content.empty()) return Invalid(absl::StrCat(where, ".content"), "empty or missing");
     if (!IsValidUtf8(token.content)) {
       return Invalid(absl::StrCat(where, ".content"), "not valid UTF-8");
     }
+    // The content names the token in id errors (a prefix of it: contents can be long).
+    QATD_ASSIGN_OR_RETURN(token.id, ToId(*id, absl::StrCat(where, " \"", token.content.substr(0, 64), "\"")));
     QATD_ASSIGN_OR_RETURN(token.special, OptBool(t, "special", false, where));
     QATD_ASSIGN_OR_RETURN(token.lstrip, OptBool(t, "lstrip", false, where));
     QATD_ASSIGN_OR_RETURN(token.rstrip, OptBool(t, "rstrip", false, where));
@@ -339,13 +347,19 @@ absl::Status BuildTables(std::vector<AddedToken> added, Tokenizer::Impl& impl) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path.string()));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path.string()));
-  return ss.str();
+// tokenizer.json of the largest vocabularies is ~35 MB; tokenizer_config.json ~100 KB.
+constexpr int64_t kMaxTokenizerJsonBytes = int64_t{256} << 20;
+constexpr int64_t kMaxTokenizerConfigBytes = int64_t{16} << 20;
+
+// A regular file of at most `max_bytes` (a device, a FIFO or a huge file is refused unread).
+absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path, int64_t max_bytes) {
+  QATD_ASSIGN_OR_RETURN(InputFile in, InputFile::Open(path.string()));
+  if (in.size() > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), " holds ", FormatBytes(in.size()), ", more than the ",
+                                                   FormatBytes(max_bytes), " a ", path.filename().string(),
+                                                   " may hold"));
+  }
+  return in.ReadAll(max_bytes);
 }
 
 // Reads eos_token / pad_token of tokenizer_config.json ("" when absent or null).
@@ -386,7 +400,7 @@ absl::StatusOr<Tokenizer> Tokenizer::FromFile(const std::string& path) {
   std::filesystem::path file(path);
   std::error_code ec;
   if (std::filesystem::is_directory(file, ec)) file /= "tokenizer.json";
-  QATD_ASSIGN_OR_RETURN(std::string text, ReadFile(file));
+  QATD_ASSIGN_OR_RETURN(std::string text, ReadFile(file, kMaxTokenizerJsonBytes));
   absl::StatusOr<std::shared_ptr<Impl>> parsed = Impl::Parse(text);
   if (!parsed.ok()) {
     return absl::Status(parsed.status().code(),
@@ -395,7 +409,7 @@ absl::StatusOr<Tokenizer> Tokenizer::FromFile(const std::string& path) {
   std::shared_ptr<Impl> impl = *std::move(parsed);
   const std::filesystem::path config_path = file.parent_path() / "tokenizer_config.json";
   if (std::filesystem::exists(config_path, ec)) {
-    QATD_ASSIGN_OR_RETURN(std::string config_text, ReadFile(config_path));
+    QATD_ASSIGN_OR_RETURN(std::string config_text, ReadFile(config_path, kMaxTokenizerConfigBytes));
     Json config = Json::parse(config_text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded() || !config.is_object()) {
       return absl::InvalidArgumentError(

@@ -42,7 +42,7 @@ EvalPoint EvalPointFromJson(const nlohmann::json& j) {
 
 absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Reporter& reporter, jobs::CancelToken& cancel) {
   QATD_RETURN_IF_ERROR(o.Validate());
-  QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(o.kd_cache_dir));
+  QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(o.kd_cache_dir, {.model_vocab_size = s.config.vocab_size}));
   QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, HeldOutSplits(*reader, o.eval_samples));
   QATD_RETURN_IF_ERROR(quant::ApplyTrainableSet(
       *s.registry, {o.train_weights && s.version == 1, o.train_scales, o.train_g_only, o.train_mlp_only}));

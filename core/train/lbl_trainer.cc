@@ -274,7 +274,7 @@ absl::StatusOr<LblResult> TrainLayerwise(Student& s, const LblOptions& o, jobs::
           absl::StrCat("layers: index ", l, " is out of range; the model has ", num_layers, " decoder layers"));
     }
   }
-  QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(o.kd_cache_dir));
+  QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(o.kd_cache_dir, {.model_vocab_size = s.config.vocab_size}));
   QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, HeldOutSplits(*reader, o.eval_samples));
   const kd::KdSplit layer_split{
       splits.held_out.begin,

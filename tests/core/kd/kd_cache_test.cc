@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <set>
 
@@ -38,7 +39,8 @@ struct SyntheticCache {
   std::vector<uint16_t> val, rval;
   fs::path dir;
 
-  explicit SyntheticCache(const std::string& name) {
+  // `edit` may change the data before it is written (damaged caches).
+  explicit SyntheticCache(const std::string& name, const std::function<void(SyntheticCache&)>& edit = nullptr) {
     std::mt19937 g(5);
     ids.resize(static_cast<size_t>(n * l));
     idx.resize(static_cast<size_t>(n * (l - 1) * k));
@@ -50,6 +52,7 @@ struct SyntheticCache {
     for (auto& v : val) v = static_cast<uint16_t>(g() & 0x7bff);  // finite halves
     for (auto& v : ridx) v = static_cast<int32_t>(g() % vocab);
     for (auto& v : rval) v = static_cast<uint16_t>(g() & 0x7bff);
+    if (edit) edit(*this);
     dir = FreshDir(name);
     KdCacheMeta meta;
     meta.teacher_model = "synthetic";
@@ -177,7 +180,78 @@ TEST(KdCacheReaderTest, VerifyDataCatchesOutOfRangeIds) {
   meta["vocab_size"] = 10;  // ids go up to 499
   ASSERT_TRUE(WriteJsonFileAtomic((c.dir / "meta.json").string(), meta).ok());
   EXPECT_TRUE(KdCacheReader::Open(c.dir.string()).ok());
-  EXPECT_NE(OpenError(c.dir, {false, true}).find("outside [0, vocab_size)"), std::string::npos);
+  const std::string e = OpenError(c.dir, {false, true});
+  EXPECT_NE(e.find("shard_00000.safetensors sample 0 (sequence 0): input_ids["), std::string::npos) << e;
+  EXPECT_NE(e.find("outside the vocabulary of 10 ids (meta.json vocab_size)"), std::string::npos) << e;
+}
+
+// Issue #14, item 9: out-of-range ids in a cache reached the model as "index out of range in
+// self", and NaN logits as "diverged... try a lower lr". Every batch is checked as it is read.
+// Sequence 6 is shard 1's sample 2 (shard size 4); position 3, top-K slot 1.
+constexpr int64_t kBadSequence = 6, kBadPosition = 3, kBadSlot = 1;
+
+int64_t TopkOffset(const SyntheticCache& c) { return (kBadSequence * (c.l - 1) + kBadPosition) * c.k + kBadSlot; }
+
+std::string GatherError(const fs::path& dir, KdCacheReaderOptions o = {}) {
+  auto reader = KdCacheReader::Open(dir.string(), o);
+  if (!reader.ok()) return "open: " + std::string(reader.status().message());
+  auto batch = (*reader)->Range(4, 8, /*with_rand=*/true);
+  return batch.ok() ? "" : std::string(batch.status().message());
+}
+
+TEST(KdCacheDataTest, AnIdOutsideTheVocabularyIsNamedWithShardSampleAndBound) {
+  SyntheticCache c("bad_id", [](SyntheticCache& c) { c.idx[static_cast<size_t>(TopkOffset(c))] = 600; });
+  auto reader = KdCacheReader::Open(c.dir.string());
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_TRUE((*reader)->Range(0, 4).ok());  // shard 0 is fine
+  auto batch = (*reader)->Range(4, 8);
+  ASSERT_EQ(batch.status().code(), absl::StatusCode::kDataLoss) << batch.status();
+  const std::string shard = (c.dir / "shard_00001.safetensors").string();
+  EXPECT_NE(std::string(batch.status().message())
+                .find("KD cache shard " + shard + " sample 2 (sequence 6): topk_idx[3][1] holds id 600, outside the "
+                      "vocabulary of 500 ids (meta.json vocab_size)"),
+            std::string::npos)
+      << batch.status();
+}
+
+TEST(KdCacheDataTest, AnIdOnlyTheModelsVocabularyExcludesIsAPreconditionNotDamage) {
+  // Every id below 400 but one, 450: inside the cache's vocabulary (500), outside a model's of 400.
+  SyntheticCache c("model_vocab", [](SyntheticCache& c) {
+    for (auto* ids : {&c.ids, &c.idx, &c.ridx}) {
+      for (auto& v : *ids) v %= 400;
+    }
+    c.idx[static_cast<size_t>(TopkOffset(c))] = 450;
+  });
+  KdCacheReaderOptions o;
+  o.model_vocab_size = 400;
+  auto reader = KdCacheReader::Open(c.dir.string(), o);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_TRUE((*reader)->Range(0, 4).ok());
+  const absl::Status bad = (*reader)->Range(4, 8).status();
+  ASSERT_EQ(bad.code(), absl::StatusCode::kFailedPrecondition) << bad;
+  EXPECT_EQ(bad.message(), "KD cache shard " + (c.dir / "shard_00001.safetensors").string() +
+                               " sample 2 (sequence 6): topk_idx[3][1] holds id 450, outside the model's vocabulary "
+                               "of 400 ids (its config.json vocab_size): the cache was made with a teacher of a "
+                               "larger vocabulary");
+  // Without the model's vocabulary the cache is fine; verify_data finds the same sequence at Open.
+  EXPECT_TRUE(KdCacheReader::Open(c.dir.string(), {false, true}).ok());
+  o.verify_data = true;
+  EXPECT_EQ(KdCacheReader::Open(c.dir.string(), o).status(), bad);
+}
+
+TEST(KdCacheDataTest, NonFiniteTeacherLogitsAreNamedNotTrainedOn) {
+  for (const uint16_t bits : {uint16_t{0x7e00}, uint16_t{0x7c00}, uint16_t{0xfc00}}) {  // nan, +inf, -inf
+    SyntheticCache c("nan", [&](SyntheticCache& c) { c.val[static_cast<size_t>(TopkOffset(c))] = bits; });
+    const std::string e = GatherError(c.dir);
+    EXPECT_NE(e.find("KD cache shard " + (c.dir / "shard_00001.safetensors").string() +
+                     " sample 2 (sequence 6) has non-finite teacher logits (topk_logits[3][1] is "),
+              std::string::npos)
+        << e;
+  }
+  SyntheticCache r("nan_rand", [](SyntheticCache& c) { c.rval[static_cast<size_t>(6 * (c.l - 1) * c.r)] = 0x7e01; });
+  EXPECT_NE(GatherError(r.dir).find("sample 2 (sequence 6) has non-finite teacher logits (rand_logits[0][0] is nan)"),
+            std::string::npos)
+      << GatherError(r.dir);
 }
 
 TEST(KdBatchStreamTest, EpochsCoverTheSplitAndTheCursorResumes) {

@@ -515,6 +515,25 @@ TEST(KdCacheJobTest, DatasetErrorsComeBeforeAnyModelWork) {
   EXPECT_TRUE(rep.Logged("2 bad record(s) skipped"));
 }
 
+// Issue #14, item 9: a tokenizer whose ids reach past the teacher's vocabulary would index past
+// its embedding ("index out of range in self"); the job says so before loading any weight.
+TEST(KdCacheJobTest, ATokenizerLargerThanTheTeachersVocabularyIsRefused) {
+  const fs::path teacher = FreshDir("small_vocab_teacher");
+  nlohmann::json config = nlohmann::json::parse(ReadFile(fs::path(kTiny) / "config.json"));
+  config["vocab_size"] = 1000;
+  std::ofstream(teacher / "config.json") << config.dump();
+  jobs::KdCacheOptions o = JobOptions(FreshDir("small_vocab_out"));
+  o.teacher_model = teacher.string();
+  RecordingReporter rep;
+  jobs::CancelToken cancel;
+  const absl::Status s = jobs::RunKdCache(o, rep, cancel);
+  ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(std::string(s.message()).find("tokenizer.json has token ids up to 151668, but the teacher's vocab_size "
+                                          "(config.json) is 1000"),
+            std::string::npos)
+      << s;
+}
+
 TEST(KdCacheJobTest, ValidateNamesTheField) {
   auto message = [](const jobs::KdCacheOptions& o) { return std::string(o.Validate().message()); };
   jobs::KdCacheOptions o = JobOptions("/tmp/x");

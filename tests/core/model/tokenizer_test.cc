@@ -3,6 +3,10 @@
 
 #include "core/model/tokenizer.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -11,6 +15,7 @@
 
 #include "core/model/unicode.h"
 #include "gtest/gtest.h"
+#include "core/common/file_util.h"
 #include "nlohmann/json.hpp"
 
 namespace qatd::model {
@@ -308,6 +313,52 @@ TEST(TokenizerMalformedTest, RejectsBadJsonWithClearErrors) {
     EXPECT_EQ(t.status().code(), c.code) << t.status();
     EXPECT_NE(t.status().message().find(c.message_part), std::string::npos) << t.status();
   }
+}
+
+// Issue #14, item 9: an id of 2^30 used to size the id tables (two strings per id: 64 GiB)
+// and end in std::bad_alloc. Ids are bounded before anything is allocated from them.
+TEST(TokenizerBoundsTest, AnIdOf2To30IsRefusedNamingTheTokenAndTheBound) {
+  Json base = Json::parse(TinyTokenizerJson(false));
+  Json vocab_case = base;
+  vocab_case["model"]["vocab"]["Ġworld"] = 1 << 30;
+  absl::StatusOr<Tokenizer> t = Tokenizer::FromJson(vocab_case.dump());
+  ASSERT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
+  EXPECT_NE(t.status().message().find("model.vocab[\"Ġworld\"]: id 1073741824 is out of range: token ids must "
+                                      "be below 16777216"),
+            std::string::npos)
+      << t.status();
+
+  Json added_case = base;
+  added_case["added_tokens"][0]["id"] = 1 << 30;
+  t = Tokenizer::FromJson(added_case.dump());
+  ASSERT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
+  EXPECT_NE(t.status().message().find("added_tokens[0] \"<|end|>\": id 1073741824 is out of range"),
+            std::string::npos)
+      << t.status();
+
+  // The bound itself is the first id refused.
+  Json at_bound = base;
+  at_bound["added_tokens"][1]["id"] = 1 << 24;
+  t = Tokenizer::FromJson(at_bound.dump());
+  EXPECT_NE(t.status().message().find("id 16777216 is out of range"), std::string::npos) << t.status();
+}
+
+TEST(TokenizerBoundsTest, DevicesAndFifosAreRefusedNotReadForever) {
+  const std::filesystem::path root =
+      std::filesystem::temp_directory_path() / ("qatd_tokenizer_bounds." + std::to_string(::getpid()));
+  (void)RemoveTree(root.string());
+  std::filesystem::create_directories(root / "zero");
+  const auto file = [&](const std::string& name) { return (root / name).string(); };
+  std::filesystem::create_symlink("/dev/zero", file("zero/tokenizer.json"));
+  absl::StatusOr<Tokenizer> t = Tokenizer::FromFile(file("zero"));
+  ASSERT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
+  EXPECT_NE(t.status().message().find("tokenizer.json is a character device, not a regular file"), std::string::npos)
+      << t.status();
+  ASSERT_EQ(::mkfifo(file("fifo.json").c_str(), 0600), 0);
+  t = Tokenizer::FromFile(file("fifo.json"));
+  (void)RemoveTree(root.string());
+  ASSERT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << t.status();
+  EXPECT_NE(t.status().message().find("fifo.json is a FIFO, not a regular file"), std::string::npos) << t.status();
 }
 
 TEST(TokenizerAddedTokensTest, LstripAndRstripAbsorbWhitespace) {
