@@ -8,12 +8,12 @@
 #include <ctime>
 #include <filesystem>
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/common/file_util.h"
+#include "core/common/input_file.h"
+#include "core/common/status_macros.h"
 
 namespace qatd::kd {
 using nlohmann::json;
@@ -169,11 +169,11 @@ std::string ShardFileName(int64_t shard_id) { return absl::StrFormat("shard_%05d
 std::string ReferenceShardFileName(int64_t shard_id) { return absl::StrFormat("shard_%05d.pt", shard_id); }
 
 absl::StatusOr<json> ReadJsonFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  return ParseJsonText(std::move(buffer).str(), path);
+  // meta.json / progress.json are a few KB; an imported cache keeps the reference's meta too.
+  constexpr int64_t kMaxJsonBytes = int64_t{64} << 20;
+  QATD_ASSIGN_OR_RETURN(InputFile in, InputFile::Open(path));
+  QATD_ASSIGN_OR_RETURN(std::string text, in.ReadAll(kMaxJsonBytes));
+  return ParseJsonText(text, path);
 }
 
 absl::StatusOr<json> ParseJsonText(const std::string& text, const std::string& path) {

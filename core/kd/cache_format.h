@@ -83,8 +83,9 @@ struct KdProgress {
 std::string ShardFileName(int64_t shard_id);
 std::string ReferenceShardFileName(int64_t shard_id);
 
-// Reads and parses a JSON file. NOT_FOUND if missing; INVALID_ARGUMENT (naming the file and
-// line) if malformed.
+// Reads and parses a JSON file (a regular file of at most 64 MiB: core/common/input_file.h).
+// NOT_FOUND if missing; INVALID_ARGUMENT (naming the file and line) if malformed, not a regular
+// file or too large.
 absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path);
 // Parses JSON text read from `path` (which only names it in errors): INVALID_ARGUMENT naming
 // `path` and the line for malformed text or a number out of range (1e999).

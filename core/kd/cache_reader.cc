@@ -9,12 +9,12 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <regex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/common/input_file.h"
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
 #include "core/kd/cache_writer.h"
@@ -263,9 +263,25 @@ absl::Status KdCacheReader::OpenReference(const KdCacheReaderOptions& options) {
   for (const std::string& name : names) {
     auto shard = std::make_unique<Shard>();
     shard->path = (fs::path(dir_) / name).string();
-    std::ifstream in(shard->path, std::ios::binary);
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (!in.good() && !in.eof()) return ShardError(shard->path, "read error");
+    // Unpickled in memory: a regular file, bounded.
+    constexpr int64_t kMaxPtShardBytes = int64_t{16} << 30;
+    absl::StatusOr<InputFile> in = InputFile::Open(shard->path);
+    if (!in.ok()) return absl::DataLossError(absl::StrCat("corrupt KD cache shard: ", in.status().message()));
+    if (in->size() > kMaxPtShardBytes) {
+      return ShardError(shard->path, absl::StrCat("holds ", FormatBytes(in->size()), ", more than the ",
+                                                  FormatBytes(kMaxPtShardBytes),
+                                                  " a .pt shard may hold (it is unpickled in memory)"));
+    }
+    std::vector<char> bytes(static_cast<size_t>(in->size()));
+    for (size_t filled = 0; filled < bytes.size();) {
+      absl::StatusOr<size_t> n = in->Read(bytes.data() + filled, bytes.size() - filled);
+      if (!n.ok()) return ShardError(shard->path, std::string(n.status().message()));
+      if (*n == 0) {
+        bytes.resize(filled);
+        break;
+      }
+      filled += *n;
+    }
     Shard* s = shard.get();
     absl::Status st = CatchTorch("unpickle", [&]() -> absl::Status {
       const c10::IValue value = torch::jit::pickle_load(bytes);

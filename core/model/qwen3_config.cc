@@ -3,11 +3,10 @@
 #include <map>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/common/input_file.h"
 #include "core/common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -104,11 +103,11 @@ absl::StatusOr<Qwen3Config> Qwen3Config::FromJson(const std::string& json_text) 
 absl::StatusOr<Qwen3Config> Qwen3Config::FromFile(const std::string& path) {
   std::filesystem::path p(path);
   if (!absl::EndsWith(path, ".json")) p /= "config.json";
-  std::ifstream in(p);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", p.string()));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto c = FromJson(ss.str());
+  // The bound the daemon checks at submit (core/jobs/job_spec.cc); a device is refused unread.
+  constexpr int64_t kMaxConfigBytes = int64_t{16} << 20;
+  QATD_ASSIGN_OR_RETURN(InputFile in, InputFile::Open(p.string()));
+  QATD_ASSIGN_OR_RETURN(const std::string text, in.ReadAll(kMaxConfigBytes));
+  auto c = FromJson(text);
   if (!c.ok()) return absl::Status(c.status().code(), absl::StrCat(p.string(), ": ", c.status().message()));
   return c;
 }

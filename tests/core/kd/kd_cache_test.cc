@@ -6,6 +6,7 @@
 #include "tests/core/kd/kd_test_dirs.h"
 
 #include <cstring>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -403,6 +404,29 @@ TEST(ReferenceCacheTest, CorruptPtShardIsNamed) {
   auto r = KdCacheReader::Open(dir.string());
   ASSERT_FALSE(r.ok());
   EXPECT_NE(std::string(r.status().message()).find("shard_00001.pt"), std::string::npos) << r.status();
+}
+
+// Issue #14, item 9: the cache's JSON files and reference shards were read to their end (a
+// symlink to /dev/zero until memory ran out; a FIFO blocked). They are regular files, bounded.
+TEST(KdCacheFilesTest, DevicesAndFifosAmongTheCacheFilesAreRefusedUnread) {
+  SyntheticCache meta_zero("meta_zero");
+  ASSERT_EQ(::unlink((meta_zero.dir / "meta.json").c_str()), 0);  // not fs::remove: see DESIGN §7
+  fs::create_symlink("/dev/zero", meta_zero.dir / "meta.json");
+  std::string e = OpenError(meta_zero.dir);
+  EXPECT_NE(e.find("meta.json is a character device, not a regular file"), std::string::npos) << e;
+
+  SyntheticCache progress_fifo("progress_fifo");
+  ASSERT_EQ(::unlink((progress_fifo.dir / "progress.json").c_str()), 0);
+  ASSERT_EQ(::mkfifo((progress_fifo.dir / "progress.json").c_str(), 0600), 0);
+  e = OpenError(progress_fifo.dir);
+  EXPECT_NE(e.find("progress.json is a FIFO, not a regular file"), std::string::npos) << e;
+
+  const fs::path pt = FreshDir("pt_zero");
+  for (const auto& f : fs::directory_iterator(kSample)) fs::copy(f.path(), pt / f.path().filename());
+  ASSERT_EQ(::unlink((pt / "shard_00001.pt").c_str()), 0);
+  fs::create_symlink("/dev/zero", pt / "shard_00001.pt");
+  e = OpenError(pt);
+  EXPECT_NE(e.find("shard_00001.pt is a character device, not a regular file"), std::string::npos) << e;
 }
 
 }  // namespace

@@ -1,5 +1,8 @@
 #include "core/model/qwen3_config.h"
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -87,6 +90,22 @@ TEST(Qwen3Config, RejectsOtherArchitectures) {
   EXPECT_NE(c.status().message().find("LlamaForCausalLM"), std::string::npos);
   EXPECT_FALSE(Qwen3Config::FromJson("not json").ok());
   EXPECT_EQ(Qwen3Config::FromFile("/nonexistent").status().code(), absl::StatusCode::kNotFound);
+}
+
+// Issue #14, item 9: config.json was read to its end (a symlink to /dev/zero until memory ran
+// out). The worker reads it as the daemon checks it at submit: a regular file of at most 16 MiB.
+TEST(Qwen3Config, ADeviceIsRefusedNotReadForever) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("qatd_config_zero." + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::filesystem::remove(dir / "config.json");
+  std::filesystem::create_symlink("/dev/zero", dir / "config.json");
+  const absl::StatusOr<Qwen3Config> c = Qwen3Config::FromFile(dir.string());
+  std::filesystem::remove(dir / "config.json");
+  std::filesystem::remove(dir);
+  ASSERT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << c.status();
+  EXPECT_NE(c.status().message().find("config.json is a character device, not a regular file"), std::string::npos)
+      << c.status();
 }
 
 // Found by tests/fuzz/model_config_fuzz.cc: a non-string model_type threw
