@@ -120,6 +120,9 @@ absl::StatusOr<std::shared_ptr<const KdCacheReader>> KdCacheReader::Open(const s
     if (!reader->meta_json_.is_object()) {
       return absl::InvalidArgumentError(absl::StrCat(meta_path, ": expected a JSON object"));
     }
+    if (reader->meta_json_.contains("format") && !reader->meta_json_["format"].is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(meta_path, ": field 'format' must be a string"));
+    }
     const std::string format = reader->meta_json_.value("format", "");
     if (format == kKdCacheFormat) {
       qatd = true;

@@ -251,6 +251,8 @@ struct Collector {
     } catch (const json::parse_error& e) {
       return absl::InvalidArgumentError(absl::StrCat(file, ":", LineOfOffset(content, e.byte > 0 ? e.byte - 1 : 0),
                                                      ": not valid JSON: ", e.what()));
+    } catch (const json::exception& e) {  // e.g. a number out of range (1e999)
+      return absl::InvalidArgumentError(absl::StrCat(file, ": not valid JSON: ", e.what()));
     }
     if (!doc.is_array()) {
       return absl::InvalidArgumentError(absl::StrCat(file, ":1: top-level JSON value is ", doc.type_name(),
@@ -266,7 +268,7 @@ struct Collector {
     json value;
     try {
       value = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse errors, and numbers out of range (1e999)
       return absl::InvalidArgumentError(absl::StrCat(file, ":", line_no, ": not valid JSON: ", e.what()));
     }
     AddJsonRecord({file, line_no, -1}, value);
@@ -324,7 +326,7 @@ FileKind KindOfJson(const std::string& content) {
       try {
         const json first_line = json::parse(std::string_view(content).substr(first, nl - first));
         if (first_line.is_object()) return FileKind::kJsonLines;
-      } catch (const json::parse_error&) {
+      } catch (const json::exception&) {
         // A pretty-printed object: fall through and report the top-level type.
       }
     }

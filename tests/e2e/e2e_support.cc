@@ -27,6 +27,37 @@ bool PollUntil(const std::function<bool()>& done, std::chrono::milliseconds time
   }
 }
 
+v1::Job SubmitTo(const Daemon& daemon, const v1::JobSpec& spec) {
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = spec;
+  v1::Job job;
+  grpc::Status status = daemon.Stub()->SubmitJob(daemon.Context().get(), request, &job);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return job;
+}
+
+v1::Job GetJobFrom(const Daemon& daemon, int64_t id) {
+  v1::GetJobRequest request;
+  request.set_job_id(id);
+  v1::Job job;
+  grpc::Status status = daemon.Stub()->GetJob(daemon.Context().get(), request, &job);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return job;
+}
+
+v1::Job WaitForJob(const Daemon& daemon, int64_t id, const std::function<bool(const v1::Job&)>& done,
+                   std::chrono::milliseconds timeout) {
+  v1::Job job;
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        job = GetJobFrom(daemon, id);
+        return done(job);
+      },
+      timeout))
+      << "job " << id << " last seen as " << job.ShortDebugString();
+  return job;
+}
+
 std::string ReadFileOrEmpty(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream bytes;

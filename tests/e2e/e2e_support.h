@@ -109,6 +109,24 @@ inline v1::JobSpec Probe(int steps, int step_ms) {
   return spec;
 }
 
+// A job in SUCCEEDED, FAILED or CANCELLED.
+inline bool JobEnded(const v1::Job& job) {
+  return job.state() == v1::JOB_STATE_SUCCEEDED || job.state() == v1::JOB_STATE_FAILED ||
+         job.state() == v1::JOB_STATE_CANCELLED;
+}
+
+// SubmitJob / GetJob on `daemon`; a failed call is a test failure (the job is then empty).
+v1::Job SubmitTo(const Daemon& daemon, const v1::JobSpec& spec);
+v1::Job GetJobFrom(const Daemon& daemon, int64_t id);
+// Polls GetJob until `done(job)` (deadline `timeout`); returns the job as last seen.
+v1::Job WaitForJob(const Daemon& daemon, int64_t id, const std::function<bool(const v1::Job&)>& done,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(120));
+// SubmitTo, then WaitForJob until it ended.
+inline v1::Job RunToEnd(const Daemon& daemon, const v1::JobSpec& spec,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
+  return WaitForJob(daemon, SubmitTo(daemon, spec).id(), JobEnded, timeout);
+}
+
 // One qatd (with kToken) shared by every DaemonE2eTest test, started once per suite.
 class DaemonE2eTest : public ::testing::Test {
  protected:
@@ -138,36 +156,14 @@ class DaemonE2eTest : public ::testing::Test {
   }
   void SetUp() override { ASSERT_NE(daemon_, nullptr) << "the shared qatd did not start"; }
 
-  static v1::Job Submit(const v1::JobSpec& spec) {
-    v1::SubmitJobRequest request;
-    *request.mutable_spec() = spec;
-    v1::Job job;
-    grpc::Status status = daemon_->Stub()->SubmitJob(daemon_->Context().get(), request, &job);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return job;
-  }
+  static v1::Job Submit(const v1::JobSpec& spec) { return SubmitTo(*daemon_, spec); }
 
-  static v1::Job Get(const Daemon& daemon, int64_t id) {
-    v1::GetJobRequest request;
-    request.set_job_id(id);
-    v1::Job job;
-    grpc::Status status = daemon.Stub()->GetJob(daemon.Context().get(), request, &job);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return job;
-  }
+  static v1::Job Get(const Daemon& daemon, int64_t id) { return GetJobFrom(daemon, id); }
 
   // Polls GetJob until `done(job)` (deadline `timeout`).
   static v1::Job WaitFor(const Daemon& daemon, int64_t id, const std::function<bool(const v1::Job&)>& done,
                          std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
-    v1::Job job;
-    EXPECT_TRUE(PollUntil(
-        [&] {
-          job = Get(daemon, id);
-          return done(job);
-        },
-        timeout))
-        << "job " << id << " last seen as " << job.ShortDebugString();
-    return job;
+    return WaitForJob(daemon, id, done, timeout);
   }
 
   static bool Serving(const Daemon& daemon) {

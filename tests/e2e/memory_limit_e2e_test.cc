@@ -33,23 +33,6 @@ class Access : public DaemonE2eTest {
   using DaemonE2eTest::WaitFor;
 };
 
-bool Terminal(const v1::Job& j) {
-  return j.state() == v1::JOB_STATE_SUCCEEDED || j.state() == v1::JOB_STATE_FAILED ||
-         j.state() == v1::JOB_STATE_CANCELLED;
-}
-
-v1::Job Submit(const Daemon& daemon, const v1::JobSpec& spec) {
-  v1::SubmitJobRequest request;
-  *request.mutable_spec() = spec;
-  v1::Job job;
-  grpc::Status status = daemon.Stub()->SubmitJob(daemon.Context().get(), request, &job);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  return job;
-}
-
-v1::Job RunToEnd(const Daemon& daemon, const v1::JobSpec& spec) {
-  return Access::WaitFor(daemon, Submit(daemon, spec).id(), Terminal, 300s);
-}
 
 // "Max data size   4294967296   4294967296   bytes" from /proc/<pid>/limits.
 std::string DataLimitLine(pid_t pid) {
@@ -105,17 +88,17 @@ TEST(MemoryLimitE2eTest, AJobOverTheLimitFailsResourceExhaustedNamingItAndTheDae
   ASSERT_TRUE(daemon.Start());
 
   // A small job fits: the limit leaves room for LibTorch and a tiny model.
-  v1::Job small = RunToEnd(daemon, KdCache(dataset, 16, 2));
+  v1::Job small = RunToEnd(daemon, KdCache(dataset, 16, 2), 300s);
   EXPECT_EQ(small.state(), v1::JOB_STATE_SUCCEEDED) << small.error().message();
 
-  v1::Job big = RunToEnd(daemon, KdCache(dataset, 512, 64));
+  v1::Job big = RunToEnd(daemon, KdCache(dataset, 512, 64), 300s);
   EXPECT_EQ(big.state(), v1::JOB_STATE_FAILED);
   EXPECT_EQ(big.error().code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED)) << big.error().message();
   EXPECT_THAT(big.error().message(), HasSubstr("exceeded the worker memory limit (4 GiB): "));
   EXPECT_THAT(big.error().message(), HasSubstr("DefaultCPUAllocator"));  // what failed
 
   EXPECT_TRUE(Access::Serving(daemon));
-  v1::Job after = RunToEnd(daemon, Probe(2, 0));
+  v1::Job after = RunToEnd(daemon, Probe(2, 0), 300s);
   EXPECT_EQ(after.state(), v1::JOB_STATE_SUCCEEDED) << after.error().message();
 }
 
@@ -127,9 +110,9 @@ TEST(MemoryLimitE2eTest, WorkersRunUnderTheLimitAndOneKilledBySigkillNamesIt) {
   Daemon daemon(config);
   ASSERT_TRUE(daemon.Start());
 
-  v1::Job job = Submit(daemon, Probe(1000000, 20));
+  v1::Job job = SubmitTo(daemon, Probe(1000000, 20));
   job = Access::WaitFor(daemon, job.id(), [](const v1::Job& j) {
-    return (j.state() == v1::JOB_STATE_RUNNING && j.worker_pid() > 0) || Terminal(j);
+    return (j.state() == v1::JOB_STATE_RUNNING && j.worker_pid() > 0) || JobEnded(j);
   });
   ASSERT_EQ(job.state(), v1::JOB_STATE_RUNNING);
   const pid_t worker = job.worker_pid();
@@ -142,7 +125,7 @@ TEST(MemoryLimitE2eTest, WorkersRunUnderTheLimitAndOneKilledBySigkillNamesIt) {
 
   // What the kernel's OOM killer does to a worker over its cgroup's or the host's memory.
   ASSERT_EQ(::kill(worker, SIGKILL), 0);
-  job = Access::WaitFor(daemon, job.id(), Terminal);
+  job = Access::WaitFor(daemon, job.id(), JobEnded);
   EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
   EXPECT_THAT(job.error().message(),
               HasSubstr("killed by signal SIGKILL (9) (the worker memory limit is 4 GiB) without reporting a result"));

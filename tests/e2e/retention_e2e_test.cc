@@ -22,30 +22,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-class Access : public DaemonE2eTest {
- public:
-  using DaemonE2eTest::Get;
-  using DaemonE2eTest::WaitFor;
-};
-
-bool Ended(const v1::Job& j) {
-  return j.state() == v1::JOB_STATE_SUCCEEDED || j.state() == v1::JOB_STATE_FAILED ||
-         j.state() == v1::JOB_STATE_CANCELLED;
-}
-
-v1::Job SubmitTo(const Daemon& daemon, const v1::JobSpec& spec) {
-  v1::SubmitJobRequest request;
-  *request.mutable_spec() = spec;
-  v1::Job job;
-  grpc::Status status = daemon.Stub()->SubmitJob(daemon.Context().get(), request, &job);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  return job;
-}
-
-v1::Job RunToEnd(const Daemon& daemon, const v1::JobSpec& spec) {
-  return Access::WaitFor(daemon, SubmitTo(daemon, spec).id(), Ended);
-}
-
 grpc::Status Delete(const Daemon& daemon, const std::vector<int64_t>& ids, v1::DeleteJobsResponse* response,
                     bool dry_run = false, bool delete_outputs = false) {
   v1::DeleteJobsRequest request;
@@ -96,12 +72,12 @@ TEST(RetentionE2eTest, DeleteRemovesFinishedJobsAndRefusesLiveOnes) {
   const v1::Job outside = RunToEnd(daemon, ProbeInto(5, root + "/b"));
   const v1::Job removable = RunToEnd(daemon, ProbeInto(5, root + "/d"));
   const v1::Job running = SubmitTo(daemon, Probe(100000, 20));
-  Access::WaitFor(daemon, running.id(), [](const v1::Job& j) { return j.state() == v1::JOB_STATE_RUNNING; });
+  WaitForJob(daemon, running.id(), [](const v1::Job& j) { return j.state() == v1::JOB_STATE_RUNNING; });
   ASSERT_EQ(own.state(), v1::JOB_STATE_SUCCEEDED);
   const std::string own_dir = config.data_dir + "/jobs/" + std::to_string(own.id());
   ASSERT_TRUE(fs::exists(own_dir + "/task.pb"));
-  EXPECT_GT(Access::Get(daemon, own.id()).disk_bytes(), 0) << "measured when the job ended";
-  EXPECT_GT(Access::Get(daemon, running.id()).disk_bytes(), 0) << "measured live while it runs";
+  EXPECT_GT(GetJobFrom(daemon, own.id()).disk_bytes(), 0) << "measured when the job ended";
+  EXPECT_GT(GetJobFrom(daemon, running.id()).disk_bytes(), 0) << "measured live while it runs";
 
   v1::DeleteJobsResponse response;
   grpc::Status refused = Delete(daemon, {own.id(), running.id()}, &response);
@@ -138,7 +114,7 @@ TEST(RetentionE2eTest, DeleteRemovesFinishedJobsAndRefusesLiveOnes) {
   cancel.set_job_id(running.id());
   v1::Job cancelled;
   ASSERT_TRUE(daemon.Stub()->CancelJob(daemon.Context().get(), cancel, &cancelled).ok());
-  Access::WaitFor(daemon, running.id(), Ended);
+  WaitForJob(daemon, running.id(), JobEnded);
   v1::PruneJobsRequest prune;
   prune.set_older_than_seconds(1);
   prune.add_states(v1::JOB_STATE_RUNNING);
@@ -199,7 +175,7 @@ TEST(RetentionE2eTest, CompactionThinsHistoryAndDropsResumeStateOfSucceededJobs)
   }
   EXPECT_EQ(metric_events, 0);
   EXPECT_EQ(ends, 1);
-  const v1::Job after = Access::Get(daemon, job.id());
+  const v1::Job after = GetJobFrom(daemon, job.id());
   EXPECT_EQ(after.progress().done(), 200) << "the job row keeps its last progress";
   EXPECT_GT(after.disk_bytes(), 0);
   EXPECT_LT(after.disk_bytes(), 1 << 20) << "re-measured without the 1 MiB of resume state";
@@ -240,7 +216,7 @@ TEST(RetentionE2eTest, AFullDiskFailsTheJobAndKeepsTheDaemonAnswering) {
       std::ofstream(filler) << std::string(static_cast<size_t>(std::max<int64_t>(0, free_bytes - (3 << 19))), 'f');
     }
     const v1::Job flood = SubmitTo(daemon, Probe(1000000, 0));
-    const v1::Job failed = Access::WaitFor(daemon, flood.id(), Ended, std::chrono::seconds(120));
+    const v1::Job failed = WaitForJob(daemon, flood.id(), JobEnded, std::chrono::seconds(120));
     EXPECT_EQ(failed.state(), v1::JOB_STATE_FAILED);
     EXPECT_EQ(failed.error().code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
     EXPECT_THAT(failed.error().message(), HasSubstr("is out of space"));
@@ -262,10 +238,10 @@ TEST(RetentionE2eTest, AFullDiskFailsTheJobAndKeepsTheDaemonAnswering) {
     // Queued jobs wait for room instead of failing one after another...
     const v1::Job next = SubmitTo(daemon, Probe(2, 0));
     std::this_thread::sleep_for(std::chrono::seconds(2));
-    EXPECT_EQ(Access::Get(daemon, next.id()).state(), v1::JOB_STATE_QUEUED);
+    EXPECT_EQ(GetJobFrom(daemon, next.id()).state(), v1::JOB_STATE_QUEUED);
     // ...and run once the operator frees space.
     fs::remove(filler);
-    const v1::Job done = Access::WaitFor(daemon, next.id(), Ended, std::chrono::seconds(60));
+    const v1::Job done = WaitForJob(daemon, next.id(), JobEnded, std::chrono::seconds(60));
     EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.ShortDebugString();
     info.Clear();
     ASSERT_TRUE(daemon.Stub()->GetServerInfo(daemon.Context().get(), v1::GetServerInfoRequest(), &info).ok());

@@ -32,29 +32,6 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-class DaemonAccess : public DaemonE2eTest {
- public:
-  using DaemonE2eTest::Get;
-  using DaemonE2eTest::WaitFor;
-};
-
-v1::Job SubmitTo(const Daemon& daemon, const v1::JobSpec& spec) {
-  v1::SubmitJobRequest request;
-  *request.mutable_spec() = spec;
-  v1::Job job;
-  grpc::Status status = daemon.Stub()->SubmitJob(daemon.Context().get(), request, &job);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  return job;
-}
-
-v1::Job RunToEnd(const Daemon& daemon, const v1::JobSpec& spec) {
-  const v1::Job job = SubmitTo(daemon, spec);
-  return DaemonAccess::WaitFor(daemon, job.id(), [](const v1::Job& j) {
-    return j.state() == v1::JOB_STATE_SUCCEEDED || j.state() == v1::JOB_STATE_FAILED ||
-           j.state() == v1::JOB_STATE_CANCELLED;
-  });
-}
-
 int Mode(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return -1;
@@ -259,7 +236,7 @@ TEST(SharedDaemonE2eTest, StalledWatchersAreCutOffAndTheDaemonStaysSmall) {
     streams.push_back(stub->WatchJob(contexts.back().get(), request));
   }
   long peak_kib = 0;
-  const v1::Job done = DaemonAccess::WaitFor(daemon, job.id(), [&](const v1::Job& j) {
+  const v1::Job done = WaitForJob(daemon, job.id(), [&](const v1::Job& j) {
     peak_kib = std::max(peak_kib, RssKib(daemon.pid()));
     return j.state() == v1::JOB_STATE_SUCCEEDED || j.state() == v1::JOB_STATE_FAILED;
   }, std::chrono::seconds(240));
@@ -288,7 +265,7 @@ TEST(SharedDaemonE2eTest, AJobTheDaemonKeepsDyingUnderFailsAfterMaxAttempts) {
     Daemon daemon(config);
     ASSERT_TRUE(daemon.Start());
     if (attempt == 1) id = SubmitTo(daemon, Probe(100000, 20)).id();
-    const v1::Job running = DaemonAccess::WaitFor(daemon, id, [](const v1::Job& j) {
+    const v1::Job running = WaitForJob(daemon, id, [](const v1::Job& j) {
       return j.state() == v1::JOB_STATE_RUNNING;
     });
     EXPECT_EQ(running.attempt(), attempt);
@@ -296,7 +273,7 @@ TEST(SharedDaemonE2eTest, AJobTheDaemonKeepsDyingUnderFailsAfterMaxAttempts) {
   }
   Daemon daemon(config);
   ASSERT_TRUE(daemon.Start());
-  const v1::Job job = DaemonAccess::WaitFor(daemon, id, [](const v1::Job& j) { return j.state() != v1::JOB_STATE_RUNNING; });
+  const v1::Job job = WaitForJob(daemon, id, [](const v1::Job& j) { return j.state() != v1::JOB_STATE_RUNNING; });
   EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
   EXPECT_THAT(job.error().message(), HasSubstr("gave up after 2 attempt(s)"));
   EXPECT_THAT(job.error().message(), HasSubstr("--max-attempts 2"));
@@ -386,10 +363,10 @@ TEST(SharedDaemonE2eTest, AnArtifactThatIsALinkToDevZeroDoesNotHangTheJob) {
   spec.mutable_probe()->set_output_dir(root + "/t");
   const v1::Job job = SubmitTo(daemon, spec);
   // After the worker's start-time check of the folder (a link there then is refused at once).
-  DaemonAccess::WaitFor(daemon, job.id(), [](const v1::Job& j) { return j.progress().done() >= 1; });
+  WaitForJob(daemon, job.id(), [](const v1::Job& j) { return j.progress().done() >= 1; });
   fs::create_directories(root + "/t");
   fs::create_symlink("/dev/zero", root + "/t/probe.txt");
-  const v1::Job done = DaemonAccess::WaitFor(daemon, job.id(), [](const v1::Job& j) {
+  const v1::Job done = WaitForJob(daemon, job.id(), [](const v1::Job& j) {
     return j.state() == v1::JOB_STATE_SUCCEEDED || j.state() == v1::JOB_STATE_FAILED;
   }, std::chrono::seconds(60));
   EXPECT_EQ(done.artifacts_size(), 0) << done.ShortDebugString();

@@ -168,6 +168,20 @@ TEST(DatasetTest, PlainJsonlUsesTheTextField) {
   EXPECT_EQ(d->bad_records[0].location.line, 3);
 }
 
+// Found by the kd_cache fuzzer's sibling: a number beyond double's range escaped as an
+// exception ("job threw: ...") instead of a bad-input error naming the file.
+TEST(DatasetTest, ANumberOutOfRangeIsInvalidJsonNamingTheLine) {
+  const fs::path dir = FreshDir("huge_number");
+  std::ofstream(dir / "d.jsonl") << "{\"text\": \"a\"}\n{\"text\": \"b\", \"n\": 1e999}\n";
+  std::ofstream(dir / "d.json") << "[{\"text\": \"a\", \"n\": 1e999}]";
+  auto lines = ReadDataset({(dir / "d.jsonl").string(), DatasetFormat::kPlain});
+  ASSERT_EQ(lines.status().code(), absl::StatusCode::kInvalidArgument) << lines.status();
+  EXPECT_NE(std::string(lines.status().message()).find("d.jsonl:2: not valid JSON"), std::string::npos) << lines.status();
+  auto array = ReadDataset({(dir / "d.json").string(), DatasetFormat::kPlain});
+  ASSERT_EQ(array.status().code(), absl::StatusCode::kInvalidArgument) << array.status();
+  EXPECT_NE(std::string(array.status().message()).find("d.json: not valid JSON"), std::string::npos) << array.status();
+}
+
 TEST(DatasetTest, MalformedFilesFailNamingFileAndLine) {
   auto a = ReadDataset({kKd + "/malformed.json", DatasetFormat::kAlpaca});
   ASSERT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
