@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "tests/e2e/e2e_support.h"
@@ -237,8 +236,9 @@ TEST(RetentionE2eTest, AFullDiskFailsTheJobAndKeepsTheDaemonAnswering) {
 
     // Queued jobs wait for room instead of failing one after another...
     const v1::Job next = SubmitTo(daemon, Probe(2, 0));
-    std::this_thread::sleep_for(std::chrono::seconds(2));
-    EXPECT_EQ(GetJobFrom(daemon, next.id()).state(), v1::JOB_STATE_QUEUED);
+    // Observed for 2 s (the dispatcher looks for room every second): it never leaves QUEUED.
+    EXPECT_FALSE(PollUntil([&] { return GetJobFrom(daemon, next.id()).state() != v1::JOB_STATE_QUEUED; },
+                           std::chrono::seconds(2)));
     // ...and run once the operator frees space.
     fs::remove(filler);
     const v1::Job done = WaitForJob(daemon, next.id(), JobEnded, std::chrono::seconds(60));
