@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "client/connection.h"
+#include "client/health_command.h"
 #include "client/job_watch.h"
 #include "client/queries.h"
 #include "client/retention_commands.h"
@@ -63,6 +64,8 @@ class Cli {
     AddSpecCommands();
     AddQueryCommands();
     AddPipelineCommands();
+    CLI::App* health = AddHealthCommand(&app_, &health_);
+    actions_.emplace_back(health, [this] { return RunHealth(connection_options_, health_, json_); });
   }
 
   int Run(int argc, char** argv) {
@@ -398,6 +401,7 @@ class Cli {
   bool pipeline_print_ = false;
   bool pipeline_wait_ = false;
   int64_t pipeline_id_ = 0;
+  HealthOptions health_;
 };
 
 }  // namespace
