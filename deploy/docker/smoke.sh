@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Builds the CPU image and runs it the way deploy/docker/README.md says, checking what a user
+# relies on: the health check turns healthy, qatd runs as the unprivileged user, a job runs in a
+# worker inside the container (PROBE: no model), the token is enforced, SIGTERM stops it
+# cleanly, and the data dir volume keeps the job across a new container.
+#   deploy/docker/smoke.sh                       # full multi-stage build (long: compiles qatd)
+#   deploy/docker/smoke.sh --prebuilt build      # runtime stage only, with binaries built here
+# Environment: ENGINE (podman or docker; default: whichever exists), IMAGE (default qatd:cpu-smoke),
+# JOBS (compile jobs for the full build, default 1).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ENGINE=${ENGINE:-$(command -v podman > /dev/null && echo podman || echo docker)}
+IMAGE=${IMAGE:-localhost/qatd:cpu-smoke}
+PREBUILT=""
+[[ "${1:-}" == --prebuilt ]] && PREBUILT=$(cd "${2:?--prebuilt BUILD_DIR}" && pwd)
+NAME=qatd-smoke-$$
+VOLUME=qatd-smoke-data-$$
+TMP=$(mktemp -d)
+cleanup() {
+  $ENGINE rm -f "$NAME" > /dev/null 2>&1 || true
+  $ENGINE volume rm -f "$VOLUME" > /dev/null 2>&1 || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+step() { echo "== $*"; }
+FORMAT=()
+[[ $ENGINE == podman ]] && FORMAT=(--format docker)  # OCI images drop HEALTHCHECK
+
+if [[ -n $PREBUILT ]]; then
+  # The Dockerfile with its build stage replaced by the binaries of $PREBUILT.
+  step "building $IMAGE from deploy/docker/Dockerfile's runtime stage with binaries from $PREBUILT"
+  mkdir -p "$TMP/ctx/bin"
+  cp "$PREBUILT/server/qatd" "$PREBUILT/worker/qatd-worker" "$PREBUILT/client/qat" "$TMP/ctx/bin/"
+  awk '/^FROM .* AS build$/ { print; print "COPY bin/ /out/usr/local/bin/"; skip = 1; next }
+       /^FROM .* AS runtime$/ { skip = 0 }
+       !skip' "$ROOT/deploy/docker/Dockerfile" > "$TMP/ctx/Dockerfile"
+  $ENGINE build "${FORMAT[@]}" --network host -t "$IMAGE" -f "$TMP/ctx/Dockerfile" "$TMP/ctx"
+else
+  step "building $IMAGE from deploy/docker/Dockerfile (JOBS=${JOBS:-1})"
+  $ENGINE build "${FORMAT[@]}" --network host --build-arg JOBS="${JOBS:-1}" -t "$IMAGE" \
+    -f "$ROOT/deploy/docker/Dockerfile" "$ROOT"
+fi
+
+openssl rand -hex 32 > "$TMP/token"
+chmod 0444 "$TMP/token"
+start() {
+  $ENGINE run -d --name "$NAME" -p 127.0.0.1::7433 -v "$VOLUME:/var/lib/qatd" \
+    -v "$TMP/token:/run/secrets/qatd_token:ro" "$IMAGE" \
+    --data-dir=/var/lib/qatd --listen=0.0.0.0:7433 --metrics-address=0.0.0.0:9464 \
+    --token-file=/run/secrets/qatd_token --cancel-grace-seconds=120 > /dev/null
+}
+healthy() {
+  if [[ $ENGINE == podman ]]; then
+    $ENGINE healthcheck run "$NAME" > /dev/null 2>&1
+  else
+    [[ $($ENGINE inspect -f '{{.State.Health.Status}}' "$NAME") == healthy ]]
+  fi
+}
+wait_healthy() {
+  for _ in $(seq 60); do
+    healthy && return 0
+    sleep 1
+  done
+  $ENGINE logs "$NAME" | tail -20
+  return 1
+}
+qat() { $ENGINE exec "$NAME" qat --token-file /run/secrets/qatd_token "$@"; }
+
+step "run: health check"
+start
+wait_healthy
+echo "healthy: $($ENGINE exec "$NAME" qat health --address 127.0.0.1:7433 --timeout 3)"
+$ENGINE inspect -f 'HEALTHCHECK {{.Config.Healthcheck.Test}}' "$NAME"
+step "runs as: $($ENGINE exec "$NAME" id)"
+[[ $($ENGINE exec "$NAME" id -u) == 10001 ]]
+step "a job without the token is refused"
+if $ENGINE exec "$NAME" qat jobs > "$TMP/out" 2>&1; then
+  echo "FAIL: qat jobs worked without a token"; exit 1
+fi
+grep -o 'rejected the call[^.]*' "$TMP/out"
+step "a PROBE job runs in a qatd-worker inside the container"
+qat probe --name smoke --steps 5 --step-ms 50 --devices 0 --wait
+qat jobs
+step "SIGTERM stops qatd cleanly"
+$ENGINE stop -t 180 "$NAME" > /dev/null
+$ENGINE inspect -f 'exit code {{.State.ExitCode}}' "$NAME"
+[[ $($ENGINE inspect -f '{{.State.ExitCode}}' "$NAME") == 0 ]]
+$ENGINE logs "$NAME" 2>&1 | grep -E 'received SIGTERM|qatd stopped'
+$ENGINE rm "$NAME" > /dev/null
+step "a new container on the same volume sees the job"
+start
+wait_healthy
+qat jobs | tee "$TMP/jobs"
+grep -q smoke "$TMP/jobs"
+step "image size: $($ENGINE image inspect -f '{{.Size}}' "$IMAGE" | numfmt --to=iec)"
+echo "smoke test passed"
