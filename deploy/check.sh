@@ -34,8 +34,12 @@ skip() {
 have() { command -v "$1" > /dev/null 2>&1; }
 
 # 1. Cross-file checks (flags exist, labels/ports/volumes/secrets resolve, Dockerfile rules).
-if have python3 && python3 -c 'import yaml' 2> /dev/null; then
-  run "deploy/check_files.py (flags, Dockerfiles, compose, systemd, k8s cross-checks)" python3 "$DEPLOY/check_files.py"
+PY=""
+for p in /usr/bin/python3 python3; do
+  if have "$p" && "$p" -c 'import yaml' 2> /dev/null; then PY=$p; break; fi
+done
+if [[ -n $PY ]]; then
+  run "deploy/check_files.py (flags, Dockerfiles, compose, systemd, k8s cross-checks)" "$PY" "$DEPLOY/check_files.py"
 else
   skip "deploy/check_files.py" "python3 with PyYAML (Debian: python3-yaml) not found"
 fi
