@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CPU image and runs it the way deploy/docker/README.md says, checking what a user
 # relies on: the health check turns healthy, qatd runs as the unprivileged user, a job runs in a
-# worker inside the container (PROBE: no model), the token is enforced, SIGTERM stops it
+# worker inside the container (PROBE: no model; and the q4 pipeline on a tiny random Qwen3 when
+# build/tools/qat-model exists), the token is enforced, SIGTERM stops it
 # cleanly, and the data dir volume keeps the job across a new container.
 #   deploy/docker/smoke.sh                       # full multi-stage build (long: compiles qatd)
 #   deploy/docker/smoke.sh --prebuilt build      # runtime stage only, with binaries built here
@@ -81,6 +82,22 @@ grep -o 'rejected the call[^.]*' "$TMP/out"
 step "a PROBE job runs in a qatd-worker inside the container"
 qat probe --name smoke --steps 5 --step-ms 50 --devices 0 --wait
 qat jobs
+QAT_MODEL=${QAT_MODEL:-$ROOT/build/tools/qat-model}
+if [[ -x $QAT_MODEL && -f $ROOT/tests/data/golden/qwen3-tokenizer/tokenizer.json ]]; then
+  step "the q4 pipeline (KD cache, 3 QAT stages, snap, generate) on a tiny random Qwen3, in the container"
+  mkdir -p "$TMP/models"
+  "$QAT_MODEL" init --out "$TMP/models/tiny" --seed 0 --tokenizer "$ROOT/tests/data/golden/qwen3-tokenizer" > /dev/null
+  "$QAT_MODEL" demo-data --out "$TMP/models/data.json" --records 64 --seed 0 > /dev/null
+  chmod -R a+rX "$TMP/models"
+  $ENGINE cp "$TMP/models" "$NAME:/tmp/models"
+  qat pipeline run q4 --model /tmp/models/tiny --dataset /tmp/models/data.json --dataset-format alpaca_chat \
+    --max-length 32 --top-k 8 --num-samples 32 --cache-batch-size 8 --batch-size 4 --eval-samples 4 \
+    --steps-scale 0.004 --max-new-tokens 16 --dtype fp32 --wait > "$TMP/pipeline.log" 2>&1 ||
+    { tail -30 "$TMP/pipeline.log"; exit 1; }
+  sed -n '/^pipeline [0-9]* (q4):/,$p' "$TMP/pipeline.log"
+else
+  step "no qat-model at $QAT_MODEL (or no unpacked tokenizer): the pipeline step is skipped"
+fi
 step "SIGTERM stops qatd cleanly"
 $ENGINE stop -t 180 "$NAME" > /dev/null
 $ENGINE inspect -f 'exit code {{.State.ExitCode}}' "$NAME"
