@@ -98,6 +98,10 @@ if [[ -x $QAT_MODEL && -f $ROOT/tests/data/golden/qwen3-tokenizer/tokenizer.json
 else
   step "no qat-model at $QAT_MODEL (or no unpacked tokenizer): the pipeline step is skipped"
 fi
+step "a job still running at the stop"
+LONG=$(qat probe --name long --steps 100 --step-ms 100 --devices 0 | sed -n 's/^submitted job \([0-9]*\).*/\1/p')
+for _ in $(seq 40); do qat --json status "$LONG" | grep -q JOB_STATE_RUNNING && break; sleep 0.5; done
+qat status "$LONG" | head -3
 step "SIGTERM stops qatd cleanly"
 $ENGINE stop -t 180 "$NAME" > /dev/null
 $ENGINE inspect -f 'exit code {{.State.ExitCode}}' "$NAME"
@@ -109,5 +113,9 @@ start
 wait_healthy
 qat jobs | tee "$TMP/jobs"
 grep -q smoke "$TMP/jobs"
+step "the job that was running at the stop ran again (re-queued) and succeeded"
+qat watch "$LONG" | tail -1
+qat logs "$LONG" | grep -E 'attempt [0-9]'
+qat logs "$LONG" | grep -q 'attempt 2'
 step "image size: $($ENGINE image inspect -f '{{.Size}}' "$IMAGE" | numfmt --to=iec)"
 echo "smoke test passed"
