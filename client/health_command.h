@@ -17,7 +17,7 @@ struct HealthOptions {
 // Adds the `health` subcommand to `app`; the caller runs RunHealth when it was parsed.
 CLI::App* AddHealthCommand(CLI::App* app, HealthOptions* options);
 
-// Exit codes: 0 SERVING, 1 any other status (NOT_SERVING while the daemon shuts down,
+// Exit codes: 0 SERVING, 1 any other status (qatd sets NOT_SERVING when it starts shutting down,
 // SERVICE_UNKNOWN, an RPC error), 2 usage (unreadable --tls-ca / --token-file), 3 unreachable.
 int RunHealth(const ConnectionOptions& connection, const HealthOptions& options, bool json);
 
