@@ -29,6 +29,7 @@
 #include "core/common/file_util.h"
 #include "server/auth.h"
 #include "server/device_discovery.h"
+#include "server/device_metrics.h"
 #include "server/device_pool.h"
 #include "server/disk_reserve.h"
 #include "server/retention.h"
@@ -84,7 +85,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const D
   return grpc::SslServerCredentials(ssl);
 }
 
-// Samples GPU memory for the device pool and qatd_gpu_memory_bytes until stopped.
+// Samples GPU memory for the device pool and qatd_device_* (host memory and CPU without GPUs)
+// until stopped.
 class GpuMonitor {
  public:
   GpuMonitor(DevicePool* pool, DaemonMetrics* metrics, double period_s)
@@ -107,10 +109,7 @@ class GpuMonitor {
       lock.unlock();
       std::vector<GpuInfo> gpus = DiscoverGpus();
       pool_->UpdateMemory(gpus);
-      for (const GpuInfo& gpu : gpus) {
-        metrics_->GpuMemory(std::to_string(gpu.index), gpu.memory_total_bytes - gpu.memory_free_bytes,
-                            gpu.memory_total_bytes);
-      }
+      metrics_->Devices(sampler_.Sample(gpus));
       lock.lock();
       cv_.wait_for(lock, period_, [this] { return stop_; });
     }
@@ -118,6 +117,7 @@ class GpuMonitor {
 
   DevicePool* pool_;
   DaemonMetrics* metrics_;
+  DeviceSampler sampler_;
   std::chrono::duration<double> period_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -262,14 +262,16 @@ int RunDaemon(const DaemonOptions& options) {
     }
   }
 
-  DaemonMetrics metrics;
+  DaemonMetricsOptions metrics_options;
+  metrics_options.finished_job_retention_ms = options.metrics_retention_ms;
+  DaemonMetrics metrics(metrics_options);
   std::unique_ptr<prometheus::Exposer> exposer;
   try {
     exposer = std::make_unique<prometheus::Exposer>(options.metrics_address);
   } catch (const std::exception& e) {
     return Fail(absl::FailedPreconditionError(absl::StrCat("cannot serve /metrics on ", options.metrics_address, ": ", e.what())));
   }
-  exposer->RegisterCollectable(metrics.registry());
+  for (const auto& collectable : metrics.Collectables()) exposer->RegisterCollectable(collectable);
   const std::vector<int> metrics_ports = exposer->GetListeningPorts();
   const int metrics_port = metrics_ports.empty() ? 0 : metrics_ports.front();
 

@@ -4,6 +4,7 @@
 
 #include "CLI/CLI.hpp"
 #include "core/common/duration.h"
+#include "server/version.h"
 #include "worker/memory_limit.h"
 
 namespace qatd::server {
@@ -12,6 +13,7 @@ CommandLine ParseCommandLine(int argc, char** argv) {
   CommandLine cl;
   DaemonOptions& d = cl.daemon;
   CLI::App app{"qatd: the LUT quantization-aware training daemon"};
+  app.set_version_flag("--version", std::string("qatd ") + kQatdVersionLine);
   app.add_option("--listen", d.listen, "gRPC address HOST:PORT (port 0 = pick one; see <data-dir>/qatd.port)")
       ->capture_default_str();
   app.add_option("--data-dir", d.data_dir, "Database, logs and job directories (default ~/.qatd)");
@@ -86,9 +88,16 @@ CommandLine ParseCommandLine(int argc, char** argv) {
                  "still be recorded (0 = none)")
       ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
+  std::string metrics_retention = "10m";
+  app.add_option("--metrics-retention", metrics_retention,
+                 "Keep an ended job's final metric values on /metrics this long, so short jobs are scraped (30s, 10m)")
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
+    absl::StatusOr<int64_t> retention_ms = ParseDurationMs(metrics_retention);
+    if (!retention_ms.ok()) throw CLI::ValidationError("--metrics-retention", std::string(retention_ms.status().message()));
+    d.metrics_retention_ms = *retention_ms;
     if (compact_after == "never") {
       d.compact_after_ms = -1;
     } else {

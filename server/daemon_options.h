@@ -47,6 +47,8 @@ struct DaemonOptions {
   bool keep_resume_state = false;
   // Room kept free on the data dir's file system for recording failures when it fills up.
   int64_t disk_reserve_mib = 64;
+  // How long an ended job's per-job series stay on /metrics (DaemonMetricsOptions).
+  int64_t metrics_retention_ms = 10 * 60 * 1000;
 };
 
 struct CommandLine {

@@ -39,10 +39,17 @@ absl::StatusOr<v1::JobEvent> JobJournal::Transition(int64_t job_id, const storag
   const v1::JobState to = event.state().to();
   metrics_->SetJobCount(from, --counts_[from]);
   metrics_->SetJobCount(to, ++counts_[to]);
-  if (from == v1::JOB_STATE_RUNNING) {
-    metrics_->ForgetJob(job_id);
-    last_progress_persist_.erase(job_id);
+  if (from == v1::JOB_STATE_RUNNING || to == v1::JOB_STATE_RUNNING || to == v1::JOB_STATE_SUCCEEDED ||
+      to == v1::JOB_STATE_FAILED || to == v1::JOB_STATE_CANCELLED) {
+    absl::StatusOr<v1::Job> job = store_->GetJob(job_id);  // its kind labels the metrics
+    const v1::JobKind kind = job.ok() ? job->kind() : v1::JOB_KIND_UNSPECIFIED;
+    if (to == v1::JOB_STATE_RUNNING) {
+      metrics_->JobStarted(job_id, kind);
+    } else {
+      metrics_->JobEnded(job_id, kind, to);  // counts terminal states; keeps a run's final values
+    }
   }
+  if (from == v1::JOB_STATE_RUNNING) last_progress_persist_.erase(job_id);
   hub_->Publish(event);
   return event;
 }
@@ -64,7 +71,7 @@ absl::Status JobJournal::Progress(int64_t job_id, v1::JobKind kind, const v1::Pr
   v1::JobEvent event;
   *event.mutable_progress() = progress;
   QATD_RETURN_IF_ERROR(Append(job_id, event, persist));
-  metrics_->JobProgress(job_id, kind, progress.done());
+  metrics_->JobProgress(job_id, kind, progress);
   if (progress.unit() == "tokens" && progress.rate() > 0) metrics_->JobMetric(job_id, "tokens_per_second", progress.rate());
   return absl::OkStatus();
 }

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/descriptor.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/match.h"
@@ -9,6 +10,8 @@
 #include "core/jobs/job_kind.h"
 #include "qatd/v1/service.pb.h"
 #include "qatd/v1/worker.pb.h"
+#include "server/process_metrics.h"
+#include "server/version.h"
 #include "storage/job_codec.h"
 
 namespace qatd::server {
@@ -38,6 +41,27 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
   std::chrono::steady_clock::time_point start_;
 };
 
+// Runs at every scrape before the registry is collected: drops expired job series and reports
+// the process_* metrics (prometheus-cpp has no process collector).
+class ScrapeCollector : public prometheus::Collectable {
+ public:
+  explicit ScrapeCollector(DaemonMetrics* metrics) : metrics_(metrics) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    metrics_->ExpireEndedJobs();
+    return CollectProcessMetrics();
+  }
+
+ private:
+  DaemonMetrics* metrics_;
+};
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string KindLabel(v1::JobKind kind) { return Lower(jobs::JobKindName(kind)); }
+
 }  // namespace
 
 std::string GrpcCodeName(int code) {
@@ -49,27 +73,92 @@ std::string GrpcCodeName(int code) {
   return kNames[code];
 }
 
-std::optional<std::string> LossKindOf(const std::string& name) {
-  if (absl::StartsWith(name, "eval/")) return std::string("eval");
-  if (!absl::StartsWith(name, "loss/")) return std::nullopt;
-  std::string rest = name.substr(5);
-  if (absl::StartsWith(rest, "hard")) return std::string("hard");
-  if (absl::StartsWith(rest, "local")) return std::string("local");
-  if (absl::StartsWith(rest, "kd") || absl::StartsWith(rest, "global")) return std::string("kd");
-  return rest;
+std::optional<JobGaugeTarget> JobGaugeTargetOf(const std::string& name) {
+  using T = JobGaugeTarget;
+  if (absl::StartsWith(name, "loss/")) {
+    const std::string term = name.substr(5);
+    for (const char* known : {"kd", "hard_top1", "hard_full", "local", "global", "total"}) {
+      if (term == known) return T{T::kLoss, term};
+    }
+    return std::nullopt;  // a new term must be added here and to server/README.md
+  }
+  if (name == "eval/kd" || name == "eval/kd_final") return T{T::kEvalKd, ""};
+  if (name == "eval/top1" || name == "eval/top1_final") return T{T::kEvalTop1, ""};
+  if (name == "eval/ppl" || name == "eval/ppl_final") return T{T::kEvalPerplexity, ""};
+  if (name == "snap/relative_error") return T{T::kSnapRelativeError, ""};
+  if (name == "train/lr") return T{T::kLearningRate, ""};
+  if (name == "tokens_per_second" || absl::EndsWith(name, "/tokens_per_second")) return T{T::kTokensPerSecond, ""};
+  return std::nullopt;
 }
 
-DaemonMetrics::DaemonMetrics()
-    : registry_(std::make_shared<prometheus::Registry>()),
+DaemonMetrics::DaemonMetrics(DaemonMetricsOptions options)
+    : options_(options),
+      own_clock_(options.clock == nullptr ? std::make_unique<SystemClock>() : nullptr),
+      registry_(std::make_shared<prometheus::Registry>()),
+      scrape_collector_(std::make_shared<ScrapeCollector>(this)),
       jobs_(BuildGauge().Name("qatd_jobs").Help("Jobs by state").Register(*registry_)),
       queue_depth_(BuildGauge().Name("qatd_queue_depth").Help("Jobs waiting to run").Register(*registry_)),
-      job_step_(BuildGauge().Name("qatd_job_step").Help("Latest progress step of a running job").Register(*registry_)),
-      job_loss_(BuildGauge().Name("qatd_job_loss").Help("Latest loss of a running job by kind").Register(*registry_)),
-      tokens_per_second_(BuildGauge()
-                             .Name("qatd_tokens_per_second")
-                             .Help("Throughput of a running job in tokens per second")
+      jobs_finished_(BuildCounter()
+                         .Name("qatd_jobs_finished_total")
+                         .Help("Jobs that reached a terminal state, by kind and state")
+                         .Register(*registry_)),
+      job_attempts_(BuildCounter()
+                        .Name("qatd_job_attempts_total")
+                        .Help("Worker attempts started (a retried job counts once per attempt), by kind")
+                        .Register(*registry_)),
+      job_running_(BuildGauge()
+                       .Name("qatd_job_running")
+                       .Help("1 while the job runs, 0 for an ended job whose final values are kept")
+                       .Register(*registry_)),
+      job_step_(BuildGauge()
+                    .Name("qatd_job_step")
+                    .Help("Progress of the job in its unit (steps, sequences, tensors)")
+                    .Register(*registry_)),
+      job_step_target_(BuildGauge()
+                           .Name("qatd_job_step_target")
+                           .Help("Progress at which the job is done (same unit as qatd_job_step)")
+                           .Register(*registry_)),
+      job_eta_(BuildGauge().Name("qatd_job_eta_seconds").Help("Estimated seconds to the job's end").Register(*registry_)),
+      job_last_progress_(BuildGauge()
+                             .Name("qatd_job_last_progress_timestamp_seconds")
+                             .Help("Unix time of the job's latest progress report (or of its start)")
                              .Register(*registry_)),
-      gpu_memory_(BuildGauge().Name("qatd_gpu_memory_bytes").Help("GPU memory in bytes").Register(*registry_)),
+      job_tokens_(BuildCounter()
+                      .Name("qatd_job_tokens_total")
+                      .Help("Tokens processed: the worker's tokens/s integrated over wall time")
+                      .Register(*registry_)),
+      job_loss_(BuildGauge().Name("qatd_job_loss").Help("Latest training loss of the job by term").Register(*registry_)),
+      job_eval_kd_(BuildGauge()
+                       .Name("qatd_job_eval_kd")
+                       .Help("Latest evaluation KD loss (nats/token) of the job")
+                       .Register(*registry_)),
+      job_eval_top1_(BuildGauge()
+                         .Name("qatd_job_eval_top1")
+                         .Help("Latest evaluation top-1 agreement with the teacher (ratio)")
+                         .Register(*registry_)),
+      job_eval_perplexity_(BuildGauge()
+                               .Name("qatd_job_eval_perplexity")
+                               .Help("Latest evaluation perplexity of the job")
+                               .Register(*registry_)),
+      job_snap_error_(BuildGauge()
+                          .Name("qatd_job_snap_relative_error")
+                          .Help("Mean relative error of the weights snapped to their LUTs")
+                          .Register(*registry_)),
+      job_learning_rate_(
+          BuildGauge().Name("qatd_job_learning_rate").Help("Latest learning rate of the job").Register(*registry_)),
+      job_tokens_per_second_(BuildGauge()
+                                 .Name("qatd_job_reported_tokens_per_second")
+                                 .Help("Throughput as the worker last reported it (prefer rate(qatd_job_tokens_total))")
+                                 .Register(*registry_)),
+      device_memory_used_(
+          BuildGauge().Name("qatd_device_memory_used_bytes").Help("Device memory in use").Register(*registry_)),
+      device_memory_total_(
+          BuildGauge().Name("qatd_device_memory_total_bytes").Help("Device memory in all").Register(*registry_)),
+      device_utilization_(BuildGauge()
+                              .Name("qatd_device_utilization_ratio")
+                              .Help("Device busy fraction over the last sample period [0, 1]")
+                              .Register(*registry_)),
+      build_info_(BuildGauge().Name("qatd_build_info").Help("Build of this qatd; always 1").Register(*registry_)),
       rpc_requests_(BuildCounter()
                         .Name("qatd_rpc_requests_total")
                         .Help("gRPC requests by method and status code")
@@ -79,61 +168,176 @@ DaemonMetrics::DaemonMetrics()
                        .Help("gRPC call duration in seconds (streams: until their end)")
                        .Register(*registry_)),
       queue_depth_gauge_(queue_depth_.Add({})) {
+  if (own_clock_ != nullptr) options_.clock = own_clock_.get();
   for (v1::JobState state : {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED,
                              v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
     SetJobCount(state, 0);
   }
+  // Every (kind, terminal state) exists from the start at 0, so increase() sees the first one.
+  for (int k = v1::JobKind_MIN; k <= v1::JobKind_MAX; ++k) {
+    if (!v1::JobKind_IsValid(k) || k == v1::JOB_KIND_UNSPECIFIED) continue;
+    const std::string kind = KindLabel(static_cast<v1::JobKind>(k));
+    for (const char* state : {"succeeded", "failed", "cancelled"}) jobs_finished_.Add({{"kind", kind}, {"state", state}});
+    job_attempts_.Add({{"kind", kind}});
+  }
+  build_info_
+      .Add({{"version", kQatdVersion}, {"git_sha", kQatdGitSha}, {"torch", kQatdTorch}, {"cuda", kQatdCuda}})
+      .Set(1);
 }
 
+DaemonMetrics::~DaemonMetrics() = default;
+
+std::vector<std::shared_ptr<prometheus::Collectable>> DaemonMetrics::Collectables() const {
+  return {scrape_collector_, registry_};
+}
+
+int64_t DaemonMetrics::NowMs() const { return options_.clock->NowMs(); }
+
 void DaemonMetrics::SetJobCount(v1::JobState state, int64_t count) {
-  std::string name = storage::JobStateName(state);
-  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  jobs_.Add({{"state", name}}).Set(static_cast<double>(count));
+  jobs_.Add({{"state", Lower(storage::JobStateName(state))}}).Set(static_cast<double>(count));
 }
 
 void DaemonMetrics::SetQueueDepth(int64_t depth) { queue_depth_gauge_.Set(static_cast<double>(depth)); }
 
-void DaemonMetrics::JobProgress(int64_t job_id, v1::JobKind kind, int64_t step) {
-  std::lock_guard<std::mutex> lock(mu_);
+DaemonMetrics::JobSeries& DaemonMetrics::SeriesLocked(int64_t job_id, const std::string& kind) {
   JobSeries& series = jobs_series_[job_id];
-  if (series.step == nullptr) {
-    std::string kind_name = jobs::JobKindName(kind);
-    series.step = &job_step_.Add({{"job", std::to_string(job_id)}, {"kind", kind_name}});
+  if (series.running == nullptr) {
+    series.kind = kind;
+    const std::string id = std::to_string(job_id);
+    series.running = &job_running_.Add({{"job_id", id}, {"kind", kind}});
+    series.last_progress = &job_last_progress_.Add({{"job_id", id}});
+    series.tokens = &job_tokens_.Add({{"job_id", id}});
   }
-  series.step->Set(static_cast<double>(step));
+  return series;
+}
+
+void DaemonMetrics::JobStarted(int64_t job_id, v1::JobKind kind) {
+  const std::string kind_label = KindLabel(kind);
+  job_attempts_.Add({{"kind", kind_label}}).Increment();
+  std::lock_guard<std::mutex> lock(mu_);
+  JobSeries& series = SeriesLocked(job_id, kind_label);
+  series.ended_ms = -1;
+  series.last_tokens_ms = NowMs();
+  series.running->Set(1);
+  series.last_progress->Set(static_cast<double>(NowMs()) / 1000.0);
+}
+
+void DaemonMetrics::JobProgress(int64_t job_id, v1::JobKind kind, const v1::Progress& progress) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_series_.find(job_id);
+  if (it == jobs_series_.end()) return;  // not started, or its series expired: nothing to update
+  JobSeries& series = it->second;
+  const std::string id = std::to_string(job_id);
+  if (series.step == nullptr) {
+    series.step = &job_step_.Add({{"job_id", id}, {"kind", series.kind}});
+    series.step_target = &job_step_target_.Add({{"job_id", id}, {"kind", series.kind}});
+  }
+  series.step->Set(static_cast<double>(progress.done()));
+  series.step_target->Set(static_cast<double>(progress.total()));
+  const bool done = progress.total() > 0 && progress.done() >= progress.total();
+  if (progress.eta_s() >= 0 || done) {  // no series while the ETA is unknown (never a fake 0)
+    if (series.eta == nullptr) series.eta = &job_eta_.Add({{"job_id", id}, {"kind", series.kind}});
+    series.eta->Set(done ? 0.0 : progress.eta_s());
+  }
+  series.last_progress->Set(static_cast<double>(NowMs()) / 1000.0);
+}
+
+prometheus::Family<prometheus::Gauge>& DaemonMetrics::JobFamily(int family) {
+  switch (family) {
+    case JobGaugeTarget::kEvalKd: return job_eval_kd_;
+    case JobGaugeTarget::kEvalTop1: return job_eval_top1_;
+    case JobGaugeTarget::kEvalPerplexity: return job_eval_perplexity_;
+    case JobGaugeTarget::kSnapRelativeError: return job_snap_error_;
+    case JobGaugeTarget::kLearningRate: return job_learning_rate_;
+    default: return job_tokens_per_second_;
+  }
 }
 
 void DaemonMetrics::JobMetric(int64_t job_id, const std::string& name, double value) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (name == "tokens_per_second" || absl::EndsWith(name, "/tokens_per_second")) {
-    JobSeries& series = jobs_series_[job_id];
-    if (series.tokens_per_second == nullptr) {
-      series.tokens_per_second = &tokens_per_second_.Add({{"job", std::to_string(job_id)}});
-    }
-    series.tokens_per_second->Set(value);
-    return;
-  }
-  std::optional<std::string> kind = LossKindOf(name);
-  if (!kind.has_value()) return;
-  JobSeries& series = jobs_series_[job_id];
-  prometheus::Gauge*& gauge = series.loss[*kind];
-  if (gauge == nullptr) gauge = &job_loss_.Add({{"job", std::to_string(job_id)}, {"kind", *kind}});
-  gauge->Set(value);
-}
-
-void DaemonMetrics::ForgetJob(int64_t job_id) {
+  std::optional<JobGaugeTarget> target = JobGaugeTargetOf(name);
+  if (!target.has_value()) return;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = jobs_series_.find(job_id);
-  if (it == jobs_series_.end()) return;
-  if (it->second.step != nullptr) job_step_.Remove(it->second.step);
-  for (auto& [kind, gauge] : it->second.loss) job_loss_.Remove(gauge);
-  if (it->second.tokens_per_second != nullptr) tokens_per_second_.Remove(it->second.tokens_per_second);
+  if (it == jobs_series_.end()) return;  // not started, or its series expired
+  JobSeries& series = it->second;
+  const std::string id = std::to_string(job_id);
+  if (target->family == JobGaugeTarget::kLoss) {
+    prometheus::Gauge*& gauge = series.loss[target->term];
+    if (gauge == nullptr) gauge = &job_loss_.Add({{"job_id", id}, {"term", target->term}});
+    gauge->Set(value);
+    return;
+  }
+  prometheus::Gauge*& gauge = series.gauges[target->family];
+  if (gauge == nullptr) gauge = &JobFamily(target->family).Add({{"job_id", id}});
+  gauge->Set(value);
+  if (target->family == JobGaugeTarget::kTokensPerSecond) {
+    const int64_t now = NowMs();
+    if (series.last_tokens_ms >= 0 && now > series.last_tokens_ms && value > 0) {
+      series.tokens->Increment(value * static_cast<double>(now - series.last_tokens_ms) / 1000.0);
+    }
+    series.last_tokens_ms = now;
+  }
+}
+
+void DaemonMetrics::JobEnded(int64_t job_id, v1::JobKind kind, v1::JobState to) {
+  const std::string kind_label = KindLabel(kind);
+  if (to == v1::JOB_STATE_SUCCEEDED || to == v1::JOB_STATE_FAILED || to == v1::JOB_STATE_CANCELLED) {
+    jobs_finished_.Add({{"kind", kind_label}, {"state", Lower(storage::JobStateName(to))}}).Increment();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_series_.find(job_id);
+    if (it != jobs_series_.end()) {
+      it->second.ended_ms = NowMs();
+      it->second.running->Set(0);
+      if (it->second.eta != nullptr && to == v1::JOB_STATE_SUCCEEDED) it->second.eta->Set(0);
+    }
+  }
+  ExpireEndedJobs();
+}
+
+void DaemonMetrics::RemoveLocked(std::map<int64_t, JobSeries>::iterator it) {
+  JobSeries& s = it->second;
+  job_running_.Remove(s.running);
+  job_last_progress_.Remove(s.last_progress);
+  job_tokens_.Remove(s.tokens);
+  if (s.step != nullptr) {
+    job_step_.Remove(s.step);
+    job_step_target_.Remove(s.step_target);
+  }
+  if (s.eta != nullptr) job_eta_.Remove(s.eta);
+  for (auto& [term, gauge] : s.loss) job_loss_.Remove(gauge);
+  for (auto& [family, gauge] : s.gauges) JobFamily(family).Remove(gauge);
   jobs_series_.erase(it);
 }
 
-void DaemonMetrics::GpuMemory(const std::string& device, int64_t used_bytes, int64_t total_bytes) {
-  gpu_memory_.Add({{"device", device}, {"type", "used"}}).Set(static_cast<double>(used_bytes));
-  gpu_memory_.Add({{"device", device}, {"type", "total"}}).Set(static_cast<double>(total_bytes));
+void DaemonMetrics::ExpireEndedJobs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = NowMs();
+  std::vector<std::pair<int64_t, int64_t>> ended;  // (ended_ms, job id)
+  for (auto it = jobs_series_.begin(); it != jobs_series_.end();) {
+    auto next = std::next(it);
+    if (it->second.ended_ms >= 0) {
+      if (now - it->second.ended_ms >= options_.finished_job_retention_ms) {
+        RemoveLocked(it);
+      } else {
+        ended.emplace_back(it->second.ended_ms, it->first);
+      }
+    }
+    it = next;
+  }
+  if (static_cast<int>(ended.size()) <= options_.max_retained_jobs) return;
+  std::sort(ended.begin(), ended.end());
+  const size_t excess = ended.size() - static_cast<size_t>(std::max(0, options_.max_retained_jobs));
+  for (size_t i = 0; i < excess; ++i) RemoveLocked(jobs_series_.find(ended[i].second));
+}
+
+void DaemonMetrics::Devices(const std::vector<DeviceSample>& devices) {
+  for (const DeviceSample& d : devices) {
+    device_memory_used_.Add({{"device", d.device}}).Set(static_cast<double>(d.memory_used_bytes));
+    device_memory_total_.Add({{"device", d.device}}).Set(static_cast<double>(d.memory_total_bytes));
+    if (d.utilization >= 0) device_utilization_.Add({{"device", d.device}}).Set(d.utilization);
+  }
 }
 
 void DaemonMetrics::RpcDone(const std::string& method, const std::string& code, double seconds) {

@@ -208,15 +208,6 @@ TEST(ArtifactDigestTest, SymlinksDevicesAndFifosAreRefusedNotRead) {
   EXPECT_EQ(tree->size_bytes, 3);
 }
 
-TEST(MetricsTest, LossKinds) {
-  EXPECT_EQ(LossKindOf("loss/kd"), "kd");
-  EXPECT_EQ(LossKindOf("loss/hard_top1"), "hard");
-  EXPECT_EQ(LossKindOf("loss/local"), "local");
-  EXPECT_EQ(LossKindOf("eval/kd"), "eval");
-  EXPECT_EQ(LossKindOf("tokens_per_second"), std::nullopt);
-  EXPECT_EQ(GrpcCodeName(16), "UNAUTHENTICATED");
-}
-
 }  // namespace
 }  // namespace qatd::server
 
