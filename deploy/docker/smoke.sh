@@ -7,7 +7,7 @@
 #   deploy/docker/smoke.sh                       # full multi-stage build (long: compiles qatd)
 #   deploy/docker/smoke.sh --prebuilt build      # runtime stage only, with binaries built here
 # Environment: ENGINE (podman or docker; default: whichever exists), IMAGE (default qatd:cpu-smoke),
-# JOBS (compile jobs for the full build, default 1).
+# JOBS (compile jobs for the full build, default 1), FROM_HEAD=1 (build `git archive HEAD`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ENGINE=${ENGINE:-$(command -v podman > /dev/null && echo podman || echo docker)}
@@ -37,9 +37,14 @@ if [[ -n $PREBUILT ]]; then
        !skip' "$ROOT/deploy/docker/Dockerfile" > "$TMP/ctx/Dockerfile"
   $ENGINE build "${FORMAT[@]}" --network host -t "$IMAGE" -f "$TMP/ctx/Dockerfile" "$TMP/ctx"
 else
-  step "building $IMAGE from deploy/docker/Dockerfile (JOBS=${JOBS:-1})"
+  CONTEXT=$ROOT
+  if [[ ${FROM_HEAD:-0} == 1 ]]; then  # the committed tree, not the work tree's edits
+    CONTEXT=$TMP/head && mkdir -p "$CONTEXT"
+    git -C "$ROOT" archive HEAD | tar -x -C "$CONTEXT"
+  fi
+  step "building $IMAGE from deploy/docker/Dockerfile (JOBS=${JOBS:-1}, context $CONTEXT)"
   $ENGINE build "${FORMAT[@]}" --network host --build-arg JOBS="${JOBS:-1}" -t "$IMAGE" \
-    -f "$ROOT/deploy/docker/Dockerfile" "$ROOT"
+    -f "$CONTEXT/deploy/docker/Dockerfile" "$CONTEXT"
 fi
 
 openssl rand -hex 32 > "$TMP/token"
