@@ -21,6 +21,7 @@ absl::StatusOr<ConvertOptions> ConvertOptions::FromProto(const v1::ConvertSpec& 
   QATD_ASSIGN_OR_RETURN(o.source_quant, QuantFromProto(s.source_quant(), quant::QuantConfig{}));
   o.eval = s.eval();
   o.kd_cache_dir = s.kd_cache_dir();
+  if (s.has_eval_samples()) o.eval_samples = s.eval_samples();
   o.device = DeviceOf(task);
   o.output_dir = OutputDirOf(s.output_dir(), task);
   return o;
@@ -31,6 +32,7 @@ absl::Status ConvertOptions::Validate() const {
   QATD_RETURN_IF_ERROR(RequireField(checkpoint, "checkpoint"));
   QATD_RETURN_IF_ERROR(RequireField(output_dir, "output_dir"));
   if (eval && kd_cache_dir.empty()) return absl::InvalidArgumentError("kd_cache_dir is required with eval");
+  if (eval_samples < 1) return absl::InvalidArgumentError(absl::StrCat("eval_samples must be >= 1, got ", eval_samples));
   for (auto [v, name] : {std::pair{q4_rank, "q4_rank"}, {q2_mlp_rank, "q2_mlp_rank"}, {q2_attn_rank, "q2_attn_rank"}}) {
     if (v < 1) return absl::InvalidArgumentError(absl::StrCat(name, " must be >= 1, got ", v));
   }

@@ -31,7 +31,7 @@ struct ConvertOptions {
   quant::QuantConfig source_quant;  // V1 settings of a seed .pt V1 checkpoint
   bool eval = false;              // --eval: held-out KD loss before and after (needs kd_cache_dir)
   std::string kd_cache_dir;
-  int64_t eval_samples = 40;
+  int64_t eval_samples = 40;      // the cache's last sequences scored before and after
   std::string device = "auto";
   uint64_t seed = 0;              // random init of the new rank components
   std::string output_dir;         // required

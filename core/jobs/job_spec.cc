@@ -16,6 +16,7 @@
 #include "core/jobs/layerwise_options.h"
 #include "core/jobs/qat_options.h"
 #include "core/jobs/snap_options.h"
+#include "core/jobs/spec_compat.h"
 #include "core/kd/dataset.h"
 #include "core/model/qwen3_config.h"
 
@@ -134,6 +135,25 @@ class Checker {
     if (ok() && !condition) Fail(field, message);
     return *this;
   }
+  // Whether two input paths can be compared (spec_compat.h): both set, neither filled in later
+  // by a pipeline input, and paths are checked on this host.
+  bool Comparable(const char* field, const std::string& value, const char* other, const std::string& other_value) const {
+    return ok() && context_.check_paths && !value.empty() && !other_value.empty() && !Fed(field) && !Fed(other);
+  }
+  // Fails `field` with the message of a failed compatibility check.
+  Checker& Compatible(const char* field, const absl::Status& check) {
+    if (ok() && !check.ok()) Fail(field, std::string(check.message()));
+    return *this;
+  }
+  // The model against the KD cache it reads and the checkpoint it starts from.
+  Checker& ModelMatches(const std::string& model, const char* cache_field, const std::string& cache,
+                        const std::vector<std::pair<const char*, std::string>>& checkpoints) {
+    if (Comparable(cache_field, cache, "model", model)) Compatible(cache_field, CheckModelMatchesCache(model, cache));
+    for (const auto& [field, checkpoint] : checkpoints) {
+      if (Comparable(field, checkpoint, "model", model)) Compatible(field, CheckCheckpointMatchesModel(checkpoint, model));
+    }
+    return *this;
+  }
 
   std::string Name(const char* field) const { return absl::StrCat(prefix_, ".", field); }
   bool ok() const { return status_.ok(); }
@@ -196,6 +216,85 @@ absl::Status CheckQuantV2(const std::string& prefix, const v1::QuantSettingsV2& 
   return c.status();
 }
 
+// The dataset's format (detected when the spec says auto) and a sample of its records read
+// with it (issue #17): a wrong format fails here, named, instead of in the worker after the
+// teacher is loaded. A directory without data files is left to the worker (NOT_FOUND).
+void CheckDatasetRecords(Checker& c, const v1::KdCacheSpec& s, kd::DatasetOptions dataset) {
+  const absl::StatusOr<KdCacheOptions> options = KdCacheOptions::FromProto(s);
+  if (!options.ok()) return;  // pass 2 reports it
+  dataset.text_unit = options->text_unit;
+  if (s.dataset_format() == v1::DATASET_FORMAT_AUTO) {
+    const absl::StatusOr<kd::DatasetFormat> detected = kd::DetectDatasetFormat(dataset);
+    if (!detected.ok() && detected.status().code() == absl::StatusCode::kNotFound) return;
+    c.Require(detected.ok(), "dataset_format",
+              absl::StrCat("cannot be detected from the dataset: ", detected.status().message(),
+                           "; set it to plain, alpaca_chat or sharegpt"));
+    if (!detected.ok()) return;
+    dataset.format = *detected;
+  } else {
+    dataset.format = options->dataset_format;
+  }
+  const absl::Status sample = kd::CheckDatasetSample(dataset);
+  if (sample.code() == absl::StatusCode::kNotFound) return;
+  c.Require(sample.ok(), "dataset_format",
+            absl::StrCat(kd::DatasetFormatName(dataset.format), " does not fit the dataset: ", sample.message()));
+}
+
+// EVAL / GENERATE `version` (issue #17, item 5): a qatd checkpoint's config.json decides the
+// layers the worker builds, and a seed .pt file is loaded as V1, so V2 is honoured only with a
+// V2 qatd checkpoint; anything else is refused rather than silently run as V1.
+void CheckVersion(Checker& c, v1::QatVersion version, const std::string& checkpoint, const SpecCheckContext& ctx) {
+  if (!c.ok() || version != v1::QAT_VERSION_V2 || ctx.fed_fields.count("checkpoint") || !ctx.check_paths) return;
+  if (checkpoint.empty()) {
+    c.Require(false, "version", "V2 needs a V2 checkpoint (without one the unquantized model runs)");
+    return;
+  }
+  const std::optional<nlohmann::json> config = QatdCheckpointConfig(checkpoint);
+  if (!config.has_value()) {
+    c.Require(false, "version",
+              absl::StrCat("V2 is not supported with ", checkpoint,
+                           ", which is not a qatd checkpoint: seed .pt files load as V1 (make a V2 qatd checkpoint "
+                           "with a CONVERT v1-to-v2 job, qat convert v1-to-v2)"));
+    return;
+  }
+  const int recorded = config->contains("version") && (*config)["version"].is_number_integer()
+                           ? (*config)["version"].get<int>()
+                           : 1;
+  c.Require(recorded == 2, "version",
+            absl::StrCat("is V2, but checkpoint ", checkpoint, " holds V", recorded, " layers (config.json version ",
+                         recorded, ")"));
+}
+
+// SNAP's lut_bits / attn_lut_bits / scale_rank / attn_scale_rank (issue #17, item 5): the snap
+// keeps the checkpoint's LUTs and ranks, so a value that disagrees with them is refused (with
+// both) instead of being silently ignored. A seed .pt checkpoint loads as Q2_A4 (2, 4, 32, 8).
+void CheckSnapSettings(Checker& c, const v1::SnapSpec& s) {
+  const std::optional<nlohmann::json> config = QatdCheckpointConfig(s.checkpoint());
+  auto recorded = [&](const char* key, int seed_value) -> std::optional<int> {
+    if (!config.has_value()) return seed_value;
+    if (!config->contains(key) || !(*config)[key].is_number_integer()) return std::nullopt;
+    return (*config)[key].get<int>();
+  };
+  const struct {
+    const char* field;
+    bool has;
+    int value;
+    int seed_value;
+  } fields[] = {{"lut_bits", s.has_lut_bits(), s.lut_bits(), 2},
+                {"attn_lut_bits", s.has_attn_lut_bits(), s.attn_lut_bits(), 4},
+                {"scale_rank", s.has_scale_rank(), s.scale_rank(), 32},
+                {"attn_scale_rank", s.has_attn_scale_rank(), s.attn_scale_rank(), 8}};
+  for (const auto& f : fields) {
+    const std::optional<int> want = recorded(f.field, f.seed_value);
+    if (!f.has || !want.has_value()) continue;
+    c.Require(f.value == *want, f.field,
+              absl::StrCat("is ", f.value, ", but checkpoint ", s.checkpoint(), " has ", f.field, " ", *want,
+                           config.has_value() ? " (config.json)" : " (a seed .pt file loads as Q2_A4)",
+                           ": the snap keeps the checkpoint's LUTs and ranks; leave it unset or convert the "
+                           "checkpoint first"));
+  }
+}
+
 absl::Status CheckKdCache(const std::string& p, const v1::KdCacheSpec& s, const SpecCheckContext& ctx) {
   Checker c(p, ctx);
   c.Path("teacher_model", s.teacher_model(), true)
@@ -222,6 +321,7 @@ absl::Status CheckKdCache(const std::string& p, const v1::KdCacheSpec& s, const 
       .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
       .Require(!(s.resume() && s.overwrite()), "resume", "and overwrite are mutually exclusive");
   c.OutputDir("output_dir", s.output_dir(), s.resume() || s.overwrite());
+  bool check_records = false;
   if (c.ok() && ctx.check_paths && !ctx.fed_fields.count("dataset")) {
     // A device (/dev/zero), a FIFO or a dataset past the size bound is refused here, unread;
     // the worker's reader checks again (the path may change before the job starts).
@@ -230,6 +330,7 @@ absl::Status CheckKdCache(const std::string& p, const v1::KdCacheSpec& s, const 
     const absl::Status readable = kd::CheckDatasetPath(dataset);
     c.Require(readable.ok() || readable.code() == absl::StatusCode::kNotFound, "dataset",
               absl::StrCat("names a path that cannot be a dataset: ", readable.message()));
+    if (c.ok() && readable.ok()) check_records = true;
   }
   if (std::optional<model::Qwen3Config> m = c.ModelConfig("teacher_model", s.teacher_model())) {
     const int64_t topk = s.has_topk() ? s.topk() : KdCacheOptions().topk;
@@ -237,6 +338,12 @@ absl::Status CheckKdCache(const std::string& p, const v1::KdCacheSpec& s, const 
     c.Range("max_length", true, max_length, 2, m->max_position_embeddings)
         .Range("topk", true, topk, 1, m->vocab_size - 1)
         .Range("rand_neg", true, s.rand_neg(), 0, m->vocab_size - topk);
+  }
+  if (check_records && c.ok()) {
+    kd::DatasetOptions dataset;
+    dataset.path = s.dataset();
+    if (s.has_dataset_text_field()) dataset.text_field = s.dataset_text_field();
+    CheckDatasetRecords(c, s, dataset);
   }
   return c.status();
 }
@@ -265,6 +372,7 @@ absl::Status CheckLayerwise(const std::string& p, const v1::LayerwiseSpec& s, co
     c.Range("layers", true, s.layers(i), 0, 4096);
   }
   (void)c.ModelConfig("model", s.model());
+  c.ModelMatches(s.model(), "kd_cache_dir", s.kd_cache_dir(), {{"init_state", s.init_state()}});
   c.OutputDir("output_dir", s.output_dir(), false);
   if (!c.ok()) return c.status();
   return CheckQuant(p + ".quant", s.quant(), ctx);
@@ -294,12 +402,19 @@ absl::Status CheckQat(const std::string& p, const v1::QatSpec& s, const SpecChec
       .Range("warmup_steps", s.has_warmup_steps(), s.warmup_steps(), 0, kMaxInt32)
       .Between("min_lr_ratio", s.has_min_lr_ratio(), s.min_lr_ratio(), 0.0, 1.0)
       .NonNegative("clip_grad_norm", true, s.clip_grad_norm())
-      .Require(!s.snap_bake_scales() || s.snap_weights(), "snap_bake_scales", "requires snap_weights");
+      .Require(!s.snap_bake_scales() || s.snap_weights(), "snap_bake_scales", "requires snap_weights")
+      .Require(!s.use_fp16(), "use_fp16",
+               "is not supported: qatd has no fp16 grad scaler; set dtype fp16 (fp16 weights with fp32 AdamW masters) "
+               "or bf16 instead");
   if (v2) {
     c.Path("v1_checkpoint", s.v1_checkpoint(), s.v2_init() == v1::V2_INIT_FROM_V1)
         .Path("v2_checkpoint", s.v2_checkpoint(), s.v2_init() == v1::V2_INIT_FROM_V2);
   }
   (void)c.ModelConfig("model", s.model());
+  c.ModelMatches(s.model(), "kd_cache_dir", s.kd_cache_dir(),
+                 {{"init_state", s.init_state()},
+                  {"v1_checkpoint", v2 ? s.v1_checkpoint() : ""},
+                  {"v2_checkpoint", v2 ? s.v2_checkpoint() : ""}});
   c.OutputDir("output_dir", s.output_dir(), false);
   if (!c.ok()) return c.status();
   if (absl::Status q = CheckQuant(p + ".quant", s.quant(), ctx); !q.ok()) return q;
@@ -316,8 +431,10 @@ absl::Status CheckConvert(const std::string& p, const v1::ConvertSpec& s, const 
       .Range("q2_attn_rank", s.has_q2_attn_rank(), s.q2_attn_rank(), 1, kMaxInt32)
       .PowerOfTwo("q2_mlp_lut_size", s.has_q2_mlp_lut_size(), s.q2_mlp_lut_size(), 2, 256)
       .PowerOfTwo("q2_attn_lut_size", s.has_q2_attn_lut_size(), s.q2_attn_lut_size(), 2, 256)
-      .Path("kd_cache_dir", s.kd_cache_dir(), s.eval());
+      .Path("kd_cache_dir", s.kd_cache_dir(), s.eval())
+      .Range("eval_samples", s.has_eval_samples(), s.eval_samples(), 1, kMaxInt32);
   (void)c.ModelConfig("model", s.model());
+  c.ModelMatches(s.model(), "kd_cache_dir", s.eval() ? s.kd_cache_dir() : "", {{"checkpoint", s.checkpoint()}});
   c.OutputDir("output_dir", s.output_dir(), false);
   if (!c.ok()) return c.status();
   return CheckQuant(p + ".source_quant", s.source_quant(), ctx);
@@ -332,7 +449,9 @@ absl::Status CheckSnap(const std::string& p, const v1::SnapSpec& s, const SpecCh
       .Range("scale_rank", s.has_scale_rank(), s.scale_rank(), 1, kMaxInt32)
       .Range("attn_scale_rank", s.has_attn_scale_rank(), s.attn_scale_rank(), 1, kMaxInt32);
   (void)c.ModelConfig("model", s.model());
+  c.ModelMatches(s.model(), "kd_cache_dir", "", {{"checkpoint", s.checkpoint()}});
   c.OutputDir("output_dir", s.output_dir(), false);
+  if (c.ok() && ctx.check_paths && !ctx.fed_fields.count("checkpoint")) CheckSnapSettings(c, s);
   return c.status();
 }
 
@@ -347,6 +466,8 @@ absl::Status CheckEval(const std::string& p, const v1::EvalSpec& s, const SpecCh
       .Range("batch_size", s.has_batch_size(), s.batch_size(), 1, 1 << 20)
       .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype());
   (void)c.ModelConfig("model", s.model());
+  c.ModelMatches(s.model(), "kd_cache_dir", s.kd_cache_dir(), {{"checkpoint", s.checkpoint()}});
+  CheckVersion(c, s.version(), s.checkpoint(), ctx);
   return c.status();
 }
 
@@ -365,6 +486,8 @@ absl::Status CheckGenerate(const std::string& p, const v1::GenerateSpec& s, cons
   if (std::optional<model::Qwen3Config> m = c.ModelConfig("model", s.model())) {
     c.Range("max_new_tokens", s.has_max_new_tokens(), s.max_new_tokens(), 1, m->max_position_embeddings);
   }
+  c.ModelMatches(s.model(), "kd_cache_dir", "", {{"checkpoint", s.checkpoint()}});
+  CheckVersion(c, s.version(), s.checkpoint(), ctx);
   return c.status();
 }
 
@@ -377,6 +500,7 @@ absl::Status CheckExport(const std::string& p, const v1::ExportSpec& s, const Sp
       .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
       .Range("max_shard_bytes", s.has_max_shard_bytes(), s.max_shard_bytes(), 1, std::numeric_limits<int64_t>::max());
   (void)c.ModelConfig("model", s.model());
+  c.ModelMatches(s.model(), "kd_cache_dir", "", {{"checkpoint", s.checkpoint()}});
   c.OutputDir("output_dir", s.output_dir(), false);
   return c.status();
 }

@@ -44,9 +44,20 @@ absl::StatusOr<KdCacheOptions> KdCacheOptions::FromProto(const v1::KdCacheSpec& 
   o.teacher_model = s.teacher_model();
   o.tokenizer = s.tokenizer();
   o.dataset = s.dataset();
-  o.dataset_format = DatasetFormatOf(s.dataset_format());
   if (s.has_dataset_text_field()) o.dataset_text_field = s.dataset_text_field();
   o.text_unit = TextUnitOf(s.text_unit());
+  o.dataset_format = DatasetFormatOf(s.dataset_format());
+  if (s.dataset_format() == v1::DATASET_FORMAT_AUTO && task != nullptr) {
+    // Detected where the job runs; at submit time job_spec.cc detects it (and checks a sample)
+    // with the field named, and `plain` stands in here.
+    absl::StatusOr<kd::DatasetFormat> detected =
+        kd::DetectDatasetFormat({o.dataset, kd::DatasetFormat::kPlain, o.dataset_text_field, o.text_unit});
+    if (!detected.ok()) {
+      return absl::Status(detected.status().code(),
+                          absl::StrCat("dataset_format cannot be detected: ", detected.status().message()));
+    }
+    o.dataset_format = *detected;
+  }
   o.enable_thinking = ThinkingOf(s.enable_thinking());
   if (s.has_shuffle()) o.shuffle = s.shuffle();
   if (s.has_max_length()) o.max_length = s.max_length();

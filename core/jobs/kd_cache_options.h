@@ -23,6 +23,9 @@ struct KdCacheOptions {
   std::string teacher_model;   // --teacher-model-name-or-path: HF model directory (required)
   std::string tokenizer;       // --tokenizer: tokenizer.json or its directory; "" = teacher_model
   std::string dataset;         // --dataset-name: local file or directory (required)
+  // DATASET_FORMAT_AUTO in the spec is detected from the data (kd::DetectDatasetFormat) when
+  // FromProto has a task (the worker); at submit time (no task) it stays kPlain here and
+  // job_spec.cc detects it.
   kd::DatasetFormat dataset_format = kd::DatasetFormat::kPlain;
   std::string dataset_text_field = "text";  // plain JSON records
   kd::TextUnit text_unit = kd::TextUnit::kLine;  // plain .txt files
@@ -41,7 +44,7 @@ struct KdCacheOptions {
 
   // Compute.
   std::string device = "auto";  // auto (cuda if available) | cpu | cuda | cuda:N
-  Dtype dtype = Dtype::kAuto;   // auto = bf16 on CUDA, fp32 on the CPU
+  Dtype dtype = Dtype::kAuto;   // auto = bf16 on CUDA, fp32 on the CPU (kd_cache_job.cc)
   uint64_t seed = 0;
   int64_t logits_chunk_rows = 2048;  // rows of full-vocabulary logits at a time (0 = all)
   int num_threads = 0;               // tokenizer threads; 0 = min(8, hardware threads)

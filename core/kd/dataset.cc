@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -334,6 +335,138 @@ FileKind KindOfJson(const std::string& content) {
   return FileKind::kJsonArray;
 }
 
+// ---- samples: format detection and the submit-time check (issue #17) ----------------------
+
+// The first records of a dataset's first data file, parsed from its first bytes.
+struct Sample {
+  std::string file;
+  FileKind kind = FileKind::kText;
+  std::vector<std::pair<RecordLocation, json>> records;  // JSON files only
+  bool truncated = false;                                 // the file is longer than the sample
+};
+
+bool IsJsonSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+// One past the end of the JSON value that starts at text[begin], or npos when it does not end
+// within `text` (a sample cut the file there).
+size_t JsonValueEnd(std::string_view text, size_t begin) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = begin; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+        if (depth == 0) return i + 1;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (depth == 0 && i > begin && (c == ',' || c == ']' || c == '}' || IsJsonSpace(c))) {
+      return i;  // the end of a scalar record
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if (c == '}' || c == ']') {
+      if (--depth <= 0) return i + 1;
+    }
+  }
+  return std::string_view::npos;
+}
+
+absl::StatusOr<json> ParseSampleValue(std::string_view text, const std::string& where) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": not valid JSON: ", e.what()));
+  }
+}
+
+absl::StatusOr<Sample> ReadSample(const DatasetOptions& options, int64_t max_bytes, int max_records) {
+  if (absl::Status path = CheckDatasetPath(options); !path.ok()) return AsDatasetError(path);
+  QATD_ASSIGN_OR_RETURN(const std::vector<std::string> files, DataFiles(options));
+  if (files.empty()) {
+    return absl::NotFoundError(absl::StrCat(options.path, ": directory holds no .txt, .json or .jsonl files"));
+  }
+  Sample sample;
+  sample.file = files[0];
+  QATD_ASSIGN_OR_RETURN(sample.kind, KindOf(fs::path(sample.file)));
+  if (sample.kind == FileKind::kText) return sample;
+  absl::StatusOr<InputFile> in = InputFile::Open(sample.file);
+  if (!in.ok()) return AsDatasetError(in.status());
+  std::string head(static_cast<size_t>(std::min(in->size(), max_bytes)), '\0');
+  size_t filled = 0;
+  while (filled < head.size()) {
+    QATD_ASSIGN_OR_RETURN(const size_t n, in->Read(head.data() + filled, head.size() - filled));
+    if (n == 0) break;
+    filled += n;
+  }
+  head.resize(filled);
+  sample.truncated = in->size() > static_cast<int64_t>(filled);
+  const std::string& file = sample.file;
+  if (sample.kind == FileKind::kJsonLines || KindOfJson(head) == FileKind::kJsonLines) {
+    sample.kind = FileKind::kJsonLines;
+    size_t start = 0;
+    for (int64_t line_no = 1; start < head.size() && static_cast<int>(sample.records.size()) < max_records;
+         ++line_no) {
+      size_t end = head.find('\n', start);
+      if (end == std::string::npos) {
+        if (sample.truncated) break;  // a line the sample cut
+        end = head.size();
+      }
+      const std::string_view line(head.data() + start, end - start);
+      start = end + 1;
+      if (PyStrip(line).empty()) continue;
+      QATD_ASSIGN_OR_RETURN(json value, ParseSampleValue(line, absl::StrCat(file, ":", line_no)));
+      sample.records.push_back({{file, line_no, -1}, std::move(value)});
+    }
+    return sample;
+  }
+  size_t pos = head.find_first_not_of(" \t\r\n");
+  if (pos == std::string::npos) return sample;  // an empty file: no records
+  if (head[pos] != '[') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ":1: the top-level JSON value is not an array of records (use .jsonl for one object per line)"));
+  }
+  ++pos;
+  while (static_cast<int>(sample.records.size()) < max_records) {
+    pos = head.find_first_not_of(" \t\r\n", pos);
+    if (pos == std::string::npos || head[pos] == ']') break;
+    if (head[pos] == ',' && !sample.records.empty()) {
+      pos = head.find_first_not_of(" \t\r\n", pos + 1);
+      if (pos == std::string::npos) break;
+    }
+    const size_t end = JsonValueEnd(head, pos);
+    if (end == std::string_view::npos) break;  // the sample cut this record
+    const auto index = static_cast<int64_t>(sample.records.size());
+    QATD_ASSIGN_OR_RETURN(
+        json value, ParseSampleValue(std::string_view(head).substr(pos, end - pos),
+                                     absl::StrCat(file, ":", LineOfOffset(head, pos))));
+    sample.records.push_back({{file, -1, index}, std::move(value)});
+    pos = end;
+  }
+  return sample;
+}
+
+// The format a record's fields suggest, if any (see DetectDatasetFormat).
+std::optional<DatasetFormat> FormatOfRecord(const json& record, const std::string& text_field) {
+  if (!record.is_object()) return std::nullopt;
+  if (record.contains("instruction") && record.contains("output")) return DatasetFormat::kAlpacaChat;
+  if (record.contains("conversations") || record.contains("messages")) return DatasetFormat::kShareGpt;
+  if (record.contains(text_field)) return DatasetFormat::kPlain;
+  return std::nullopt;
+}
+
+std::string FieldNames(const json& record) {
+  std::string names;
+  for (auto it = record.begin(); it != record.end() && names.size() < 200; ++it) {
+    absl::StrAppend(&names, names.empty() ? "" : ", ", it.key());
+  }
+  return names;
+}
+
 }  // namespace
 
 std::string RecordLocation::ToString() const {
@@ -484,6 +617,49 @@ absl::StatusOr<Dataset> ReadDataset(const DatasetOptions& options) {
     }
   }
   return dataset;
+}
+
+absl::StatusOr<DatasetFormat> DetectDatasetFormat(const DatasetOptions& options, int64_t max_bytes) {
+  QATD_ASSIGN_OR_RETURN(const Sample sample, ReadSample(options, max_bytes, 1));
+  if (sample.kind == FileKind::kText) return DatasetFormat::kPlain;
+  if (sample.records.empty()) {
+    return absl::InvalidArgumentError(
+        sample.truncated ? absl::StrCat(sample.file, ": its first record is longer than the ", FormatBytes(max_bytes),
+                                        " read to detect the format")
+                         : absl::StrCat(sample.file, ": holds no records"));
+  }
+  const auto& [location, record] = sample.records[0];
+  if (!record.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(location.ToString(), ": record is ", record.type_name(), ", expected an object"));
+  }
+  if (std::optional<DatasetFormat> format = FormatOfRecord(record, options.text_field)) return *format;
+  return absl::InvalidArgumentError(absl::StrCat(
+      location.ToString(), ": a record with the fields (", FieldNames(record),
+      ") fits no format: alpaca_chat has instruction and output, sharegpt conversations or messages, plain '",
+      options.text_field, "'"));
+}
+
+absl::Status CheckDatasetSample(const DatasetOptions& options, int64_t max_bytes, int max_records) {
+  QATD_ASSIGN_OR_RETURN(const Sample sample, ReadSample(options, max_bytes, max_records));
+  if (sample.kind == FileKind::kText) {
+    if (options.format == DatasetFormat::kPlain) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(sample.file, ": ", DatasetFormatName(options.format),
+                                                   " needs JSON or JSONL records, got a text file (the records "
+                                                   "look like plain)"));
+  }
+  Dataset dataset;
+  Collector collector{&dataset, &options};
+  for (const auto& [location, record] : sample.records) collector.AddJsonRecord(location, record);
+  if (!dataset.records.empty() || dataset.bad_records.empty()) return absl::OkStatus();
+  const BadRecord& bad = dataset.bad_records[0];
+  std::string message = absl::StrCat(bad.location.ToString(), ": ", bad.reason);
+  const std::optional<DatasetFormat> looks = FormatOfRecord(sample.records[0].second, options.text_field);
+  const bool same = looks.has_value() && (*looks == options.format || (IsChatFormat(*looks) && *looks != DatasetFormat::kShareGpt &&
+                                                                        IsChatFormat(options.format) &&
+                                                                        options.format != DatasetFormat::kShareGpt));
+  if (looks.has_value() && !same) absl::StrAppend(&message, " (the records look like ", DatasetFormatName(*looks), ")");
+  return absl::InvalidArgumentError(message);
 }
 
 }  // namespace qatd::kd

@@ -99,6 +99,32 @@ absl::Status CheckDatasetPath(const DatasetOptions& options);
 // its line), INTERNAL (I/O).
 absl::StatusOr<Dataset> ReadDataset(const DatasetOptions& options);
 
+// Format detection and the submit-time sample check (issue #17). Both read only the first
+// `max_bytes` of the first data file (a directory's first by name) and look at its first
+// `max_records` records, so the daemon can run them on any dataset without reading it whole.
+inline constexpr int64_t kDatasetSampleBytes = int64_t{1} << 20;
+inline constexpr int kDatasetSampleRecords = 16;
+
+// The format of the dataset's first record:
+//   a .txt file                                          -> plain
+//   an object with "instruction" and "output"            -> alpaca_chat
+//   an object with "conversations" or "messages"         -> sharegpt
+//   an object with `options.text_field` ("text")         -> plain
+// (`options.format` is not read.) INVALID_ARGUMENT naming the file, the record and its
+// fields when none fits, for a malformed file, or a first record longer than the sample;
+// NOT_FOUND for a missing path or a directory without data files.
+absl::StatusOr<DatasetFormat> DetectDatasetFormat(const DatasetOptions& options,
+                                                  int64_t max_bytes = kDatasetSampleBytes);
+
+// Reads the sample's records with `options.format`. OK when at least one is usable (or the
+// sample holds no complete record); INVALID_ARGUMENT when the file cannot be read as that
+// format or none of the sampled records fits it, naming the first bad record and, when the
+// records look like another format, that format:
+//   "/d/alpaca.json[0]: missing string field 'text' (the records look like alpaca_chat)".
+// NOT_FOUND as DetectDatasetFormat.
+absl::Status CheckDatasetSample(const DatasetOptions& options, int64_t max_bytes = kDatasetSampleBytes,
+                                int max_records = kDatasetSampleRecords);
+
 // sha256 over the data files in read order: for each file, its base name, a NUL byte, its
 // contents and a NUL byte. Identifies the input of a cache (resume refuses a changed one).
 // Regular files only, each read to the size it had when opened.
