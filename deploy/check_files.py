@@ -10,6 +10,7 @@
   request, Secrets mounted, grace period longer than --cancel-grace-seconds.
 Prints one line per check and exits 1 when any fails.
 """
+import glob
 import os
 import re
 import shlex
@@ -145,10 +146,14 @@ check("/etc/prometheus/rules/qatd.rules.yml" in prom.get("rule_files", []),
 check(prom["scrape_configs"][0]["static_configs"][0]["targets"] == ["qatd:9464"],
       "prometheus.compose.yml: scrapes qatd:9464")
 grafana_ds = yaml.safe_load(read("deploy/docker/grafana-datasource.yaml"))
-dashboards = read("deploy/grafana/qatd-dashboard.json") if os.path.exists(
-    os.path.join(DEPLOY, "grafana/qatd-dashboard.json")) else ""
 uid = grafana_ds["datasources"][0]["uid"]
-check(f'"uid": "{uid}"' in dashboards or not dashboards, f"grafana-datasource.yaml: uid {uid} is the dashboards' data source")
+for name in sorted(glob.glob(os.path.join(DEPLOY, "grafana", "*.json"))):
+    with open(name, encoding="utf-8") as f:
+        text = f.read()
+    # Every Prometheus data source a dashboard names must be the provisioned one.
+    uids = set(re.findall(r'"type":\s*"prometheus",\s*"uid":\s*"([^"$]+)"', text))
+    uids |= set(re.findall(r'"uid":\s*"([^"$]+)",\s*"type":\s*"prometheus"', text))
+    check(uids <= {uid}, f"grafana-datasource.yaml: uid {uid} is the data source of {os.path.basename(name)} {sorted(uids)}")
 if not os.path.exists(os.path.join(DEPLOY, "prometheus/rules/qatd.rules.yml")):
     print("note deploy/prometheus/rules/qatd.rules.yml does not exist yet: Prometheus starts without rules")
 
