@@ -85,12 +85,12 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const D
   return grpc::SslServerCredentials(ssl);
 }
 
-// Samples GPU memory for the device pool and qatd_device_* (host memory and CPU without GPUs)
-// until stopped.
+// Samples GPU memory for the device pool and qatd_device_* until stopped; on a host without
+// GPUs (`has_gpus` false) only the host's memory and CPU for qatd_device_*{device="cpu"}.
 class GpuMonitor {
  public:
-  GpuMonitor(DevicePool* pool, DaemonMetrics* metrics, double period_s)
-      : pool_(pool), metrics_(metrics), period_(std::chrono::duration<double>(period_s)) {}
+  GpuMonitor(DevicePool* pool, DaemonMetrics* metrics, double period_s, bool has_gpus)
+      : pool_(pool), metrics_(metrics), period_(std::chrono::duration<double>(period_s)), has_gpus_(has_gpus) {}
   ~GpuMonitor() { Stop(); }
   void Start() { thread_ = std::thread([this] { Loop(); }); }
   void Stop() {
@@ -107,9 +107,13 @@ class GpuMonitor {
     std::unique_lock<std::mutex> lock(mu_);
     while (!stop_) {
       lock.unlock();
-      std::vector<GpuInfo> gpus = DiscoverGpus();
-      pool_->UpdateMemory(gpus);
-      metrics_->Devices(sampler_.Sample(gpus));
+      std::vector<GpuInfo> gpus;
+      if (has_gpus_) {
+        gpus = DiscoverGpus();
+        pool_->UpdateMemory(gpus);
+      }
+      // A failed nvidia-smi on a GPU host reports nothing (not the host as device "cpu").
+      if (!has_gpus_ || !gpus.empty()) metrics_->Devices(sampler_.Sample(gpus));
       lock.lock();
       cv_.wait_for(lock, period_, [this] { return stop_; });
     }
@@ -119,6 +123,7 @@ class GpuMonitor {
   DaemonMetrics* metrics_;
   DeviceSampler sampler_;
   std::chrono::duration<double> period_;
+  bool has_gpus_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
@@ -352,8 +357,8 @@ int RunDaemon(const DaemonOptions& options) {
   spdlog::info("serving gRPC on port {} ({}{}), /metrics on port {}", grpc_port, options.listen,
                options.tls_cert.empty() ? "" : ", TLS", metrics_port);
 
-  GpuMonitor gpu_monitor(&devices, &metrics, options.gpu_poll_seconds);
-  if (!gpus.empty()) gpu_monitor.Start();
+  GpuMonitor gpu_monitor(&devices, &metrics, options.gpu_poll_seconds, !gpus.empty());
+  gpu_monitor.Start();
 
   const int signal = WaitForTerminationSignal();
   spdlog::info("received {}; shutting down", signal == SIGTERM ? "SIGTERM" : "SIGINT");

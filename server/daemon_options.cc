@@ -32,7 +32,7 @@ CommandLine ParseCommandLine(int argc, char** argv) {
   app.add_option("--cancel-grace-seconds", d.cancel_grace_seconds, "SIGTERM -> SIGKILL grace for cancelled jobs")
       ->check(CLI::Range(0.0, 3600.0))
       ->capture_default_str();
-  app.add_option("--gpu-poll-seconds", d.gpu_poll_seconds, "How often GPU memory is sampled")
+  app.add_option("--gpu-poll-seconds", d.gpu_poll_seconds, "How often GPU memory (without GPUs: host memory and CPU) is sampled")
       ->check(CLI::Range(0.5, 3600.0))
       ->capture_default_str();
 
