@@ -655,10 +655,11 @@ absl::Status CheckDatasetSample(const DatasetOptions& options, int64_t max_bytes
   const BadRecord& bad = dataset.bad_records[0];
   std::string message = absl::StrCat(bad.location.ToString(), ": ", bad.reason);
   const std::optional<DatasetFormat> looks = FormatOfRecord(sample.records[0].second, options.text_field);
-  const bool same = looks.has_value() && (*looks == options.format || (IsChatFormat(*looks) && *looks != DatasetFormat::kShareGpt &&
-                                                                        IsChatFormat(options.format) &&
-                                                                        options.format != DatasetFormat::kShareGpt));
-  if (looks.has_value() && !same) absl::StrAppend(&message, " (the records look like ", DatasetFormatName(*looks), ")");
+  // alpaca and alpaca_chat read the same records.
+  auto alpaca = [](DatasetFormat f) { return f == DatasetFormat::kAlpaca || f == DatasetFormat::kAlpacaChat; };
+  if (looks.has_value() && *looks != options.format && !(alpaca(*looks) && alpaca(options.format))) {
+    absl::StrAppend(&message, " (the records look like ", DatasetFormatName(*looks), ")");
+  }
   return absl::InvalidArgumentError(message);
 }
 
