@@ -37,6 +37,8 @@ class ConvertCommand : public SpecCommand {
     // v1-to-v2 describes the source checkpoint with the V1 LUT flags.
     AddQuantFlags(f, [c] { return c()->mutable_source_quant(); });
     f.Flag("--eval", "Evaluate the converted model on --kd-cache-dir", [c](bool v) { c()->set_eval(v); });
+    f.Value<int>("--eval-samples", "--eval: the cache's last sequences to score (default 40)",
+                 [c](const int& v) { c()->set_eval_samples(v); });
     f.Path("--kd-cache-dir,--kd-cache,--cache-dir", "KD cache for --eval",
            [c](const std::string& v) { c()->set_kd_cache_dir(v); });
     f.Path("--output-dir,--output", "Where the converted checkpoint goes (default: the job's directory; else a new or empty directory under one of the daemon's --allow-output-root)",
@@ -48,19 +50,30 @@ class SnapCommand : public SpecCommand {
  protected:
   void Init(v1::JobSpec& spec) override { spec.mutable_snap(); }
 
-  std::string Example() const override { return "qat snap --model ./Qwen3-0.6B --checkpoint <v2-checkpoint> --fp16"; }
+  std::string Example() const override {
+    return "qat snap --model ./Qwen3-0.6B --checkpoint <v2-checkpoint> --fp16\n"
+           "  qat snap --model ./Qwen3-0.6B --checkpoint <v1-checkpoint>        # V1: LUT snap\n"
+           "The snap keeps the checkpoint's LUT sizes and ranks (its config.json; a seed .pt file is Q2_A4); "
+           "--lut-bits, --attn-lut-bits, --scale-rank and --attn-scale-rank only state what you expect, and the "
+           "daemon refuses a value that disagrees. It runs in bf16 on CUDA, fp32 on the CPU, and evaluates "
+           "nothing (use qat eval on the result)";
+  }
 
   void AddFlags(SpecFlags& f) override {
     auto s = [this] { return spec_.mutable_snap(); };
     f.Path("--model,--model-id", "Base model: a Hugging Face Qwen3 folder on the daemon's host (required)",
            [s](const std::string& v) { s()->set_model(v); });
-    f.Path("--checkpoint", "V2 checkpoint to snap (required)", [s](const std::string& v) { s()->set_checkpoint(v); });
-    f.Value<int>("--lut-bits", "MLP LUT bits (default 2)", [s](const int& v) { s()->set_lut_bits(v); });
-    f.Value<int>("--attn-lut-bits", "Attention LUT bits (default 4)", [s](const int& v) { s()->set_attn_lut_bits(v); });
-    f.Value<int>("--scale-rank", "MLP scale rank (default 32)", [s](const int& v) { s()->set_scale_rank(v); });
-    f.Value<int>("--attn-scale-rank", "Attention scale rank (default 8)",
+    f.Path("--checkpoint", "Checkpoint to snap: V2 (export or --ane snap) or V1 (LUT snap) (required)",
+           [s](const std::string& v) { s()->set_checkpoint(v); });
+    f.Value<int>("--lut-bits", "Check: the checkpoint's MLP LUT bits (refused if it has others)",
+                 [s](const int& v) { s()->set_lut_bits(v); });
+    f.Value<int>("--attn-lut-bits", "Check: the checkpoint's attention LUT bits (refused if it has others)",
+                 [s](const int& v) { s()->set_attn_lut_bits(v); });
+    f.Value<int>("--scale-rank", "Check: the checkpoint's MLP scale rank (refused if it has another)",
+                 [s](const int& v) { s()->set_scale_rank(v); });
+    f.Value<int>("--attn-scale-rank", "Check: the checkpoint's attention scale rank (refused if it has another)",
                  [s](const int& v) { s()->set_attn_scale_rank(v); });
-    f.Flag("--fp16,--ane", "Snap for the ANE: fp16 weights with baked scales", [s](bool v) { s()->set_fp16(v); });
+    f.Flag("--fp16,--ane", "V2: snap for the ANE (fp16 weights with baked scales)", [s](bool v) { s()->set_fp16(v); });
     f.Flag("--test-generation,!--no-test-generation", "Greedy 128 tokens on 4 prompts afterwards (default on)",
            [s](bool v) { s()->set_test_generation(v); });
     f.Path("--output-dir,--output", "Where the snapped checkpoint goes (default: the job's directory; else a new or empty directory under one of the daemon's --allow-output-root)",
@@ -84,14 +97,17 @@ class EvalCommand : public SpecCommand {
            [e](const std::string& v) { e()->set_checkpoint(v); });
     f.Path("--kd-cache-dir,--kd-cache", "KD cache with the evaluation sequences (required)",
            [e](const std::string& v) { e()->set_kd_cache_dir(v); });
-    f.Flag("--v2", "The checkpoint holds V2 layers", [e](bool v) {
+    f.Flag("--v2",
+           "The checkpoint holds V2 layers (checked against a qatd checkpoint's config.json, which decides; refused "
+           "for seed .pt files, which load as V1)",
+           [e](bool v) {
       if (v) e()->set_version(v1::QAT_VERSION_V2);
     });
     f.Value<int>("--eval-samples", "Sequences to evaluate (default 40)",
                  [e](const int& v) { e()->set_eval_samples(v); });
     f.Value<double>("--temperature", "KD temperature (default 2.0)", [e](const double& v) { e()->set_temperature(v); });
     f.Value<int>("--batch-size", "Batch size (default 8)", [e](const int& v) { e()->set_batch_size(v); });
-    f.Enum("--dtype", "Model dtype (auto = bf16 on GPU, fp32 on CPU)", kDtypeNames,
+    f.Enum("--dtype", "Model dtype (default auto = bf16 on CUDA, fp32 on the CPU)", kDtypeNames,
            [e](int v) { e()->set_dtype(static_cast<v1::Dtype>(v)); });
   }
 };

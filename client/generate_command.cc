@@ -40,7 +40,7 @@ class GenerateCommand : public SpecCommand {
     f.Flag("--v2", "The checkpoint holds V2 layers", [g](bool v) {
       if (v) g()->set_version(v1::QAT_VERSION_V2);
     });
-    f.Enum("--dtype", "Model dtype (auto = bf16 on GPU, fp32 on CPU)", kDtypeNames,
+    f.Enum("--dtype", "Model dtype (default auto = bf16 on CUDA, fp32 on the CPU)", kDtypeNames,
            [g](int v) { g()->set_dtype(static_cast<v1::Dtype>(v)); });
     f.Value<int64_t>("--seed", "Sampling seed (default 0)", [g](const int64_t& v) { g()->set_seed(v); });
   }

@@ -7,10 +7,11 @@ namespace {
 
 class KdCacheCommand : public SpecCommand {
  protected:
-  void Init(v1::JobSpec& spec) override { spec.mutable_kd_cache(); }
+  // The format is detected by the daemon unless --dataset-format names one.
+  void Init(v1::JobSpec& spec) override { spec.mutable_kd_cache()->set_dataset_format(v1::DATASET_FORMAT_AUTO); }
 
   std::string Example() const override {
-    return "qat cache --model ./Qwen3-0.6B --dataset alpaca.json --dataset-format alpaca_chat --max-length 128 "
+    return "qat cache --model ./Qwen3-0.6B --dataset alpaca.json --max-length 128 "
            "--top-k 64 --num-samples 2048 --batch-size 32";
   }
 
@@ -25,11 +26,7 @@ class KdCacheCommand : public SpecCommand {
            [k](const std::string& v) { k()->set_dataset(v); });
     f.Value<std::string>("--dataset-split", "Dataset split (local datasets have one: train)",
                          [k](const std::string& v) { k()->set_dataset_split(v); });
-    f.Enum("--dataset-format", "How records become text (default plain)",
-           {{"plain", v1::DATASET_FORMAT_PLAIN},
-            {"alpaca", v1::DATASET_FORMAT_ALPACA},
-            {"alpaca_chat", v1::DATASET_FORMAT_ALPACA_CHAT},
-            {"sharegpt", v1::DATASET_FORMAT_SHAREGPT}},
+    f.Enum("--dataset-format", kDatasetFormatHelp, kDatasetFormatNames,
            [k](int v) { k()->set_dataset_format(static_cast<v1::DatasetFormat>(v)); });
     f.Value<std::string>("--dataset-text-field", "JSON field holding the text, plain format (default text)",
                          [k](const std::string& v) { k()->set_dataset_text_field(v); });
@@ -62,7 +59,7 @@ class KdCacheCommand : public SpecCommand {
                  [k](const int& v) { k()->set_shard_size(v); });
     f.Value<int64_t>("--logits-chunk-rows", "Positions whose full-vocabulary logits exist at once (default 2048)",
                      [k](const int64_t& v) { k()->set_logits_chunk_rows(v); });
-    f.Enum("--dtype", "Teacher compute dtype (auto = bf16)", kDtypeNames,
+    f.Enum("--dtype", "Teacher compute dtype (default auto = bf16 on CUDA, fp32 on the CPU)", kDtypeNames,
            [k](int v) { k()->set_dtype(static_cast<v1::Dtype>(v)); });
     f.Value<int64_t>("--seed", "Seed of the shuffle and the random negatives (default 0)",
                      [k](const int64_t& v) { k()->set_seed(v); });

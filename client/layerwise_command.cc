@@ -21,7 +21,7 @@ class LayerwiseCommand : public SpecCommand {
            [l](const std::string& v) { l()->set_kd_cache_dir(v); });
     f.Path("--init-state", "Checkpoint to start from", [l](const std::string& v) { l()->set_init_state(v); });
     AddQuantFlags(f, [l] { return l()->mutable_quant(); });
-    f.Enum("--dtype", "Model dtype (auto = bf16)", kDtypeNames,
+    f.Enum("--dtype", "Model dtype (default auto = bf16 on CUDA, fp32 on the CPU)", kDtypeNames,
            [l](int v) { l()->set_dtype(static_cast<v1::Dtype>(v)); });
     f.Flag("--train-scales,!--no-train-scales", "Train the scales (default on)",
            [l](bool v) { l()->set_train_scales(v); });

@@ -48,7 +48,7 @@ class QatCommand : public SpecCommand {
       NeedV2("--from-scratch");
       SetInit(q(), v1::V2_INIT_FROM_SCRATCH, "--from-scratch");
     });
-    f.Enum("--dtype", "Model dtype (auto = V1 bf16, V2 fp32)", kDtypeNames,
+    f.Enum("--dtype", "Model dtype (default auto = on CUDA V1 bf16, V2 fp32; fp32 on the CPU)", kDtypeNames,
            [q](int v) { q()->set_dtype(static_cast<v1::Dtype>(v)); });
     f.Flag("--train-weights", "Train the latent weights", [q](bool v) { q()->set_train_weights(v); });
     f.Flag("--train-scales", "Train the scales (V2 always does)", [q](bool v) { q()->set_train_scales(v); });
@@ -84,7 +84,8 @@ class QatCommand : public SpecCommand {
                     [q](const double& v) { q()->set_min_lr_ratio(v); });
     f.Value<double>("--clip-grad-norm", "Gradient norm clip (default 0 = off)",
                     [q](const double& v) { q()->set_clip_grad_norm(v); });
-    f.Flag("--use-fp16", "fp16 training with a grad scaler", [q](bool v) { q()->set_use_fp16(v); });
+    f.Flag("--use-fp16", "Refused by the daemon (no fp16 grad scaler in qatd): use --dtype fp16 or bf16",
+           [q](bool v) { q()->set_use_fp16(v); });
     f.Flag("--snap-weights", "V1: snap the weights to the LUT after training",
            [q](bool v) { q()->set_snap_weights(v); });
     f.Flag("--snap-bake-scales", "V1: with --snap-weights, bake the scales into the weights",

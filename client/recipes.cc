@@ -36,11 +36,7 @@ void RecipeFlags::Register(CLI::App* app) {
          [this](const std::string& v) { cache_.set_dataset(v); });
   app->add_option("--kd-cache,--kd-cache-dir", kd_cache_dir_, "Use this existing KD cache: no cache stage");
   // The cache stage (qat cache's flags; --cache-batch-size because --batch-size is training's).
-  f.Enum("--dataset-format", "How records become text (default plain)",
-         {{"plain", v1::DATASET_FORMAT_PLAIN},
-          {"alpaca", v1::DATASET_FORMAT_ALPACA},
-          {"alpaca_chat", v1::DATASET_FORMAT_ALPACA_CHAT},
-          {"sharegpt", v1::DATASET_FORMAT_SHAREGPT}},
+  f.Enum("--dataset-format", kDatasetFormatHelp, kDatasetFormatNames,
          [this](int v) { cache_.set_dataset_format(static_cast<v1::DatasetFormat>(v)); });
   f.Value<std::string>("--dataset-text-field", "JSON field holding the text, plain format (default text)",
                        [this](const std::string& v) { cache_.set_dataset_text_field(v); });
@@ -62,6 +58,8 @@ void RecipeFlags::Register(CLI::App* app) {
                    [this](const int64_t& v) { cache_.set_num_sequences(v); });
   f.Value<int>("--cache-batch-size", "Cache: sequences per teacher forward (default 1)",
                [this](const int& v) { cache_.set_batch_size(v); });
+  f.Enum("--cache-dtype", "Cache: teacher compute dtype (default auto = bf16 on CUDA, fp32 on the CPU)", kDtypeNames,
+         [this](int v) { cache_.set_dtype(static_cast<v1::Dtype>(v)); });
   // Shared by the training stages.
   AddQuantFlags(f, [this] { return train_.mutable_quant(); });
   f.Value<int>("--batch-size", "Training stages: batch size (default V1 32, V2 8)",
@@ -72,7 +70,10 @@ void RecipeFlags::Register(CLI::App* app) {
                [this](const int& v) { train_.set_eval_steps(v); });
   f.Value<int>("--logging-steps", "Training stages: steps between logged losses (default V1 50, V2 20)",
                [this](const int& v) { train_.set_logging_steps(v); });
-  f.Enum("--dtype", "Training stages: model dtype", kDtypeNames,
+  f.Enum("--dtype",
+         "Model dtype of every stage after the cache: training, convert's evaluation, snap, infer (default auto = "
+         "bf16 on CUDA (V2 training: fp32), fp32 on the CPU)",
+         kDtypeNames,
          [this](int v) { train_.set_dtype(static_cast<v1::Dtype>(v)); });
   // Per stage.
   app->add_option("--scales-steps", scales_steps_, "scales: steps")->capture_default_str();
@@ -128,6 +129,7 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   infer_.Clear();
   snap_.Clear();
   v2_lr_.reset();
+  cache_.set_dataset_format(v1::DATASET_FORMAT_AUTO);  // the daemon detects it unless given
   flags_->Apply();
   kd_cache_dir_ = AbsolutePath(kd_cache_dir_);
   const std::string recipe_name = recipe == Recipe::kQ4 ? "q4" : "q2";
@@ -161,6 +163,7 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   *infer.mutable_generate() = infer_;
   infer.mutable_generate()->set_model(model);
   infer.mutable_generate()->set_prompt(prompt_);
+  infer.mutable_generate()->set_dtype(train_.dtype());
 
   if (recipe == Recipe::kQ4) {
     v1::JobSpec weights = TrainStage(weights_steps_, weights_lr_);
@@ -217,6 +220,7 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   if (train_.has_eval_samples()) q->set_eval_samples(train_.eval_samples());
   if (train_.has_eval_steps()) q->set_eval_steps(train_.eval_steps());
   if (train_.has_logging_steps()) q->set_logging_steps(train_.logging_steps());
+  q->set_dtype(train_.dtype());
   if (!kd_cache_dir_.empty()) q->set_kd_cache_dir(kd_cache_dir_);
   v1::PipelineStage* stage = AddStage(pipeline, "v2", v2);
   feed_cache(stage);

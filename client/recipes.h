@@ -16,6 +16,10 @@
 // checkpoint (CONVERT, SNAP, GENERATE). With --kd-cache DIR the cache stage is left out and
 // every stage reads DIR.
 //
+// Dtypes (issue #17): unset means auto, which the worker resolves from its device (bf16 on
+// CUDA, fp32 on the CPU); --cache-dtype sets the cache stage's teacher dtype, --dtype every
+// later stage's.
+//
 // Step counts and learning rates have flags with the seed's values as defaults;
 // --steps-scale F multiplies every step count (at least 1 step), for demos.
 

@@ -31,6 +31,17 @@ struct EnumName {
 inline const std::vector<EnumName> kDtypeNames = {
     {"auto", v1::DTYPE_AUTO}, {"bf16", v1::DTYPE_BF16}, {"fp16", v1::DTYPE_FP16}, {"fp32", v1::DTYPE_FP32}};
 
+// --dataset-format: auto (the default qat sends) lets the daemon detect the format from the
+// records (DATASET_FORMAT_AUTO in specs.proto).
+inline const std::vector<EnumName> kDatasetFormatNames = {{"auto", v1::DATASET_FORMAT_AUTO},
+                                                          {"plain", v1::DATASET_FORMAT_PLAIN},
+                                                          {"alpaca", v1::DATASET_FORMAT_ALPACA},
+                                                          {"alpaca_chat", v1::DATASET_FORMAT_ALPACA_CHAT},
+                                                          {"sharegpt", v1::DATASET_FORMAT_SHAREGPT}};
+inline constexpr char kDatasetFormatHelp[] =
+    "How records become text: auto (default: detected from the first record: instruction+output = alpaca_chat, "
+    "conversations/messages = sharegpt, text = plain, a .txt file = plain), plain, alpaca, alpaca_chat, sharegpt";
+
 class SpecFlags {
  public:
   explicit SpecFlags(CLI::App* app) : app_(app) {}

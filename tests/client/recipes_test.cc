@@ -97,6 +97,8 @@ TEST(Recipes, Q4FollowsTheSeedsRecommendedPipeline) {
   EXPECT_EQ(cache.teacher_model(), "/m");
   EXPECT_EQ(cache.dataset(), "/d.json");
   EXPECT_TRUE(Stage(p, "cache").inputs().empty());
+  // Issue #17: `qat pipeline run q4 --dataset alpaca.json` sent plain; the daemon now detects it.
+  EXPECT_EQ(cache.dataset_format(), v1::DATASET_FORMAT_AUTO);
 
   const v1::QatSpec& scales = Stage(p, "scales").spec().qat();
   EXPECT_EQ(scales.version(), v1::QAT_VERSION_V1);
@@ -188,6 +190,43 @@ TEST(Recipes, StepsScaleAndPerStageFlags) {
   // The snap stage quantizes like the trained stages.
   EXPECT_TRUE(Stage(p, "snap").spec().qat().quant().quantize_attn());
   EXPECT_FALSE(Stage(p, "scales").spec().qat().has_eval_samples());
+}
+
+TEST(Recipes, AGivenDatasetFormatWins) {
+  const v1::PipelineSpec p =
+      BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d.json", "--dataset-format", "sharegpt"});
+  EXPECT_EQ(Stage(p, "cache").spec().kd_cache().dataset_format(), v1::DATASET_FORMAT_SHAREGPT);
+  // Build is repeatable: the next build without the flag is auto again.
+  const v1::PipelineSpec again = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d.json"});
+  EXPECT_EQ(Stage(again, "cache").spec().kd_cache().dataset_format(), v1::DATASET_FORMAT_AUTO);
+}
+
+// Issue #17, item 2: `qat pipeline run` could not set the cache stage's dtype, and every stage
+// is auto (bf16 on CUDA, fp32 on the CPU, resolved by the worker) unless a flag says otherwise.
+TEST(Recipes, DtypesAreAutoUnlessGivenAndTheCacheHasItsOwn) {
+  for (const Recipe recipe : {Recipe::kQ4, Recipe::kQ2}) {
+    const v1::PipelineSpec d = BuildOk(recipe, {"--model", "/m", "--dataset", "/d"});
+    for (const auto& stage : d.stages()) {
+      const google::protobuf::Message* spec = nullptr;
+      const auto* oneof = v1::JobSpec::descriptor()->FindOneofByName("kind");
+      const auto* active = stage.spec().GetReflection()->GetOneofFieldDescriptor(stage.spec(), oneof);
+      spec = &stage.spec().GetReflection()->GetMessage(stage.spec(), active);
+      const auto* dtype = spec->GetDescriptor()->FindFieldByName("dtype");
+      if (dtype == nullptr) continue;  // SNAP: the worker picks
+      EXPECT_EQ(spec->GetReflection()->GetEnumValue(*spec, dtype), v1::DTYPE_AUTO) << stage.name();
+    }
+    const v1::PipelineSpec p =
+        BuildOk(recipe, {"--model", "/m", "--dataset", "/d", "--cache-dtype", "fp32", "--dtype", "bf16"});
+    EXPECT_EQ(Stage(p, "cache").spec().kd_cache().dtype(), v1::DTYPE_FP32);
+    EXPECT_EQ(Stage(p, "scales").spec().qat().dtype(), v1::DTYPE_BF16);
+    EXPECT_EQ(Stage(p, "infer").spec().generate().dtype(), v1::DTYPE_BF16);
+    if (recipe == Recipe::kQ2) {
+      EXPECT_EQ(Stage(p, "v2").spec().qat().dtype(), v1::DTYPE_BF16);
+    } else {
+      EXPECT_EQ(Stage(p, "both").spec().qat().dtype(), v1::DTYPE_BF16);
+      EXPECT_EQ(Stage(p, "snap").spec().qat().dtype(), v1::DTYPE_BF16);
+    }
+  }
 }
 
 TEST(Recipes, ExistingCacheLeavesTheCacheStageOut) {

@@ -53,7 +53,8 @@ TEST(KdCacheFlags, DefaultsLeaveOptionalFieldsUnset) {
   EXPECT_FALSE(k.has_dataset_split());
   EXPECT_FALSE(k.has_logits_chunk_rows());
   EXPECT_EQ(k.dtype(), v1::DTYPE_AUTO);
-  EXPECT_EQ(k.dataset_format(), v1::DATASET_FORMAT_PLAIN);
+  // Issue #17: without --dataset-format the daemon detects the format (plain used to be sent).
+  EXPECT_EQ(k.dataset_format(), v1::DATASET_FORMAT_AUTO);
   EXPECT_EQ(spec.priority(), 0);
   EXPECT_FALSE(spec.has_resources());
   EXPECT_TRUE(spec.name().empty());
@@ -445,6 +446,9 @@ TEST(ConvertFlags, ModesAndRanks) {
   EXPECT_EQ(ranks.convert().q2_attn_lut_size(), 8);
   EXPECT_TRUE(ranks.convert().eval());
   EXPECT_EQ(ranks.convert().kd_cache_dir(), "/c");
+  EXPECT_FALSE(ranks.convert().has_eval_samples());
+  // Issue #17: convert --eval always scored the last 40 sequences.
+  EXPECT_EQ(BuildOk(NewConvertCommand(), {"q4-to-q2", "--eval", "--eval-samples", "12"}).convert().eval_samples(), 12);
   const v1::JobSpec v2 =
       BuildOk(NewConvertCommand(), {"v1-to-v2", "--v1-checkpoint", "/v1", "--lut-size", "4", "--scale-rank", "8"});
   EXPECT_EQ(v2.convert().mode(), v1::CONVERT_MODE_V1_TO_V2);
