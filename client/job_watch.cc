@@ -54,6 +54,7 @@ class JobStatusLine {
   }
   void OnMetric(const v1::MetricPoint& m) { metrics_[m.name()] = m.value(); }
   bool has_progress() const { return progress_.done() > 0 || progress_.total() > 0; }
+  bool complete() const { return progress_.total() > 0 && progress_.done() >= progress_.total(); }
 
   std::string Render(bool tty, bool utf8) const {
     std::string line;
@@ -206,10 +207,14 @@ class WatchPrinter {
       return;
     }
     if (!final && now - last_draw_ < std::chrono::seconds(1)) return;
+    // The 100% line is printed once, by Finish(), with the metrics that came after the last
+    // step (issue #17: it used to print up to three times).
+    if (status_.complete() && (!final || complete_printed_)) return;
     std::printf("%s%s\n", o_.prefix.c_str(), status_.Render(false, false).c_str());
     std::fflush(stdout);
     last_draw_ = now;
     progress_dirty_ = false;
+    complete_printed_ = status_.complete();
   }
 
   void DrawBar() {
@@ -228,6 +233,7 @@ class WatchPrinter {
   bool progress_dirty_ = false;
   bool bar_shown_ = false;
   bool in_text_ = false;
+  bool complete_printed_ = false;  // plain mode: the 100% line is out
   std::chrono::steady_clock::time_point last_draw_{};
 };
 

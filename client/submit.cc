@@ -4,6 +4,7 @@
 #include <google/protobuf/text_format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -232,6 +233,104 @@ int ShowPipeline(Connection& connection, int64_t pipeline_id, const OutputOption
               Paint(StateName(pipeline.state()), StateColor(pipeline.state()), out.color).c_str(),
               FormatTime(pipeline.create_time()).c_str());
   PrintStageTable(pipeline, *jobs, out.color);
+  return kExitOk;
+}
+
+int ListPipelines(Connection& connection, int limit, const OutputOptions& out) {
+  // Pipelines have no listing RPC: their ids come from the jobs (newest first), then
+  // GetPipeline for each, until `limit` are found.
+  std::vector<int64_t> ids;
+  v1::ListJobsRequest request;
+  request.set_page_size(1000);
+  while (static_cast<int>(ids.size()) < limit) {
+    v1::ListJobsResponse response;
+    const grpc::Status status = connection.stub().ListJobs(connection.UnaryContext().get(), request, &response);
+    if (!status.ok()) return connection.Report(status);
+    for (const v1::Job& job : response.jobs()) {
+      const int64_t id = job.pipeline_id();
+      if (id != 0 && std::find(ids.begin(), ids.end(), id) == ids.end() && static_cast<int>(ids.size()) < limit) {
+        ids.push_back(id);
+      }
+    }
+    if (response.next_page_token().empty()) break;
+    request.set_page_token(response.next_page_token());
+  }
+  std::sort(ids.rbegin(), ids.rend());
+  Table table({"ID", "NAME", "STATE", "STAGES", "CREATED"});
+  std::string json;
+  for (int64_t id : ids) {
+    v1::GetPipelineRequest get;
+    get.set_pipeline_id(id);
+    v1::Pipeline pipeline;
+    const grpc::Status status = connection.stub().GetPipeline(connection.UnaryContext().get(), get, &pipeline);
+    if (status.error_code() == grpc::StatusCode::NOT_FOUND) continue;  // deleted meanwhile
+    if (!status.ok()) return connection.Report(status);
+    if (out.json) {
+      std::printf("%s\n", ToJson(pipeline, false).c_str());
+      continue;
+    }
+    grpc::Status list_status;
+    auto jobs = PipelineJobs(connection, id, &list_status);
+    if (!jobs.ok()) return connection.Report(list_status);
+    int done = 0;
+    for (const auto& [job_id, job] : *jobs) done += job.state() == v1::JOB_STATE_SUCCEEDED ? 1 : 0;
+    table.AddRow({std::to_string(id), pipeline.spec().name(),
+                  Paint(StateName(pipeline.state()), StateColor(pipeline.state()), out.color),
+                  absl::StrFormat("%d/%d", done, pipeline.job_ids_size()), FormatTime(pipeline.create_time())});
+  }
+  if (out.json) return kExitOk;
+  if (ids.empty()) {
+    std::printf("no pipelines (start one with: qat pipeline run q4 --model DIR --dataset FILE)\n");
+    return kExitOk;
+  }
+  table.Print(stdout, out.color);
+  return kExitOk;
+}
+
+int CancelPipeline(Connection& connection, int64_t pipeline_id, const std::string& reason, const OutputOptions& out) {
+  v1::GetPipelineRequest get;
+  get.set_pipeline_id(pipeline_id);
+  v1::Pipeline pipeline;
+  grpc::Status status = connection.stub().GetPipeline(connection.UnaryContext().get(), get, &pipeline);
+  if (!status.ok()) return connection.Report(status);
+  grpc::Status list_status;
+  auto jobs = PipelineJobs(connection, pipeline_id, &list_status);
+  if (!jobs.ok()) return connection.Report(list_status);
+  std::vector<int64_t> cancelled;
+  int finished = 0;
+  // Later stages first: a queued stage never starts while its dependency is being stopped.
+  for (auto it = pipeline.job_ids().rbegin(); it != pipeline.job_ids().rend(); ++it) {
+    const auto job = jobs->find(*it);
+    if (job != jobs->end() && IsTerminal(job->second.state())) {
+      ++finished;
+      continue;
+    }
+    v1::CancelJobRequest request;
+    request.set_job_id(*it);
+    request.set_reason(reason.empty() ? absl::StrFormat("pipeline %d cancelled with qat pipeline cancel", pipeline_id)
+                                      : reason);
+    v1::Job result;
+    status = connection.stub().CancelJob(connection.UnaryContext().get(), request, &result);
+    if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {  // it finished meanwhile
+      ++finished;
+      continue;
+    }
+    if (!status.ok()) return connection.Report(status);
+    cancelled.push_back(*it);
+  }
+  std::sort(cancelled.begin(), cancelled.end());
+  if (out.json) {
+    std::string list;
+    for (int64_t id : cancelled) list += (list.empty() ? "" : ",") + std::to_string(id);
+    std::printf("{\"pipelineId\":\"%lld\",\"cancelledJobIds\":[%s]}\n", static_cast<long long>(pipeline_id),
+                list.c_str());
+    return kExitOk;
+  }
+  std::string list;
+  for (int64_t id : cancelled) list += (list.empty() ? "" : ", ") + std::to_string(id);
+  std::printf("pipeline %lld: cancel requested for %zu job(s)%s; %d already finished (qat pipeline status %lld)\n",
+              static_cast<long long>(pipeline_id), cancelled.size(), list.empty() ? "" : (" (" + list + ")").c_str(),
+              finished, static_cast<long long>(pipeline_id));
   return kExitOk;
 }
 

@@ -1,6 +1,6 @@
 #pragma once
 // Submitting work: one job (`qat cache|lbl|train|convert|snap|eval|probe`), a generation
-// stream (`qat infer`), and pipelines (`qat pipeline run|status`).
+// stream (`qat infer`), and pipelines (`qat pipeline run|status|list|cancel`).
 
 #include <cstdint>
 #include <istream>
@@ -37,5 +37,11 @@ std::string PipelineText(const v1::PipelineSpec& spec);
 int SubmitPipeline(Connection& connection, const v1::PipelineSpec& spec, const SubmitOptions& options);
 // GetPipeline and its jobs as a table.
 int ShowPipeline(Connection& connection, int64_t pipeline_id, const OutputOptions& out);
+// The newest `limit` pipelines (found through their jobs: ListJobs, newest first), one row
+// each: id, name, state, stages done, created.
+int ListPipelines(Connection& connection, int limit, const OutputOptions& out);
+// Cancels every job of the pipeline that has not finished (queued ones at once, running ones
+// like `qat cancel`); finished stages are left as they are.
+int CancelPipeline(Connection& connection, int64_t pipeline_id, const std::string& reason, const OutputOptions& out);
 
 }  // namespace qatd::client

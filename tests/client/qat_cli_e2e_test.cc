@@ -179,9 +179,9 @@ TEST_F(QatCliTest, ServerAndHelp) {
   EXPECT_EQ(r.exit_code, 2) << r;
   EXPECT_THAT(r.err, HasSubstr("unknown command 'rm' for 'qat' (commands: "));
   EXPECT_THAT(r.err, HasSubstr("watch"));
-  r = Qat({"pipeline", "list"});
+  r = Qat({"pipeline", "rm", "3"});
   EXPECT_EQ(r.exit_code, 2) << r;
-  EXPECT_THAT(r.err, HasSubstr("unknown command 'list' for 'qat pipeline' (commands: run"));
+  EXPECT_THAT(r.err, HasSubstr("unknown command 'rm' for 'qat pipeline' (commands: run, status, list, cancel)"));
 }
 
 TEST_F(QatCliTest, ProbeLifecycle) {
@@ -498,6 +498,84 @@ stages { name: "b" depends_on: "a" spec { probe { steps: 1 } } }
   r = Qat({"pipeline", "run", bad});
   EXPECT_EQ(r.exit_code, 2) << r;
   EXPECT_THAT(r.err, HasSubstr("line 1"));
+}
+
+// Issue #17, item 1: the README's `qat pipeline run q4 --model ./tiny --dataset alpaca.json`
+// sent dataset_format plain, and all six stages failed in the worker. The daemon now detects
+// the format; a wrong one fails at submit, naming the field and the flag.
+TEST_F(QatCliTest, DatasetFormatIsDetectedOrRefusedAtSubmit) {
+  const std::string model = dir_->File("model");
+  std::filesystem::create_directories(model);
+  const std::string alpaca = MakeFile("alpaca.json", R"([{"instruction": "Say hi", "input": "", "output": "hi"}])");
+  QatResult r = Qat({"pipeline", "run", "q4", "--model", model, "--dataset", alpaca, "--steps-scale", "0.01"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  r = Qat({"pipeline", "run", "q4", "--model", model, "--dataset", alpaca, "--dataset-format", "plain"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("spec.stages[0].spec.kd_cache.dataset_format plain does not fit the dataset: " + alpaca +
+                               "[0]: missing string field 'text' (the records look like alpaca_chat)"));
+  EXPECT_THAT(r.err, HasSubstr("(flag --dataset-format)"));
+  r = Qat({"cache", "--model", model, "--dataset", alpaca, "--dataset-format", "sharegpt"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("spec.kd_cache.dataset_format sharegpt does not fit the dataset"));
+  EXPECT_THAT(r.err, HasSubstr("(flag --dataset-format)"));
+  const std::string odd = MakeFile("odd.jsonl", "{\"question\": \"a\"}\n");
+  r = Qat({"cache", "--model", model, "--dataset", odd});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_THAT(r.err, HasSubstr("spec.kd_cache.dataset_format cannot be detected from the dataset"));
+  EXPECT_THAT(r.err, HasSubstr("(flag --dataset-format)"));
+}
+
+// Issue #17, item 7: the 100% progress line printed up to three times (on the last step, then
+// again for the metrics that followed it). Steps 1.1 s apart get past the 1 s throttle.
+TEST_F(QatCliTest, TheCompleteProgressLinePrintsOnce) {
+  const QatResult r = Qat({"probe", "--steps", "2", "--step-ms", "1100", "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  size_t count = 0;
+  for (size_t at = r.out.find("2/2 steps (100%)"); at != std::string::npos; at = r.out.find("2/2 steps (100%)", at + 1)) {
+    ++count;
+  }
+  EXPECT_EQ(count, 1u) << r;
+  EXPECT_THAT(r.out, HasSubstr("2/2 steps (100%)  loss/kd 0.5"));  // with the last step's metric
+}
+
+// Issue #17, item 7: `qat pipeline list` and `qat pipeline cancel` did not exist ("A
+// subcommand is required").
+TEST_F(QatCliTest, PipelineListAndCancel) {
+  const std::string file = MakeFile("slow.textproto", R"(
+name: "slow-probes"
+stages { name: "a" spec { probe { steps: 1000 step_ms: 100 } } }
+stages { name: "b" depends_on: "a" spec { probe { steps: 1 } } }
+)");
+  QatResult r = Qat({"pipeline", "run", file});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const int64_t id = SubmittedId(r.out, "pipeline");
+  r = Qat({"pipeline", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("STAGES"));
+  EXPECT_TRUE(std::regex_search(r.out, std::regex("(^|\\n)" + std::to_string(id) + " +slow-probes +(QUEUED|RUNNING) +0/2")))
+      << r;
+  r = Qat({"--json", "pipeline", "list", "--limit", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["id"], std::to_string(id));
+
+  r = Qat({"pipeline", "cancel", std::to_string(id)});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("pipeline " + std::to_string(id) + ": cancel requested for 2 job(s)"));
+  EXPECT_TRUE(e2e::PollUntil(
+      [&] {
+        const QatResult s = Qat({"pipeline", "status", std::to_string(id)});
+        return s.out.find("RUNNING") == std::string::npos && s.out.find("QUEUED") == std::string::npos;
+      },
+      std::chrono::seconds(60)));
+  r = Qat({"pipeline", "status", std::to_string(id)});
+  EXPECT_THAT(r.out, HasSubstr("CANCELLED")) << r;
+  // A second cancel finds nothing left to stop.
+  r = Qat({"pipeline", "cancel", std::to_string(id)});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_THAT(r.out, HasSubstr("cancel requested for 0 job(s); 2 already finished"));
+  r = Qat({"pipeline", "cancel", "999999"});
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
 }
 
 }  // namespace
