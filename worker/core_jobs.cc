@@ -11,6 +11,8 @@
 #include "core/jobs/layerwise_job.h"
 #include "core/jobs/model_jobs.h"
 #include "core/jobs/qat_job.h"
+#include "core/train/dist_group.h"
+#include "worker/data_parallel.h"
 #include "worker/job_registry.h"
 
 namespace qatd::worker {
@@ -31,8 +33,17 @@ JobFunction Entry(SpecOf spec_of, Run run) {
 void RegisterCoreJobs(JobRegistry& registry) {
   registry.Register(v1::JOB_KIND_KD_CACHE, Entry<jobs::KdCacheOptions>(
                                                [](const v1::JobSpec& s) -> const auto& { return s.kd_cache(); }, jobs::RunKdCache));
-  registry.Register(v1::JOB_KIND_QAT,
-                    Entry<jobs::QatOptions>([](const v1::JobSpec& s) -> const auto& { return s.qat(); }, jobs::RunQat));
+  // QAT runs data parallel when it asks for more than one device (worker/data_parallel.h).
+  registry.Register(v1::JOB_KIND_QAT, [](const v1::WorkerTask& task, jobs::Reporter& reporter, jobs::CancelToken& cancel) {
+    absl::StatusOr<jobs::QatOptions> options = jobs::QatOptions::FromProto(task.spec().qat(), &task);
+    if (!options.ok()) return options.status();
+    return RunDataParallel(task, reporter, cancel, [&](train::DistGroup* group) {
+      jobs::QatOptions o = *options;
+      o.train.dist = group;
+      if (group != nullptr) o.device = RankDevice(o.device, task, group->rank());
+      return jobs::RunQat(o, reporter, cancel);
+    });
+  });
   registry.Register(v1::JOB_KIND_LAYERWISE, Entry<jobs::LayerwiseOptions>(
                                                 [](const v1::JobSpec& s) -> const auto& { return s.layerwise(); }, jobs::RunLayerwise));
   registry.Register(v1::JOB_KIND_CONVERT, Entry<jobs::ConvertOptions>(

@@ -9,6 +9,7 @@
 #include "core/common/torch_status.h"
 #include "core/kd/cache_reader.h"
 #include "core/quant/quantize_model.h"
+#include "core/train/dist_group.h"
 #include "core/train/e2e_trainer.h"
 #include "core/train/evaluate.h"
 #include "core/train/student.h"
@@ -74,6 +75,7 @@ absl::Status RunQat(const QatOptions& o, Reporter& reporter, CancelToken& cancel
   if (!o.skip_training) {
     const train::E2eOptions e = o.TrainerOptions();
     QATD_ASSIGN_OR_RETURN(train::E2eResult r, train::TrainE2e(s, e, reporter, cancel));
+    if (e.dist != nullptr && !e.dist->primary()) return absl::OkStatus();  // rank 0 writes the outputs
     reporter.Metric("eval/kd_initial", r.steps, r.initial.kd);
     reporter.Metric("eval/kd_best", r.steps, r.best.kd);
     reporter.Metric("train/tokens_per_second", r.steps, r.tokens_per_second);

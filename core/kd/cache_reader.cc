@@ -418,6 +418,7 @@ absl::StatusOr<KdBatch> KdCacheReader::Gather(std::span<const int64_t> indices, 
     const int64_t l = max_length_, k = top_k_, r = with_rand ? rand_neg_ : 0;
     const int64_t row_ids = l, row_topk = (l - 1) * k, row_rand = (l - 1) * r;
     KdBatch out;
+    out.global_rows = b;
     out.indices = at::empty({b}, at::TensorOptions().dtype(at::kLong));
     out.input_ids = at::empty({b, l}, at::TensorOptions().dtype(at::kInt));
     out.topk_idx = at::empty({b, l - 1, k}, at::TensorOptions().dtype(at::kInt));
@@ -500,6 +501,10 @@ absl::StatusOr<KdBatchStream> KdBatchStream::Create(std::shared_ptr<const KdCach
     return absl::InvalidArgumentError(absl::StrCat("split [", split.begin, ", ", split.end,
                                                    ") is empty or outside the cache of ", reader->num_sequences()));
   }
+  if (options.shard_count < 1 || options.shard_index < 0 || options.shard_index >= options.shard_count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shard ", options.shard_index, " is outside ", options.shard_count, " shard(s)"));
+  }
   if (options.drop_last && split.size() < options.batch_size) {
     return absl::InvalidArgumentError(absl::StrCat("drop_last with batch_size ", options.batch_size,
                                                    " leaves no batch in a split of ", split.size()));
@@ -540,12 +545,20 @@ absl::StatusOr<KdBatch> KdBatchStream::Next() {
   }
   PrepareEpoch();
   const int64_t take = std::min(b, n - cursor_.position);
-  std::vector<int64_t> idx(static_cast<size_t>(take));
-  for (int64_t i = 0; i < take; ++i) {
+  // This shard's rows of the global batch (all of them when unsharded).
+  const int64_t per_shard = (take + options_.shard_count - 1) / options_.shard_count;
+  const int64_t first = std::min(take, options_.shard_index * per_shard);
+  const int64_t last = std::min(take, first + per_shard);
+  std::vector<int64_t> idx(static_cast<size_t>(last - first));
+  for (int64_t i = first; i < last; ++i) {
     const int64_t p = cursor_.position + i;
-    idx[static_cast<size_t>(i)] = split_.begin + (options_.shuffle ? permutation_[static_cast<size_t>(p)] : p);
+    idx[static_cast<size_t>(i - first)] = split_.begin + (options_.shuffle ? permutation_[static_cast<size_t>(p)] : p);
   }
-  QATD_ASSIGN_OR_RETURN(KdBatch batch, reader_->Gather(idx, options_.with_rand));
+  KdBatch batch;
+  if (!idx.empty()) {
+    QATD_ASSIGN_OR_RETURN(batch, reader_->Gather(idx, options_.with_rand));
+  }
+  batch.global_rows = take;
   cursor_.position += take;
   return batch;
 }

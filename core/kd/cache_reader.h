@@ -55,6 +55,11 @@ struct KdBatch {
   at::Tensor topk_logits;  // [B, L-1, K] f16
   at::Tensor rand_idx;     // [B, L-1, R] int32, undefined when R == 0 or not requested
   at::Tensor rand_logits;  // [B, L-1, R] f16
+  // Rows of the whole (global) batch this one is a shard of (KdStreamOptions::shard_count);
+  // equals B for an unsharded batch. A shard may hold 0 rows (an epoch's last partial batch
+  // split over more ranks than it has rows): its tensors are then undefined.
+  int64_t global_rows = 0;
+  int64_t rows() const { return indices.defined() ? indices.size(0) : 0; }
 };
 
 struct KdShardInfo {
@@ -152,6 +157,12 @@ struct KdStreamOptions {
   uint64_t seed = 0;
   bool drop_last = false;  // false: the last partial batch of an epoch is kept (reference)
   bool with_rand = false;  // include rand_idx/rand_logits
+  // Data parallel (issue #15): batch_size is the global batch; shard `shard_index` of
+  // `shard_count` receives rows [i * ceil(B / count), (i + 1) * ceil(B / count)) of every global
+  // batch B, so the ranks together see exactly the batches of one unsharded stream, and the
+  // cursor (in global sequences) is the same on every rank and for any shard_count.
+  int64_t shard_index = 0;
+  int64_t shard_count = 1;
 };
 
 // Endless stream of batches over `split`, epoch after epoch.

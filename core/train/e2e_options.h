@@ -10,6 +10,8 @@
 
 namespace qatd::train {
 
+class DistGroup;  // core/train/dist_group.h
+
 struct E2eOptions {
   std::string kd_cache_dir;      // required
   int64_t eval_samples = 40;     // held-out sequences (the cache's last); >= 1
@@ -49,6 +51,12 @@ struct E2eOptions {
   // Test seam (core/common/durable_hook.h): called after each resume checkpoint is durable,
   // with its step; a non-OK status stops training with it.
   DurableHook after_durable;
+
+  // Data parallel (issue #15; not from the spec: the worker sets it). With a group of N ranks,
+  // batch_size is per rank: every step trains on a global batch of batch_size * N * grad_accum
+  // sequences, the same ones in the same order as one rank with batch_size * N. Rank 0 alone
+  // writes files and reports; the others train and evaluate their share. nullptr = one rank.
+  DistGroup* dist = nullptr;
 
   absl::Status Validate() const;  // INVALID_ARGUMENT naming the field
 };

@@ -60,8 +60,14 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
   adam_options.weight_decay = o.weight_decay;
   AdamW adam(params, adam_options);
   const LrSchedule schedule{o.cosine, o.warmup_steps, std::max<int64_t>(1, o.max_steps), o.min_lr_ratio};
+  // Data parallel: the stream yields this rank's shard of each global batch (dist_group.h).
+  DistGroup* dist = o.dist != nullptr && o.dist->distributed() ? o.dist : nullptr;
+  const int64_t world = dist != nullptr ? dist->world_size() : 1;
+  const bool primary = dist == nullptr || dist->primary();  // writes files
   kd::KdStreamOptions stream_options;
-  stream_options.batch_size = o.batch_size;
+  stream_options.batch_size = o.batch_size * world;
+  stream_options.shard_index = dist != nullptr ? dist->rank() : 0;
+  stream_options.shard_count = world;
   stream_options.seed = o.seed;
   QATD_ASSIGN_OR_RETURN(kd::KdBatchStream stream, kd::KdBatchStream::Create(reader, splits.train, stream_options));
   const KdLossWeights weights{o.temperature, o.hard_top1_weight, o.hard_full_weight};
@@ -76,11 +82,12 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
   int64_t step = 0;
   int64_t stale_evals = 0;
   double elapsed_before = 0;
-  const nlohmann::json fingerprint = {{"batch_size", o.batch_size}, {"grad_accum", o.grad_accum}, {"seed", o.seed},
+  // The global batch: a resume with another number of ranks is exact when it is the same.
+  const nlohmann::json fingerprint = {{"batch_size", o.batch_size * world}, {"grad_accum", o.grad_accum}, {"seed", o.seed},
                                       {"eval_samples", o.eval_samples}, {"version", s.version}};
 
   auto evaluate = [&](int64_t at_step) -> absl::StatusOr<EvalPoint> {
-    QATD_ASSIGN_OR_RETURN(EvalResult r, Evaluate(*s.model, *reader, splits.held_out, eval_options));
+    QATD_ASSIGN_OR_RETURN(EvalResult r, EvaluateSharded(*s.model, *reader, splits.held_out, eval_options, dist));
     EvalPoint p{at_step, r.kd, r.top1, r.ppl};
     reporter.Metric("eval/kd", at_step, r.kd);
     reporter.Metric("eval/top1", at_step, r.top1);
@@ -99,13 +106,25 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
                           {"fingerprint", fingerprint}};
   };
   auto save_resume = [&]() -> absl::Status {
+    if (!primary) return absl::OkStatus();
     return SaveStudent(s, paths.resume, {{"step", step}}, false, [&](const std::string& tmp) -> absl::Status {
       QATD_RETURN_IF_ERROR(quant::WriteTensorMap((fs::path(tmp) / "optimizer.safetensors").string(), adam.State()));
       return WriteFileAtomically((fs::path(tmp) / "trainer_state.json").string(), trainer_state().dump(1) + "\n");
     });
   };
 
-  if (o.resume && fs::is_regular_file(fs::path(paths.resume) / "trainer_state.json", ec)) {
+  auto save_best = [&](int64_t at_step) -> absl::Status {
+    if (!primary) return absl::OkStatus();
+    return SaveStudent(s, paths.best, {{"step", at_step}, {"eval_kd", result.best.kd}});
+  };
+  // Every rank resumes, or none: rank 0's view of resume/ decides.
+  bool resume = o.resume && fs::is_regular_file(fs::path(paths.resume) / "trainer_state.json", ec);
+  if (dist != nullptr) {
+    at::Tensor flag = at::full({1}, resume ? 1 : 0, at::kInt);
+    QATD_RETURN_IF_ERROR(dist->Broadcast(flag, 0));
+    resume = flag.item<int>() != 0;
+  }
+  if (resume) {
     QATD_ASSIGN_OR_RETURN(nlohmann::json st, ReadJson((fs::path(paths.resume) / "trainer_state.json").string()));
     if (st.value("fingerprint", nlohmann::json()) != fingerprint) {
       return absl::FailedPreconditionError(absl::StrCat("cannot resume from ", paths.resume, ": it was written with ",
@@ -130,11 +149,11 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
     result.resumed = true;
     reporter.Log(jobs::LogLevel::kInfo, absl::StrCat("resuming at step ", step, " of ", o.max_steps, " from ", paths.resume));
   } else {
-    (void)RemoveTree(paths.resume);
+    if (primary) (void)RemoveTree(paths.resume);
     QATD_ASSIGN_OR_RETURN(result.initial, evaluate(0));
     result.best = result.last = result.initial;
     log.Add(0, std::nan(""), result.initial.kd, o.lr * schedule.Factor(0), 0);
-    QATD_RETURN_IF_ERROR(SaveStudent(s, paths.best, {{"step", 0}, {"eval_kd", result.best.kd}}));
+    QATD_RETURN_IF_ERROR(save_best(0));
     reporter.Log(jobs::LogLevel::kInfo,
                  absl::StrFormat("initial held-out eval (%d sequences): kd %.4f, top-1 %.3f, ppl %.2f",
                                  splits.held_out.size(), result.initial.kd, result.initial.top1, result.initial.ppl));
@@ -147,19 +166,24 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
   MicroStep micro(*s.model, weights, o.chunk_rows, /*allow_graphs=*/true, &reporter);
   adam.set_zero_grads_in_place(micro.may_use_graphs());
   if (micro.may_use_graphs()) reporter.Log(jobs::LogLevel::kInfo, "training steps run as CUDA graph replays after 2 warm-up micro-batches");
-  const int64_t tokens_per_step = o.batch_size * o.grad_accum * reader->max_length();
+  const int64_t tokens_per_step = o.batch_size * world * o.grad_accum * reader->max_length();  // all ranks
   const Clock::time_point run_start = Clock::now();
   double train_seconds = 0;
   int64_t steps_this_run = 0;
   LossWindow window;
   bool stopped_early = false;
   while (step < o.max_steps) {
-    if (cancel.cancelled()) {
+    bool stop = cancel.cancelled();
+    if (dist != nullptr) {
+      // A cancel reaches the ranks at different moments: they agree before each step.
+      QATD_ASSIGN_OR_RETURN(stop, dist->Any(stop));
+    }
+    if (stop) {
       QATD_RETURN_IF_ERROR(save_resume());
       return absl::CancelledError(absl::StrCat("cancelled at step ", step, "; resume checkpoint in ", paths.resume));
     }
     const Clock::time_point t0 = Clock::now();
-    QATD_ASSIGN_OR_RETURN(LossValues values, RunMicroBatches(micro, stream, o.grad_accum, adam));
+    QATD_ASSIGN_OR_RETURN(LossValues values, RunMicroBatches(micro, stream, o.grad_accum, adam, dist));
     const double lr = o.lr * schedule.Factor(step);
     QATD_RETURN_IF_ERROR(ApplyStep(adam, lr, o.clip_grad_norm, values, step + 1));
     ++step;
@@ -179,7 +203,7 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
       if (result.last.kd < result.best.kd) {
         result.best = result.last;
         stale_evals = 0;
-        QATD_RETURN_IF_ERROR(SaveStudent(s, paths.best, {{"step", step}, {"eval_kd", result.best.kd}}));
+        QATD_RETURN_IF_ERROR(save_best(step));
       } else {
         ++stale_evals;
       }
@@ -195,12 +219,12 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
       result.train_loss_last = mean.total;
       log.Add(step, mean.total, eval_kd, lr, elapsed);
       window = LossWindow();
-      QATD_RETURN_IF_ERROR(log.Write());
+      if (primary) QATD_RETURN_IF_ERROR(log.Write());
     }
     if (eval_now || (o.save_steps > 0 && step % o.save_steps == 0)) {
       elapsed_before = elapsed;
       QATD_RETURN_IF_ERROR(save_resume());
-      if (o.after_durable) QATD_RETURN_IF_ERROR(o.after_durable(step));
+      if (o.after_durable && primary) QATD_RETURN_IF_ERROR(o.after_durable(step));
     }
     if (eval_now && o.early_stop_patience > 0 && stale_evals >= o.early_stop_patience && step < o.max_steps) {
       reporter.Log(jobs::LogLevel::kInfo, absl::StrFormat("early stop at step %d: held-out kd has not improved on %.4f "
@@ -213,6 +237,7 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
   result.steps = step;
   result.early_stopped = stopped_early;
   result.tokens_per_second = train_seconds > 0 ? tokens_per_step * steps_this_run / train_seconds : 0;
+  if (!primary) return result;  // the other ranks' work ends here; rank 0 holds the outcome
   QATD_RETURN_IF_ERROR(log.Write());
   // End with the best state (the initial one if training never improved held-out loss).
   if (result.best.step != result.last.step || steps_this_run == 0) {

@@ -71,4 +71,36 @@ absl::StatusOr<EvalResult> Evaluate(model::Qwen3ModelImpl& model, const kd::KdCa
   return result;
 }
 
+absl::StatusOr<EvalResult> EvaluateSharded(model::Qwen3ModelImpl& model, const kd::KdCacheReader& reader,
+                                           kd::KdSplit split, const EvalOptions& options, DistGroup* dist) {
+  if (dist == nullptr || !dist->distributed()) return Evaluate(model, reader, split, options);
+  if (split.size() <= 0) return absl::InvalidArgumentError("the evaluation split is empty");
+  const int64_t n = options.max_sequences > 0 ? std::min(options.max_sequences, split.size()) : split.size();
+  const int64_t per_rank = (n + dist->world_size() - 1) / dist->world_size();
+  const int64_t begin = std::min(n, dist->rank() * per_rank), end = std::min(n, begin + per_rank);
+  // kd * sequences, ce * positions, top1 * positions, sequences, positions: sums over ranks.
+  at::Tensor sums = at::zeros({5}, at::kDouble);
+  if (end > begin) {
+    EvalOptions mine = options;
+    mine.max_sequences = 0;
+    QATD_ASSIGN_OR_RETURN(EvalResult r, Evaluate(model, reader, {split.begin + begin, split.begin + end}, mine));
+    auto* p = sums.data_ptr<double>();
+    p[0] = r.kd * static_cast<double>(r.sequences);
+    p[1] = r.ce * static_cast<double>(r.positions);
+    p[2] = r.top1 * static_cast<double>(r.positions);
+    p[3] = static_cast<double>(r.sequences);
+    p[4] = static_cast<double>(r.positions);
+  }
+  QATD_RETURN_IF_ERROR(dist->AllReduce(sums));
+  const auto* p = sums.data_ptr<double>();
+  EvalResult result;
+  result.sequences = static_cast<int64_t>(p[3]);
+  result.positions = static_cast<int64_t>(p[4]);
+  result.kd = p[3] > 0 ? p[0] / p[3] : 0;
+  result.ce = p[4] > 0 ? p[1] / p[4] : 0;
+  result.top1 = p[4] > 0 ? p[2] / p[4] : 0;
+  result.ppl = std::exp(result.ce);
+  return result;
+}
+
 }  // namespace qatd::train

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "core/kd/cache_reader.h"
 #include "core/model/qwen3_model.h"
+#include "core/train/dist_group.h"
 
 namespace qatd::train {
 
@@ -39,6 +40,12 @@ struct EvalResult {
 
 absl::StatusOr<EvalResult> Evaluate(model::Qwen3ModelImpl& model, const kd::KdCacheReader& reader, kd::KdSplit split,
                                     const EvalOptions& options = {});
+
+// Data parallel: rank r of `dist` evaluates the r-th contiguous part of the split's first
+// max_sequences; the sums are all-reduced, so every rank returns the whole split's result (equal
+// to Evaluate's up to the order of floating-point sums). Evaluate itself without `dist`.
+absl::StatusOr<EvalResult> EvaluateSharded(model::Qwen3ModelImpl& model, const kd::KdCacheReader& reader,
+                                           kd::KdSplit split, const EvalOptions& options, DistGroup* dist);
 
 // The matrix the student's logits come from: lm_head's effective weight (quantized when
 // lm_head is), or the embedding matrix of a tied model. [V, H], differentiable.

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "core/kd/cache_reader.h"
 #include "core/model/qwen3_model.h"
+#include "core/train/dist_group.h"
 #include "core/train/losses.h"
 #include "core/train/micro_step.h"
 #include "core/train/optimizer.h"
@@ -54,8 +55,12 @@ struct LossWindow {
 // Zeroes the gradients, runs grad_accum micro-batches of the global KD loss through `micro`
 // (micro_step.h; CUDA graphs when it can) and backpropagates each divided by grad_accum
 // (gradients accumulate in the parameters). Returns the mean terms (0 for a term that is off).
+// Data parallel (`dist` with more than one rank, the stream sharded over the ranks): each
+// shard's loss is weighted by its share of the global batch, then the gradients and the loss
+// terms are summed over the ranks (bucketed all-reduces after the last backward, outside any
+// captured CUDA graph), so every rank holds the gradient of the global batch.
 absl::StatusOr<LossValues> RunMicroBatches(MicroStep& micro, kd::KdBatchStream& stream, int64_t grad_accum,
-                                           AdamW& adam);
+                                           AdamW& adam, DistGroup* dist = nullptr);
 
 // The divergence guard, clipping and the update: FAILED_PRECONDITION naming `step_number` when
 // the loss or the gradient norm is not finite (nothing is applied then); else clips (when

@@ -1,0 +1,215 @@
+#include "core/train/dist_group.h"
+
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+#include <exception>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+#ifdef QATD_HAVE_GLOO
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+
+namespace qatd::train {
+
+std::string DistBuildString() {
+#ifdef QATD_VERSION_STRING
+  const char* version = QATD_VERSION_STRING;
+#else
+  const char* version = "dev";
+#endif
+  return absl::StrCat("qatd ", version, " torch ", TORCH_VERSION_MAJOR, ".", TORCH_VERSION_MINOR, ".",
+                      TORCH_VERSION_PATCH);
+}
+
+#ifdef QATD_HAVE_GLOO
+struct DistGroup::Impl {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+};
+#else
+struct DistGroup::Impl {};
+#endif
+
+namespace {
+
+// Runs a c10d call; a c10d/Gloo exception (a peer gone, a timeout) becomes ABORTED naming it.
+template <typename F>
+absl::Status Guard(const char* what, int rank, F&& f) {
+  try {
+    f();
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    std::string message = e.what();
+    if (const size_t eol = message.find("\nException raised from"); eol != std::string::npos) message.resize(eol);
+    return absl::AbortedError(absl::StrCat("rank ", rank, ": ", what, " failed (another rank died, hung or was cancelled): ",
+                                           message));
+  }
+}
+
+}  // namespace
+
+DistGroup::DistGroup(DistOptions options) : options_(std::move(options)), impl_(std::make_unique<Impl>()) {}
+DistGroup::~DistGroup() = default;
+
+absl::StatusOr<std::unique_ptr<DistGroup>> DistGroup::Create(const DistOptions& options) {
+  if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", options.rank, " is outside a world of ", options.world_size, " rank(s)"));
+  }
+  std::unique_ptr<DistGroup> group(new DistGroup(options));
+  if (options.world_size == 1) return group;
+#ifndef QATD_HAVE_GLOO
+  return absl::UnimplementedError(
+      "this qatd-worker was built without Gloo (libgloo-dev headers), so a job cannot run on more than one rank");
+#else
+  if (options.rank != 0 && options.store_port <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", options.rank, " needs rank 0's store port"));
+  }
+  c10d::TCPStoreOptions store_options;
+  store_options.port = static_cast<uint16_t>(options.store_port);
+  store_options.isServer = options.rank == 0;
+  store_options.numWorkers = options.world_size;
+  store_options.waitWorkers = false;
+  store_options.timeout = options.timeout;
+  absl::Status made = Guard("the rendezvous store", options.rank, [&] {
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(options.store_host, store_options);
+    group->port_ = tcp->getPort();
+    group->impl_->store = c10::make_intrusive<c10d::PrefixStore>("qatd", tcp);
+  });
+  if (!made.ok()) {
+    return absl::UnavailableError(absl::StrCat("cannot ", options.rank == 0 ? "host" : "reach", " the rendezvous store at ",
+                                               options.store_host, ":", options.store_port, ": ", made.message()));
+  }
+  return group;
+#endif
+}
+
+absl::Status DistGroup::Connect() {
+  if (!distributed()) return absl::OkStatus();
+#ifndef QATD_HAVE_GLOO
+  return absl::UnimplementedError("no Gloo in this build");
+#else
+  absl::Status joined = Guard("joining the process group", rank(), [&] {
+    auto gloo_options = c10d::ProcessGroupGloo::Options::create(options_.timeout);
+    gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(options_.gloo_hostname));
+    gloo_options->threads = 2;
+    impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, rank(), world_size(), gloo_options);
+  });
+  if (!joined.ok()) return joined;
+  const std::string mine = options_.version.empty() ? DistBuildString() : options_.version;
+  std::string first;
+  absl::Status compared = Guard("comparing versions", rank(), [&] {
+    impl_->store->set(absl::StrCat("version/", rank()), std::vector<uint8_t>(mine.begin(), mine.end()));
+    const std::vector<uint8_t> v0 = impl_->store->get("version/0");
+    first.assign(v0.begin(), v0.end());
+  });
+  if (!compared.ok()) return compared;
+  if (first != mine) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("rank ", rank(), " runs '", mine, "' but rank 0 runs '", first, "': every rank must run the same build"));
+  }
+  if (primary()) {
+    for (int r = 1; r < world_size(); ++r) {
+      std::string theirs;
+      absl::Status got = Guard("comparing versions", rank(), [&] {
+        const std::vector<uint8_t> v = impl_->store->get(absl::StrCat("version/", r));
+        theirs.assign(v.begin(), v.end());
+      });
+      if (!got.ok()) return got;
+      if (theirs != mine) {
+        return absl::FailedPreconditionError(absl::StrCat("rank ", r, " runs '", theirs, "' but rank 0 runs '", mine,
+                                                          "': every rank must run the same build"));
+      }
+    }
+  }
+  return Barrier();
+#endif
+}
+
+absl::Status DistGroup::AllReduce(at::Tensor& tensor, ReduceOp op) {
+  if (!distributed()) return absl::OkStatus();
+#ifdef QATD_HAVE_GLOO
+  if (!impl_->pg) return absl::FailedPreconditionError("DistGroup: Connect() first");
+  ++collectives_;
+  return Guard("all-reduce", rank(), [&] {
+    c10d::AllreduceOptions o;
+    o.reduceOp = op == ReduceOp::kSum ? c10d::ReduceOp::SUM : op == ReduceOp::kMax ? c10d::ReduceOp::MAX : c10d::ReduceOp::MIN;
+    std::vector<at::Tensor> list{tensor};
+    impl_->pg->allreduce(list, o)->wait();
+  });
+#else
+  return absl::UnimplementedError("no Gloo in this build");
+#endif
+}
+
+absl::Status DistGroup::AllReduceSum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
+  if (!distributed()) return absl::OkStatus();
+  // Buckets of one dtype, in order, each at most bucket_bytes (a larger tensor alone).
+  std::vector<std::vector<at::Tensor>> buckets;
+  std::map<at::ScalarType, size_t> open;  // dtype -> index of its open bucket
+  std::map<at::ScalarType, int64_t> open_bytes;
+  for (const at::Tensor& t : tensors) {
+    if (!t.defined()) return absl::InvalidArgumentError("AllReduceSum: an undefined tensor");
+    const at::ScalarType dtype = t.scalar_type();
+    const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
+    auto it = open.find(dtype);
+    if (it == open.end() || open_bytes[dtype] + bytes > bucket_bytes) {
+      buckets.emplace_back();
+      open[dtype] = buckets.size() - 1;
+      open_bytes[dtype] = 0;
+    }
+    buckets[open[dtype]].push_back(t);
+    open_bytes[dtype] += bytes;
+  }
+  for (std::vector<at::Tensor>& bucket : buckets) {
+    std::vector<at::Tensor> flat_parts;
+    flat_parts.reserve(bucket.size());
+    for (const at::Tensor& t : bucket) flat_parts.push_back(t.reshape({-1}));
+    at::Tensor flat = bucket.size() == 1 && bucket[0].is_contiguous() ? bucket[0].view({-1}) : at::cat(flat_parts);
+    if (absl::Status s = AllReduce(flat, ReduceOp::kSum); !s.ok()) return s;
+    if (flat.data_ptr() == bucket[0].data_ptr()) continue;  // reduced in place
+    int64_t offset = 0;
+    for (at::Tensor& t : bucket) {
+      t.copy_(flat.slice(0, offset, offset + t.numel()).view(t.sizes()));
+      offset += t.numel();
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DistGroup::Broadcast(at::Tensor& tensor, int root) {
+  if (!distributed()) return absl::OkStatus();
+#ifdef QATD_HAVE_GLOO
+  if (!impl_->pg) return absl::FailedPreconditionError("DistGroup: Connect() first");
+  ++collectives_;
+  return Guard("broadcast", rank(), [&] {
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    std::vector<at::Tensor> list{tensor};
+    impl_->pg->broadcast(list, o)->wait();
+  });
+#else
+  return absl::UnimplementedError("no Gloo in this build");
+#endif
+}
+
+absl::Status DistGroup::Barrier() {
+  if (!distributed()) return absl::OkStatus();
+  at::Tensor one = at::ones({1}, at::kInt);
+  return AllReduce(one, ReduceOp::kSum);
+}
+
+absl::StatusOr<bool> DistGroup::Any(bool flag) {
+  if (!distributed()) return flag;
+  at::Tensor t = at::full({1}, flag ? 1 : 0, at::kInt);
+  if (absl::Status s = AllReduce(t, ReduceOp::kMax); !s.ok()) return s;
+  return t.item<int>() != 0;
+}
+
+}  // namespace qatd::train
