@@ -150,7 +150,11 @@ class Checker {
                         const std::vector<std::pair<const char*, std::string>>& checkpoints) {
     if (Comparable(cache_field, cache, "model", model)) Compatible(cache_field, CheckModelMatchesCache(model, cache));
     for (const auto& [field, checkpoint] : checkpoints) {
-      if (Comparable(field, checkpoint, "model", model)) Compatible(field, CheckCheckpointMatchesModel(checkpoint, model));
+      if (!Comparable(field, checkpoint, "model", model)) continue;
+      Compatible(field, CheckCheckpointMatchesModel(checkpoint, model, [this](const std::string& base) {
+                   return !context_.confine_paths || context_.allowed_input_roots.empty() ||
+                          UnderAny(base, context_.allowed_input_roots);
+                 }));
     }
     return *this;
   }

@@ -93,13 +93,14 @@ std::optional<json> QatdCheckpointConfig(const std::string& checkpoint) {
   return config;
 }
 
-absl::Status CheckCheckpointMatchesModel(const std::string& checkpoint, const std::string& model) {
+absl::Status CheckCheckpointMatchesModel(const std::string& checkpoint, const std::string& model,
+                                         const std::function<bool(const std::string&)>& may_read) {
   const std::optional<json> config = QatdCheckpointConfig(checkpoint);
   if (!config.has_value() || !config->contains("base_model") || !(*config)["base_model"].is_string()) {
     return absl::OkStatus();
   }
   const std::string base = (*config)["base_model"].get<std::string>();
-  if (base.empty() || SamePath(base, model)) return absl::OkStatus();
+  if (base.empty() || SamePath(base, model) || (may_read && !may_read(base))) return absl::OkStatus();
   const std::optional<model::Qwen3Config> a = ModelConfigOf(base);
   const std::optional<model::Qwen3Config> b = ModelConfigOf(model);
   if (!a.has_value() || !b.has_value()) return absl::OkStatus();

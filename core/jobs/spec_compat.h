@@ -10,6 +10,7 @@
 // base model no longer on disk, a file without the key): the worker reports what it cannot
 // load. Errors are INVALID_ARGUMENT with both values and no field prefix (the caller adds it).
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -27,7 +28,10 @@ absl::Status CheckModelMatchesCache(const std::string& model, const std::string&
 // "was made on base model /a (hidden_size 64, ...), but model /b has hidden_size 128": the
 // architecture fields of the two config.json files (vocab_size, hidden_size,
 // intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim).
-absl::Status CheckCheckpointMatchesModel(const std::string& checkpoint, const std::string& model);
+// The base model's path comes from a file, not from the spec: it is read only when
+// `may_read(path)` (the daemon's input roots) allows it.
+absl::Status CheckCheckpointMatchesModel(const std::string& checkpoint, const std::string& model,
+                                         const std::function<bool(const std::string&)>& may_read = nullptr);
 
 // The config.json of a qatd checkpoint directory (format "qatd_checkpoint_v1"), nullopt for
 // anything else (a seed .pt file or directory, a missing or unreadable file).

@@ -170,6 +170,14 @@ TEST_F(SpecInputsTest, ACheckpointMustBeUsedOnItsBaseModelsArchitecture) {
   qat.mutable_qat()->set_skip_training(true);
   qat.mutable_qat()->set_init_state(ckpt);
   EXPECT_THAT(Error(qat), HasSubstr("spec.qat.init_state " + ckpt + " was made on base model"));
+  // The base model's path comes from the checkpoint's file: a daemon that may read only some
+  // roots does not read it elsewhere (nothing to compare, the worker reports what fails).
+  SpecCheckContext confined;
+  confined.confine_paths = true;
+  confined.allowed_input_roots = {other, ckpt};
+  EXPECT_TRUE(ValidateJobSpec(generate(other), confined).ok()) << ValidateJobSpec(generate(other), confined);
+  confined.allowed_input_roots.push_back(base);
+  EXPECT_THAT(ValidateJobSpec(generate(other), confined).message(), HasSubstr("is another architecture"));
   v1::JobSpec exp;
   exp.mutable_export_()->set_model(other);
   exp.mutable_export_()->set_checkpoint(ckpt);
