@@ -1,7 +1,8 @@
 // Data-parallel QAT through the real daemon and workers (issue #15): on this CPU host a job
 // asking for 2 devices runs as 2 qatd-worker processes joined by c10d Gloo, and must end with
-// the weights of a 1-rank job with the same global batch; a daemon killed mid-job resumes it;
-// a rank killed mid-job fails the job naming it.
+// the weights of a 1-rank job with the same global batch; a daemon killed mid-job takes every
+// rank with it and the restarted daemon resumes the job; a rank killed mid-job fails the job
+// naming it.
 #include <signal.h>
 
 #include <gmock/gmock.h>
@@ -197,6 +198,36 @@ TEST_F(DataParallelE2eTest, AKilledRankFailsTheJobNamingItAndLeavesNoRankBehind)
   EXPECT_THAT(ended.error().message(), HasSubstr("rank 1"));
   EXPECT_THAT(ended.error().message(), HasSubstr("SIGKILL"));
   EXPECT_NE(::kill(rank1, 0), 0);  // reaped, not a zombie left running
+}
+
+TEST_F(DataParallelE2eTest, ADaemonKilledMidJobLeavesNoRankAndTheRestartedDaemonResumesTheJob) {
+  const std::string cache = MakeCache(*daemon_, dir_);
+  ASSERT_FALSE(cache.empty());
+  v1::Job job = SubmitTo(*daemon_, QatSpec(cache, 2, 60));
+  const fs::path log_path = fs::path(config_.data_dir) / "jobs" / std::to_string(job.id()) / "worker.log";
+  pid_t rank1 = 0;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        v1::Job now = GetJobFrom(*daemon_, job.id());
+        if (JobEnded(now)) return true;
+        const std::string log = ReadFile(log_path);
+        const size_t at = log.find("rank 1 of 2, pid ");
+        if (at != std::string::npos) rank1 = static_cast<pid_t>(std::atoi(log.c_str() + at + std::strlen("rank 1 of 2, pid ")));
+        return rank1 > 0 && now.progress().done() >= 6;
+      },
+      300s));
+  ASSERT_GT(rank1, 0);
+  daemon_->Kill9();
+  // Rank 0 dies with the daemon and rank 1 with rank 0 (PR_SET_PDEATHSIG).
+  EXPECT_TRUE(PollUntil([&] { return ::kill(rank1, 0) != 0; }, 30s)) << "rank 1 outlived its daemon";
+  daemon_ = std::make_unique<Daemon>(config_);
+  ASSERT_TRUE(daemon_->Start());
+  v1::Job ended = WaitForJob(*daemon_, job.id(), JobEnded, 300s);
+  ASSERT_EQ(ended.state(), v1::JOB_STATE_SUCCEEDED) << ended.error().message();
+  EXPECT_GE(ended.attempt(), 2);
+  const std::string log = ReadFile(log_path);
+  EXPECT_THAT(log, HasSubstr("resuming at step"));
+  EXPECT_THAT(log, HasSubstr("rank 1 of 2"));
 }
 
 }  // namespace
