@@ -217,7 +217,7 @@ void DaemonMetrics::JobStarted(int64_t job_id, v1::JobKind kind) {
   std::lock_guard<std::mutex> lock(mu_);
   JobSeries& series = SeriesLocked(job_id, kind_label);
   series.ended_ms = -1;
-  series.last_tokens_ms = NowMs();
+  series.last_tokens_ms = -1;  // tokens count from the first progress (after loading the model)
   series.running->Set(1);
   series.last_progress->Set(static_cast<double>(NowMs()) / 1000.0);
 }
@@ -232,6 +232,7 @@ void DaemonMetrics::JobProgress(int64_t job_id, v1::JobKind kind, const v1::Prog
     series.step = &job_step_.Add({{"job_id", id}, {"kind", series.kind}});
     series.step_target = &job_step_target_.Add({{"job_id", id}, {"kind", series.kind}});
   }
+  if (series.last_tokens_ms < 0) series.last_tokens_ms = NowMs();
   series.step->Set(static_cast<double>(progress.done()));
   series.step_target->Set(static_cast<double>(progress.total()));
   const bool done = progress.total() > 0 && progress.done() >= progress.total();

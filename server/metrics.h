@@ -75,7 +75,8 @@ class DaemonMetrics {
   void JobStarted(int64_t job_id, v1::JobKind kind);
   void JobProgress(int64_t job_id, v1::JobKind kind, const v1::Progress& progress);
   // Routes a worker metric point to its per-job gauge (JobGaugeTargetOf); tokens/s points
-  // also advance qatd_job_tokens_total by rate x the wall time since the previous point.
+  // also advance qatd_job_tokens_total by rate x the wall time since the previous point (or
+  // since the attempt's first progress report: model loading is not counted).
   void JobMetric(int64_t job_id, const std::string& name, double value);
   // The job left RUNNING (`to`: QUEUED for a retry, or a terminal state): its series keep their
   // final values for the retention time. Terminal states count in qatd_jobs_finished_total.

@@ -131,6 +131,8 @@ TEST(MetricsTest, TokensCounterIntegratesTheReportedThroughput) {
   options.clock = &clock;
   DaemonMetrics metrics(options);
   metrics.JobStarted(3, v1::JOB_KIND_LAYERWISE);
+  clock.now_ms += 60'000;  // loading the model: not counted
+  metrics.JobProgress(3, v1::JOB_KIND_LAYERWISE, StepProgress(1, 10, -1));
   clock.now_ms += 2'000;
   metrics.JobMetric(3, "train/tokens_per_second", 100);
   clock.now_ms += 500;
