@@ -23,6 +23,7 @@
 #include "client/render.h"
 #include "client/spec_commands.h"
 #include "client/submit.h"
+#include "qatd/build_info.h"
 
 namespace qatd::client {
 namespace {
@@ -60,6 +61,7 @@ class Cli {
     app_.fallthrough();
     app_.footer(kTour);
     AddConnectionFlags(&app_, &connection_options_);
+    app_.set_version_flag("--version", std::string("qat ") + build::kVersionLine);
     app_.add_flag("--json", json_, "Print protobuf JSON (one object; streams: one per line) for scripts");
     AddSpecCommands();
     AddQueryCommands();
@@ -74,6 +76,8 @@ class Cli {
     } catch (const CLI::CallForHelp& e) {
       return app_.exit(e);
     } catch (const CLI::CallForAllHelp& e) {
+      return app_.exit(e);
+    } catch (const CLI::CallForVersion& e) {
       return app_.exit(e);
     } catch (const CLI::ParseError& e) {
       if (std::string unknown = UnknownCommand(argc, argv); !unknown.empty()) {
@@ -197,7 +201,7 @@ class Cli {
     AddSpecCommand("lbl", "Layer-by-layer QAT of scales/weights (LAYERWISE)", NewLayerwiseCommand());
     AddSpecCommand("train", "End-to-end QAT, V1 or --v2 (QAT)", NewQatCommand());
     AddSpecCommand("convert", "Convert a checkpoint: q4-to-q2 or v1-to-v2 (CONVERT)", NewConvertCommand());
-    AddSpecCommand("snap", "Snap a V2 checkpoint, optionally for the ANE (SNAP)", NewSnapCommand());
+    AddSpecCommand("snap", "Snap a checkpoint to its LUTs: V1 LUT snap, V2 export or --ane fp16 snap (SNAP)", NewSnapCommand());
     AddSpecCommand("eval", "KD loss of a checkpoint on cached sequences (EVAL)", NewEvalCommand());
     AddSpecCommand("infer", "Generate text, streamed as it is produced (GENERATE)", NewGenerateCommand());
     AddSpecCommand("export", "Write a checkpoint as a Hugging Face folder with dense weights (EXPORT)", NewExportCommand());
@@ -323,7 +327,7 @@ class Cli {
     pipeline->require_subcommand(1);
     pipeline->footer(
         "Example:\n  qat pipeline run q4 --model ./Qwen3-0.6B --dataset alpaca.json --steps-scale 0.1 --wait\n"
-        "  qat pipeline status 3\n");
+        "  qat pipeline status 3\n  qat pipeline list\n  qat pipeline cancel 3\n");
 
     CLI::App* run = pipeline->add_subcommand(
         "run",
@@ -359,6 +363,19 @@ class Cli {
     status->add_option("id", pipeline_id_, "Pipeline id")->required();
     actions_.emplace_back(status, [this, status] {
       return WithConnection(status, [&](Connection& c) { return ShowPipeline(c, pipeline_id_, out_); });
+    });
+
+    CLI::App* list = pipeline->add_subcommand("list", "The newest pipelines: state and stages done");
+    list->add_option("--limit", pipeline_limit_, "Pipelines to show")->capture_default_str()->check(CLI::Range(1, 1000));
+    actions_.emplace_back(list, [this, list] {
+      return WithConnection(list, [&](Connection& c) { return ListPipelines(c, pipeline_limit_, out_); });
+    });
+
+    CLI::App* cancel = pipeline->add_subcommand("cancel", "Cancel every stage of a pipeline that has not finished");
+    cancel->add_option("id", pipeline_id_, "Pipeline id")->required();
+    cancel->add_option("--reason", cancel_reason_, "Recorded with each cancellation");
+    actions_.emplace_back(cancel, [this, cancel] {
+      return WithConnection(cancel, [&](Connection& c) { return CancelPipeline(c, pipeline_id_, cancel_reason_, out_); });
     });
   }
 
@@ -401,6 +418,7 @@ class Cli {
   bool pipeline_print_ = false;
   bool pipeline_wait_ = false;
   int64_t pipeline_id_ = 0;
+  int pipeline_limit_ = 20;
   HealthOptions health_;
 };
 
