@@ -106,6 +106,9 @@ v1::PipelineStage* RecipeFlags::AddStage(v1::PipelineSpec& pipeline, const std::
   *stage->mutable_spec() = spec;
   stage->mutable_spec()->set_priority(job_.priority());
   if (job_.has_resources()) *stage->mutable_spec()->mutable_resources() = job_.resources();
+  // --devices N > 1 makes the training stages data parallel; the other stages run on one.
+  v1::Resources* r = stage->mutable_spec()->mutable_resources();
+  if (!spec.has_qat() && r->has_device_count() && r->device_count() > 1) r->set_device_count(1);
   return stage;
 }
 
