@@ -57,6 +57,11 @@ struct E2eOptions {
   // sequences, the same ones in the same order as one rank with batch_size * N. Rank 0 alone
   // writes files and reports; the others train and evaluate their share. nullptr = one rank.
   DistGroup* dist = nullptr;
+  // With more than one rank: ZeRO-1, each rank keeping the optimizer state (Adam moments, fp32
+  // masters: 12 of the 16 bytes per trained parameter) of its share of the parameters only.
+  // Bit-identical to replicated state (tests/core/train/data_parallel_test.cc); false keeps a
+  // full copy on every rank.
+  bool shard_optimizer = true;
 
   absl::Status Validate() const;  // INVALID_ARGUMENT naming the field
 };

@@ -55,15 +55,19 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
   fs::create_directories(o.output_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", o.output_dir, ": ", ec.message()));
 
-  AdamWOptions adam_options;
-  adam_options.lr = o.lr;
-  adam_options.weight_decay = o.weight_decay;
-  AdamW adam(params, adam_options);
-  const LrSchedule schedule{o.cosine, o.warmup_steps, std::max<int64_t>(1, o.max_steps), o.min_lr_ratio};
   // Data parallel: the stream yields this rank's shard of each global batch (dist_group.h).
   DistGroup* dist = o.dist != nullptr && o.dist->distributed() ? o.dist : nullptr;
   const int64_t world = dist != nullptr ? dist->world_size() : 1;
   const bool primary = dist == nullptr || dist->primary();  // writes files
+  AdamWOptions adam_options;
+  adam_options.lr = o.lr;
+  adam_options.weight_decay = o.weight_decay;
+  if (dist != nullptr && o.shard_optimizer) {
+    adam_options.shard_index = dist->rank();
+    adam_options.shard_count = dist->world_size();
+  }
+  AdamW adam(params, adam_options);
+  const LrSchedule schedule{o.cosine, o.warmup_steps, std::max<int64_t>(1, o.max_steps), o.min_lr_ratio};
   kd::KdStreamOptions stream_options;
   stream_options.batch_size = o.batch_size * world;
   stream_options.shard_index = dist != nullptr ? dist->rank() : 0;
@@ -106,9 +110,12 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
                           {"fingerprint", fingerprint}};
   };
   auto save_resume = [&]() -> absl::Status {
+    // A sharded optimizer's state is gathered (every rank takes part) into the one file.
+    absl::StatusOr<quant::TensorMap> optimizer_state = dist != nullptr ? adam.GatheredState(*dist) : adam.State();
+    QATD_RETURN_IF_ERROR(optimizer_state.status());
     if (!primary) return absl::OkStatus();
     return SaveStudent(s, paths.resume, {{"step", step}}, false, [&](const std::string& tmp) -> absl::Status {
-      QATD_RETURN_IF_ERROR(quant::WriteTensorMap((fs::path(tmp) / "optimizer.safetensors").string(), adam.State()));
+      QATD_RETURN_IF_ERROR(quant::WriteTensorMap((fs::path(tmp) / "optimizer.safetensors").string(), *optimizer_state));
       return WriteFileAtomically((fs::path(tmp) / "trainer_state.json").string(), trainer_state().dump(1) + "\n");
     });
   };
@@ -161,6 +168,13 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
   reporter.Log(jobs::LogLevel::kInfo,
                absl::StrCat("training ", adam.num_parameters(), " parameters in ", params.size(), " tensors; ",
                             splits.train.size(), " training / ", splits.held_out.size(), " held-out sequences"));
+  if (dist != nullptr) {
+    reporter.Log(jobs::LogLevel::kInfo,
+                 absl::StrCat("data parallel over ", world, " ranks: global batch ", o.batch_size * world * o.grad_accum,
+                              adam.sharded() ? absl::StrCat("; ZeRO-1: rank ", dist->rank(), " keeps the optimizer state of ",
+                                                            adam.owned_parameters(), " of them")
+                                             : std::string("; optimizer state replicated")));
+  }
 
   // One micro-step for the whole run: on CUDA it captures the step into a graph (micro_step.h).
   MicroStep micro(*s.model, weights, o.chunk_rows, /*allow_graphs=*/true, &reporter);
@@ -185,7 +199,7 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
     const Clock::time_point t0 = Clock::now();
     QATD_ASSIGN_OR_RETURN(LossValues values, RunMicroBatches(micro, stream, o.grad_accum, adam, dist));
     const double lr = o.lr * schedule.Factor(step);
-    QATD_RETURN_IF_ERROR(ApplyStep(adam, lr, o.clip_grad_norm, values, step + 1));
+    QATD_RETURN_IF_ERROR(ApplyStep(adam, lr, o.clip_grad_norm, values, step + 1, dist));
     ++step;
     ++steps_this_run;
     train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();

@@ -2,6 +2,7 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <array>
 
 #include <cmath>
@@ -15,9 +16,28 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOption
     : params_(std::move(params)), options_(options) {
   at::NoGradGuard no_grad;
   slots_.reserve(params_.size());
-  for (auto& [name, p] : params_) {
+  if (options_.shard_count > 1) {
+    // Largest tensors first, each to the least loaded rank (ties: the lowest rank).
+    std::vector<size_t> order(params_.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return params_[a].second.numel() > params_[b].second.numel(); });
+    std::vector<int64_t> load(static_cast<size_t>(options_.shard_count), 0);
+    owners_.assign(params_.size(), 0);
+    for (size_t i : order) {
+      const auto least = std::min_element(load.begin(), load.end()) - load.begin();
+      owners_[i] = static_cast<int>(least);
+      load[static_cast<size_t>(least)] += params_[i].second.numel();
+    }
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& [name, p] = params_[i];
     TORCH_CHECK(p.requires_grad(), "AdamW: parameter ", name, " does not require grad");
     Slot slot;
+    if (owner(i) != options_.shard_index) {
+      slots_.push_back(std::move(slot));
+      continue;
+    }
     auto f32 = p.options().dtype(at::kFloat);
     slot.exp_avg = at::zeros(p.sizes(), f32);
     slot.exp_avg_sq = at::zeros(p.sizes(), f32);
@@ -41,7 +61,7 @@ void AdamW::Step(double lr) {
   std::vector<at::Tensor> params, grads, masters, m, v;
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& p = params_[i].second;
-    if (!p.grad().defined()) continue;
+    if (!p.grad().defined() || owner(i) != options_.shard_index) continue;
     params.push_back(p);
     grads.push_back(p.grad());
     masters.push_back(slots_[i].master);
@@ -120,6 +140,7 @@ int64_t AdamW::num_parameters() const {
 quant::TensorMap AdamW::State() const {
   quant::TensorMap out;
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (!slots_[i].exp_avg.defined()) continue;  // another rank's (GatheredState has them all)
     const std::string& name = params_[i].first;
     out[name + ".exp_avg"] = slots_[i].exp_avg.detach().cpu();
     out[name + ".exp_avg_sq"] = slots_[i].exp_avg_sq.detach().cpu();
@@ -147,6 +168,7 @@ absl::Status AdamW::LoadState(const quant::TensorMap& state) {
   // Check everything before changing anything.
   std::vector<std::array<at::Tensor, 3>> loaded(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (!slots_[i].exp_avg.defined()) continue;  // another rank's
     const std::string& name = params_[i].first;
     auto m = get(name + ".exp_avg", slots_[i].exp_avg);
     if (!m.ok()) return m.status();
@@ -161,12 +183,51 @@ absl::Status AdamW::LoadState(const quant::TensorMap& state) {
     }
   }
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (!slots_[i].exp_avg.defined()) continue;
     slots_[i].exp_avg.copy_(loaded[i][0]);
     slots_[i].exp_avg_sq.copy_(loaded[i][1]);
     if (slots_[i].master.defined()) slots_[i].master.copy_(loaded[i][2]);
   }
   step_ = step_it->second.to(at::kLong).item<int64_t>();
   return absl::OkStatus();
+}
+
+int64_t AdamW::owned_parameters() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (owner(i) == options_.shard_index) n += params_[i].second.numel();
+  }
+  return n;
+}
+
+absl::Status AdamW::BroadcastOwned(DistGroup& dist) {
+  if (!sharded()) return absl::OkStatus();
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor data = params_[i].second.detach();
+    if (absl::Status s = dist.Broadcast(data, owners_[i]); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<quant::TensorMap> AdamW::GatheredState(DistGroup& dist) const {
+  if (!sharded()) return State();
+  at::NoGradGuard no_grad;
+  quant::TensorMap out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const at::Tensor& p = params_[i].second;
+    const bool mine = owners_[i] == options_.shard_index;
+    const std::vector<std::pair<std::string, const at::Tensor*>> parts = {
+        {".exp_avg", &slots_[i].exp_avg}, {".exp_avg_sq", &slots_[i].exp_avg_sq}, {".master", &slots_[i].master}};
+    for (const auto& [suffix, slot] : parts) {
+      if (suffix == ".master" && p.scalar_type() == at::kFloat) continue;
+      at::Tensor t = mine ? slot->clone() : at::empty(p.sizes(), p.options().dtype(at::kFloat));
+      if (absl::Status s = dist.Broadcast(t, owners_[i]); !s.ok()) return s;
+      out[params_[i].first + suffix] = t.cpu();
+    }
+  }
+  out["step"] = at::full({1}, step_, at::kLong);
+  return out;
 }
 
 }  // namespace qatd::train

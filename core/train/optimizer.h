@@ -22,6 +22,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/train/dist_group.h"
 #include "core/train/train_options.h"
 #include "core/quant/tensor_io.h"
 
@@ -47,6 +49,18 @@ class AdamW {
   // The global L2 gradient norm (no clipping).
   at::Tensor GradNorm() const;
 
+  // ZeRO-1 (options.shard_count > 1): the rank that owns parameter i (its state and update).
+  int owner(size_t i) const { return owners_.empty() ? options_.shard_index : owners_[i]; }
+  bool sharded() const { return !owners_.empty(); }
+  // Elements whose state this rank keeps.
+  int64_t owned_parameters() const;
+  // After Step: every parameter sent from its owner to every rank (one broadcast per tensor).
+  absl::Status BroadcastOwned(DistGroup& dist);
+  // State() of the whole optimizer on every rank of a sharded one (each slot broadcast from its
+  // owner): what resume/ stores, the same single file whatever the number of ranks. Every rank
+  // must call it. LoadState reads such a file with any sharding.
+  absl::StatusOr<quant::TensorMap> GatheredState(DistGroup& dist) const;
+
   int64_t step() const { return step_; }
   const AdamWOptions& options() const { return options_; }
   int64_t num_parameters() const;  // elements
@@ -63,7 +77,8 @@ class AdamW {
     at::Tensor exp_avg, exp_avg_sq, master;  // fp32, on the parameter's device
   };
   std::vector<std::pair<std::string, at::Tensor>> params_;
-  std::vector<Slot> slots_;
+  std::vector<Slot> slots_;           // undefined tensors for parameters another rank owns
+  std::vector<int> owners_;           // empty unless sharded
   AdamWOptions options_;
   int64_t step_ = 0;
 };

@@ -121,7 +121,8 @@ absl::StatusOr<LossValues> RunMicroBatches(MicroStep& micro, kd::KdBatchStream& 
   return values;
 }
 
-absl::Status ApplyStep(AdamW& adam, double lr, double clip_grad_norm, const LossValues& values, int64_t step_number) {
+absl::Status ApplyStep(AdamW& adam, double lr, double clip_grad_norm, const LossValues& values, int64_t step_number,
+                       DistGroup* dist) {
   if (!std::isfinite(values.total)) {
     adam.ZeroGrad();
     return absl::FailedPreconditionError(
@@ -139,6 +140,10 @@ absl::Status ApplyStep(AdamW& adam, double lr, double clip_grad_norm, const Loss
       }
     }
     adam.Step(lr);
+    if (adam.sharded()) {
+      if (dist == nullptr) return absl::InternalError("a sharded optimizer needs its process group");
+      QATD_RETURN_IF_ERROR(adam.BroadcastOwned(*dist));
+    }
     adam.ZeroGrad();
     return absl::OkStatus();
   });

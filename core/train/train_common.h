@@ -64,8 +64,10 @@ absl::StatusOr<LossValues> RunMicroBatches(MicroStep& micro, kd::KdBatchStream& 
 
 // The divergence guard, clipping and the update: FAILED_PRECONDITION naming `step_number` when
 // the loss or the gradient norm is not finite (nothing is applied then); else clips (when
-// clip_grad_norm > 0), steps with `lr` and zeroes the gradients.
-absl::Status ApplyStep(AdamW& adam, double lr, double clip_grad_norm, const LossValues& values, int64_t step_number);
+// clip_grad_norm > 0), steps with `lr` and zeroes the gradients. A sharded (ZeRO-1) optimizer
+// updates its own parameters and then hands each to every rank of `dist`.
+absl::Status ApplyStep(AdamW& adam, double lr, double clip_grad_norm, const LossValues& values, int64_t step_number,
+                       DistGroup* dist = nullptr);
 
 // training_log.csv (seed columns step, train_loss, eval_loss, lr, elapsed_sec; empty cells for
 // values not measured at that step), kept in memory, serialised into trainer_state.json for

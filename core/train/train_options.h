@@ -15,6 +15,11 @@ struct AdamWOptions {
   double beta2 = 0.999;
   double eps = 1e-8;
   double weight_decay = 0.01;
+  // ZeRO-1 (issue #15): with shard_count > 1 this rank keeps the moments and fp32 masters of
+  // the parameters it owns only (whole tensors, assigned by size), updates those, and
+  // AdamW::BroadcastOwned hands every parameter from its owner to the other ranks.
+  int shard_index = 0;
+  int shard_count = 1;
   absl::Status Validate() const;  // INVALID_ARGUMENT naming the field
 };
 

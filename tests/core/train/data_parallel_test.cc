@@ -186,6 +186,87 @@ TEST(DataParallelStepTest, TwoRanksOnOneGpuGetTheGradientOfTheGlobalBatch) {
   EXPECT_LT(worst, 1e-4);  // fp32 on CUDA (TF32 off by default in LibTorch's matmul)
 }
 
+struct Trained {
+  std::vector<at::Tensor> params;
+  quant::TensorMap state;  // gathered
+  int64_t owned = 0, total = 0;
+};
+
+// `steps` optimizer steps (global batch 8, weights and scales) on rank `dist`, the AdamW state
+// ZeRO-1 sharded or replicated.
+Trained TrainSteps(DistGroup* dist, bool shard, int steps) {
+  auto s = LoadStudent(V1Student());
+  EXPECT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(quant::ApplyTrainableSet(*s->registry, {true, true, false, false}).ok());
+  auto reader = kd::KdCacheReader::Open(Teacher().cache);
+  kd::KdStreamOptions so;
+  so.batch_size = 8;
+  so.seed = 3;
+  so.shard_count = dist->world_size();
+  so.shard_index = dist->rank();
+  auto stream = kd::KdBatchStream::Create(*reader, {0, 30}, so);
+  AdamWOptions ao;
+  ao.lr = 1e-3;
+  if (shard) {
+    ao.shard_index = dist->rank();
+    ao.shard_count = dist->world_size();
+  }
+  AdamW adam(TrainableParameters(*s->model), ao);
+  EXPECT_EQ(adam.sharded(), shard);
+  MicroStep micro(*s->model, {2.0, 0.0, 0.0005}, 1024, /*allow_graphs=*/false);
+  for (int step = 0; step < steps; ++step) {
+    auto v = RunMicroBatches(micro, *stream, 1, adam, dist);
+    EXPECT_TRUE(v.ok()) << v.status();
+    absl::Status applied = ApplyStep(adam, ao.lr, 1.0, *v, step + 1, dist);
+    EXPECT_TRUE(applied.ok()) << applied;
+  }
+  Trained out;
+  for (const auto& [name, p] : adam.params()) out.params.push_back(p.detach().clone());
+  auto state = adam.GatheredState(*dist);
+  EXPECT_TRUE(state.ok()) << state.status();
+  out.state = *state;
+  out.owned = adam.owned_parameters();
+  out.total = adam.num_parameters();
+  return out;
+}
+
+std::pair<Trained, Trained> TrainOnTwoRanks(bool shard, int steps) {
+  auto [g0, g1] = TwoRanks();
+  auto r1 = std::async(std::launch::async, [&, g = g1.get()] { return TrainSteps(g, shard, steps); });
+  Trained a = TrainSteps(g0.get(), shard, steps);
+  return {std::move(a), r1.get()};
+}
+
+TEST(DataParallelStepTest, ZeroOneShardsTheStateAndTrainsBitForBitLikeReplicatedState) {
+  auto [rep0, rep1] = TrainOnTwoRanks(/*shard=*/false, 3);
+  auto [zero0, zero1] = TrainOnTwoRanks(/*shard=*/true, 3);
+  // Each rank keeps about half of the state; together all of it.
+  EXPECT_EQ(zero0.owned + zero1.owned, zero0.total);
+  EXPECT_LT(zero0.owned, zero0.total);
+  EXPECT_LT(zero1.owned, zero0.total);
+  EXPECT_EQ(rep0.owned, rep0.total);
+  std::printf("[ data parallel ] ZeRO-1 state per rank: %lld + %lld of %lld parameters\n",
+              static_cast<long long>(zero0.owned), static_cast<long long>(zero1.owned),
+              static_cast<long long>(zero0.total));
+  ASSERT_EQ(rep0.params.size(), zero0.params.size());
+  for (size_t i = 0; i < rep0.params.size(); ++i) {
+    EXPECT_TRUE(at::equal(rep0.params[i], zero0.params[i])) << "parameter " << i;
+    EXPECT_TRUE(at::equal(zero0.params[i], zero1.params[i])) << "parameter " << i;
+  }
+  ASSERT_EQ(rep0.state.size(), zero0.state.size());
+  for (const auto& [key, t] : rep0.state) {
+    ASSERT_TRUE(zero0.state.count(key)) << key;
+    EXPECT_TRUE(at::equal(t, zero0.state.at(key))) << key;
+  }
+  // The gathered file loads into one rank (resume with another number of ranks).
+  auto s = LoadStudent(V1Student());
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(quant::ApplyTrainableSet(*s->registry, {true, true, false, false}).ok());
+  AdamW one(TrainableParameters(*s->model), {});
+  ASSERT_TRUE(one.LoadState(zero0.state).ok());
+  for (const auto& [key, t] : one.State()) EXPECT_TRUE(at::equal(t, zero0.state.at(key))) << key;
+}
+
 TEST(DataParallelStepTest, ShardedEvaluationEqualsOneRank) {
   auto s = LoadStudent(V1Student());
   ASSERT_TRUE(s.ok());
