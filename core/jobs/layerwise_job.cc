@@ -103,7 +103,7 @@ absl::Status RunLayerwise(const LayerwiseOptions& o, Reporter& reporter, CancelT
   reporter.Metric("eval/top1_initial", 0, r.initial_top1);
   reporter.Metric("eval/kd_final", r.steps, r.final_kd);
   reporter.Metric("eval/top1_final", r.steps, r.final_top1);
-  reporter.Log(LogLevel::kInfo, absl::StrFormat("layerwise done: held-out kd %.4f -> %.4f; checkpoint %s", r.initial_kd,
+  reporter.Log(LogLevel::kInfo, absl::StrFormat("layerwise done: held-out kd %.4g -> %.4g; checkpoint %s", r.initial_kd,
                                                 r.final_kd, o.output_dir));
   return absl::OkStatus();
 }

@@ -168,7 +168,7 @@ absl::Status RunConvert(const ConvertOptions& o, Reporter& reporter, CancelToken
     if (!o.eval) return absl::OkStatus();
     QATD_ASSIGN_OR_RETURN(train::EvalResult r, EvalHeldOut(s, o.kd_cache_dir, o.eval_samples, 2.0, 8));
     ReportEval(reporter, suffix, r);
-    reporter.Log(LogLevel::kInfo, absl::StrFormat("held-out kd %s: %.4f (top-1 %.3f)", suffix, r.kd, r.top1));
+    reporter.Log(LogLevel::kInfo, absl::StrFormat("held-out kd %s: %.4g (top-1 %.3f)", suffix, r.kd, r.top1));
     return absl::OkStatus();
   };
   QATD_RETURN_IF_ERROR(eval("_before"));
@@ -281,7 +281,7 @@ absl::Status RunEval(const EvalJobOptions& o, Reporter& reporter, CancelToken& c
   if (cancel.cancelled()) return absl::CancelledError("cancelled");
   QATD_ASSIGN_OR_RETURN(train::EvalResult r, EvalHeldOut(s, o.kd_cache_dir, o.eval_samples, o.temperature, o.batch_size));
   ReportEval(reporter, "", r);
-  reporter.Log(LogLevel::kInfo, absl::StrFormat("%s on %d held-out sequences: kd %.4f, top-1 agreement %.3f, ppl %.2f",
+  reporter.Log(LogLevel::kInfo, absl::StrFormat("%s on %d held-out sequences: kd %.4g, top-1 agreement %.3f, ppl %.2f",
                                                 o.checkpoint.empty() ? "unquantized model" : o.checkpoint, r.sequences, r.kd,
                                                 r.top1, r.ppl));
   return absl::OkStatus();

@@ -162,7 +162,7 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
     log.Add(0, std::nan(""), result.initial.kd, o.lr * schedule.Factor(0), 0);
     QATD_RETURN_IF_ERROR(save_best(0));
     reporter.Log(jobs::LogLevel::kInfo,
-                 absl::StrFormat("initial held-out eval (%d sequences): kd %.4f, top-1 %.3f, ppl %.2f",
+                 absl::StrFormat("initial held-out eval (%d sequences): kd %.4g, top-1 %.3f, ppl %.2f",
                                  splits.held_out.size(), result.initial.kd, result.initial.top1, result.initial.ppl));
   }
   reporter.Log(jobs::LogLevel::kInfo,
@@ -241,7 +241,7 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
       if (o.after_durable && primary) QATD_RETURN_IF_ERROR(o.after_durable(step));
     }
     if (eval_now && o.early_stop_patience > 0 && stale_evals >= o.early_stop_patience && step < o.max_steps) {
-      reporter.Log(jobs::LogLevel::kInfo, absl::StrFormat("early stop at step %d: held-out kd has not improved on %.4f "
+      reporter.Log(jobs::LogLevel::kInfo, absl::StrFormat("early stop at step %d: held-out kd has not improved on %.4g "
                                                           "(step %d) for %d evaluations",
                                                           step, result.best.kd, result.best.step, stale_evals));
       stopped_early = true;
@@ -260,7 +260,7 @@ absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Report
   }
   s.registry->FreezeAllParameters();
   reporter.Log(jobs::LogLevel::kInfo,
-               absl::StrFormat("held-out kd: initial %.4f -> best %.4f (step %d); %d steps, %.0f tokens/s", result.initial.kd,
+               absl::StrFormat("held-out kd: initial %.4g -> best %.4g (step %d); %d steps, %.0f tokens/s", result.initial.kd,
                                result.best.kd, result.best.step, result.steps, result.tokens_per_second));
   return result;
 }

@@ -404,7 +404,7 @@ absl::StatusOr<LblResult> TrainLayerwise(Student& s, const LblOptions& o, jobs::
     reporter.Metric("eval/top1", 0, current_top1);
     log.Add(0, Nan(), current_kd, o.lr, 0, "");
     reporter.Log(jobs::LogLevel::kInfo,
-                 absl::StrFormat("initial held-out eval (%d sequences): kd %.4f, top-1 %.3f; per-layer subset (%d): kd %.4f",
+                 absl::StrFormat("initial held-out eval (%d sequences): kd %.4g, top-1 %.3f; per-layer subset (%d): kd %.4g",
                                  splits.held_out.size(), initial.kd, initial.top1, layer_split.size(), current_kd));
   }
   reporter.Log(jobs::LogLevel::kInfo,
@@ -521,8 +521,8 @@ absl::StatusOr<LblResult> TrainLayerwise(Student& s, const LblOptions& o, jobs::
         running.seconds = layer_seconds();
         result.layers.push_back(running);
         reporter.Log(jobs::LogLevel::kInfo,
-                     absl::StrFormat("layer %d: held-out kd %.4f -> %.4f (%+.4f)%s; local %.4f -> %.4f, global %.4f -> "
-                                     "%.4f; %.1f s",
+                     absl::StrFormat("layer %d: held-out kd %.4g -> %.4g (%+.3g)%s; local %.4g -> %.4g, global %.4g -> "
+                                     "%.4g; %.1f s",
                                      layer, running.before, running.after, -running.improvement,
                                      running.restored ? ", worse: restored" : "", running.local_first, running.local_last,
                                      running.global_first, running.global_last, running.seconds));
@@ -557,7 +557,7 @@ absl::StatusOr<LblResult> TrainLayerwise(Student& s, const LblOptions& o, jobs::
   }
   reporter.Log(jobs::LogLevel::kInfo, table);
   reporter.Log(jobs::LogLevel::kInfo,
-               absl::StrFormat("held-out kd (%d sequences): initial %.4f -> final %.4f; top-1 %.3f -> %.3f; %d steps",
+               absl::StrFormat("held-out kd (%d sequences): initial %.4g -> final %.4g; top-1 %.3f -> %.3f; %d steps",
                                splits.held_out.size(), result.initial_kd, result.final_kd, result.initial_top1,
                                result.final_top1, result.steps));
   return result;

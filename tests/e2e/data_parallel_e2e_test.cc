@@ -158,6 +158,8 @@ TEST_F(DataParallelE2eTest, TwoGlooRanksTrainTheSameWeightsAsOneRankWithTheGloba
   // Two ranks really ran: rank 1 logged into the job's worker.log, and rank 0 said so.
   const std::string log = ReadFile(fs::path(config_.data_dir) / "jobs" / std::to_string(two.id()) / "worker.log");
   EXPECT_THAT(log, HasSubstr("rank 1 of 2"));
+  // Small losses are logged with 4 significant digits (issue #17: "kd 0.0000" hid them).
+  EXPECT_THAT(log, ::testing::ContainsRegex("initial held-out eval \\(8 sequences\\): kd 0\\.000[1-9][0-9][0-9]"));
 
   std::string worst;
   double elementwise = 0;
