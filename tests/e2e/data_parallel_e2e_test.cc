@@ -26,31 +26,6 @@ using ::testing::HasSubstr;
 using namespace std::chrono_literals;
 
 const fs::path kModel = fs::path(QATD_TEST_DATA) / "golden" / "tiny-qwen3";
-const fs::path kTokenizer = fs::path(QATD_TEST_DATA) / "golden" / "qwen3-tokenizer";
-
-std::string MakeCache(Daemon& daemon, const qatd::testing::TempDir& dir) {
-  const std::string dataset = dir.File("kd.txt");
-  {
-    std::ofstream out(dataset);
-    for (int i = 0; i < 200; ++i) out << "Line " << i << " tells of a river, " << i * 3 << " stones and a small boat.\n";
-  }
-  v1::JobSpec spec;
-  v1::KdCacheSpec* kd = spec.mutable_kd_cache();
-  kd->set_teacher_model(kModel.string());
-  kd->set_tokenizer(kTokenizer.string());
-  kd->set_dataset(dataset);
-  kd->set_max_length(16);
-  kd->set_topk(8);
-  kd->set_num_sequences(48);
-  kd->set_batch_size(8);
-  kd->set_dtype(v1::DTYPE_FP32);
-  v1::Job job = RunToEnd(daemon, spec, 300s);
-  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error().message();
-  for (const auto& a : job.artifacts()) {
-    if (a.kind() == "kd_cache") return a.path();
-  }
-  return "";
-}
 
 // 20 steps of V1 QAT (weights and scales) on `devices` ranks with a per-rank batch of
 // 4 / devices: the global batch is 4 either way (the last batch of an epoch is partial: 40
@@ -148,7 +123,7 @@ class DataParallelE2eTest : public ::testing::Test {
 };
 
 TEST_F(DataParallelE2eTest, TwoGlooRanksTrainTheSameWeightsAsOneRankWithTheGlobalBatch) {
-  const std::string cache = MakeCache(*daemon_, dir_);
+  const std::string cache = MakeTinyKdCache(*daemon_, dir_, 48);
   ASSERT_FALSE(cache.empty());
   v1::Job one = RunToEnd(*daemon_, QatSpec(cache, 1), 600s);
   ASSERT_EQ(one.state(), v1::JOB_STATE_SUCCEEDED) << one.error().message();
@@ -177,7 +152,7 @@ TEST_F(DataParallelE2eTest, TwoGlooRanksTrainTheSameWeightsAsOneRankWithTheGloba
 }
 
 TEST_F(DataParallelE2eTest, AKilledRankFailsTheJobNamingItAndLeavesNoRankBehind) {
-  const std::string cache = MakeCache(*daemon_, dir_);
+  const std::string cache = MakeTinyKdCache(*daemon_, dir_, 48);
   ASSERT_FALSE(cache.empty());
   v1::Job job = SubmitTo(*daemon_, QatSpec(cache, 2, 100000));
   const fs::path log_path = fs::path(config_.data_dir) / "jobs" / std::to_string(job.id()) / "worker.log";
@@ -203,7 +178,7 @@ TEST_F(DataParallelE2eTest, AKilledRankFailsTheJobNamingItAndLeavesNoRankBehind)
 }
 
 TEST_F(DataParallelE2eTest, ADaemonKilledMidJobLeavesNoRankAndTheRestartedDaemonResumesTheJob) {
-  const std::string cache = MakeCache(*daemon_, dir_);
+  const std::string cache = MakeTinyKdCache(*daemon_, dir_, 48);
   ASSERT_FALSE(cache.empty());
   v1::Job job = SubmitTo(*daemon_, QatSpec(cache, 2, 60));
   const fs::path log_path = fs::path(config_.data_dir) / "jobs" / std::to_string(job.id()) / "worker.log";

@@ -241,4 +241,31 @@ int FreeLoopbackPort() {
   return ntohs(addr.sin_port);
 }
 
+std::string TinyModelDir() { return std::string(QATD_TEST_DATA) + "/golden/tiny-qwen3"; }
+std::string TinyTokenizerDir() { return std::string(QATD_TEST_DATA) + "/golden/qwen3-tokenizer"; }
+
+std::string MakeTinyKdCache(const Daemon& daemon, const qatd::testing::TempDir& dir, int num_sequences) {
+  const std::string dataset = dir.File("kd.txt");
+  {
+    std::ofstream out(dataset);
+    for (int i = 0; i < 200; ++i) out << "Line " << i << " tells of a river, " << i * 3 << " stones and a small boat.\n";
+  }
+  v1::JobSpec spec;
+  v1::KdCacheSpec* kd = spec.mutable_kd_cache();
+  kd->set_teacher_model(TinyModelDir());
+  kd->set_tokenizer(TinyTokenizerDir());
+  kd->set_dataset(dataset);
+  kd->set_max_length(16);
+  kd->set_topk(8);
+  kd->set_num_sequences(num_sequences);
+  kd->set_batch_size(8);
+  kd->set_dtype(v1::DTYPE_FP32);
+  v1::Job job = RunToEnd(daemon, spec, std::chrono::seconds(300));
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.ShortDebugString();
+  for (const auto& a : job.artifacts()) {
+    if (a.kind() == "kd_cache") return a.path();
+  }
+  return "";
+}
+
 }  // namespace qatd::e2e

@@ -127,6 +127,15 @@ inline v1::Job RunToEnd(const Daemon& daemon, const v1::JobSpec& spec,
   return WaitForJob(daemon, SubmitTo(daemon, spec).id(), JobEnded, timeout);
 }
 
+// The tiny golden Qwen3 and its tokenizer (tests/data/golden).
+std::string TinyModelDir();
+std::string TinyTokenizerDir();
+
+// A KD cache of the tiny model (max_length 16, top-8, fp32) over `num_sequences` blocks of a
+// generated text file in `dir`, made by a KD_CACHE job on `daemon`: its path, or "" after a
+// failure (a test failure too).
+std::string MakeTinyKdCache(const Daemon& daemon, const qatd::testing::TempDir& dir, int num_sequences);
+
 // One qatd (with kToken) shared by every DaemonE2eTest test, started once per suite.
 class DaemonE2eTest : public ::testing::Test {
  protected:

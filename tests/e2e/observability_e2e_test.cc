@@ -141,28 +141,7 @@ class PrometheusApi {
 // A short QAT job on the tiny golden model (KD cache first); its id, or -1 after a failure.
 int64_t RunShortQatJob(const Daemon& daemon, const qatd::testing::TempDir& dir) {
   const fs::path model = fs::path(QATD_TEST_DATA) / "golden" / "tiny-qwen3";
-  const fs::path tokenizer = fs::path(QATD_TEST_DATA) / "golden" / "qwen3-tokenizer";
-  const std::string dataset = dir.File("kd.txt");
-  {
-    std::ofstream out(dataset);
-    for (int i = 0; i < 120; ++i) out << "Line " << i << " tells of a river, " << i * 3 << " stones and a small boat.\n";
-  }
-  v1::JobSpec cache_spec;
-  v1::KdCacheSpec* kd = cache_spec.mutable_kd_cache();
-  kd->set_teacher_model(model.string());
-  kd->set_tokenizer(tokenizer.string());
-  kd->set_dataset(dataset);
-  kd->set_max_length(16);
-  kd->set_topk(8);
-  kd->set_num_sequences(32);
-  kd->set_batch_size(8);
-  kd->set_dtype(v1::DTYPE_FP32);
-  v1::Job cache_job = RunToEnd(daemon, cache_spec, 300s);
-  EXPECT_EQ(cache_job.state(), v1::JOB_STATE_SUCCEEDED) << cache_job.ShortDebugString();
-  std::string cache;
-  for (const auto& a : cache_job.artifacts()) {
-    if (a.kind() == "kd_cache") cache = a.path();
-  }
+  const std::string cache = MakeTinyKdCache(daemon, dir, 32);
   if (cache.empty()) return -1;
 
   v1::JobSpec spec;

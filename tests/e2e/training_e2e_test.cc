@@ -85,7 +85,6 @@ v1::JobSpec QatSpec(const std::string& model, const std::string& cache, int step
 
 TEST(TrainingE2eTest, QatJobResumesAfterDaemonKill9AndAKilledWorkerFailsItsJob) {
   const fs::path model = fs::path(QATD_TEST_DATA) / "golden" / "tiny-qwen3";
-  const fs::path tokenizer = fs::path(QATD_TEST_DATA) / "golden" / "qwen3-tokenizer";
   qatd::testing::TempDir dir;
   DaemonConfig config;
   config.data_dir = dir.File("data");
@@ -95,29 +94,7 @@ TEST(TrainingE2eTest, QatJobResumesAfterDaemonKill9AndAKilledWorkerFailsItsJob) 
   Client client(daemon.get());
 
   // 1. The KD cache.
-  const std::string dataset = dir.File("kd.txt");
-  {
-    std::ofstream out(dataset);
-    for (int i = 0; i < 200; ++i) out << "Line " << i << " tells of a river, " << i * 3 << " stones and a small boat.\n";
-  }
-  v1::JobSpec cache_spec;
-  v1::KdCacheSpec* kd = cache_spec.mutable_kd_cache();
-  kd->set_teacher_model(model.string());
-  kd->set_tokenizer(tokenizer.string());
-  kd->set_dataset(dataset);
-  kd->set_max_length(16);
-  kd->set_topk(8);
-  kd->set_num_sequences(48);
-  kd->set_batch_size(8);
-  kd->set_dtype(v1::DTYPE_FP32);
-  v1::Job cache_job = client.Submit(cache_spec);
-  ASSERT_TRUE(PollUntil([&] { return Terminal(client.Get(cache_job.id()).state()); }, 300s));
-  cache_job = client.Get(cache_job.id());
-  ASSERT_EQ(cache_job.state(), v1::JOB_STATE_SUCCEEDED) << cache_job.error().message();
-  std::string cache;
-  for (const auto& a : cache_job.artifacts()) {
-    if (a.kind() == "kd_cache") cache = a.path();
-  }
+  const std::string cache = MakeTinyKdCache(*daemon, dir, 48);
   ASSERT_FALSE(cache.empty());
 
   // 2. QAT; the daemon is killed mid-training, restarted, and the job resumes.
