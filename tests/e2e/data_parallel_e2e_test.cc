@@ -117,6 +117,25 @@ class DataParallelE2eTest : public ::testing::Test {
     daemon_ = std::make_unique<Daemon>(config_);
     ASSERT_TRUE(daemon_->Start());
   }
+  // Waits until `job` has run `steps` steps on its ranks; rank 1's pid (from its first line in
+  // the job's worker.log), or 0 when the job ended first.
+  pid_t Rank1Running(int64_t job, int64_t steps) {
+    const fs::path log_path = fs::path(config_.data_dir) / "jobs" / std::to_string(job) / "worker.log";
+    constexpr char kLine[] = "rank 1 of 2, pid ";
+    pid_t rank1 = 0;
+    EXPECT_TRUE(PollUntil(
+        [&] {
+          const v1::Job now = GetJobFrom(*daemon_, job);
+          if (JobEnded(now)) return true;
+          const std::string log = ReadFile(log_path);
+          const size_t at = log.find(kLine);
+          if (at != std::string::npos) rank1 = static_cast<pid_t>(std::atoi(log.c_str() + at + std::strlen(kLine)));
+          return rank1 > 0 && now.progress().done() >= steps;
+        },
+        300s));
+    return JobEnded(GetJobFrom(*daemon_, job)) ? 0 : rank1;
+  }
+
   qatd::testing::TempDir dir_;
   DaemonConfig config_;
   std::unique_ptr<Daemon> daemon_;
@@ -155,19 +174,7 @@ TEST_F(DataParallelE2eTest, AKilledRankFailsTheJobNamingItAndLeavesNoRankBehind)
   const std::string cache = MakeTinyKdCache(*daemon_, dir_, 48);
   ASSERT_FALSE(cache.empty());
   v1::Job job = SubmitTo(*daemon_, QatSpec(cache, 2, 100000));
-  const fs::path log_path = fs::path(config_.data_dir) / "jobs" / std::to_string(job.id()) / "worker.log";
-  // Rank 1's pid, from its first log line.
-  pid_t rank1 = 0;
-  ASSERT_TRUE(PollUntil(
-      [&] {
-        if (JobEnded(GetJobFrom(*daemon_, job.id()))) return true;
-        const std::string log = ReadFile(log_path);
-        const size_t at = log.find("rank 1 of 2, pid ");
-        if (at == std::string::npos) return false;
-        rank1 = static_cast<pid_t>(std::atoi(log.c_str() + at + std::strlen("rank 1 of 2, pid ")));
-        return rank1 > 0 && GetJobFrom(*daemon_, job.id()).progress().done() >= 2;
-      },
-      300s));
+  const pid_t rank1 = Rank1Running(job.id(), 2);
   ASSERT_GT(rank1, 0) << GetJobFrom(*daemon_, job.id()).error().message();
   ASSERT_EQ(::kill(rank1, SIGKILL), 0);
   v1::Job ended = WaitForJob(*daemon_, job.id(), JobEnded, 120s);
@@ -181,18 +188,7 @@ TEST_F(DataParallelE2eTest, ADaemonKilledMidJobLeavesNoRankAndTheRestartedDaemon
   const std::string cache = MakeTinyKdCache(*daemon_, dir_, 48);
   ASSERT_FALSE(cache.empty());
   v1::Job job = SubmitTo(*daemon_, QatSpec(cache, 2, 60));
-  const fs::path log_path = fs::path(config_.data_dir) / "jobs" / std::to_string(job.id()) / "worker.log";
-  pid_t rank1 = 0;
-  ASSERT_TRUE(PollUntil(
-      [&] {
-        v1::Job now = GetJobFrom(*daemon_, job.id());
-        if (JobEnded(now)) return true;
-        const std::string log = ReadFile(log_path);
-        const size_t at = log.find("rank 1 of 2, pid ");
-        if (at != std::string::npos) rank1 = static_cast<pid_t>(std::atoi(log.c_str() + at + std::strlen("rank 1 of 2, pid ")));
-        return rank1 > 0 && now.progress().done() >= 6;
-      },
-      300s));
+  const pid_t rank1 = Rank1Running(job.id(), 6);
   ASSERT_GT(rank1, 0);
   daemon_->Kill9();
   // Rank 0 dies with the daemon and rank 1 with rank 0 (PR_SET_PDEATHSIG).
@@ -202,7 +198,8 @@ TEST_F(DataParallelE2eTest, ADaemonKilledMidJobLeavesNoRankAndTheRestartedDaemon
   v1::Job ended = WaitForJob(*daemon_, job.id(), JobEnded, 300s);
   ASSERT_EQ(ended.state(), v1::JOB_STATE_SUCCEEDED) << ended.error().message();
   EXPECT_GE(ended.attempt(), 2);
-  const std::string log = ReadFile(log_path);
+  const std::string log =
+      ReadFile(fs::path(config_.data_dir) / "jobs" / std::to_string(job.id()) / "worker.log");
   EXPECT_THAT(log, HasSubstr("resuming at step"));
   EXPECT_THAT(log, HasSubstr("rank 1 of 2"));
 }
