@@ -5,9 +5,9 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <limits>
-#include <sstream>
+#include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -17,9 +17,15 @@
 #include "core/kd/cache_reader.h"
 #include "core/quant/quantize_model.h"
 #include "core/train/evaluate.h"
+#include "core/train/held_out.h"
+#include "core/train/loss_values.h"
 #include "core/train/losses.h"
+#include "core/train/micro_step.h"
 #include "core/train/optimizer.h"
-#include "core/train/train_common.h"
+#include "core/train/resume_state.h"
+#include "core/train/train_log.h"
+#include "core/train/train_step.h"
+#include "core/train/trainable.h"
 
 namespace qatd::train {
 namespace fs = std::filesystem;
@@ -37,232 +43,325 @@ EvalPoint EvalPointFromJson(const nlohmann::json& j) {
   return p;
 }
 
+// TrainE2e as a class: one method per phase, the run state in members.
+class E2eTrainer {
+ public:
+  E2eTrainer(Student& s, const E2eOptions& o, jobs::Reporter& reporter, jobs::CancelToken& cancel)
+      : s_(s), o_(o), reporter_(reporter), cancel_(cancel), paths_(o.output_dir),
+        resume_dir_(paths_.resume, {.step_key = "step"}), log_(paths_.log_csv) {}
+
+  absl::StatusOr<E2eResult> Run();
+
+ private:
+  absl::Status Prepare();
+  absl::Status BuildOptimizerAndStream();
+  absl::Status MaybeResume();
+  absl::Status Resume();
+  absl::Status StartFresh();
+  void LogPlan();
+  absl::Status TrainLoop();
+  absl::Status AfterStep(const LossValues& values, double lr);
+  void LogWindow(double lr, double eval_kd, double elapsed);
+  absl::StatusOr<EvalPoint> Evaluate(int64_t at_step);
+  absl::Status SaveCheckpoint();
+  absl::Status SaveBest(int64_t at_step);
+  absl::StatusOr<E2eResult> Finish();
+
+  Student& s_;
+  const E2eOptions& o_;
+  jobs::Reporter& reporter_;
+  jobs::CancelToken& cancel_;
+  const TrainPaths paths_;
+  const ResumeDir resume_dir_;
+
+  // Set up by Prepare.
+  std::shared_ptr<const kd::KdCacheReader> reader_;
+  kd::KdSplits splits_;
+  std::vector<std::pair<std::string, at::Tensor>> params_;
+  DistGroup* dist_ = nullptr;  // data parallel only: the stream yields this rank's shard (dist_group.h)
+  int64_t world_ = 1;
+  bool primary_ = true;        // writes files
+  std::unique_ptr<AdamW> adam_;
+  LrSchedule schedule_;
+  std::optional<kd::KdBatchStream> stream_;
+  EvalOptions eval_options_;
+  nlohmann::json fingerprint_;
+
+  // Run state (what trainer_state.json holds).
+  E2eResult result_;
+  TrainLog log_;
+  int64_t step_ = 0;
+  int64_t stale_evals_ = 0;
+  double elapsed_before_ = 0;
+
+  // This run's training loop.
+  std::unique_ptr<MicroStep> micro_;
+  Clock::time_point run_start_;
+  double train_seconds_ = 0;
+  int64_t steps_this_run_ = 0;
+  int64_t tokens_per_step_ = 0;  // all ranks
+  LossWindow window_;
+  bool stopped_early_ = false;
+};
+
 }  // namespace
 
+absl::StatusOr<E2eResult> E2eTrainer::Run() {
+  QATD_RETURN_IF_ERROR(Prepare());
+  QATD_RETURN_IF_ERROR(MaybeResume());
+  LogPlan();
+  QATD_RETURN_IF_ERROR(TrainLoop());
+  return Finish();
+}
 
-absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Reporter& reporter, jobs::CancelToken& cancel) {
-  QATD_RETURN_IF_ERROR(o.Validate());
-  QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(o.kd_cache_dir, {.model_vocab_size = s.config.vocab_size}));
-  QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, HeldOutSplits(*reader, o.eval_samples));
+absl::Status E2eTrainer::Prepare() {
+  QATD_RETURN_IF_ERROR(o_.Validate());
+  QATD_ASSIGN_OR_RETURN(reader_, kd::KdCacheReader::Open(o_.kd_cache_dir, {.model_vocab_size = s_.config.vocab_size}));
+  QATD_ASSIGN_OR_RETURN(splits_, HeldOutSplits(*reader_, o_.eval_samples));
   QATD_RETURN_IF_ERROR(quant::ApplyTrainableSet(
-      *s.registry, {o.train_weights && s.version == 1, o.train_scales, o.train_g_only, o.train_mlp_only}));
-  SelectV2Forward(s, o.v2_factored_forward);
-  std::vector<std::pair<std::string, at::Tensor>> params = TrainableParameters(*s.model);
-  if (params.empty()) return absl::FailedPreconditionError("nothing to train: the trainable set selects no parameter");
+      *s_.registry, {o_.train_weights && s_.version == 1, o_.train_scales, o_.train_g_only, o_.train_mlp_only}));
+  SelectV2Forward(s_, o_.v2_factored_forward);
+  params_ = TrainableParameters(*s_.model);
+  if (params_.empty()) return absl::FailedPreconditionError("nothing to train: the trainable set selects no parameter");
 
-  const TrainPaths paths(o.output_dir);
   std::error_code ec;
-  fs::create_directories(o.output_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", o.output_dir, ": ", ec.message()));
-
-  // Data parallel: the stream yields this rank's shard of each global batch (dist_group.h).
-  DistGroup* dist = o.dist != nullptr && o.dist->distributed() ? o.dist : nullptr;
-  const int64_t world = dist != nullptr ? dist->world_size() : 1;
-  const bool primary = dist == nullptr || dist->primary();  // writes files
-  AdamWOptions adam_options;
-  adam_options.lr = o.lr;
-  adam_options.weight_decay = o.weight_decay;
-  if (dist != nullptr && o.shard_optimizer) {
-    adam_options.shard_index = dist->rank();
-    adam_options.shard_count = dist->world_size();
-  }
-  AdamW adam(params, adam_options);
-  const LrSchedule schedule{o.cosine, o.warmup_steps, std::max<int64_t>(1, o.max_steps), o.min_lr_ratio};
-  kd::KdStreamOptions stream_options;
-  stream_options.batch_size = o.batch_size * world;
-  stream_options.shard_index = dist != nullptr ? dist->rank() : 0;
-  stream_options.shard_count = world;
-  stream_options.seed = o.seed;
-  QATD_ASSIGN_OR_RETURN(kd::KdBatchStream stream, kd::KdBatchStream::Create(reader, splits.train, stream_options));
-  const KdLossWeights weights{o.temperature, o.hard_top1_weight, o.hard_full_weight};
-  EvalOptions eval_options;
-  eval_options.max_sequences = 0;
-  eval_options.batch_size = o.eval_batch_size;
-  eval_options.temperature = o.temperature;
-  eval_options.chunk_rows = o.chunk_rows;
-
-  E2eResult result;
-  TrainLog log(paths.log_csv);
-  int64_t step = 0;
-  int64_t stale_evals = 0;
-  double elapsed_before = 0;
+  fs::create_directories(o_.output_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", o_.output_dir, ": ", ec.message()));
+  dist_ = o_.dist != nullptr && o_.dist->distributed() ? o_.dist : nullptr;
+  world_ = dist_ != nullptr ? dist_->world_size() : 1;
+  primary_ = dist_ == nullptr || dist_->primary();
+  QATD_RETURN_IF_ERROR(BuildOptimizerAndStream());
+  eval_options_.max_sequences = 0;
+  eval_options_.batch_size = o_.eval_batch_size;
+  eval_options_.temperature = o_.temperature;
+  eval_options_.chunk_rows = o_.chunk_rows;
   // The global batch: a resume with another number of ranks is exact when it is the same.
-  const nlohmann::json fingerprint = {{"batch_size", o.batch_size * world}, {"grad_accum", o.grad_accum}, {"seed", o.seed},
-                                      {"eval_samples", o.eval_samples}, {"version", s.version}};
+  fingerprint_ = {{"batch_size", o_.batch_size * world_}, {"grad_accum", o_.grad_accum}, {"seed", o_.seed},
+                  {"eval_samples", o_.eval_samples},      {"version", s_.version}};
+  return absl::OkStatus();
+}
 
-  auto evaluate = [&](int64_t at_step) -> absl::StatusOr<EvalPoint> {
-    QATD_ASSIGN_OR_RETURN(EvalResult r, EvaluateSharded(*s.model, *reader, splits.held_out, eval_options, dist));
-    EvalPoint p{at_step, r.kd, r.top1, r.ppl};
-    reporter.Metric("eval/kd", at_step, r.kd);
-    reporter.Metric("eval/top1", at_step, r.top1);
-    reporter.Metric("eval/ppl", at_step, r.ppl);
-    return p;
-  };
-  auto trainer_state = [&]() {
-    return nlohmann::json{{"step", step},
-                          {"cursor", stream.cursor().ToJson()},
-                          {"initial", ToJson(result.initial)},
-                          {"best", ToJson(result.best)},
-                          {"last", ToJson(result.last)},
-                          {"stale_evals", stale_evals},
-                          {"elapsed_sec", elapsed_before},
-                          {"log", log.ToJson()},
-                          {"fingerprint", fingerprint}};
-  };
-  auto save_resume = [&]() -> absl::Status {
-    // A sharded optimizer's state is gathered (every rank takes part) into the one file.
-    absl::StatusOr<quant::TensorMap> optimizer_state = dist != nullptr ? adam.GatheredState(*dist) : adam.State();
-    QATD_RETURN_IF_ERROR(optimizer_state.status());
-    if (!primary) return absl::OkStatus();
-    return SaveStudent(s, paths.resume, {{"step", step}}, false, [&](const std::string& tmp) -> absl::Status {
-      QATD_RETURN_IF_ERROR(quant::WriteTensorMap((fs::path(tmp) / "optimizer.safetensors").string(), *optimizer_state));
-      return WriteFileAtomically((fs::path(tmp) / "trainer_state.json").string(), trainer_state().dump(1) + "\n");
-    });
-  };
+absl::Status E2eTrainer::BuildOptimizerAndStream() {
+  AdamWOptions adam_options;
+  adam_options.lr = o_.lr;
+  adam_options.weight_decay = o_.weight_decay;
+  if (dist_ != nullptr && o_.shard_optimizer) {
+    adam_options.shard_index = dist_->rank();
+    adam_options.shard_count = dist_->world_size();
+  }
+  adam_ = std::make_unique<AdamW>(params_, adam_options);
+  schedule_ = LrSchedule{o_.cosine, o_.warmup_steps, std::max<int64_t>(1, o_.max_steps), o_.min_lr_ratio};
+  kd::KdStreamOptions stream_options;
+  stream_options.batch_size = o_.batch_size * world_;
+  stream_options.shard_index = dist_ != nullptr ? dist_->rank() : 0;
+  stream_options.shard_count = world_;
+  stream_options.seed = o_.seed;
+  QATD_ASSIGN_OR_RETURN(kd::KdBatchStream stream, kd::KdBatchStream::Create(reader_, splits_.train, stream_options));
+  stream_.emplace(std::move(stream));
+  return absl::OkStatus();
+}
 
-  auto save_best = [&](int64_t at_step) -> absl::Status {
-    if (!primary) return absl::OkStatus();
-    return SaveStudent(s, paths.best, {{"step", at_step}, {"eval_kd", result.best.kd}});
-  };
+absl::Status E2eTrainer::MaybeResume() {
   // Every rank resumes, or none: rank 0's view of resume/ decides.
-  bool resume = o.resume && fs::is_regular_file(fs::path(paths.resume) / "trainer_state.json", ec);
-  if (dist != nullptr) {
+  bool resume = o_.resume && resume_dir_.Exists();
+  if (dist_ != nullptr) {
     at::Tensor flag = at::full({1}, resume ? 1 : 0, at::kInt);
-    QATD_RETURN_IF_ERROR(dist->Broadcast(flag, 0));
+    QATD_RETURN_IF_ERROR(dist_->Broadcast(flag, 0));
     resume = flag.item<int>() != 0;
   }
-  if (resume) {
-    QATD_ASSIGN_OR_RETURN(nlohmann::json st, ReadJson((fs::path(paths.resume) / "trainer_state.json").string()));
-    if (st.value("fingerprint", nlohmann::json()) != fingerprint) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot resume from ", paths.resume, ": it was written with ",
-                                                        st.value("fingerprint", nlohmann::json()).dump(), ", this job has ",
-                                                        fingerprint.dump(), " (use a new output_dir)"));
-    }
-    QATD_ASSIGN_OR_RETURN(quant::LoadedTensors model_state,
-                          quant::ReadTensorMap((fs::path(paths.resume) / "model.safetensors").string()));
-    QATD_RETURN_IF_ERROR(quant::LoadQuantState(*s.registry, model_state.tensors));
-    QATD_ASSIGN_OR_RETURN(quant::LoadedTensors opt_state,
-                          quant::ReadTensorMap((fs::path(paths.resume) / "optimizer.safetensors").string()));
-    QATD_RETURN_IF_ERROR(adam.LoadState(opt_state.tensors));
-    QATD_ASSIGN_OR_RETURN(kd::KdCursor cursor, kd::KdCursor::FromJson(st.at("cursor")));
-    QATD_RETURN_IF_ERROR(stream.Seek(cursor));
-    step = st.value("step", int64_t{0});
-    result.initial = EvalPointFromJson(st.at("initial"));
-    result.best = EvalPointFromJson(st.at("best"));
-    result.last = EvalPointFromJson(st.at("last"));
-    stale_evals = st.value("stale_evals", int64_t{0});
-    elapsed_before = st.value("elapsed_sec", 0.0);
-    log.FromJson(st.at("log"));
-    result.resumed = true;
-    reporter.Log(jobs::LogLevel::kInfo, absl::StrCat("resuming at step ", step, " of ", o.max_steps, " from ", paths.resume));
-  } else {
-    if (primary) (void)RemoveTree(paths.resume);
-    QATD_ASSIGN_OR_RETURN(result.initial, evaluate(0));
-    result.best = result.last = result.initial;
-    log.Add(0, std::nan(""), result.initial.kd, o.lr * schedule.Factor(0), 0);
-    QATD_RETURN_IF_ERROR(save_best(0));
-    reporter.Log(jobs::LogLevel::kInfo,
-                 absl::StrFormat("initial held-out eval (%d sequences): kd %.4g, top-1 %.3f, ppl %.2f",
-                                 splits.held_out.size(), result.initial.kd, result.initial.top1, result.initial.ppl));
-  }
-  reporter.Log(jobs::LogLevel::kInfo,
-               absl::StrCat("training ", adam.num_parameters(), " parameters in ", params.size(), " tensors; ",
-                            splits.train.size(), " training / ", splits.held_out.size(), " held-out sequences"));
-  if (dist != nullptr) {
-    reporter.Log(jobs::LogLevel::kInfo,
-                 absl::StrCat("data parallel over ", world, " ranks: global batch ", o.batch_size * world * o.grad_accum,
-                              adam.sharded() ? absl::StrCat("; ZeRO-1: rank ", dist->rank(), " keeps the optimizer state of ",
-                                                            adam.owned_parameters(), " of them")
-                                             : std::string("; optimizer state replicated")));
-  }
+  return resume ? Resume() : StartFresh();
+}
 
+absl::Status E2eTrainer::Resume() {
+  QATD_ASSIGN_OR_RETURN(ResumeState st, resume_dir_.Load(fingerprint_));
+  QATD_RETURN_IF_ERROR(quant::LoadQuantState(*s_.registry, st.model));
+  QATD_ASSIGN_OR_RETURN(const quant::TensorMap* optimizer, st.Tensors("optimizer"));
+  QATD_RETURN_IF_ERROR(adam_->LoadState(*optimizer));
+  QATD_RETURN_IF_ERROR(stream_->Seek(st.cursor));
+  step_ = st.step;
+  for (const char* key : {"initial", "best", "last"}) {
+    if (!st.fields.contains(key)) {
+      return absl::DataLossError(absl::StrCat(paths_.resume, "/trainer_state.json: no \"", key, "\""));
+    }
+  }
+  result_.initial = EvalPointFromJson(st.fields.at("initial"));
+  result_.best = EvalPointFromJson(st.fields.at("best"));
+  result_.last = EvalPointFromJson(st.fields.at("last"));
+  stale_evals_ = st.fields.value("stale_evals", int64_t{0});
+  elapsed_before_ = st.elapsed_sec;
+  log_.FromJson(st.log);
+  result_.resumed = true;
+  reporter_.Log(jobs::LogLevel::kInfo,
+                absl::StrCat("resuming at step ", step_, " of ", o_.max_steps, " from ", paths_.resume));
+  return absl::OkStatus();
+}
+
+absl::Status E2eTrainer::StartFresh() {
+  if (primary_) (void)resume_dir_.Clear();
+  QATD_ASSIGN_OR_RETURN(result_.initial, Evaluate(0));
+  result_.best = result_.last = result_.initial;
+  log_.Add(0, std::nan(""), result_.initial.kd, o_.lr * schedule_.Factor(0), 0);
+  QATD_RETURN_IF_ERROR(SaveBest(0));
+  reporter_.Log(jobs::LogLevel::kInfo,
+                absl::StrFormat("initial held-out eval (%d sequences): kd %.4g, top-1 %.3f, ppl %.2f",
+                                splits_.held_out.size(), result_.initial.kd, result_.initial.top1, result_.initial.ppl));
+  return absl::OkStatus();
+}
+
+void E2eTrainer::LogPlan() {
+  reporter_.Log(jobs::LogLevel::kInfo,
+                absl::StrCat("training ", adam_->num_parameters(), " parameters in ", params_.size(), " tensors; ",
+                             splits_.train.size(), " training / ", splits_.held_out.size(), " held-out sequences"));
+  if (dist_ != nullptr) {
+    reporter_.Log(jobs::LogLevel::kInfo,
+                  absl::StrCat("data parallel over ", world_, " ranks: global batch ", o_.batch_size * world_ * o_.grad_accum,
+                               adam_->sharded() ? absl::StrCat("; ZeRO-1: rank ", dist_->rank(),
+                                                               " keeps the optimizer state of ", adam_->owned_parameters(),
+                                                               " of them")
+                                                : std::string("; optimizer state replicated")));
+  }
+}
+
+absl::Status E2eTrainer::TrainLoop() {
   // One micro-step for the whole run: on CUDA it captures the step into a graph (micro_step.h).
-  MicroStep micro(*s.model, weights, o.chunk_rows, /*allow_graphs=*/true, &reporter);
-  adam.set_zero_grads_in_place(micro.may_use_graphs());
-  if (micro.may_use_graphs()) reporter.Log(jobs::LogLevel::kInfo, "training steps run as CUDA graph replays after 2 warm-up micro-batches");
-  const int64_t tokens_per_step = o.batch_size * world * o.grad_accum * reader->max_length();  // all ranks
-  const Clock::time_point run_start = Clock::now();
-  double train_seconds = 0;
-  int64_t steps_this_run = 0;
-  LossWindow window;
-  bool stopped_early = false;
-  while (step < o.max_steps) {
-    bool stop = cancel.cancelled();
-    if (dist != nullptr) {
+  const KdLossWeights weights{o_.temperature, o_.hard_top1_weight, o_.hard_full_weight};
+  micro_ = std::make_unique<MicroStep>(*s_.model, weights, o_.chunk_rows, /*allow_graphs=*/true, &reporter_);
+  adam_->set_zero_grads_in_place(micro_->may_use_graphs());
+  if (micro_->may_use_graphs()) {
+    reporter_.Log(jobs::LogLevel::kInfo, "training steps run as CUDA graph replays after 2 warm-up micro-batches");
+  }
+  tokens_per_step_ = o_.batch_size * world_ * o_.grad_accum * reader_->max_length();
+  run_start_ = Clock::now();
+  while (step_ < o_.max_steps && !stopped_early_) {
+    bool stop = cancel_.cancelled();
+    if (dist_ != nullptr) {
       // A cancel reaches the ranks at different moments: they agree before each step.
-      QATD_ASSIGN_OR_RETURN(stop, dist->Any(stop));
+      QATD_ASSIGN_OR_RETURN(stop, dist_->Any(stop));
     }
     if (stop) {
-      QATD_RETURN_IF_ERROR(save_resume());
-      return absl::CancelledError(absl::StrCat("cancelled at step ", step, "; resume checkpoint in ", paths.resume));
+      QATD_RETURN_IF_ERROR(SaveCheckpoint());
+      return absl::CancelledError(absl::StrCat("cancelled at step ", step_, "; resume checkpoint in ", paths_.resume));
     }
     const Clock::time_point t0 = Clock::now();
-    QATD_ASSIGN_OR_RETURN(LossValues values, RunMicroBatches(micro, stream, o.grad_accum, adam, dist));
-    const double lr = o.lr * schedule.Factor(step);
-    QATD_RETURN_IF_ERROR(ApplyStep(adam, lr, o.clip_grad_norm, values, step + 1, dist));
-    ++step;
-    ++steps_this_run;
-    train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
-    window.Add(values);
+    QATD_ASSIGN_OR_RETURN(LossValues values, RunMicroBatches(*micro_, *stream_, o_.grad_accum, *adam_, dist_));
+    const double lr = o_.lr * schedule_.Factor(step_);
+    QATD_RETURN_IF_ERROR(ApplyStep(*adam_, lr, o_.clip_grad_norm, values, step_ + 1, dist_));
+    ++step_;
+    ++steps_this_run_;
+    train_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
+    QATD_RETURN_IF_ERROR(AfterStep(values, lr));
+  }
+  return absl::OkStatus();
+}
 
-    const double elapsed = elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count();
-    const double rate = train_seconds > 0 ? steps_this_run / train_seconds : 0;
-    reporter.Progress(step, o.max_steps, "steps", rate, rate > 0 ? (o.max_steps - step) / rate : -1);
-    const bool eval_now = (o.eval_steps > 0 && step % o.eval_steps == 0) || step == o.max_steps;
-    const bool log_now = step % o.logging_steps == 0 || step == o.max_steps || eval_now;
-    double eval_kd = std::nan("");
-    if (eval_now) {
-      QATD_ASSIGN_OR_RETURN(result.last, evaluate(step));
-      eval_kd = result.last.kd;
-      if (result.last.kd < result.best.kd) {
-        result.best = result.last;
-        stale_evals = 0;
-        QATD_RETURN_IF_ERROR(save_best(step));
-      } else {
-        ++stale_evals;
-      }
-    }
-    if (log_now && window.count > 0) {
-      const LossValues mean = window.Mean();
-      reporter.Metric("loss/total", step, mean.total);
-      reporter.Metric("loss/kd", step, mean.kd);
-      if (o.hard_top1_weight > 0) reporter.Metric("loss/hard_top1", step, mean.hard_top1);
-      if (o.hard_full_weight > 0) reporter.Metric("loss/hard_full", step, mean.hard_full);
-      reporter.Metric("train/lr", step, lr);
-      reporter.Metric("train/tokens_per_second", step, train_seconds > 0 ? tokens_per_step * steps_this_run / train_seconds : 0);
-      result.train_loss_last = mean.total;
-      log.Add(step, mean.total, eval_kd, lr, elapsed);
-      window = LossWindow();
-      if (primary) QATD_RETURN_IF_ERROR(log.Write());
-    }
-    if (eval_now || (o.save_steps > 0 && step % o.save_steps == 0)) {
-      elapsed_before = elapsed;
-      QATD_RETURN_IF_ERROR(save_resume());
-      if (o.after_durable && primary) QATD_RETURN_IF_ERROR(o.after_durable(step));
-    }
-    if (eval_now && o.early_stop_patience > 0 && stale_evals >= o.early_stop_patience && step < o.max_steps) {
-      reporter.Log(jobs::LogLevel::kInfo, absl::StrFormat("early stop at step %d: held-out kd has not improved on %.4g "
-                                                          "(step %d) for %d evaluations",
-                                                          step, result.best.kd, result.best.step, stale_evals));
-      stopped_early = true;
-      break;
+// Progress, evaluation (keep-best), the log window, checkpoints and early stopping of one step.
+absl::Status E2eTrainer::AfterStep(const LossValues& values, double lr) {
+  window_.Add(values);
+  const double elapsed = elapsed_before_ + std::chrono::duration<double>(Clock::now() - run_start_).count();
+  const double rate = train_seconds_ > 0 ? steps_this_run_ / train_seconds_ : 0;
+  reporter_.Progress(step_, o_.max_steps, "steps", rate, rate > 0 ? (o_.max_steps - step_) / rate : -1);
+  const bool eval_now = (o_.eval_steps > 0 && step_ % o_.eval_steps == 0) || step_ == o_.max_steps;
+  const bool log_now = step_ % o_.logging_steps == 0 || step_ == o_.max_steps || eval_now;
+  double eval_kd = std::nan("");
+  if (eval_now) {
+    QATD_ASSIGN_OR_RETURN(result_.last, Evaluate(step_));
+    eval_kd = result_.last.kd;
+    if (result_.last.kd < result_.best.kd) {
+      result_.best = result_.last;
+      stale_evals_ = 0;
+      QATD_RETURN_IF_ERROR(SaveBest(step_));
+    } else {
+      ++stale_evals_;
     }
   }
-  result.steps = step;
-  result.early_stopped = stopped_early;
-  result.tokens_per_second = train_seconds > 0 ? tokens_per_step * steps_this_run / train_seconds : 0;
-  if (!primary) return result;  // the other ranks' work ends here; rank 0 holds the outcome
-  QATD_RETURN_IF_ERROR(log.Write());
+  if (log_now && window_.count > 0) {
+    LogWindow(lr, eval_kd, elapsed);
+    if (primary_) QATD_RETURN_IF_ERROR(log_.Write());
+  }
+  if (eval_now || (o_.save_steps > 0 && step_ % o_.save_steps == 0)) {
+    elapsed_before_ = elapsed;
+    QATD_RETURN_IF_ERROR(SaveCheckpoint());
+    if (o_.after_durable && primary_) QATD_RETURN_IF_ERROR(o_.after_durable(step_));
+  }
+  if (eval_now && o_.early_stop_patience > 0 && stale_evals_ >= o_.early_stop_patience && step_ < o_.max_steps) {
+    reporter_.Log(jobs::LogLevel::kInfo, absl::StrFormat("early stop at step %d: held-out kd has not improved on %.4g "
+                                                         "(step %d) for %d evaluations",
+                                                         step_, result_.best.kd, result_.best.step, stale_evals_));
+    stopped_early_ = true;
+  }
+  return absl::OkStatus();
+}
+
+// The window's mean terms as metrics and one training_log.csv row; starts a new window.
+void E2eTrainer::LogWindow(double lr, double eval_kd, double elapsed) {
+  const LossValues mean = window_.Mean();
+  reporter_.Metric("loss/total", step_, mean.total);
+  reporter_.Metric("loss/kd", step_, mean.kd);
+  if (o_.hard_top1_weight > 0) reporter_.Metric("loss/hard_top1", step_, mean.hard_top1);
+  if (o_.hard_full_weight > 0) reporter_.Metric("loss/hard_full", step_, mean.hard_full);
+  reporter_.Metric("train/lr", step_, lr);
+  reporter_.Metric("train/tokens_per_second", step_,
+                   train_seconds_ > 0 ? tokens_per_step_ * steps_this_run_ / train_seconds_ : 0);
+  result_.train_loss_last = mean.total;
+  log_.Add(step_, mean.total, eval_kd, lr, elapsed);
+  window_ = LossWindow();
+}
+
+absl::StatusOr<EvalPoint> E2eTrainer::Evaluate(int64_t at_step) {
+  QATD_ASSIGN_OR_RETURN(EvalResult r, EvaluateSharded(*s_.model, *reader_, splits_.held_out, eval_options_, dist_));
+  EvalPoint p{at_step, r.kd, r.top1, r.ppl};
+  reporter_.Metric("eval/kd", at_step, r.kd);
+  reporter_.Metric("eval/top1", at_step, r.top1);
+  reporter_.Metric("eval/ppl", at_step, r.ppl);
+  return p;
+}
+
+absl::Status E2eTrainer::SaveCheckpoint() {
+  // A sharded optimizer's state is gathered (every rank takes part) into the one file.
+  absl::StatusOr<quant::TensorMap> optimizer_state = dist_ != nullptr ? adam_->GatheredState(*dist_) : adam_->State();
+  QATD_RETURN_IF_ERROR(optimizer_state.status());
+  if (!primary_) return absl::OkStatus();
+  ResumeState st;
+  st.fingerprint = fingerprint_;
+  st.step = step_;
+  st.cursor = stream_->cursor();
+  st.elapsed_sec = elapsed_before_;
+  st.log = log_.ToJson();
+  st.fields = {{"initial", ToJson(result_.initial)},
+               {"best", ToJson(result_.best)},
+               {"last", ToJson(result_.last)},
+               {"stale_evals", stale_evals_}};
+  st.tensors["optimizer"] = std::move(*optimizer_state);
+  return resume_dir_.Save(s_, st);
+}
+
+absl::Status E2eTrainer::SaveBest(int64_t at_step) {
+  if (!primary_) return absl::OkStatus();
+  return SaveStudent(s_, paths_.best, {{"step", at_step}, {"eval_kd", result_.best.kd}});
+}
+
+absl::StatusOr<E2eResult> E2eTrainer::Finish() {
+  result_.steps = step_;
+  result_.early_stopped = stopped_early_;
+  result_.tokens_per_second = train_seconds_ > 0 ? tokens_per_step_ * steps_this_run_ / train_seconds_ : 0;
+  if (!primary_) return result_;  // the other ranks' work ends here; rank 0 holds the outcome
+  QATD_RETURN_IF_ERROR(log_.Write());
   // End with the best state (the initial one if training never improved held-out loss).
-  if (result.best.step != result.last.step || steps_this_run == 0) {
-    QATD_ASSIGN_OR_RETURN(quant::LoadedTensors best, quant::ReadTensorMap((fs::path(paths.best) / "model.safetensors").string()));
-    QATD_RETURN_IF_ERROR(quant::LoadQuantState(*s.registry, best.tensors));
+  if (result_.best.step != result_.last.step || steps_this_run_ == 0) {
+    QATD_ASSIGN_OR_RETURN(quant::LoadedTensors best,
+                          quant::ReadTensorMap((fs::path(paths_.best) / "model.safetensors").string()));
+    QATD_RETURN_IF_ERROR(quant::LoadQuantState(*s_.registry, best.tensors));
   }
-  s.registry->FreezeAllParameters();
-  reporter.Log(jobs::LogLevel::kInfo,
-               absl::StrFormat("held-out kd: initial %.4g -> best %.4g (step %d); %d steps, %.0f tokens/s", result.initial.kd,
-                               result.best.kd, result.best.step, result.steps, result.tokens_per_second));
-  return result;
+  s_.registry->FreezeAllParameters();
+  reporter_.Log(jobs::LogLevel::kInfo,
+                absl::StrFormat("held-out kd: initial %.4g -> best %.4g (step %d); %d steps, %.0f tokens/s",
+                                result_.initial.kd, result_.best.kd, result_.best.step, result_.steps,
+                                result_.tokens_per_second));
+  return result_;
+}
+
+absl::StatusOr<E2eResult> TrainE2e(Student& s, const E2eOptions& o, jobs::Reporter& reporter, jobs::CancelToken& cancel) {
+  return E2eTrainer(s, o, reporter, cancel).Run();
 }
 
 }  // namespace qatd::train

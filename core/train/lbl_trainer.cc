@@ -1,39 +1,36 @@
 #include "core/train/lbl_trainer.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/core/grad_mode.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/common/file_util.h"
 #include "core/common/status_macros.h"
-#include "core/common/torch_status.h"
 #include "core/kd/cache_reader.h"
-#include "core/kd/packing.h"
 #include "core/model/safetensors.h"
 #include "core/quant/quantize_model.h"
-#include "core/quant/tensor_io.h"
 #include "core/train/evaluate.h"
-#include "core/train/losses.h"
+#include "core/train/held_out.h"
+#include "core/train/lbl_step.h"
+#include "core/train/loss_values.h"
 #include "core/train/optimizer.h"
-#include "core/train/train_common.h"
+#include "core/train/resume_state.h"
+#include "core/train/train_log.h"
+#include "core/train/train_step.h"
+#include "core/train/trainable.h"
 
 namespace qatd::train {
 namespace fs = std::filesystem;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Salt that separates the L_local row-sampling seeds from the data-order seeds.
-constexpr uint64_t kLocalRowsSalt = 0x4c424c6c6f63616cULL;  // "LBLlocal"
 
 double Nan() { return std::numeric_limits<double>::quiet_NaN(); }
 nlohmann::json Num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
@@ -57,181 +54,405 @@ LayerResult LayerResultFromJson(const nlohmann::json& j) {
   return r;
 }
 
-nlohmann::json WindowToJson(const LossWindow& w) {
-  return {{"count", w.count},
-          {"sum", {w.sum.total, w.sum.kd, w.sum.hard_top1, w.sum.hard_full, w.sum.local, w.sum.global}}};
-}
-LossWindow WindowFromJson(const nlohmann::json& j) {
-  LossWindow w;
-  w.count = j.value("count", int64_t{0});
-  const auto& s = j.at("sum");
-  w.sum = {s[0].get<double>(), s[1].get<double>(), s[2].get<double>(),
-           s[3].get<double>(), s[4].get<double>(), s[5].get<double>()};
-  return w;
-}
-
-// The original float MLP of one decoder layer: gate/up [I, H], down [H, I], fp32 on the model's
-// device, holding the base model's weights rounded to the model dtype (what the student's dense
-// layer held before quantization).
-struct FloatMlp {
-  at::Tensor gate, up, down;
+// The layer being trained: its parameters, optimizer and keep-best snapshot.
+struct LayerRun {
+  int64_t layer = 0;
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  FloatMlp fp;
+  std::unique_ptr<AdamW> adam;
+  quant::TensorMap snapshot;
+  double seconds_before = 0;  // time in this layer before a resume
+  Clock::time_point start;
+  double Seconds() const { return seconds_before + std::chrono::duration<double>(Clock::now() - start).count(); }
 };
 
-absl::StatusOr<FloatMlp> LoadFloatMlp(const model::Checkpoint& base, int64_t layer, at::ScalarType dtype,
-                                      at::Device device) {
-  FloatMlp mlp;
-  const std::string prefix = absl::StrCat("model.layers.", layer, ".mlp.");
-  at::Tensor* slots[3] = {&mlp.gate, &mlp.up, &mlp.down};
-  const char* names[3] = {"gate_proj", "up_proj", "down_proj"};
-  for (int k = 0; k < 3; ++k) {
-    QATD_ASSIGN_OR_RETURN(model::TensorView view, base.Get(absl::StrCat(prefix, names[k], ".weight")));
-    QATD_RETURN_IF_ERROR(CatchTorch("load float MLP", [&]() -> absl::Status {
-      *slots[k] = quant::TensorFromView(view).to(dtype).to(device, at::kFloat);
-      return absl::OkStatus();
-    }));
+// TrainLayerwise as a class: one method per phase, the run state in members.
+class LayerwiseTrainer {
+ public:
+  LayerwiseTrainer(Student& s, const LblOptions& o, jobs::Reporter& reporter, jobs::CancelToken& cancel)
+      : s_(s), o_(o), reporter_(reporter), cancel_(cancel), paths_(o.output_dir),
+        resume_dir_(paths_.resume, {.step_key = "global_step"}), log_(paths_.log_csv, "layer") {}
+
+  absl::StatusOr<LblResult> Run();
+
+ private:
+  absl::Status Prepare();
+  absl::Status ResolveLayers();
+  absl::Status OpenData();
+  absl::Status MaybeResume();
+  absl::Status Resume();
+  absl::Status StartFresh();
+  absl::Status TrainLayer();
+  absl::Status BeginLayer(LayerRun& run);
+  absl::Status Step(LayerRun& run, const LblMicroContext& ctx);
+  absl::Status EndLayer(LayerRun& run, double* eval_kd);
+  void LogWindow(int64_t layer, double eval_kd);
+  absl::Status CompleteLayer(LayerRun& run);
+  absl::Status SaveCheckpoint(const LayerRun* run);
+  absl::StatusOr<EvalResult> Evaluate(kd::KdSplit split) {
+    return train::Evaluate(*s_.model, *reader_, split, eval_options_);
   }
-  return mlp;
+  double ElapsedNow() const {
+    return elapsed_before_ + std::chrono::duration<double>(Clock::now() - run_start_).count();
+  }
+  absl::StatusOr<LblResult> Finish();
+
+  Student& s_;
+  const LblOptions& o_;
+  jobs::Reporter& reporter_;
+  jobs::CancelToken& cancel_;
+  const TrainPaths paths_;
+  const ResumeDir resume_dir_;
+
+  // Set up by Prepare.
+  std::vector<int64_t> order_;
+  std::shared_ptr<const kd::KdCacheReader> reader_;
+  kd::KdSplits splits_;
+  kd::KdSplit layer_split_;
+  std::optional<model::Checkpoint> base_;  // the float MLPs of L_local
+  std::optional<kd::KdBatchStream> stream_;
+  int64_t steps_per_layer_ = 0;
+  int64_t total_steps_ = 0;
+  KdLossWeights weights_;
+  EvalOptions eval_options_;
+  nlohmann::json fingerprint_;
+
+  // Run state (everything trainer_state.json holds).
+  LblResult result_;
+  TrainLog log_;
+  size_t pos_ = 0;               // index into order_ of the layer being trained
+  int64_t step_in_layer_ = 0;    // steps done in that layer
+  int64_t global_step_ = 0;
+  double current_kd_ = Nan();    // per-layer-subset held-out kd of the current state
+  double current_top1_ = Nan();
+  LayerResult running_;          // the layer in progress (before, first/last, seconds so far)
+  LossWindow window_;
+  double elapsed_before_ = 0;
+  std::optional<ResumeState> mid_layer_;  // a resume inside a layer: its optimizer and snapshot
+
+  // This run.
+  Clock::time_point run_start_;
+  double train_seconds_ = 0;
+  int64_t steps_this_run_ = 0;
+};
+
+absl::StatusOr<LblResult> LayerwiseTrainer::Run() {
+  QATD_RETURN_IF_ERROR(Prepare());
+  QATD_RETURN_IF_ERROR(MaybeResume());
+  reporter_.Log(jobs::LogLevel::kInfo,
+                absl::StrCat(order_.size(), " layers x ", steps_per_layer_, " steps; ", splits_.train.size(),
+                             " training / ", splits_.held_out.size(), " held-out sequences"));
+  run_start_ = Clock::now();
+  while (pos_ < order_.size()) QATD_RETURN_IF_ERROR(TrainLayer());
+  return Finish();
 }
 
-// Freezes everything, applies the trainable set to every quantized layer, then freezes again
-// whatever is not under "model.layers.<layer>." (spec §8.1 step 1).
-absl::Status MakeLayerTrainable(Student& s, int64_t layer, const LblOptions& o) {
-  QATD_RETURN_IF_ERROR(
-      quant::ApplyTrainableSet(*s.registry, {o.train_weights && s.version == 1, o.train_scales, false, o.train_mlp_only}));
-  const std::string prefix = absl::StrCat("model.layers.", layer, ".");
-  for (auto& item : s.model->named_parameters(/*recurse=*/true)) {
-    if (item.key().rfind(prefix, 0) != 0) item.value().set_requires_grad(false);
+absl::Status LayerwiseTrainer::Prepare() {
+  QATD_RETURN_IF_ERROR(o_.Validate());
+  QATD_RETURN_IF_ERROR(ResolveLayers());
+  QATD_RETURN_IF_ERROR(OpenData());
+  if (o_.local_weight > 0) {
+    std::string base_dir = s_.base_model;
+    if (fs::path(base_dir).extension() == ".json") base_dir = fs::path(base_dir).parent_path().string();
+    QATD_ASSIGN_OR_RETURN(model::Checkpoint ckpt, model::Checkpoint::Open(base_dir));
+    base_.emplace(std::move(ckpt));
+  }
+  std::error_code ec;
+  fs::create_directories(o_.output_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", o_.output_dir, ": ", ec.message()));
+  weights_ = KdLossWeights{o_.temperature, o_.hard_top1_weight, o_.hard_full_weight};
+  eval_options_.max_sequences = 0;
+  eval_options_.batch_size = o_.eval_batch_size;
+  eval_options_.temperature = o_.temperature;
+  eval_options_.chunk_rows = o_.chunk_rows;
+  fingerprint_ = {{"batch_size", o_.batch_size},
+                  {"grad_accum", o_.grad_accum},
+                  {"seed", o_.seed},
+                  {"eval_samples", o_.eval_samples},
+                  {"layer_eval_samples", o_.layer_eval_samples},
+                  {"layers", order_},
+                  {"steps_per_layer", steps_per_layer_},
+                  {"train", {o_.train_scales, o_.train_weights, o_.train_mlp_only}},
+                  {"version", s_.version}};
+  return absl::OkStatus();
+}
+
+absl::Status LayerwiseTrainer::ResolveLayers() {
+  const int64_t num_layers = s_.model->num_layers();
+  order_ = o_.layers;
+  if (order_.empty()) {
+    for (int64_t i = 0; i < num_layers; ++i) order_.push_back(i);
+  }
+  for (int64_t l : order_) {
+    if (l >= num_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layers: index ", l, " is out of range; the model has ", num_layers, " decoder layers"));
+    }
   }
   return absl::OkStatus();
 }
 
-struct MicroContext {
-  Student& s;
-  const LblOptions& o;
-  const KdLossWeights& weights;
-  int64_t layer;
-  const FloatMlp* fp;  // null when local_weight == 0
-};
-
-// One optimizer step's worth of micro-batches (gradients accumulate); returns the mean terms.
-// `first_micro` numbers the micro-batches of the whole run: micro-batch n samples its L_local
-// rows from a CPU generator seeded with MixSeed(seed ^ salt, n), so the sampling needs no saved
-// generator state to resume exactly and does not depend on the device.
-absl::StatusOr<LossValues> RunLblMicroBatches(const MicroContext& c, kd::KdBatchStream& stream, AdamW& adam,
-                                              int64_t first_micro) {
-  LossValues values;
-  QATD_RETURN_IF_ERROR(CatchTorch("training step", [&]() -> absl::Status {
-    adam.ZeroGrad();
-    model::Qwen3ModelImpl& m = *c.s.model;
-    const at::Device device = m.device();
-    const bool use_local = c.o.local_weight > 0;
-    const bool use_global = c.o.global_weight > 0;
-    at::Tensor sums;  // [6] float: total, kd, top1, full, local, global
-    for (int64_t micro = 0; micro < c.o.grad_accum; ++micro) {
-      QATD_ASSIGN_OR_RETURN(kd::KdBatch batch, stream.Next());
-      at::Tensor ids = batch.input_ids.to(device, at::kLong);
-      at::Tensor hidden, mlp_in, y_q;
-      if (!use_local) {
-        hidden = m.Forward(ids);
-      } else {
-        // The forward, written out so that layer i's MLP input and output are at hand (the
-        // reference registers a forward hook on layer i's mlp). It is Qwen3ModelImpl::Forward
-        // step for step at no extra cost, except that layer i's residual add is out of place:
-        // the decoder layer adds the residual into the MLP output in place, which would
-        // overwrite y_q. Running Forward with residuals instead would recompute layer i's
-        // attention just to get the MLP input.
-        const int64_t len = ids.size(1);
-        const model::RotaryTables rope = m.Rope(0, len);
-        at::Tensor x = m.Embed(ids);
-        for (int64_t j = 0; j < c.layer; ++j) x = m.model->layers[j]->forward(x, rope, 0, nullptr, j);
-        auto& dl = *m.model->layers[c.layer];
-        at::Tensor h = dl.self_attn->forward(dl.input_layernorm->forward(x), rope, 0, nullptr, c.layer) + x;
-        mlp_in = dl.post_attention_layernorm->forward(h);
-        y_q = dl.mlp->forward(mlp_in);
-        if (use_global) {
-          x = y_q + h;
-          for (int64_t j = c.layer + 1; j < m.num_layers(); ++j) x = m.model->layers[j]->forward(x, rope, 0, nullptr, j);
-          hidden = m.FinalNorm(x);
-        }
-      }
-      at::Tensor total = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device));
-      at::Tensor row = at::zeros({6}, at::TensorOptions().dtype(at::kFloat).device(device));
-      if (use_global) {
-        at::Tensor topk_idx = batch.topk_idx.to(device, at::kLong);
-        at::Tensor topk_logits = batch.topk_logits.to(device);
-        QATD_ASSIGN_OR_RETURN(KdLossTerms terms, ComputeKdLoss(hidden, LmHeadWeight(m), topk_idx, topk_logits, c.weights,
-                                                               c.o.chunk_rows));
-        total = total + c.o.global_weight * terms.total;
-        row[1] = terms.kd.detach();
-        if (terms.hard_top1.defined()) row[2] = terms.hard_top1.detach();
-        if (terms.hard_full.defined()) row[3] = terms.hard_full.detach();
-        row[5] = terms.total.detach();
-      }
-      if (use_local) {
-        // spec §7.4: positions [:, :-1] (the last one predicts nothing), up to local_tokens rows
-        // drawn uniformly without replacement. The rows are drawn here rather than inside
-        // LocalMlpLoss so that (a) the float MLP runs on the sampled rows only and (b) the row
-        // index lives on the model's device (LocalMlpLoss draws its permutation on the CPU).
-        const int64_t hdim = mlp_in.size(-1);
-        at::Tensor in_rows = mlp_in.narrow(1, 0, mlp_in.size(1) - 1).reshape({-1, hdim});
-        at::Tensor q_rows = y_q.narrow(1, 0, y_q.size(1) - 1).reshape({-1, hdim});
-        const int64_t n = in_rows.size(0);
-        if (n > c.o.local_tokens) {
-          at::Generator gen = at::detail::createCPUGenerator(kd::MixSeed(c.o.seed ^ kLocalRowsSalt,
-                                                                         static_cast<uint64_t>(first_micro + micro)));
-          at::Tensor rows = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong)).narrow(0, 0, c.o.local_tokens);
-          rows = rows.to(device);
-          in_rows = in_rows.index_select(0, rows);
-          q_rows = q_rows.index_select(0, rows);
-        }
-        at::Tensor y_fp;
-        {
-          // The reference target: the same input through the float MLP, fp32, no gradient.
-          at::NoGradGuard no_grad;
-          at::Tensor xin = in_rows.detach().to(at::kFloat);
-          y_fp = at::linear(at::silu(at::linear(xin, c.fp->gate)) * at::linear(xin, c.fp->up), c.fp->down);
-        }
-        LocalMlpLossOptions lo;
-        lo.max_tokens = std::max<int64_t>(1, q_rows.size(0));  // already sampled: use every row
-        at::Tensor local = LocalMlpLoss(q_rows, y_fp, c10::nullopt, lo);
-        total = total + c.o.local_weight * local.to(device);
-        row[4] = local.detach().to(device);
-      }
-      row[0] = total.detach();
-      if (total.requires_grad()) (total / static_cast<double>(c.o.grad_accum)).backward();
-      sums = sums.defined() ? sums + row : row;
-    }
-    at::Tensor mean = (sums / static_cast<double>(c.o.grad_accum)).to(at::kDouble).cpu();
-    values.total = mean[0].item<double>();
-    values.kd = use_global ? mean[1].item<double>() : Nan();
-    values.hard_top1 = use_global && c.o.hard_top1_weight > 0 ? mean[2].item<double>() : Nan();
-    values.hard_full = use_global && c.o.hard_full_weight > 0 ? mean[3].item<double>() : Nan();
-    values.local = use_local ? mean[4].item<double>() : Nan();
-    values.global = use_global ? mean[5].item<double>() : Nan();
-    return absl::OkStatus();
-  }));
-  return values;
+// The KD cache, its splits and the training stream; the number of steps per layer.
+absl::Status LayerwiseTrainer::OpenData() {
+  QATD_ASSIGN_OR_RETURN(reader_, kd::KdCacheReader::Open(o_.kd_cache_dir, {.model_vocab_size = s_.config.vocab_size}));
+  QATD_ASSIGN_OR_RETURN(splits_, HeldOutSplits(*reader_, o_.eval_samples));
+  layer_split_ = kd::KdSplit{
+      splits_.held_out.begin,
+      splits_.held_out.begin + (o_.layer_eval_samples > 0 ? std::min(o_.layer_eval_samples, splits_.held_out.size())
+                                                          : splits_.held_out.size())};
+  kd::KdStreamOptions stream_options;
+  stream_options.batch_size = o_.batch_size;
+  stream_options.seed = o_.seed;
+  QATD_ASSIGN_OR_RETURN(kd::KdBatchStream stream, kd::KdBatchStream::Create(reader_, splits_.train, stream_options));
+  stream_.emplace(std::move(stream));
+  steps_per_layer_ = o_.steps_per_layer > 0
+                         ? o_.steps_per_layer
+                         : std::max<int64_t>(1, o_.epochs_per_layer * stream_->batches_per_epoch() / o_.grad_accum);
+  total_steps_ = steps_per_layer_ * static_cast<int64_t>(order_.size());
+  return absl::OkStatus();
 }
 
-quant::TensorMap Snapshot(const std::vector<std::pair<std::string, at::Tensor>>& params) {
-  at::NoGradGuard no_grad;
-  quant::TensorMap m;
-  for (const auto& [name, p] : params) m[name] = p.detach().clone();
-  return m;
+absl::Status LayerwiseTrainer::MaybeResume() {
+  return o_.resume && resume_dir_.Exists() ? Resume() : StartFresh();
 }
 
-absl::Status Restore(const std::vector<std::pair<std::string, at::Tensor>>& params, const quant::TensorMap& snap) {
-  return CatchTorch("restore layer", [&]() -> absl::Status {
-    at::NoGradGuard no_grad;
-    for (const auto& [name, p] : params) {
-      auto it = snap.find(name);
-      if (it == snap.end() || !it->second.sizes().equals(p.sizes())) {
-        return absl::DataLossError(absl::StrCat("layer snapshot lacks ", name, " or has the wrong shape"));
-      }
-      p.copy_(it->second.to(p.device(), p.scalar_type()));
+absl::Status LayerwiseTrainer::Resume() {
+  QATD_ASSIGN_OR_RETURN(ResumeState st, resume_dir_.Load(fingerprint_));
+  QATD_RETURN_IF_ERROR(quant::LoadQuantState(*s_.registry, st.model));
+  QATD_RETURN_IF_ERROR(stream_->Seek(st.cursor));
+  const nlohmann::json& f = st.fields;
+  for (const char* key : {"running", "table", "window"}) {
+    if (!f.contains(key)) return absl::DataLossError(absl::StrCat(paths_.resume, "/trainer_state.json: no \"", key, "\""));
+  }
+  pos_ = f.value("position", size_t{0});
+  step_in_layer_ = f.value("step_in_layer", int64_t{0});
+  global_step_ = st.step;
+  result_.initial_kd = NumFrom(f, "initial_kd");
+  result_.initial_top1 = NumFrom(f, "initial_top1");
+  current_kd_ = NumFrom(f, "current_kd");
+  current_top1_ = NumFrom(f, "current_top1");
+  running_ = LayerResultFromJson(f.at("running"));
+  for (const auto& row : f.at("table")) result_.layers.push_back(LayerResultFromJson(row));
+  QATD_ASSIGN_OR_RETURN(window_, LossWindow::FromJson(f.at("window")));
+  elapsed_before_ = st.elapsed_sec;
+  log_.FromJson(st.log);
+  if (step_in_layer_ > 0) mid_layer_.emplace(std::move(st));
+  result_.resumed = true;
+  reporter_.Log(jobs::LogLevel::kInfo, absl::StrCat("resuming at layer position ", pos_, " of ", order_.size(), ", step ",
+                                                    step_in_layer_, " of ", steps_per_layer_, " from ", paths_.resume));
+  return absl::OkStatus();
+}
+
+absl::Status LayerwiseTrainer::StartFresh() {
+  (void)resume_dir_.Clear();
+  QATD_ASSIGN_OR_RETURN(EvalResult initial, Evaluate(splits_.held_out));
+  result_.initial_kd = initial.kd;
+  result_.initial_top1 = initial.top1;
+  QATD_ASSIGN_OR_RETURN(EvalResult sub, Evaluate(layer_split_));
+  current_kd_ = sub.kd;
+  current_top1_ = sub.top1;
+  reporter_.Metric("eval/kd", 0, current_kd_);
+  reporter_.Metric("eval/top1", 0, current_top1_);
+  log_.Add(0, Nan(), current_kd_, o_.lr, 0, "");
+  reporter_.Log(jobs::LogLevel::kInfo,
+                absl::StrFormat("initial held-out eval (%d sequences): kd %.4g, top-1 %.3f; per-layer subset (%d): kd %.4g",
+                                splits_.held_out.size(), initial.kd, initial.top1, layer_split_.size(), current_kd_));
+  return absl::OkStatus();
+}
+
+// The layer order_[pos_], from step_in_layer_ to its end (or a cancel).
+absl::Status LayerwiseTrainer::TrainLayer() {
+  LayerRun run;
+  QATD_RETURN_IF_ERROR(BeginLayer(run));
+  const LblMicroContext ctx{s_, o_, weights_, run.layer, base_.has_value() ? &run.fp : nullptr};
+  while (step_in_layer_ < steps_per_layer_) {
+    if (cancel_.cancelled()) {
+      running_.seconds = run.Seconds();
+      QATD_RETURN_IF_ERROR(SaveCheckpoint(&run));
+      return absl::CancelledError(absl::StrCat("cancelled in layer ", run.layer, " at step ", step_in_layer_,
+                                               "; resume checkpoint in ", paths_.resume));
     }
-    return absl::OkStatus();
-  });
+    QATD_RETURN_IF_ERROR(Step(run, ctx));
+    const bool layer_done = step_in_layer_ == steps_per_layer_;
+    double eval_kd = Nan();
+    if (layer_done) QATD_RETURN_IF_ERROR(EndLayer(run, &eval_kd));
+    if (global_step_ % o_.logging_steps == 0 || layer_done) {
+      LogWindow(run.layer, eval_kd);
+      QATD_RETURN_IF_ERROR(log_.Write());
+    }
+    if (layer_done) {
+      QATD_RETURN_IF_ERROR(CompleteLayer(run));
+    } else if (o_.save_steps > 0 && global_step_ % o_.save_steps == 0) {
+      running_.seconds = run.Seconds();
+      QATD_RETURN_IF_ERROR(SaveCheckpoint(&run));
+    } else {
+      continue;
+    }
+    if (o_.after_durable) QATD_RETURN_IF_ERROR(o_.after_durable(global_step_));
+    if (layer_done) break;  // step_in_layer_ was reset for the next layer
+  }
+  return absl::OkStatus();
+}
+
+// Makes the layer trainable, builds its optimizer and snapshot (or takes them from a resume
+// inside this layer).
+absl::Status LayerwiseTrainer::BeginLayer(LayerRun& run) {
+  run.layer = order_[pos_];
+  run.start = Clock::now();
+  QATD_RETURN_IF_ERROR(MakeLayerTrainable(s_, run.layer, o_));
+  run.params = TrainableParameters(*s_.model);
+  if (run.params.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("nothing to train in layer ", run.layer, ": the trainable set selects no quantized parameter there"));
+  }
+  if (base_.has_value()) {
+    QATD_ASSIGN_OR_RETURN(run.fp, LoadFloatMlp(*base_, run.layer, s_.model->dtype(), s_.model->device()));
+  }
+  AdamWOptions adam_options;
+  adam_options.lr = o_.lr;
+  adam_options.weight_decay = o_.weight_decay;
+  run.adam = std::make_unique<AdamW>(run.params, adam_options);
+  if (mid_layer_.has_value()) {
+    QATD_ASSIGN_OR_RETURN(const quant::TensorMap* optimizer, mid_layer_->Tensors("optimizer"));
+    QATD_RETURN_IF_ERROR(run.adam->LoadState(*optimizer));
+    QATD_ASSIGN_OR_RETURN(const quant::TensorMap* snapshot, mid_layer_->Tensors("layer_start"));
+    run.snapshot = *snapshot;
+    run.seconds_before = running_.seconds;
+    mid_layer_.reset();
+  } else {
+    run.snapshot = Snapshot(run.params);
+    running_ = LayerResult();
+    running_.layer = run.layer;
+    running_.before = current_kd_;  // the current state on the same subset: no second evaluation
+    running_.local_first = running_.global_first = Nan();
+  }
+  reporter_.Log(jobs::LogLevel::kInfo,
+                absl::StrCat("layer ", run.layer, " (", pos_ + 1, "/", order_.size(), "): training ",
+                             run.adam->num_parameters(), " parameters in ", run.params.size(), " tensors"));
+  return absl::OkStatus();
+}
+
+absl::Status LayerwiseTrainer::Step(LayerRun& run, const LblMicroContext& ctx) {
+  const Clock::time_point t0 = Clock::now();
+  QATD_ASSIGN_OR_RETURN(LossValues values, RunLblMicroBatches(ctx, *stream_, *run.adam, global_step_ * o_.grad_accum));
+  QATD_RETURN_IF_ERROR(ApplyStep(*run.adam, o_.lr, /*clip_grad_norm=*/0, values, global_step_ + 1));
+  ++step_in_layer_;
+  ++global_step_;
+  ++steps_this_run_;
+  train_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
+  window_.Add(values);
+  if (step_in_layer_ == 1) {
+    running_.local_first = values.local;
+    running_.global_first = values.global;
+  }
+  running_.local_last = values.local;
+  running_.global_last = values.global;
+  running_.steps = step_in_layer_;
+  const double rate = train_seconds_ > 0 ? steps_this_run_ / train_seconds_ : 0;
+  reporter_.Progress(global_step_, total_steps_, "steps", rate, rate > 0 ? (total_steps_ - global_step_) / rate : -1);
+  return absl::OkStatus();
+}
+
+// The layer's "after" evaluation and keep-best (deliberate difference, see the header): a
+// layer that made the held-out loss worse is put back as it was at the layer's start.
+absl::Status LayerwiseTrainer::EndLayer(LayerRun& run, double* eval_kd) {
+  QATD_ASSIGN_OR_RETURN(EvalResult after, Evaluate(layer_split_));
+  running_.after = after.kd;
+  running_.improvement = running_.before - after.kd;
+  running_.restored = o_.keep_best_layer && !(after.kd <= running_.before);
+  if (running_.restored) {
+    QATD_RETURN_IF_ERROR(Restore(run.params, run.snapshot));
+  } else {
+    current_kd_ = after.kd;
+    current_top1_ = after.top1;
+  }
+  *eval_kd = after.kd;
+  reporter_.Metric("eval/kd", global_step_, current_kd_);
+  reporter_.Metric("eval/top1", global_step_, current_top1_);
+  return absl::OkStatus();
+}
+
+// The window's mean terms as metrics and one training_log.csv row; starts a new window.
+void LayerwiseTrainer::LogWindow(int64_t layer, double eval_kd) {
+  const LossValues mean = window_.Mean();
+  reporter_.Metric("loss/total", global_step_, mean.total);
+  if (o_.local_weight > 0) reporter_.Metric("loss/local", global_step_, mean.local);
+  if (o_.global_weight > 0) {
+    reporter_.Metric("loss/kd", global_step_, mean.kd);
+    reporter_.Metric("loss/global", global_step_, mean.global);
+    if (o_.hard_top1_weight > 0) reporter_.Metric("loss/hard_top1", global_step_, mean.hard_top1);
+    if (o_.hard_full_weight > 0) reporter_.Metric("loss/hard_full", global_step_, mean.hard_full);
+  }
+  reporter_.Metric("train/lr", global_step_, o_.lr);
+  log_.Add(global_step_, mean.total, eval_kd, o_.lr, ElapsedNow(), std::to_string(layer));
+  window_ = LossWindow();
+}
+
+// Records the layer's row, moves on to the next layer and writes a resume point there.
+absl::Status LayerwiseTrainer::CompleteLayer(LayerRun& run) {
+  running_.seconds = run.Seconds();
+  result_.layers.push_back(running_);
+  const LayerResult& r = running_;
+  reporter_.Log(jobs::LogLevel::kInfo,
+                absl::StrFormat("layer %d: held-out kd %.4g -> %.4g (%+.3g)%s; local %.4g -> %.4g, global %.4g -> "
+                                "%.4g; %.1f s",
+                                r.layer, r.before, r.after, -r.improvement, r.restored ? ", worse: restored" : "",
+                                r.local_first, r.local_last, r.global_first, r.global_last, r.seconds));
+  ++pos_;
+  step_in_layer_ = 0;
+  running_ = LayerResult();
+  s_.registry->FreezeAllParameters();
+  return SaveCheckpoint(nullptr);
+}
+
+// Writes resume/. Inside a layer (run != nullptr) its optimizer and start snapshot go with it.
+absl::Status LayerwiseTrainer::SaveCheckpoint(const LayerRun* run) {
+  nlohmann::json table = nlohmann::json::array();
+  for (const auto& l : result_.layers) table.push_back(ToJson(l));
+  ResumeState st;
+  st.fingerprint = fingerprint_;
+  st.step = global_step_;
+  st.cursor = stream_->cursor();
+  st.elapsed_sec = ElapsedNow();
+  st.log = log_.ToJson();
+  st.fields = {{"position", pos_},
+               {"layer", pos_ < order_.size() ? order_[pos_] : -1},
+               {"step_in_layer", step_in_layer_},
+               // L_local rows of micro-batch n: MixSeed(seed ^ salt, n) (no generator state).
+               {"local_rng_next_micro_batch", global_step_ * o_.grad_accum},
+               {"initial_kd", Num(result_.initial_kd)},
+               {"initial_top1", Num(result_.initial_top1)},
+               {"current_kd", Num(current_kd_)},
+               {"current_top1", Num(current_top1_)},
+               {"running", ToJson(running_)},
+               {"table", table},
+               {"window", window_.ToJson()}};
+  if (run != nullptr) {
+    st.tensors["optimizer"] = run->adam->State();
+    st.tensors["layer_start"] = run->snapshot;
+  }
+  return resume_dir_.Save(s_, st);
+}
+
+absl::StatusOr<LblResult> LayerwiseTrainer::Finish() {
+  s_.registry->FreezeAllParameters();
+  result_.steps = global_step_;
+  QATD_ASSIGN_OR_RETURN(EvalResult final_eval, Evaluate(splits_.held_out));
+  result_.final_kd = final_eval.kd;
+  result_.final_top1 = final_eval.top1;
+  QATD_RETURN_IF_ERROR(log_.Write());
+  std::string table = "layer     before      after     improv  restored     local first/last     global first/last      sec";
+  for (const auto& l : result_.layers) {
+    absl::StrAppend(&table, absl::StrFormat("\n%5d  %9.4f  %9.4f  %+9.4f  %8s  %9.4f/%-9.4f  %9.4f/%-9.4f  %7.1f", l.layer,
+                                            l.before, l.after, l.improvement, l.restored ? "yes" : "no", l.local_first,
+                                            l.local_last, l.global_first, l.global_last, l.seconds));
+  }
+  reporter_.Log(jobs::LogLevel::kInfo, table);
+  reporter_.Log(jobs::LogLevel::kInfo,
+                absl::StrFormat("held-out kd (%d sequences): initial %.4g -> final %.4g; top-1 %.3f -> %.3f; %d steps",
+                                splits_.held_out.size(), result_.initial_kd, result_.final_kd, result_.initial_top1,
+                                result_.final_top1, result_.steps));
+  return result_;
 }
 
 }  // namespace
@@ -262,305 +483,7 @@ nlohmann::json ToJson(const LblResult& r) {
 
 absl::StatusOr<LblResult> TrainLayerwise(Student& s, const LblOptions& o, jobs::Reporter& reporter,
                                          jobs::CancelToken& cancel) {
-  QATD_RETURN_IF_ERROR(o.Validate());
-  const int64_t num_layers = s.model->num_layers();
-  std::vector<int64_t> order = o.layers;
-  if (order.empty()) {
-    for (int64_t i = 0; i < num_layers; ++i) order.push_back(i);
-  }
-  for (int64_t l : order) {
-    if (l >= num_layers) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("layers: index ", l, " is out of range; the model has ", num_layers, " decoder layers"));
-    }
-  }
-  QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(o.kd_cache_dir, {.model_vocab_size = s.config.vocab_size}));
-  QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, HeldOutSplits(*reader, o.eval_samples));
-  const kd::KdSplit layer_split{
-      splits.held_out.begin,
-      splits.held_out.begin + (o.layer_eval_samples > 0 ? std::min(o.layer_eval_samples, splits.held_out.size())
-                                                        : splits.held_out.size())};
-  std::optional<model::Checkpoint> base;
-  if (o.local_weight > 0) {
-    std::string base_dir = s.base_model;
-    if (fs::path(base_dir).extension() == ".json") base_dir = fs::path(base_dir).parent_path().string();
-    QATD_ASSIGN_OR_RETURN(model::Checkpoint ckpt, model::Checkpoint::Open(base_dir));
-    base.emplace(std::move(ckpt));
-  }
-
-  const TrainPaths paths(o.output_dir);
-  std::error_code ec;
-  fs::create_directories(o.output_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create ", o.output_dir, ": ", ec.message()));
-
-  kd::KdStreamOptions stream_options;
-  stream_options.batch_size = o.batch_size;
-  stream_options.seed = o.seed;
-  QATD_ASSIGN_OR_RETURN(kd::KdBatchStream stream, kd::KdBatchStream::Create(reader, splits.train, stream_options));
-  const int64_t steps_per_layer =
-      o.steps_per_layer > 0 ? o.steps_per_layer
-                            : std::max<int64_t>(1, o.epochs_per_layer * stream.batches_per_epoch() / o.grad_accum);
-  const int64_t total_steps = steps_per_layer * static_cast<int64_t>(order.size());
-  const KdLossWeights weights{o.temperature, o.hard_top1_weight, o.hard_full_weight};
-  EvalOptions eval_options;
-  eval_options.max_sequences = 0;
-  eval_options.batch_size = o.eval_batch_size;
-  eval_options.temperature = o.temperature;
-  eval_options.chunk_rows = o.chunk_rows;
-
-  // Run state (everything trainer_state.json holds).
-  LblResult result;
-  TrainLog log(paths.log_csv, "layer");
-  size_t pos = 0;               // index into `order` of the layer being trained
-  int64_t step_in_layer = 0;    // steps done in that layer
-  int64_t global_step = 0;
-  double current_kd = Nan();    // per-layer-subset held-out kd of the current state
-  double current_top1 = Nan();
-  LayerResult running;          // the layer in progress (before, first/last, seconds so far)
-  LossWindow window;
-  double elapsed_before = 0;
-  const nlohmann::json fingerprint = {{"batch_size", o.batch_size},
-                                      {"grad_accum", o.grad_accum},
-                                      {"seed", o.seed},
-                                      {"eval_samples", o.eval_samples},
-                                      {"layer_eval_samples", o.layer_eval_samples},
-                                      {"layers", order},
-                                      {"steps_per_layer", steps_per_layer},
-                                      {"train", {o.train_scales, o.train_weights, o.train_mlp_only}},
-                                      {"version", s.version}};
-
-  auto evaluate = [&](kd::KdSplit split) -> absl::StatusOr<EvalResult> {
-    return Evaluate(*s.model, *reader, split, eval_options);
-  };
-  // Writes resume/. Inside a layer (adam != nullptr) the optimizer and the layer's start
-  // snapshot travel with it.
-  auto save_resume = [&](const AdamW* adam, const quant::TensorMap* snapshot, double elapsed) -> absl::Status {
-    nlohmann::json table = nlohmann::json::array();
-    for (const auto& l : result.layers) table.push_back(ToJson(l));
-    const nlohmann::json state = {{"position", pos},
-                                  {"layer", pos < order.size() ? order[pos] : -1},
-                                  {"step_in_layer", step_in_layer},
-                                  {"global_step", global_step},
-                                  {"cursor", stream.cursor().ToJson()},
-                                  // L_local rows of micro-batch n: MixSeed(seed ^ salt, n) (no generator state).
-                                  {"local_rng_next_micro_batch", global_step * o.grad_accum},
-                                  {"initial_kd", Num(result.initial_kd)},
-                                  {"initial_top1", Num(result.initial_top1)},
-                                  {"current_kd", Num(current_kd)},
-                                  {"current_top1", Num(current_top1)},
-                                  {"running", ToJson(running)},
-                                  {"table", table},
-                                  {"window", WindowToJson(window)},
-                                  {"elapsed_sec", elapsed},
-                                  {"log", log.ToJson()},
-                                  {"fingerprint", fingerprint}};
-    return SaveStudent(s, paths.resume, {{"step", global_step}}, false, [&](const std::string& tmp) -> absl::Status {
-      if (adam != nullptr) {
-        QATD_RETURN_IF_ERROR(quant::WriteTensorMap((fs::path(tmp) / "optimizer.safetensors").string(), adam->State()));
-        QATD_RETURN_IF_ERROR(quant::WriteTensorMap((fs::path(tmp) / "layer_start.safetensors").string(), *snapshot));
-      }
-      return WriteFileAtomically((fs::path(tmp) / "trainer_state.json").string(), state.dump(1) + "\n");
-    });
-  };
-
-  bool resume_mid_layer = false;
-  if (o.resume && fs::is_regular_file(fs::path(paths.resume) / "trainer_state.json", ec)) {
-    QATD_ASSIGN_OR_RETURN(nlohmann::json st, ReadJson((fs::path(paths.resume) / "trainer_state.json").string()));
-    if (st.value("fingerprint", nlohmann::json()) != fingerprint) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot resume from ", paths.resume, ": it was written with ",
-                                                        st.value("fingerprint", nlohmann::json()).dump(), ", this job has ",
-                                                        fingerprint.dump(), " (use a new output_dir)"));
-    }
-    QATD_ASSIGN_OR_RETURN(quant::LoadedTensors model_state,
-                          quant::ReadTensorMap((fs::path(paths.resume) / "model.safetensors").string()));
-    QATD_RETURN_IF_ERROR(quant::LoadQuantState(*s.registry, model_state.tensors));
-    QATD_ASSIGN_OR_RETURN(kd::KdCursor cursor, kd::KdCursor::FromJson(st.at("cursor")));
-    QATD_RETURN_IF_ERROR(stream.Seek(cursor));
-    pos = st.value("position", size_t{0});
-    step_in_layer = st.value("step_in_layer", int64_t{0});
-    global_step = st.value("global_step", int64_t{0});
-    result.initial_kd = NumFrom(st, "initial_kd");
-    result.initial_top1 = NumFrom(st, "initial_top1");
-    current_kd = NumFrom(st, "current_kd");
-    current_top1 = NumFrom(st, "current_top1");
-    running = LayerResultFromJson(st.at("running"));
-    for (const auto& row : st.at("table")) result.layers.push_back(LayerResultFromJson(row));
-    window = WindowFromJson(st.at("window"));
-    elapsed_before = st.value("elapsed_sec", 0.0);
-    log.FromJson(st.at("log"));
-    resume_mid_layer = step_in_layer > 0;
-    result.resumed = true;
-    reporter.Log(jobs::LogLevel::kInfo, absl::StrCat("resuming at layer position ", pos, " of ", order.size(), ", step ",
-                                                     step_in_layer, " of ", steps_per_layer, " from ", paths.resume));
-  } else {
-    (void)RemoveTree(paths.resume);
-    QATD_ASSIGN_OR_RETURN(EvalResult initial, evaluate(splits.held_out));
-    result.initial_kd = initial.kd;
-    result.initial_top1 = initial.top1;
-    QATD_ASSIGN_OR_RETURN(EvalResult sub, evaluate(layer_split));
-    current_kd = sub.kd;
-    current_top1 = sub.top1;
-    reporter.Metric("eval/kd", 0, current_kd);
-    reporter.Metric("eval/top1", 0, current_top1);
-    log.Add(0, Nan(), current_kd, o.lr, 0, "");
-    reporter.Log(jobs::LogLevel::kInfo,
-                 absl::StrFormat("initial held-out eval (%d sequences): kd %.4g, top-1 %.3f; per-layer subset (%d): kd %.4g",
-                                 splits.held_out.size(), initial.kd, initial.top1, layer_split.size(), current_kd));
-  }
-  reporter.Log(jobs::LogLevel::kInfo,
-               absl::StrCat(order.size(), " layers x ", steps_per_layer, " steps; ", splits.train.size(), " training / ",
-                            splits.held_out.size(), " held-out sequences"));
-
-  const Clock::time_point run_start = Clock::now();
-  double train_seconds = 0;
-  int64_t steps_this_run = 0;
-  auto elapsed_now = [&] { return elapsed_before + std::chrono::duration<double>(Clock::now() - run_start).count(); };
-
-  while (pos < order.size()) {
-    const int64_t layer = order[pos];
-    const Clock::time_point layer_start = Clock::now();
-    QATD_RETURN_IF_ERROR(MakeLayerTrainable(s, layer, o));
-    std::vector<std::pair<std::string, at::Tensor>> params = TrainableParameters(*s.model);
-    if (params.empty()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("nothing to train in layer ", layer, ": the trainable set selects no quantized parameter there"));
-    }
-    FloatMlp fp;
-    if (base.has_value()) {
-      QATD_ASSIGN_OR_RETURN(fp, LoadFloatMlp(*base, layer, s.model->dtype(), s.model->device()));
-    }
-    AdamWOptions adam_options;
-    adam_options.lr = o.lr;
-    adam_options.weight_decay = o.weight_decay;
-    AdamW adam(params, adam_options);
-    quant::TensorMap snapshot;
-    double seconds_before = 0;
-    if (resume_mid_layer) {
-      QATD_ASSIGN_OR_RETURN(quant::LoadedTensors opt_state,
-                            quant::ReadTensorMap((fs::path(paths.resume) / "optimizer.safetensors").string()));
-      QATD_RETURN_IF_ERROR(adam.LoadState(opt_state.tensors));
-      QATD_ASSIGN_OR_RETURN(quant::LoadedTensors snap,
-                            quant::ReadTensorMap((fs::path(paths.resume) / "layer_start.safetensors").string()));
-      snapshot = std::move(snap.tensors);
-      seconds_before = running.seconds;
-      resume_mid_layer = false;
-    } else {
-      snapshot = Snapshot(params);
-      running = LayerResult();
-      running.layer = layer;
-      running.before = current_kd;  // the current state on the same subset: no second evaluation
-      running.local_first = running.global_first = Nan();
-    }
-    reporter.Log(jobs::LogLevel::kInfo, absl::StrCat("layer ", layer, " (", pos + 1, "/", order.size(), "): training ",
-                                                     adam.num_parameters(), " parameters in ", params.size(), " tensors"));
-    const MicroContext ctx{s, o, weights, layer, base.has_value() ? &fp : nullptr};
-    auto layer_seconds = [&] {
-      return seconds_before + std::chrono::duration<double>(Clock::now() - layer_start).count();
-    };
-
-    while (step_in_layer < steps_per_layer) {
-      if (cancel.cancelled()) {
-        running.seconds = layer_seconds();
-        QATD_RETURN_IF_ERROR(save_resume(&adam, &snapshot, elapsed_now()));
-        return absl::CancelledError(absl::StrCat("cancelled in layer ", layer, " at step ", step_in_layer,
-                                                 "; resume checkpoint in ", paths.resume));
-      }
-      const Clock::time_point t0 = Clock::now();
-      QATD_ASSIGN_OR_RETURN(LossValues values, RunLblMicroBatches(ctx, stream, adam, global_step * o.grad_accum));
-      QATD_RETURN_IF_ERROR(ApplyStep(adam, o.lr, /*clip_grad_norm=*/0, values, global_step + 1));
-      ++step_in_layer;
-      ++global_step;
-      ++steps_this_run;
-      train_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
-      window.Add(values);
-      if (step_in_layer == 1) {
-        running.local_first = values.local;
-        running.global_first = values.global;
-      }
-      running.local_last = values.local;
-      running.global_last = values.global;
-      running.steps = step_in_layer;
-      const double rate = train_seconds > 0 ? steps_this_run / train_seconds : 0;
-      reporter.Progress(global_step, total_steps, "steps", rate, rate > 0 ? (total_steps - global_step) / rate : -1);
-
-      const bool layer_done = step_in_layer == steps_per_layer;
-      double eval_kd = Nan();
-      if (layer_done) {
-        QATD_ASSIGN_OR_RETURN(EvalResult after, evaluate(layer_split));
-        running.after = after.kd;
-        running.improvement = running.before - after.kd;
-        // Keep-best (deliberate difference, see the header): a layer that made the held-out
-        // loss worse is put back as it was at the layer's start.
-        running.restored = o.keep_best_layer && !(after.kd <= running.before);
-        if (running.restored) {
-          QATD_RETURN_IF_ERROR(Restore(params, snapshot));
-        } else {
-          current_kd = after.kd;
-          current_top1 = after.top1;
-        }
-        eval_kd = after.kd;
-        reporter.Metric("eval/kd", global_step, current_kd);
-        reporter.Metric("eval/top1", global_step, current_top1);
-      }
-      if (global_step % o.logging_steps == 0 || layer_done) {
-        const LossValues mean = window.Mean();
-        reporter.Metric("loss/total", global_step, mean.total);
-        if (o.local_weight > 0) reporter.Metric("loss/local", global_step, mean.local);
-        if (o.global_weight > 0) {
-          reporter.Metric("loss/kd", global_step, mean.kd);
-          reporter.Metric("loss/global", global_step, mean.global);
-          if (o.hard_top1_weight > 0) reporter.Metric("loss/hard_top1", global_step, mean.hard_top1);
-          if (o.hard_full_weight > 0) reporter.Metric("loss/hard_full", global_step, mean.hard_full);
-        }
-        reporter.Metric("train/lr", global_step, o.lr);
-        log.Add(global_step, mean.total, eval_kd, o.lr, elapsed_now(), std::to_string(layer));
-        window = LossWindow();
-        QATD_RETURN_IF_ERROR(log.Write());
-      }
-      if (layer_done) {
-        running.seconds = layer_seconds();
-        result.layers.push_back(running);
-        reporter.Log(jobs::LogLevel::kInfo,
-                     absl::StrFormat("layer %d: held-out kd %.4g -> %.4g (%+.3g)%s; local %.4g -> %.4g, global %.4g -> "
-                                     "%.4g; %.1f s",
-                                     layer, running.before, running.after, -running.improvement,
-                                     running.restored ? ", worse: restored" : "", running.local_first, running.local_last,
-                                     running.global_first, running.global_last, running.seconds));
-        ++pos;
-        step_in_layer = 0;
-        running = LayerResult();
-        s.registry->FreezeAllParameters();
-        QATD_RETURN_IF_ERROR(save_resume(nullptr, nullptr, elapsed_now()));
-      } else if (o.save_steps > 0 && global_step % o.save_steps == 0) {
-        running.seconds = layer_seconds();
-        QATD_RETURN_IF_ERROR(save_resume(&adam, &snapshot, elapsed_now()));
-      } else {
-        continue;
-      }
-      if (o.after_durable) QATD_RETURN_IF_ERROR(o.after_durable(global_step));
-      if (layer_done) break;  // step_in_layer was reset for the next layer
-    }
-  }
-
-  s.registry->FreezeAllParameters();
-  result.steps = global_step;
-  QATD_ASSIGN_OR_RETURN(EvalResult final_eval, evaluate(splits.held_out));
-  result.final_kd = final_eval.kd;
-  result.final_top1 = final_eval.top1;
-  QATD_RETURN_IF_ERROR(log.Write());
-
-  std::string table = "layer     before      after     improv  restored     local first/last     global first/last      sec";
-  for (const auto& l : result.layers) {
-    absl::StrAppend(&table, absl::StrFormat("\n%5d  %9.4f  %9.4f  %+9.4f  %8s  %9.4f/%-9.4f  %9.4f/%-9.4f  %7.1f", l.layer,
-                                            l.before, l.after, l.improvement, l.restored ? "yes" : "no", l.local_first,
-                                            l.local_last, l.global_first, l.global_last, l.seconds));
-  }
-  reporter.Log(jobs::LogLevel::kInfo, table);
-  reporter.Log(jobs::LogLevel::kInfo,
-               absl::StrFormat("held-out kd (%d sequences): initial %.4g -> final %.4g; top-1 %.3f -> %.3f; %d steps",
-                               splits.held_out.size(), result.initial_kd, result.final_kd, result.initial_top1,
-                               result.final_top1, result.steps));
-  return result;
+  return LayerwiseTrainer(s, o, reporter, cancel).Run();
 }
 
 }  // namespace qatd::train
