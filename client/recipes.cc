@@ -94,6 +94,10 @@ void RecipeFlags::Register(CLI::App* app) {
   app->add_option("--prompt", prompt_, "infer: the prompt")->capture_default_str();
   f.Value<int>("--max-new-tokens", "infer: tokens to generate (default 256)",
                [this](const int& v) { infer_.set_max_new_tokens(v); });
+  f.Value<double>("--repetition-penalty",
+                  "infer: HF-style repetition penalty (default 1.1, the seed's; 1 = off, for answers that must repeat "
+                  "words of the prompt)",
+                  [this](const double& v) { infer_.set_repetition_penalty(v); });
 }
 
 int RecipeFlags::Scaled(int steps) const { return std::max(1, static_cast<int>(std::lround(steps * steps_scale_))); }

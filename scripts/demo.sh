@@ -155,8 +155,12 @@ eval_checkpoint() {
   id=$(echo "$out" | head -1 | jq -r '.jobId // .id')
   "$QAT" --json status "$id" | jq -r '.result.metrics["eval/kd"]'
 }
+# The answer to the prompt repeats its animal ("A cow says moo."): the seed's default repetition
+# penalty (1.1) pushes a tiny model away from the prompt's words, to "A bee says buzz.", so the
+# samples are generated without it.
+INFER_FLAGS=(--prompt "$PROMPT" --max-new-tokens "$NEW_TOKENS" --repetition-penalty 1)
 TRAIN_FLAGS=(--max-length "$SEQ_LEN" --batch-size "$BATCH" --eval-samples "$EVAL_SEQS" --eval-steps "$EVAL_EVERY"
-  --logging-steps "$EVAL_EVERY" --dtype fp32 --scales-steps "$SCALES" --prompt "$PROMPT" --max-new-tokens "$NEW_TOKENS")
+  --logging-steps "$EVAL_EVERY" --dtype fp32 --scales-steps "$SCALES" "${INFER_FLAGS[@]}")
 
 say "q4 pipeline: KD cache -> scales -> weights -> both -> snap -> infer"
 run_pipeline q4 --model "$TEACHER" --dataset "$DATASET" --dataset-format alpaca_chat --top-k "$TOPK" \
@@ -182,7 +186,7 @@ echo "eval/kd $Q2_SNAP_KD"
 # ---- 5. summary ----------------------------------------------------------------------------
 generated() { "$QAT" --json watch "$(stage "$1" infer | jq -r .id)" | jq -j 'select(.text) | .text.text' | tr '\n' ' ' | sed 's/  */ /g; s/^ //; s/ $//'; }
 teacher_sample() {
-  "$QAT" --json infer --model "$TEACHER" --prompt "$PROMPT" --max-new-tokens "$NEW_TOKENS" 2>/dev/null |
+  "$QAT" --json infer --model "$TEACHER" "${INFER_FLAGS[@]}" 2>/dev/null |
     jq -j 'select(.text) | .text.text' | tr '\n' ' ' | sed 's/  */ /g; s/^ //; s/ $//'
 }
 row() { printf '  %-44s %-12s %s\n' "$1" "$2" "${3:-}"; }

@@ -192,6 +192,16 @@ TEST(Recipes, StepsScaleAndPerStageFlags) {
   EXPECT_FALSE(Stage(p, "scales").spec().qat().has_eval_samples());
 }
 
+// The demo's prompt ("What sound does a cow make?") is answered by repeating the animal's
+// name, which the seed's default repetition penalty 1.1 pushes away: the infer stage takes it.
+TEST(Recipes, InferStageTakesTheRepetitionPenalty) {
+  const v1::PipelineSpec p = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--repetition-penalty", "1"});
+  ASSERT_TRUE(Stage(p, "infer").spec().generate().has_repetition_penalty());
+  EXPECT_DOUBLE_EQ(Stage(p, "infer").spec().generate().repetition_penalty(), 1.0);
+  const v1::PipelineSpec d = BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d"});
+  EXPECT_FALSE(Stage(d, "infer").spec().generate().has_repetition_penalty());  // the seed's default
+}
+
 TEST(Recipes, AGivenDatasetFormatWins) {
   const v1::PipelineSpec p =
       BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d.json", "--dataset-format", "sharegpt"});
