@@ -162,7 +162,9 @@ class Cli {
     if (std::string(name) == "infer") {
       auto interactive = std::make_shared<bool>(false);
       sub->add_flag("--interactive,-i", *interactive,
-                    "Chat: read prompts from stdin, one Generate per line (quit, exit, q or EOF ends)");
+                    "Chat: one session (one job, the model loaded once, the conversation kept); each stdin "
+                    "line is a message; /reset forgets the conversation, /system TEXT sets the system prompt "
+                    "(and forgets), /exit, quit or EOF ends. E.g. qat infer --model ./Qwen3-0.6B -i");
       actions_.emplace_back(sub, [this, sub, cmd, interactive] {
         absl::StatusOr<v1::JobSpec> spec = cmd->Build();
         if (!spec.ok()) return UsageError(spec.status());

@@ -123,27 +123,6 @@ int Generate(Connection& connection, const v1::JobSpec& spec, const OutputOption
   return connection.Report(reader->Finish());
 }
 
-int GenerateInteractive(Connection& connection, const v1::JobSpec& spec, std::istream& in, const OutputOptions& out) {
-  const bool prompt = ::isatty(STDIN_FILENO) == 1;
-  int exit_code = kExitOk;
-  std::string line;
-  while (true) {
-    if (prompt) {
-      std::fprintf(stderr, "> ");
-      std::fflush(stderr);
-    }
-    if (!std::getline(in, line)) break;
-    const std::string text(absl::StripAsciiWhitespace(line));
-    if (text == "quit" || text == "exit" || text == "q") break;
-    if (text.empty()) continue;
-    v1::JobSpec turn = spec;
-    turn.mutable_generate()->set_prompt(text);
-    exit_code = Generate(connection, turn, out);
-    if (exit_code == kExitUnreachable) break;
-  }
-  return exit_code;
-}
-
 absl::StatusOr<v1::PipelineSpec> ReadPipelineFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) return absl::InvalidArgumentError("cannot read pipeline file " + path);

@@ -25,7 +25,9 @@ int SubmitJob(Connection& connection, const v1::JobSpec& spec, const SubmitOptio
 // One Generate stream for `spec.generate()` (priority/resources from `spec`): the text pieces
 // go to stdout as they arrive, the job id to stderr.
 int Generate(Connection& connection, const v1::JobSpec& spec, const OutputOptions& out);
-// Reads prompts from `in` line by line (quit/exit/q or EOF ends), one Generate per line.
+// A chat (`qat infer --interactive`, client/generate_command.cc): one GenerateSession stream,
+// so one job and one model load; reads messages from `in` line by line, with the commands
+// /reset, /system TEXT, /help and /exit (also quit, exit, q or EOF).
 int GenerateInteractive(Connection& connection, const v1::JobSpec& spec, std::istream& in, const OutputOptions& out);
 
 // A PipelineSpec in protobuf text format; INVALID_ARGUMENT with the file's line and column.

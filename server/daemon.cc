@@ -294,6 +294,7 @@ int RunDaemon(const DaemonOptions& options) {
   scheduler_options.jobs_dir = data_dir + "/jobs";
   scheduler_options.cancel_grace_ms = static_cast<int64_t>(options.cancel_grace_seconds * 1000);
   scheduler_options.max_attempts = options.max_attempts;
+  scheduler_options.session_idle_timeout_seconds = options.session_idle_timeout_ms / 1000.0;
   DiskReserve reserve(data_dir + "/reserve.bin", options.disk_reserve_mib << 20);
   scheduler_options.reserve = &reserve;
   scheduler_options.data_dir = data_dir;

@@ -93,8 +93,24 @@ CommandLine ParseCommandLine(int argc, char** argv) {
                  "Keep an ended job's final metric values on /metrics this long, so short jobs are scraped (30s, 10m)")
       ->capture_default_str();
 
+  std::string session_idle_timeout = "10m";
+  app.add_option("--session-idle-timeout", session_idle_timeout,
+                 "End a chat session (qat infer --interactive) that gets no message this long, freeing its device "
+                 "(30s, 10m, 2h; 'never'). E.g. --session-idle-timeout 30m")
+      ->capture_default_str();
+
   try {
     app.parse(argc, argv);
+    if (session_idle_timeout == "never") {
+      d.session_idle_timeout_ms = 0;
+    } else {
+      absl::StatusOr<int64_t> idle_ms = ParseDurationMs(session_idle_timeout);
+      if (!idle_ms.ok() || *idle_ms <= 0) {
+        throw CLI::ValidationError("--session-idle-timeout",
+                                   idle_ms.ok() ? "must be > 0 (or 'never')" : std::string(idle_ms.status().message()));
+      }
+      d.session_idle_timeout_ms = *idle_ms;
+    }
     absl::StatusOr<int64_t> retention_ms = ParseDurationMs(metrics_retention);
     if (!retention_ms.ok()) throw CLI::ValidationError("--metrics-retention", std::string(retention_ms.status().message()));
     d.metrics_retention_ms = *retention_ms;

@@ -49,6 +49,9 @@ struct DaemonOptions {
   int64_t disk_reserve_mib = 64;
   // How long an ended job's per-job series stay on /metrics (DaemonMetricsOptions).
   int64_t metrics_retention_ms = 10 * 60 * 1000;
+  // A chat session (`qat infer --interactive`) with no input this long ends (CANCELLED), so a
+  // stalled client cannot hold a device forever; 0 = never (--session-idle-timeout).
+  int64_t session_idle_timeout_ms = 10 * 60 * 1000;
 };
 
 struct CommandLine {

@@ -1,7 +1,8 @@
 #pragma once
 // A server-streaming reactor that relays one job's events (JobEventFeed) to a client, as
 // `Msg` messages chosen by a subclass, and ends the call after the job's terminal state
-// change. Used by WatchJob (every event) and Generate (the text events).
+// change. Used by WatchJob (every event), Generate (the text events) and GenerateSession
+// (text events and turn ends).
 //
 // Writes are strictly one at a time; events arriving meanwhile wait in the feed. A client
 // that goes away ends the call with CANCELLED (OnClientGone() is told). The reactor deletes
@@ -20,9 +21,12 @@
 
 namespace qatd::server {
 
-template <typename Msg>
-class JobStreamReactor : public grpc::ServerWriteReactor<Msg> {
+// `Base` is grpc::ServerWriteReactor<Msg> (WatchJob, Generate) or a
+// grpc::ServerBidiReactor<Request, Msg> (GenerateSession, whose subclass reads the requests).
+template <typename Msg, typename Base = grpc::ServerWriteReactor<Msg>>
+class JobStreamReactor : public Base {
  public:
+  // A null feed: call BeginWith() once the job exists.
   explicit JobStreamReactor(std::shared_ptr<JobEventFeed> feed) : feed_(std::move(feed)) {}
 
   // Subscribes and starts writing. Call once, after construction (and after queuing any
@@ -57,7 +61,12 @@ class JobStreamReactor : public grpc::ServerWriteReactor<Msg> {
   }
 
   void OnDone() override {
-    feed_->Close();
+    std::shared_ptr<JobEventFeed> feed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      feed = feed_;
+    }
+    if (feed != nullptr) feed->Close();
     delete this;
   }
 
@@ -81,6 +90,25 @@ class JobStreamReactor : public grpc::ServerWriteReactor<Msg> {
     std::lock_guard<std::mutex> lock(mu_);
     end_status_ = status;
   }
+  // For a reactor made without a feed: queues `first` (e.g. the job id), subscribes to `feed`
+  // and starts writing. Call once.
+  void BeginWith(std::shared_ptr<JobEventFeed> feed, Msg first) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      feed_ = std::move(feed);
+      outbox_.push_back(std::move(first));
+    }
+    Begin();
+  }
+  // Ends the call with `status` (unless it is ending already) once what is queued is written;
+  // later job events are not relayed. Any time.
+  void EndNow(const grpc::Status& status) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!end_status_.has_value()) end_status_ = status;
+    }
+    MaybeWrite();
+  }
   // Before Begin(), for a job that had already ended: ends the call with `status` once the
   // stored history is written (no live event can follow, and the history may not hold the
   // end, e.g. when the client resumes after it).
@@ -97,7 +125,7 @@ class JobStreamReactor : public grpc::ServerWriteReactor<Msg> {
   void MaybeWrite() {
     std::unique_lock<std::mutex> lock(mu_);
     if (writing_ || finished_) return;
-    while (outbox_.empty() && !end_status_.has_value() && !gone_) {
+    while (feed_ != nullptr && outbox_.empty() && !end_status_.has_value() && !gone_) {
       std::optional<v1::JobEvent> event = feed_->Pop();
       if (!event.has_value()) {
         if (feed_->overflowed()) {

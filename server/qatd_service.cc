@@ -1,6 +1,8 @@
 #include "server/qatd_service.h"
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -19,6 +21,11 @@ namespace {
 
 constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 1000;
+
+absl::Status SessionOnlyThroughGenerateSession(const std::string& field) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ".session: only the GenerateSession RPC (qat infer --interactive) starts a chat session"));
+}
 
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -81,6 +88,107 @@ class GenerateReactor : public JobStreamReactor<v1::GenerateResponse> {
   int64_t job_id_;
 };
 
+// GenerateSession: the first request starts the session's GENERATE job, later ones are passed
+// to its worker in order (Scheduler::SendControl); the job's text events and turn ends
+// (the generate/tokens metric its worker reports last in a turn) go back to the client. The
+// client's half-close ends the session (the job SUCCEEDS); its disappearance cancels the job.
+using SessionStream = grpc::ServerBidiReactor<v1::GenerateSessionRequest, v1::GenerateSessionResponse>;
+class GenerateSessionReactor : public JobStreamReactor<v1::GenerateSessionResponse, SessionStream> {
+ public:
+  using Submit = std::function<absl::StatusOr<int64_t>(const v1::GenerateRequest&)>;
+  GenerateSessionReactor(grpc::CallbackServerContext* context, const ServiceContext* ctx, Submit submit)
+      : JobStreamReactor(nullptr), context_(context), ctx_(ctx), submit_(std::move(submit)) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    const int64_t job_id = job_id_.load();
+    if (!ok) {
+      // A half-close ends the session; a vanished client is OnCancel's (the job is cancelled).
+      if (job_id == 0) {
+        EndNow(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the session ended before its start request"));
+      } else if (!context_->IsCancelled()) {
+        v1::WorkerControl control;
+        control.mutable_session()->set_end(true);
+        if (absl::Status sent = ctx_->scheduler->SendControl(job_id, control); !sent.ok()) EndNow(ToGrpcStatus(sent));
+      }
+      return;
+    }
+    if (job_id == 0) {
+      if (!request_.has_start()) {
+        EndNow(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first GenerateSessionRequest must set start"));
+        return;
+      }
+      absl::StatusOr<int64_t> id = submit_(request_.start());
+      if (!id.ok()) {
+        EndNow(ToGrpcStatus(id.status()));
+        return;
+      }
+      job_id_.store(*id);
+      v1::GenerateSessionResponse first;
+      first.set_job_id(*id);
+      BeginWith(std::make_shared<JobEventFeed>(ctx_->hub, ctx_->store, *id, 0, /*with_history=*/true),
+                std::move(first));
+      if (gone_.load()) (void)ctx_->scheduler->Cancel(*id, "the GenerateSession client went away");
+    } else {
+      if (!request_.has_input()) {
+        (void)ctx_->scheduler->Cancel(job_id, "the GenerateSession client broke the protocol");
+        EndNow(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "after the first request, every GenerateSessionRequest sets input"));
+        return;
+      }
+      v1::WorkerControl control;
+      *control.mutable_session() = request_.input();
+      if (absl::Status sent = ctx_->scheduler->SendControl(job_id, control); !sent.ok()) {
+        EndNow(ToGrpcStatus(sent));
+        return;
+      }
+    }
+    request_.Clear();
+    StartRead(&request_);
+  }
+
+ protected:
+  std::optional<v1::GenerateSessionResponse> Translate(const v1::JobEvent& event) override {
+    v1::GenerateSessionResponse response;
+    if (event.has_text()) {
+      *response.mutable_text() = event.text();
+      return response;
+    }
+    if (!event.has_metric()) return std::nullopt;
+    const v1::MetricPoint& m = event.metric();
+    const auto value = static_cast<int64_t>(m.value());
+    if (m.name() == "generate/prompt_tokens") turn_.set_prompt_tokens(value);
+    if (m.name() == "generate/dropped_turns") turn_.set_dropped_turns(value);
+    if (m.name() != "generate/tokens") return std::nullopt;
+    turn_.set_turn(m.step());
+    turn_.set_generated_tokens(value);
+    *response.mutable_turn_done() = turn_;
+    turn_.Clear();
+    return response;
+  }
+  std::pair<std::optional<v1::GenerateSessionResponse>, grpc::Status> OnEnd(const v1::JobEvent& event) override {
+    if (event.state().to() == v1::JOB_STATE_SUCCEEDED) return {std::nullopt, grpc::Status::OK};
+    absl::Status error = jobs::FromJobError(event.state().error());
+    if (error.ok()) {
+      error = absl::AbortedError(absl::StrCat("job ", job_id_.load(), " ended ", storage::JobStateName(event.state().to())));
+    }
+    return {std::nullopt, ToGrpcStatus(error)};
+  }
+  void OnClientGone() override {
+    gone_.store(true);
+    if (const int64_t id = job_id_.load(); id > 0) (void)ctx_->scheduler->Cancel(id, "the GenerateSession client went away");
+  }
+
+ private:
+  grpc::CallbackServerContext* context_;
+  const ServiceContext* ctx_;
+  Submit submit_;
+  v1::GenerateSessionRequest request_;  // one read at a time
+  std::atomic<int64_t> job_id_{0};
+  std::atomic<bool> gone_{false};
+  v1::TurnDone turn_;                   // the current turn's numbers so far (writer side)
+};
+
 }  // namespace
 
 absl::Status QatdService::CheckSubmittable(const v1::JobSpec& spec) const {
@@ -91,6 +199,7 @@ absl::Status QatdService::CheckSubmittable(const v1::JobSpec& spec) const {
 grpc::ServerUnaryReactor* QatdService::SubmitJob(grpc::CallbackServerContext* context,
                                                  const v1::SubmitJobRequest* request, v1::Job* response) {
   if (absl::Status auth = ctx_.auth->Check(*context); !auth.ok()) return Reply(context, auth);
+  if (request->spec().generate().session()) return Reply(context, SessionOnlyThroughGenerateSession("spec.generate"));
   if (absl::Status valid = CheckSubmittable(request->spec()); !valid.ok()) return Reply(context, valid);
   absl::StatusOr<v1::Job> job = ctx_.scheduler->Submit(request->spec());
   if (job.ok()) *response = *std::move(job);
@@ -107,6 +216,9 @@ grpc::ServerUnaryReactor* QatdService::SubmitPipeline(grpc::CallbackServerContex
   // artifacts are complete only at run time.
   for (int i = 0; i < request->spec().stages_size(); ++i) {
     const v1::PipelineStage& stage = request->spec().stages(i);
+    if (stage.spec().generate().session()) {
+      return Reply(context, SessionOnlyThroughGenerateSession(absl::StrCat("spec.stages[", i, "].spec.generate")));
+    }
     if (absl::Status fits = ctx_.devices->CheckFits(storage::DeviceCountOf(stage.spec())); !fits.ok()) {
       return Reply(context, fits);
     }
@@ -245,21 +357,48 @@ grpc::ServerUnaryReactor* QatdService::ListArtifacts(grpc::CallbackServerContext
   return Reply(context, absl::OkStatus());
 }
 
+absl::StatusOr<v1::Job> QatdService::SubmitGenerate(const v1::GenerateRequest& request,
+                                                    const std::string& field_prefix) {
+  v1::JobSpec spec;
+  *spec.mutable_generate() = request.spec();
+  spec.set_priority(request.priority());
+  if (request.has_resources()) *spec.mutable_resources() = request.resources();
+  if (absl::Status valid = CheckSubmittable(spec); !valid.ok()) {
+    // Name fields as the client wrote them (GenerateRequest.spec.*, GenerateSessionRequest.start.spec.*).
+    std::string message(valid.message());
+    const std::string internal = "spec.generate.";
+    if (message.rfind(internal, 0) == 0) message = field_prefix + message.substr(internal.size());
+    return absl::Status(valid.code(), message);
+  }
+  return ctx_.scheduler->Submit(spec);
+}
+
+grpc::ServerBidiReactor<v1::GenerateSessionRequest, v1::GenerateSessionResponse>* QatdService::GenerateSession(
+    grpc::CallbackServerContext* context) {
+  if (absl::Status auth = ctx_.auth->Check(*context); !auth.ok()) {
+    class Rejected : public SessionStream {
+     public:
+      explicit Rejected(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+      void OnDone() override { delete this; }
+    };
+    return new Rejected(auth);
+  }
+  return new GenerateSessionReactor(context, &ctx_, [this](const v1::GenerateRequest& start) -> absl::StatusOr<int64_t> {
+    v1::GenerateRequest request = start;
+    request.mutable_spec()->set_session(true);
+    absl::StatusOr<v1::Job> job = SubmitGenerate(request, "start.spec.");
+    if (!job.ok()) return job.status();
+    return job->id();
+  });
+}
+
 grpc::ServerWriteReactor<v1::GenerateResponse>* QatdService::Generate(grpc::CallbackServerContext* context,
                                                                       const v1::GenerateRequest* request) {
   if (absl::Status auth = ctx_.auth->Check(*context); !auth.ok()) return new RejectedStream<v1::GenerateResponse>(auth);
-  v1::JobSpec spec;
-  *spec.mutable_generate() = request->spec();
-  spec.set_priority(request->priority());
-  if (request->has_resources()) *spec.mutable_resources() = request->resources();
-  if (absl::Status valid = CheckSubmittable(spec); !valid.ok()) {
-    // Name fields as the client wrote them (GenerateRequest.spec.*).
-    std::string message(valid.message());
-    const std::string internal = "spec.generate.";
-    if (message.rfind(internal, 0) == 0) message = "spec." + message.substr(internal.size());
-    return new RejectedStream<v1::GenerateResponse>(absl::Status(valid.code(), message));
+  if (request->spec().session()) {
+    return new RejectedStream<v1::GenerateResponse>(SessionOnlyThroughGenerateSession("spec"));
   }
-  absl::StatusOr<v1::Job> job = ctx_.scheduler->Submit(spec);
+  absl::StatusOr<v1::Job> job = SubmitGenerate(*request, "spec.");
   if (!job.ok()) return new RejectedStream<v1::GenerateResponse>(job.status());
   auto feed = std::make_shared<JobEventFeed>(ctx_.hub, ctx_.store, job->id(), 0, /*with_history=*/true);
   auto* reactor = new GenerateReactor(feed, ctx_.scheduler, job->id());

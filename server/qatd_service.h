@@ -59,6 +59,8 @@ class QatdService final : public v1::Qatd::CallbackService {
                                           v1::ListArtifactsResponse* response) override;
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
                                                            const v1::GenerateRequest* request) override;
+  grpc::ServerBidiReactor<v1::GenerateSessionRequest, v1::GenerateSessionResponse>* GenerateSession(
+      grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
                                           const v1::GetServerInfoRequest* request, v1::ServerInfo* response) override;
   grpc::ServerUnaryReactor* DeleteJobs(grpc::CallbackServerContext* context, const v1::DeleteJobsRequest* request,
@@ -69,6 +71,8 @@ class QatdService final : public v1::Qatd::CallbackService {
  private:
   // Proto-level validation, the job function's own validation and the device check.
   absl::Status CheckSubmittable(const v1::JobSpec& spec) const;
+  // Validates and queues a GENERATE job; errors name fields under `field_prefix` ("spec.").
+  absl::StatusOr<v1::Job> SubmitGenerate(const v1::GenerateRequest& request, const std::string& field_prefix);
 
   ServiceContext ctx_;
 };

@@ -58,7 +58,17 @@ absl::Status Scheduler::Start() {
   filter.limit = 1000;
   while (true) {
     QATD_ASSIGN_OR_RETURN(std::vector<v1::Job> page, store.ListJobs(filter));
-    for (const v1::Job& job : page) EnqueueLocked(job);
+    for (const v1::Job& job : page) {
+      if (job.spec().generate().session()) {
+        // A chat session cannot resume: its client's stream ended with the previous daemon.
+        const std::string why = "cancelled: the daemon restarted during the chat session";
+        absl::StatusOr<v1::JobEvent> ended = journal_->Transition(
+            job.id(), Terminal(v1::JOB_STATE_CANCELLED, absl::CancelledError(why), why), v1::JOB_STATE_QUEUED);
+        if (!ended.ok()) spdlog::error("job {}: cannot cancel the session: {}", job.id(), ended.status().ToString());
+        continue;
+      }
+      EnqueueLocked(job);
+    }
     if (static_cast<int>(page.size()) < filter.limit) break;
     filter.before_id = page.back().id();
   }
@@ -133,6 +143,7 @@ absl::StatusOr<v1::Job> Scheduler::Cancel(int64_t job_id, const std::string& rea
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (queue_.erase(job_id) > 0) {
+      unsent_controls_.erase(job_id);
       metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
       QATD_RETURN_IF_ERROR(
           journal_->Transition(job_id, Terminal(v1::JOB_STATE_CANCELLED, absl::CancelledError(why), why),
@@ -160,6 +171,18 @@ absl::StatusOr<v1::Job> Scheduler::Cancel(int64_t job_id, const std::string& rea
     }
   }
   return journal_->store().GetJob(job_id);
+}
+
+absl::Status Scheduler::SendControl(int64_t job_id, const v1::WorkerControl& control) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = running_.find(job_id); it != running_.end()) return it->second->worker->SendControl(control);
+  if (queue_.count(job_id) > 0) {
+    unsent_controls_[job_id].push_back(control);
+    return absl::OkStatus();
+  }
+  QATD_ASSIGN_OR_RETURN(v1::Job job, journal_->store().GetJob(job_id));
+  return absl::FailedPreconditionError(
+      absl::StrCat("job ", job_id, " is not running (", storage::JobStateName(job.state()), ")"));
 }
 
 int64_t Scheduler::queued() const {
@@ -265,6 +288,7 @@ void Scheduler::DispatchLocked() {
 
 void Scheduler::FailQueuedLocked(int64_t job_id, const absl::Status& error, const std::string& reason) {
   queue_.erase(job_id);
+  unsent_controls_.erase(job_id);
   metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
   absl::StatusOr<v1::JobEvent> failed =
       journal_->Transition(job_id, Terminal(v1::JOB_STATE_FAILED, error, reason), v1::JOB_STATE_QUEUED);
@@ -305,6 +329,7 @@ absl::StatusOr<v1::WorkerTask> Scheduler::PrepareTaskLocked(const v1::Job& job, 
   task.set_output_dir(output_dir.string());
   task.set_attempt(job.attempt() + 1);
   for (const std::string& d : devices) task.add_devices(d);
+  if (spec.generate().session()) task.set_session_idle_timeout_seconds(options_.session_idle_timeout_seconds);
   return task;
 }
 
@@ -329,14 +354,25 @@ void Scheduler::StartLocked(const QueuedJob& queued, const std::vector<std::stri
   launch.task_file = task_file;
   launch.log_file = (fs::path(task->job_dir()) / "worker.log").string();
   launch.cuda_visible_devices = DevicePool::CudaVisibleDevices(devices);
+  launch.session = job->spec().generate().session();
   absl::StatusOr<std::unique_ptr<WorkerProcess>> worker = launcher_->Launch(launch);
   if (!worker.ok()) return fail(worker.status());
+  // A session's inputs that came while it was queued, first in line.
+  if (auto unsent = unsent_controls_.find(id); unsent != unsent_controls_.end()) {
+    for (const v1::WorkerControl& control : unsent->second) {
+      if (absl::Status sent = (*worker)->SendControl(control); !sent.ok()) {
+        spdlog::warn("job {}: cannot pass on a session input: {}", id, sent.ToString());
+      }
+    }
+    unsent_controls_.erase(unsent);
+  }
 
   auto running = std::make_shared<RunningJob>();
   running->id = id;
   running->kind = job->kind();
   running->devices = devices;
   running->worker = *std::move(worker);
+  running->session = launch.session;
 
   storage::Transition start;
   start.to = v1::JOB_STATE_RUNNING;
@@ -476,7 +512,7 @@ void Scheduler::Finish(const std::shared_ptr<RunningJob>& job, const std::option
       t.to = v1::JOB_STATE_SUCCEEDED;
       t.reason = "succeeded";
       t.result = final->result();
-    } else if (absl::IsCancelled(status) && stopping_ && !job->cancel_requested) {
+    } else if (absl::IsCancelled(status) && stopping_ && !job->cancel_requested && !job->session) {
       t.to = v1::JOB_STATE_QUEUED;
       t.reason = "re-queued: the daemon is shutting down";
     } else if (absl::IsCancelled(status)) {
@@ -488,9 +524,12 @@ void Scheduler::Finish(const std::shared_ptr<RunningJob>& job, const std::option
   } else if (job->cancel_requested) {
     t = Terminal(v1::JOB_STATE_CANCELLED, absl::CancelledError(absl::StrCat(job->cancel_reason, "; ", worker)),
                  job->cancel_reason);
-  } else if (stopping_) {
+  } else if (stopping_ && !job->session) {
     t.to = v1::JOB_STATE_QUEUED;
     t.reason = absl::StrCat("re-queued: the daemon is shutting down (", worker, ")");
+  } else if (stopping_) {
+    const std::string why = "cancelled: the daemon shut down during the chat session";
+    t = Terminal(v1::JOB_STATE_CANCELLED, absl::CancelledError(absl::StrCat(why, "; ", worker)), why);
   } else {
     std::string message = absl::StrCat(worker, " without reporting a result");
     if (!stream_status.ok()) absl::StrAppend(&message, " (", std::string(stream_status.message()), ")");

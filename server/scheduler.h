@@ -15,7 +15,8 @@
 //   or CANCELLED if a cancel was requested.
 // Cancel: a queued job is cancelled at once; a running one gets SIGTERM, and SIGKILL after
 // `cancel_grace_ms`. Shutdown re-queues running jobs (they resume on the next start), as does
-// Start() for jobs a previous daemon left RUNNING.
+// Start() for jobs a previous daemon left RUNNING, except chat sessions (GenerateSpec.session),
+// which are cancelled: their client went with the daemon.
 //
 // Thread-safe. The dispatcher thread also forks the workers, so their PR_SET_PDEATHSIG is tied
 // to a thread that lives as long as the scheduler.
@@ -54,6 +55,9 @@ struct SchedulerOptions {
   // queued jobs are held until it can be filled again. Null: no reserve.
   DiskReserve* reserve = nullptr;
   std::string data_dir;  // for free-space numbers in messages
+  // A chat session job (GenerateSpec.session) that gets no input this long ends CANCELLED
+  // (the worker enforces it, WorkerTask.session_idle_timeout_seconds); 0 = never.
+  double session_idle_timeout_seconds = 600;
 };
 
 class Scheduler {
@@ -78,6 +82,11 @@ class Scheduler {
   // job after the request (a running job is still RUNNING until its worker exits).
   absl::StatusOr<v1::Job> Cancel(int64_t job_id, const std::string& reason);
 
+  // Sends `control` to the job's worker (a session's inputs), in order: held while the job is
+  // queued and sent when its worker starts. NOT_FOUND for an unknown job, FAILED_PRECONDITION
+  // for one that ended, UNAVAILABLE when its worker is gone.
+  absl::Status SendControl(int64_t job_id, const v1::WorkerControl& control);
+
   int64_t queued() const;
   int64_t running() const;
   // Non-empty while queued jobs are held back (the data dir's disk is full), with the reason.
@@ -96,6 +105,7 @@ class Scheduler {
     std::vector<std::string> devices;
     std::unique_ptr<WorkerProcess> worker;
     std::thread monitor;
+    bool session = false;  // a chat session: never re-queued (its client is gone with the daemon)
     // Guarded by Scheduler::mu_.
     bool cancel_requested = false;
     std::string cancel_reason;
@@ -135,6 +145,7 @@ class Scheduler {
   bool stopping_ = false;
   std::map<int64_t, QueuedJob> queue_;
   std::map<int64_t, std::shared_ptr<RunningJob>> running_;
+  std::map<int64_t, std::vector<v1::WorkerControl>> unsent_controls_;  // queued jobs' SendControl
   std::vector<std::shared_ptr<RunningJob>> finished_;        // monitors to join
   std::string disk_full_;                                    // why dispatching is paused
   std::vector<std::pair<int64_t, storage::Transition>> unrecorded_ends_;

@@ -42,15 +42,30 @@ class AttachReactor : public grpc::ServerBidiReactor<v1::WorkerEvent, v1::Worker
     std::lock_guard<std::mutex> lock(mu_);
     if (finishing_ || cancel_sent_) return;
     cancel_sent_ = true;
-    control_.set_cancel(true);
-    control_.set_reason(reason);
-    writing_ = true;
-    StartWrite(&control_);
+    v1::WorkerControl control;
+    control.set_cancel(true);
+    control.set_reason(reason);
+    QueueLocked(std::move(control));
+  }
+
+  // Queues `control` behind the ones being written; false once the call is finishing.
+  bool Send(v1::WorkerControl control) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finishing_) return false;
+    QueueLocked(std::move(control));
+    return true;
   }
 
   void OnWriteDone(bool /*ok*/) override {
     std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
+    if (!outbox_.empty() && !finishing_) {
+      control_ = std::move(outbox_.front());
+      outbox_.pop_front();
+      writing_ = true;
+      StartWrite(&control_);
+      return;
+    }
     if (reading_done_) FinishLocked();
   }
 
@@ -64,6 +79,16 @@ class AttachReactor : public grpc::ServerBidiReactor<v1::WorkerEvent, v1::Worker
   }
 
  private:
+  void QueueLocked(v1::WorkerControl control) {
+    if (writing_) {
+      outbox_.push_back(std::move(control));
+      return;
+    }
+    control_ = std::move(control);
+    writing_ = true;
+    StartWrite(&control_);
+  }
+
   void FinishLocked() {
     if (finishing_ || writing_) return;
     finishing_ = true;
@@ -72,7 +97,8 @@ class AttachReactor : public grpc::ServerBidiReactor<v1::WorkerEvent, v1::Worker
 
   std::shared_ptr<WorkerMailbox> mailbox_;
   v1::WorkerEvent event_;
-  v1::WorkerControl control_;
+  v1::WorkerControl control_;              // the one being written
+  std::deque<v1::WorkerControl> outbox_;   // guarded by mu_: waiting for control_'s write
   std::mutex mu_;
   bool reading_done_ = false;  // guarded by mu_
   bool writing_ = false;       // guarded by mu_
@@ -116,12 +142,35 @@ bool WorkerMailbox::Cancel(const std::string& reason) {
   return true;
 }
 
+absl::Status WorkerMailbox::Send(const v1::WorkerControl& control) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ended_) return absl::UnavailableError(absl::StrCat("job ", job_id_, "'s worker stream has ended"));
+  if (reactor_ == nullptr && ever_attached_) {
+    return absl::UnavailableError(absl::StrCat("job ", job_id_, "'s worker stream has ended"));
+  }
+  if (reactor_ == nullptr || !unsent_.empty()) {  // not attached yet, or FlushUnsent still to come
+    unsent_.push_back(control);
+    return absl::OkStatus();
+  }
+  if (!reactor_->Send(control)) return absl::UnavailableError(absl::StrCat("job ", job_id_, "'s worker stream is closing"));
+  return absl::OkStatus();
+}
+
 bool WorkerMailbox::Attach(AttachReactor* reactor) {
   std::lock_guard<std::mutex> lock(mu_);
   if (ever_attached_) return false;
   ever_attached_ = true;
   reactor_ = reactor;
   return true;
+}
+
+void WorkerMailbox::FlushUnsent() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (reactor_ == nullptr) return;
+  while (!unsent_.empty()) {
+    (void)reactor_->Send(std::move(unsent_.front()));
+    unsent_.pop_front();
+  }
 }
 
 void WorkerMailbox::Push(v1::WorkerEvent event) {
@@ -192,6 +241,7 @@ grpc::ServerBidiReactor<v1::WorkerEvent, v1::WorkerControl>* WorkerChannelServic
                                           absl::StrCat("job ", job_id, "'s worker is already attached")));
   }
   reactor->Begin();
+  mailbox->FlushUnsent();  // a session's inputs sent before the worker attached
   return reactor;
 }
 

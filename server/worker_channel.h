@@ -2,7 +2,7 @@
 // The daemon's side of the gRPC worker transport (proto/qatd/v1/worker.proto WorkerChannel):
 // workers attach one stream per job run, authenticated by the job id and the run's secret, and
 // their events land in the run's WorkerMailbox, which the scheduler's monitor reads exactly as
-// it reads a pipe. The service is registered on the daemon's gRPC port; it checks no bearer
+// it reads a pipe; controls (cancel, a session's inputs) go back on the same stream. The service is registered on the daemon's gRPC port; it checks no bearer
 // token (workers hold no user token) but the per-run secret, compared in constant time.
 // Thread-safe.
 
@@ -40,9 +40,13 @@ class WorkerMailbox {
   bool attached() const;
   // Asks the attached worker to cancel its job. False when no stream is attached now.
   bool Cancel(const std::string& reason);
+  // Sends `control` to the worker, in order; held until the worker attaches. UNAVAILABLE
+  // once its stream ended.
+  absl::Status Send(const v1::WorkerControl& control);
 
   // Reactor side.
   bool Attach(AttachReactor* reactor);  // false: a stream was attached before
+  void FlushUnsent();                    // after Attach + Begin: what Send() held back
   void Push(v1::WorkerEvent event);
   void End(const absl::Status& how);
   void Detach(AttachReactor* reactor);
@@ -57,6 +61,7 @@ class WorkerMailbox {
   bool ended_ = false;                  // guarded by mu_
   absl::Status end_;                    // guarded by mu_
   AttachReactor* reactor_ = nullptr;    // guarded by mu_; the attached stream, until OnDone
+  std::deque<v1::WorkerControl> unsent_;  // guarded by mu_; Send() before the worker attached
 };
 
 class WorkerChannelService : public v1::WorkerChannel::CallbackService {

@@ -45,10 +45,21 @@ std::string WorkerOomScoreAdj() {
 
 class ForkedWorker : public WorkerProcess {
  public:
-  ForkedWorker(pid_t pid, int event_fd, uint64_t memory_limit_bytes)
-      : pid_(pid), event_fd_(event_fd), memory_limit_bytes_(memory_limit_bytes) {}
+  ForkedWorker(pid_t pid, int event_fd, uint64_t memory_limit_bytes, int control_fd = -1)
+      : pid_(pid), event_fd_(event_fd), memory_limit_bytes_(memory_limit_bytes), control_fd_(control_fd) {}
   ~ForkedWorker() override {
     if (event_fd_ >= 0) ::close(event_fd_);
+    if (control_fd_ >= 0) ::close(control_fd_);
+  }
+
+  absl::Status SendControl(const v1::WorkerControl& control) override {
+    std::lock_guard<std::mutex> lock(control_mu_);
+    if (control_fd_ < 0) {
+      return absl::FailedPreconditionError(absl::StrCat("worker pid ", pid_, " has no control channel"));
+    }
+    // The worker reads the pipe on a thread of its own, so a write blocks only while a frame
+    // is larger than what the pipe holds; EPIPE (SIGPIPE is ignored) once the worker is gone.
+    return worker::WriteFrame(control_fd_, control);
   }
   int pid() const override { return pid_; }
   int event_fd() const override { return event_fd_; }
@@ -98,6 +109,8 @@ class ForkedWorker : public WorkerProcess {
   const pid_t pid_;
   const int event_fd_;
   const uint64_t memory_limit_bytes_;
+  const int control_fd_;   // write end of a session job's control pipe, or -1
+  std::mutex control_mu_;  // one control frame at a time
   std::mutex mu_;
   bool reaped_ = false;     // guarded by mu_
   bool sent_kill_ = false;  // guarded by mu_
@@ -136,6 +149,8 @@ class ChannelWorker : public ForkedWorker {
     ForkedWorker::Signal(signal);
   }
 
+  absl::Status SendControl(const v1::WorkerControl& control) override { return mailbox_->Send(control); }
+
  private:
   WorkerChannelService* channel_;
   std::shared_ptr<WorkerMailbox> mailbox_;
@@ -154,8 +169,9 @@ struct ChildPlan {
 
 void WriteAll(int fd, const char* text) { (void)!::write(fd, text, ::strlen(text)); }
 
-[[noreturn]] void RunChild(const char* exe, char* const argv[], char* const envp[], int event_w, int log_fd,
-                           int null_fd, pid_t parent, const struct rlimit* data_limit, const char* oom_score_adj) {
+[[noreturn]] void RunChild(const char* exe, char* const argv[], char* const envp[], int event_w, int control_r,
+                           int log_fd, int null_fd, pid_t parent, const struct rlimit* data_limit,
+                           const char* oom_score_adj) {
   ::setpgid(0, 0);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != parent) ::_exit(127);  // the daemon died before prctl took effect
@@ -163,9 +179,11 @@ void WriteAll(int fd, const char* text) { (void)!::write(fd, text, ::strlen(text
   int w = ::fcntl(event_w, F_DUPFD, 100);
   int log = ::fcntl(log_fd, F_DUPFD, 100);
   int in = ::fcntl(null_fd, F_DUPFD, 100);
-  if (w < 0 || log < 0 || in < 0) ::_exit(127);
+  int control = control_r >= 0 ? ::fcntl(control_r, F_DUPFD, 100) : -1;
+  if (w < 0 || log < 0 || in < 0 || (control_r >= 0 && control < 0)) ::_exit(127);
   if (::dup2(in, 0) < 0 || ::dup2(log, 1) < 0 || ::dup2(log, 2) < 0 || ::dup2(w, 3) < 0) ::_exit(127);
-  ::close_range(4, ~0U, 0);
+  if (control >= 0 && ::dup2(control, 4) < 0) ::_exit(127);  // a session job's control pipe
+  ::close_range(control >= 0 ? 5 : 4, ~0U, 0);
   // Best effort: raising one's own score needs no privilege, and a failure changes nothing else.
   int oom = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
   if (oom >= 0) {
@@ -193,6 +211,11 @@ void WriteAll(int fd, const char* text) { (void)!::write(fd, text, ::strlen(text
 }
 
 }  // namespace
+
+absl::Status WorkerProcess::SendControl(const v1::WorkerControl& control) {
+  (void)control;
+  return absl::FailedPreconditionError("this worker has no control channel");
+}
 
 absl::StatusOr<std::optional<v1::WorkerEvent>> WorkerProcess::NextEvent() {
   absl::StatusOr<std::optional<std::string>> frame = worker::FrameReader(event_fd()).Next();
@@ -232,6 +255,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
     if (!o.daemon_ca_file.empty()) plan.args.insert(plan.args.end(), {"--daemon-ca", o.daemon_ca_file});
   } else {
     plan.args.insert(plan.args.end(), {"--event-fd", "3"});
+    if (launch.session) plan.args.insert(plan.args.end(), {"--control-fd", "4"});
   }
   const std::string limit_env = absl::StrCat(worker::kMemoryLimitEnv, "=");
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
@@ -269,6 +293,19 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe2: ", strerror(errno)));
+  int control[2] = {-1, -1};  // daemon -> worker, a session job on the pipe transport
+  if (launch.session && !grpc && ::pipe2(control, O_CLOEXEC) != 0) {
+    int saved = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return absl::InternalError(absl::StrCat("pipe2: ", strerror(saved)));
+  }
+  auto close_control = [&control] {
+    for (int& fd : control) {
+      if (fd >= 0) ::close(fd);
+      fd = -1;
+    }
+  };
   int log_fd = ::open(launch.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (log_fd < 0 || null_fd < 0) {
@@ -277,20 +314,24 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
     ::close(fds[1]);
     if (log_fd >= 0) ::close(log_fd);
     if (null_fd >= 0) ::close(null_fd);
+    close_control();
     return absl::InternalError(absl::StrCat("open ", launch.log_file, ": ", strerror(saved)));
   }
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid == 0) {
-    RunChild(o.executable.c_str(), plan.argv.data(), plan.envp.data(), grpc ? null_fd : fds[1], log_fd, null_fd,
-             parent, plan.data_limit.has_value() ? &*plan.data_limit : nullptr, plan.oom_score_adj.c_str());
+    RunChild(o.executable.c_str(), plan.argv.data(), plan.envp.data(), grpc ? null_fd : fds[1], control[0], log_fd,
+             null_fd, parent, plan.data_limit.has_value() ? &*plan.data_limit : nullptr, plan.oom_score_adj.c_str());
   }
   int saved = errno;
   ::close(fds[1]);
   ::close(log_fd);
   ::close(null_fd);
+  if (control[0] >= 0) ::close(control[0]);
+  control[0] = -1;
   if (pid < 0) {
     ::close(fds[0]);
+    close_control();
     if (mailbox != nullptr) o.channel->Close(mailbox);
     return absl::ResourceExhaustedError(absl::StrCat("fork: ", strerror(saved)));
   }
@@ -301,7 +342,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> ExecWorkerLauncher::Launch(const 
     ::close(fds[0]);
     return std::unique_ptr<WorkerProcess>(new ChannelWorker(pid, memory_limit, o.channel, std::move(mailbox)));
   }
-  return std::unique_ptr<WorkerProcess>(new ForkedWorker(pid, fds[0], memory_limit));
+  return std::unique_ptr<WorkerProcess>(new ForkedWorker(pid, fds[0], memory_limit, control[1]));
 }
 
 absl::StatusOr<std::string> FindWorkerBinary(const std::string& flag, const std::string& self) {

@@ -4,7 +4,8 @@
 // its own process group, with CUDA_VISIBLE_DEVICES naming the job's devices and stdout/stderr
 // appended to the job's log file. Events come back over the pipe transport (the write end of a
 // pipe as fd 3) or the gRPC one (the WorkerChannel service, with a fresh secret per run in
-// $QATD_JOB_SECRET). The child dies with the daemon (PR_SET_PDEATHSIG), so a kill -9 of the
+// $QATD_JOB_SECRET); a session job's inputs go the other way (SendControl: a control pipe, or
+// the same WorkerChannel stream). The child dies with the daemon (PR_SET_PDEATHSIG), so a kill -9 of the
 // daemon leaves no orphan workers. Workers are the kernel OOM killer's first choice
 // (oom_score_adj 500, or the daemon's own if higher) and may carry a memory limit
 // (RLIMIT_DATA, worker/memory_limit.h).
@@ -52,6 +53,11 @@ class WorkerProcess {
   virtual void Signal(int signal) = 0;
   // Blocks until the worker exits and reaps it. Call once, after the end of the events.
   virtual WorkerExit Wait() = 0;
+  // Sends a control message to the worker, in order with earlier ones: a session job's inputs
+  // (WorkerControl.session). Pipe transport: over the control pipe of a session job; gRPC: on
+  // the Attach stream (held until the worker attaches). FAILED_PRECONDITION when the worker
+  // has no control channel; UNAVAILABLE once it is gone.
+  virtual absl::Status SendControl(const v1::WorkerControl& control);
 };
 
 struct WorkerLaunch {
@@ -60,6 +66,9 @@ struct WorkerLaunch {
   std::string task_file;             // serialized v1::WorkerTask
   std::string log_file;              // stdout + stderr of the worker (appended)
   std::string cuda_visible_devices;  // "" = no GPU
+  // A chat session job (GenerateSpec.session): on the pipe transport the worker also gets a
+  // control pipe for SendControl (`--control-fd 4`).
+  bool session = false;
 };
 
 class WorkerLauncher {

@@ -7,12 +7,14 @@
 // Remembers the last value of each metric; Finish() sends them as the job's result.
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
 #include "core/common/reporter.h"
 #include "qatd/v1/worker.pb.h"
+#include "worker/session_inbox.h"
 
 namespace qatd::worker {
 
@@ -31,6 +33,9 @@ class EventReporter : public jobs::Reporter {
   // is gone.
   absl::Status Finish(const absl::Status& status, const std::string& summary = "");
 
+  // A session job's inputs from the daemon (filled by the transport or a control pipe).
+  const std::shared_ptr<SessionInbox>& session_inbox() const { return inbox_; }
+
  protected:
   // Delivers one event; called with the reporter's lock held, one event at a time.
   virtual absl::Status Deliver(const v1::WorkerEvent& event) = 0;
@@ -39,6 +44,7 @@ class EventReporter : public jobs::Reporter {
   absl::Status Send(const v1::WorkerEvent& event);
 
   jobs::CancelToken* cancel_;
+  const std::shared_ptr<SessionInbox> inbox_ = std::make_shared<SessionInbox>();
   std::mutex mu_;
   bool broken_ = false;                       // guarded by mu_
   std::map<std::string, double> last_metric_;  // guarded by mu_

@@ -81,7 +81,9 @@ void GrpcReporter::ReadControls() {
       std::fprintf(stderr, "qatd-worker: the daemon cancels the job (%s)\n", control.reason().c_str());
       cancel_->Cancel();
     }
+    if (control.has_session()) session_inbox()->Push(control.session());
   }
+  session_inbox()->Close();
   {
     std::lock_guard<std::mutex> lock(mu_);
     reads_done_ = true;

@@ -4,7 +4,8 @@
 // host that reaches the daemon's gRPC port.
 //
 // Lifetime and failure: Connect() waits at most `daemon_timeout_seconds` for the daemon. A
-// WorkerControl{cancel} from the daemon cancels the job's CancelToken. If the stream breaks
+// WorkerControl{cancel} from the daemon cancels the job's CancelToken; WorkerControl{session}
+// inputs go to session_inbox(). If the stream breaks
 // before the final event (the daemon died or the network went; gRPC keepalive pings notice a
 // silent peer within ~20 s), the token is cancelled so the job stops, and a watchdog ends the
 // process with exit code 3 if it is still running `daemon_timeout_seconds` later. The final

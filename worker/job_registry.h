@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "core/common/reporter.h"
+#include "core/infer/session_input.h"
 #include "qatd/v1/worker.pb.h"
 
 namespace qatd::worker {
@@ -24,20 +25,33 @@ namespace qatd::worker {
 using JobFunction = std::function<absl::Status(const v1::WorkerTask& task, jobs::Reporter& reporter,
                                                jobs::CancelToken& cancel)>;
 
+// A chat session job (GenerateSpec.session): like a JobFunction, with the session's inputs
+// as the daemon forwards them from the client (worker/session_inbox.h).
+using SessionFunction = std::function<absl::Status(const v1::WorkerTask& task, jobs::Reporter& reporter,
+                                                   infer::SessionInputs& inputs, jobs::CancelToken& cancel)>;
+
 class JobRegistry {
  public:
   void Register(v1::JobKind kind, JobFunction run);
+  void RegisterSession(v1::JobKind kind, SessionFunction run);
   // nullptr when the kind is not available.
   const JobFunction* Find(v1::JobKind kind) const;
+  const SessionFunction* FindSession(v1::JobKind kind) const;
   std::vector<v1::JobKind> Kinds() const;
 
  private:
   std::map<v1::JobKind, JobFunction> entries_;
+  std::map<v1::JobKind, SessionFunction> sessions_;
 };
+
+// Whether `spec` is a chat session (GenerateSpec.session): run by a SessionFunction.
+bool IsSession(const v1::JobSpec& spec);
 
 // PROBE: a synthetic job (proto/qatd/v1/specs.proto ProbeSpec) for smoke tests.
 void RegisterProbeJob(JobRegistry& registry);
 // The kinds implemented in core/jobs that this build has (defined in core_jobs.cc).
 void RegisterCoreJobs(JobRegistry& registry);
+// GENERATE chat sessions (generate_session_job.cc, LibTorch).
+void RegisterGenerateSession(JobRegistry& registry);
 
 }  // namespace qatd::worker

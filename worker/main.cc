@@ -1,6 +1,7 @@
 // qatd-worker: runs one job for the daemon (DESIGN.md §3).
 //
-//   qatd-worker job ID KIND --task-file F [--event-fd 3]            a worker the daemon forked
+//   qatd-worker job ID KIND --task-file F [--event-fd 3] [--control-fd 4]
+//                                                                   a worker the daemon forked
 //   qatd-worker job ID KIND --task-file F --daemon HOST:PORT [--daemon-ca F]
 //                                                                   a worker on any host
 //   qatd-worker rank R --world N --store-port P --task-file F       rank R of a data-parallel
@@ -30,6 +31,8 @@ int main(int argc, char** argv) {
   job->add_option("--task-file", args.task_file, "Serialized qatd.v1.WorkerTask")->required();
   job->add_option("--event-fd", args.event_fd, "Inherited pipe for the events (local workers)")
       ->capture_default_str();
+  job->add_option("--control-fd", args.control_fd,
+                  "Inherited pipe of the daemon's WorkerControl messages (a chat session's inputs)");
   job->add_option("--daemon", args.daemon_address,
                   "HOST:PORT of the daemon's WorkerChannel; the secret comes from $QATD_JOB_SECRET");
   job->add_option("--daemon-ca", args.daemon_ca_file, "PEM roots to verify a TLS daemon (default: plaintext)");
@@ -49,6 +52,7 @@ int main(int argc, char** argv) {
   qatd::worker::JobRegistry registry;
   qatd::worker::RegisterProbeJob(registry);
   qatd::worker::RegisterCoreJobs(registry);
+  qatd::worker::RegisterGenerateSession(registry);
   if (rank->parsed()) return qatd::worker::RunPeerRank(peer, registry);
   return qatd::worker::RunWorker(args, registry);
 }

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "core/jobs/job_kind.h"
@@ -72,6 +73,12 @@ int RunWorker(const WorkerArgs& args, const JobRegistry& registry) {
     transport = *std::move(connected);
   }
   EventReporter& reporter = *transport;
+  if (args.control_fd >= 0) {
+    // Detached: it blocks in read() until the daemon closes the pipe, which may be after we
+    // return; it holds the inbox it fills.
+    std::thread([fd = args.control_fd, inbox = transport->session_inbox()] { ReadControlPipe(fd, inbox.get()); })
+        .detach();
+  }
 
   v1::WorkerTask task;
   {
@@ -97,15 +104,18 @@ int RunWorker(const WorkerArgs& args, const JobRegistry& registry) {
                jobs::JobKindName(kind).c_str(), task.attempt(), static_cast<int>(getpid()));
 
   absl::Status status = jobs::CheckOutputDirAtStart(task);
+  const bool session = IsSession(task.spec());
   const JobFunction* run = registry.Find(kind);
+  const SessionFunction* run_session = registry.FindSession(kind);
   if (!status.ok()) {
     // refused before anything is written
-  } else if (run == nullptr) {
+  } else if (session ? run_session == nullptr : run == nullptr) {
     status = absl::FailedPreconditionError(
         absl::StrCat("job kind ", jobs::JobKindName(kind), " is not available in this build"));
   } else {
     try {
-      status = (*run)(task, reporter, cancel);
+      status = session ? (*run_session)(task, reporter, *transport->session_inbox(), cancel)
+                       : (*run)(task, reporter, cancel);
     } catch (const std::exception& e) {
       status = absl::InternalError(absl::StrCat("job threw: ", e.what()));
     } catch (...) {

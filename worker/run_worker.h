@@ -23,6 +23,7 @@ struct WorkerArgs {
   int64_t job_id = 0;          // 0 = take the task's
   std::string task_file;
   int event_fd = 3;
+  int control_fd = -1;         // a session job's control pipe (pipe transport); -1 = none
   std::string daemon_address;  // HOST:PORT: the gRPC transport
   std::string daemon_ca_file;  // PEM roots for a TLS daemon; "" = plaintext
   double daemon_timeout_seconds = 60.0;

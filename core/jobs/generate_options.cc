@@ -12,6 +12,7 @@ absl::StatusOr<GenerateJobOptions> GenerateJobOptions::FromProto(const v1::Gener
   o.checkpoint = s.checkpoint();
   o.tokenizer = s.tokenizer();
   o.prompt = s.prompt();
+  o.session = s.session();
   if (s.has_system_prompt()) o.system_prompt = s.system_prompt();
   if (s.has_chat_template()) o.chat_template = s.chat_template();
   if (s.has_enable_thinking()) o.enable_thinking = s.enable_thinking();
@@ -28,7 +29,9 @@ absl::StatusOr<GenerateJobOptions> GenerateJobOptions::FromProto(const v1::Gener
 
 absl::Status GenerateJobOptions::Validate() const {
   QATD_RETURN_IF_ERROR(RequireField(model, "model"));
-  QATD_RETURN_IF_ERROR(RequireField(prompt, "prompt"));
+  if (!session) {
+    QATD_RETURN_IF_ERROR(RequireField(prompt, "prompt"));
+  }
   if (max_new_tokens < 1) return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be >= 1, got ", max_new_tokens));
   if (sample && !(temperature > 0)) return absl::InvalidArgumentError("temperature must be > 0 when sampling");
   if (sample && !(top_p > 0 && top_p <= 1)) return absl::InvalidArgumentError("top_p must be in (0, 1]");

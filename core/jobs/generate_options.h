@@ -19,7 +19,8 @@ struct GenerateJobOptions {
   std::string model;              // required
   std::string checkpoint;         // "" = the unquantized model
   std::string tokenizer;          // default: model
-  std::string prompt;             // required
+  std::string prompt;             // required, except in a session (empty there)
+  bool session = false;           // a chat session: user messages arrive while it runs
   std::string system_prompt = "You are a helpful assistant.";  // "" = none
   bool chat_template = true;
   bool enable_thinking = true;

@@ -479,9 +479,14 @@ absl::Status CheckGenerate(const std::string& p, const v1::GenerateSpec& s, cons
   Checker c(p, ctx);
   c.Path("model", s.model(), true)
       .Path("checkpoint", s.checkpoint(), false)
-      .Path("tokenizer", s.tokenizer(), false)
-      .Required("prompt", s.prompt())
-      .Range("max_new_tokens", s.has_max_new_tokens(), s.max_new_tokens(), 1, 1 << 20)
+      .Path("tokenizer", s.tokenizer(), false);
+  // A session's user messages come while it runs (SessionInput), never in the spec.
+  if (!s.session()) c.Required("prompt", s.prompt());
+  if (c.ok() && s.session() && !s.prompt().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(c.Name("prompt"), " must be empty in a session (its turns carry the user's messages)"));
+  }
+  c.Range("max_new_tokens", s.has_max_new_tokens(), s.max_new_tokens(), 1, 1 << 20)
       .Positive("temperature", s.has_temperature(), s.temperature())
       .Between("top_p", s.has_top_p(), s.top_p(), 1e-9, 1.0)
       .Positive("repetition_penalty", s.has_repetition_penalty(), s.repetition_penalty())

@@ -44,6 +44,16 @@ class FakeWorker : public WorkerProcess {
     cv_.wait(lock, [&] { return exited_; });
     return exit_;
   }
+  absl::Status SendControl(const v1::WorkerControl& control) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (exited_) return absl::UnavailableError("the fake worker exited");
+    controls_.push_back(control);
+    return absl::OkStatus();
+  }
+  std::vector<v1::WorkerControl> Controls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return controls_;
+  }
 
   // Test side.
   void Send(const v1::WorkerEvent& event) {
@@ -101,6 +111,7 @@ class FakeWorker : public WorkerProcess {
   bool exited_ = false;
   WorkerExit exit_;
   std::vector<int> signals_;
+  std::vector<v1::WorkerControl> controls_;
 };
 
 class FakeLauncher : public WorkerLauncher {

@@ -344,5 +344,63 @@ TEST_F(SchedulerTest, ShutdownRequeuesRunningJobsAndTheNextStartResumesThem) {
   EXPECT_EQ(ReadTask(id).attempt(), 2);
 }
 
+v1::WorkerControl UserTurn(const std::string& text) {
+  v1::WorkerControl control;
+  control.mutable_session()->set_user(text);
+  return control;
+}
+
+TEST_F(SchedulerTest, ASessionsInputsReachItsWorkerInOrderEvenWhileQueued) {
+  StartScheduler();
+  const int64_t blocker = Submit();
+  FakeWorker* first = launcher_.WaitFor(blocker);
+  ASSERT_NE(first, nullptr);
+  v1::JobSpec spec;
+  spec.mutable_generate()->set_model("m");
+  spec.mutable_generate()->set_session(true);
+  absl::StatusOr<v1::Job> session = scheduler_->Submit(spec);
+  ASSERT_TRUE(session.ok()) << session.status();
+  const int64_t id = session->id();
+  // Queued behind the blocker: held.
+  ASSERT_TRUE(scheduler_->SendControl(id, UserTurn("one")).ok());
+  v1::WorkerControl reset;
+  reset.mutable_session()->set_reset(true);
+  ASSERT_TRUE(scheduler_->SendControl(id, reset).ok());
+  first->Finish(absl::OkStatus());
+
+  FakeWorker* worker = launcher_.WaitFor(id);
+  ASSERT_NE(worker, nullptr);
+  WaitForState(id, v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(scheduler_->SendControl(id, UserTurn("two")).ok());
+  std::vector<v1::WorkerControl> got = worker->Controls();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].session().user(), "one");
+  EXPECT_TRUE(got[1].session().reset());
+  EXPECT_EQ(got[2].session().user(), "two");
+  EXPECT_TRUE(launcher_.Launches().back().session);
+  EXPECT_FALSE(launcher_.Launches().front().session);
+  EXPECT_EQ(ReadTask(id).session_idle_timeout_seconds(), 600);
+
+  worker->Finish(absl::OkStatus());
+  WaitForState(id, v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(scheduler_->SendControl(id, UserTurn("late")).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SchedulerTest, ShutdownCancelsASessionInsteadOfRequeuingIt) {
+  StartScheduler();
+  v1::JobSpec spec;
+  spec.mutable_generate()->set_model("m");
+  spec.mutable_generate()->set_session(true);
+  const int64_t id = scheduler_->Submit(spec)->id();
+  FakeWorker* worker = launcher_.WaitFor(id);
+  ASSERT_NE(worker, nullptr);
+  WaitForState(id, v1::JOB_STATE_RUNNING);
+  std::thread stopper([&] { scheduler_->Shutdown(); });
+  ASSERT_TRUE(worker->WaitForSignal(SIGTERM));
+  worker->Finish(absl::CancelledError("interrupted"));
+  stopper.join();
+  EXPECT_EQ(store_->GetJob(id)->state(), v1::JOB_STATE_CANCELLED);
+}
+
 }  // namespace
 }  // namespace qatd::server
