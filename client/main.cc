@@ -307,9 +307,19 @@ class Cli {
         ->delimiter(',');
     curve->add_flag("--csv", curve_.csv, "Print series,step,value CSV");
     curve->add_option("--png", curve_.png, "Write a PNG line plot to this file");
-    curve->add_flag("--log", curve_.log_y, "Logarithmic y axis");
-    curve->add_option("--width", curve_.width, "Terminal chart columns (default: fit the terminal)");
-    curve->add_option("--height", curve_.height, "Terminal chart rows")->capture_default_str();
+    curve->add_flag("--log", curve_.log_y, "One chart, logarithmic y axis, for every series");
+    curve->add_flag("--one-axis", curve_.one_axis,
+                    "One chart, linear y axis, for every series, even when their magnitudes differ by more than 30x");
+    curve->add_option("--width", curve_.width,
+                      "Terminal chart columns in all (default: the terminal's width, else $COLUMNS, else 100; at "
+                      "most 150)");
+    curve->add_option("--height", curve_.height, "Terminal chart rows (split charts share them)")->capture_default_str();
+    curve->footer(
+        "Series whose magnitudes differ by more than 30x (loss/hard_full ~11 vs loss/kd ~2.5e-5) would be flat\n"
+        "lines on one linear axis, so by default each group of comparable series gets its own chart (a panel\n"
+        "in the PNG); --log draws them all on one log axis instead, --one-axis on one linear axis.\n"
+        "Examples:\n  qat curve 17\n  qat curve 17 --metric loss/kd,eval/kd --width 80 --height 12\n"
+        "  qat curve 17 --log --png loss.png\n  qat curve 17 --csv > loss.csv\n");
     actions_.emplace_back(curve, [this, curve] {
       return WithConnection(curve, [&](Connection& c) { return ShowCurve(c, job_id_, curve_, out_); });
     });

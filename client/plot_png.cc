@@ -85,35 +85,76 @@ void DrawLine(RgbImage& image, int x0, int y0, int x1, int y1, Rgb color, int th
 
 int TextWidth(const std::string& text, int scale) { return static_cast<int>(text.size()) * 6 * scale - scale; }
 
-void DrawText(RgbImage& image, int x, int y, const std::string& text, Rgb color, int scale) {
+namespace {
+
+// Draws `text`'s font pixels through `place(col, row)` (col along the text, row 0..6 down
+// the glyph), which fills one scale x scale block.
+template <typename Place>
+void DrawGlyphs(const std::string& text, Place place) {
+  int base = 0;
   for (char c : text) {
     if (const Glyph* g = FindGlyph(c)) {
       for (int row = 0; row < 7; ++row) {
         for (int col = 0; col < 5; ++col) {
-          if ((g->rows[row] >> (4 - col)) & 1) {
-            FillRect(image, x + col * scale, y + row * scale, x + (col + 1) * scale - 1, y + (row + 1) * scale - 1,
-                     color);
-          }
+          if ((g->rows[row] >> (4 - col)) & 1) place(base + col, row);
         }
       }
     }
-    x += 6 * scale;
+    base += 6;
   }
 }
 
-RgbImage PlotCurves(const std::vector<CurveSeries>& series, const PlotOptions& o) {
-  RgbImage image(o.width, o.height, kWhite);
-  const int scale = 2;
-  const int char_h = 7 * scale;
-  const PlotRange r = RangeOf(series, o.log_y);
+// "loss" when every series is "loss/...", else "kd" when every one is ".../kd", else "value".
+std::string YAxisName(const std::vector<CurveSeries>& series) {
+  auto part = [](const std::string& name, bool prefix) {
+    const size_t slash = prefix ? name.find('/') : name.rfind('/');
+    if (slash == std::string::npos) return std::string();
+    return prefix ? name.substr(0, slash) : name.substr(slash + 1);
+  };
+  for (bool prefix : {true, false}) {
+    const std::string first = part(series.front().name, prefix);
+    bool same = !first.empty();
+    for (const auto& s : series) same &= part(s.name, prefix) == first;
+    if (same) return first;
+  }
+  return "value";
+}
+
+constexpr int kScale = 2;
+constexpr int kCharH = 7 * kScale;
+constexpr int kMargin = 12;
+
+// One chart of `series` in rows [y0, y1) of `image`: legend, framed plot area with grid and
+// tick labels, the y axis name (rotated) and the x axis name, everything inside the image.
+void DrawPanel(RgbImage& image, int y0, int y1, const std::vector<CurveSeries>& series, bool log_y) {
+  const int width = image.width();
+  const PlotRange r = RangeOf(series, log_y);
   const std::vector<double> y_ticks = NiceTicks(r.y_min, r.y_max, 6);
   const std::vector<double> x_ticks = NiceTicks(r.x_min, r.x_max, 6);
-  auto y_label = [&](double v) { return FormatNumber(o.log_y ? std::pow(10.0, v) : v); };
+  auto y_label = [&](double v) { return FormatNumber(log_y ? std::pow(10.0, v) : v); };
   int label_w = 0;
-  for (double t : y_ticks) label_w = std::max(label_w, TextWidth(y_label(t), scale));
+  for (double t : y_ticks) label_w = std::max(label_w, TextWidth(y_label(t), kScale));
+  int x_half = 0;  // half the widest x tick label: the plot's right end leaves room for it
+  for (double t : x_ticks) x_half = std::max(x_half, TextWidth(FormatNumber(t), kScale) / 2 + 1);
+  const int left = kMargin + kCharH + 12 + label_w + 10;
+  const int right = width - kMargin - std::max(x_half, 4);
 
-  const int left = label_w + 24, right = o.width - 24, top = 24 + char_h + 16, bottom = o.height - (char_h * 2 + 32);
-  if (right - left < 20 || bottom - top < 20) return image;
+  // Legend: swatch + name entries, left to right from the plot's left edge, wrapped.
+  int lx = left, ly = y0 + 8;
+  for (size_t si = 0; si < series.size(); ++si) {
+    const std::string& name = series[si].name;
+    const int w = 18 + 8 + TextWidth(name, kScale);
+    if (lx > left && lx + w > right) {
+      lx = left;
+      ly += kCharH + 8;
+    }
+    FillRect(image, lx, ly + kCharH / 2 - 2, lx + 17, ly + kCharH / 2 + 1, kPalette[StyleOf(series[si], si) % 6]);
+    DrawText(image, lx + 26, ly, name, kBlack, kScale);
+    lx += w + 20;
+  }
+  const int top = ly + kCharH + 14;
+  const int bottom = y1 - kMargin - (kCharH + 10) - (kCharH + 12);
+  if (right - left < 20 || bottom - top < 20) return;
   auto px = [&](double x) {
     return left + static_cast<int>(std::lround((x - r.x_min) / (r.x_max - r.x_min) * (right - left)));
   };
@@ -128,7 +169,7 @@ RgbImage PlotCurves(const std::vector<CurveSeries>& series, const PlotOptions& o
     DrawLine(image, left, y, right, y, kGrid, 1);
     DrawLine(image, left - 6, y, left, y, kBlack, 1);
     const std::string label = y_label(t);
-    DrawText(image, left - 10 - TextWidth(label, scale), y - char_h / 2, label, kBlack, scale);
+    DrawText(image, left - 10 - TextWidth(label, kScale), y - kCharH / 2, label, kBlack, kScale);
   }
   for (double t : x_ticks) {
     const int x = px(t);
@@ -136,10 +177,14 @@ RgbImage PlotCurves(const std::vector<CurveSeries>& series, const PlotOptions& o
     DrawLine(image, x, top, x, bottom, kGrid, 1);
     DrawLine(image, x, bottom, x, bottom + 6, kBlack, 1);
     const std::string label = FormatNumber(t);
-    DrawText(image, x - TextWidth(label, scale) / 2, bottom + 12, label, kBlack, scale);
+    const int w = TextWidth(label, kScale);
+    DrawText(image, std::clamp(x - w / 2, kMargin, width - kMargin - w), bottom + 12, label, kBlack, kScale);
   }
   const std::string x_name = "step";
-  DrawText(image, (left + right - TextWidth(x_name, scale)) / 2, bottom + 20 + char_h, x_name, kBlack, scale);
+  DrawText(image, (left + right - TextWidth(x_name, kScale)) / 2, bottom + 12 + kCharH + 10, x_name, kBlack, kScale);
+  const std::string y_name = YAxisName(series) + (log_y ? " (log)" : "");
+  const int y_name_w = TextWidth(y_name, kScale);
+  DrawTextUp(image, kMargin, std::min(bottom, (top + bottom + y_name_w) / 2), y_name, kBlack, kScale);
   // Frame.
   DrawLine(image, left, top, right, top, kBlack, 1);
   DrawLine(image, left, bottom, right, bottom, kBlack, 1);
@@ -148,38 +193,62 @@ RgbImage PlotCurves(const std::vector<CurveSeries>& series, const PlotOptions& o
 
   // Series.
   for (size_t si = 0; si < series.size(); ++si) {
-    const Rgb color = kPalette[si % 6];
+    const Rgb color = kPalette[StyleOf(series[si], si) % 6];
     const CurveSeries& s = series[si];
     bool have_last = false;
-    int lx = 0, ly = 0;
+    int last_x = 0, last_y = 0;
     for (size_t i = 0; i < s.steps.size(); ++i) {
-      if (o.log_y && !(s.values[i] > 0)) continue;
+      if (log_y && !(s.values[i] > 0)) continue;
       const int x = px(s.steps[i]);
-      const int y = py(o.log_y ? std::log10(s.values[i]) : s.values[i]);
+      const int y = py(log_y ? std::log10(s.values[i]) : s.values[i]);
       if (have_last) {
-        DrawLine(image, lx, ly, x, y, color, 2);
+        DrawLine(image, last_x, last_y, x, y, color, 2);
       } else {
         FillRect(image, x - 1, y - 1, x + 1, y + 1, color);
       }
-      lx = x;
-      ly = y;
+      last_x = x;
+      last_y = y;
       have_last = true;
     }
   }
+}
 
-  // Title (top left) and legend (top right, above the plot).
-  std::string title = o.title;
-  if (o.log_y) title += " (log scale)";
-  DrawText(image, left, 16, title, kBlack, scale);
-  int x = right;
-  for (size_t si = series.size(); si-- > 0;) {
-    const int w = TextWidth(series[si].name, scale);
-    x -= w;
-    DrawText(image, x, 16, series[si].name, kBlack, scale);
-    x -= 26;
-    FillRect(image, x, 16 + char_h / 2 - 2, x + 18, 16 + char_h / 2 + 1, kPalette[si % 6]);
-    x -= 16;
+}  // namespace
+
+void DrawText(RgbImage& image, int x, int y, const std::string& text, Rgb color, int scale) {
+  DrawGlyphs(text, [&](int col, int row) {
+    FillRect(image, x + col * scale, y + row * scale, x + (col + 1) * scale - 1, y + (row + 1) * scale - 1, color);
+  });
+}
+
+void DrawTextUp(RgbImage& image, int x, int y, const std::string& text, Rgb color, int scale) {
+  // Rotated a quarter turn counter-clockwise: the glyphs' tops face left, the text runs up.
+  DrawGlyphs(text, [&](int col, int row) {
+    FillRect(image, x + row * scale, y - (col + 1) * scale + 1, x + (row + 1) * scale - 1, y - col * scale, color);
+  });
+}
+
+RgbImage PlotCurves(const std::vector<CurveSeries>& series, const PlotOptions& o) {
+  std::vector<std::vector<CurveSeries>> panels;
+  if (o.log_y || o.one_axis) {
+    panels.push_back(series);
+  } else {
+    panels = GroupByMagnitude(series);
   }
+  if (panels.empty()) panels.emplace_back();
+  // Each extra panel adds 60% of the requested height.
+  const int n = static_cast<int>(panels.size());
+  const int height = o.height + (n - 1) * o.height * 3 / 5;
+  RgbImage image(o.width, height, kWhite);
+  if (series.empty()) return image;
+  int y = kMargin;
+  if (!o.title.empty() || o.log_y) {
+    const std::string title = o.title + (o.log_y ? " (log scale)" : "");
+    DrawText(image, kMargin + kCharH + 12, y, title, kBlack, kScale);
+    y += kCharH + 12;  // the title's own band: the legend starts below it
+  }
+  const int panel_h = (height - y) / n;
+  for (int i = 0; i < n; ++i) DrawPanel(image, y + i * panel_h, y + (i + 1) * panel_h, panels[i], o.log_y);
   return image;
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include "absl/strings/str_format.h"
@@ -273,13 +274,8 @@ int ShowCurve(Connection& connection, int64_t job_id, const CurveOptions& option
     return kExitOk;
   }
   const std::vector<v1::MetricSeries> all(response.series().begin(), response.series().end());
-  const std::vector<CurveSeries> series = SelectSeries(all, options.metrics);
-  if (options.csv) {
-    std::printf("%s", CurveCsv(series).c_str());
-    return kExitOk;
-  }
-  if (series.empty() && !options.metrics.empty()) {
-    // Name what exists, so a typo is one look away (issue #17.6).
+  // A name that does not exist fails and lists the ones that do (issue #17.6), --csv included.
+  if (const std::vector<std::string> missing = MissingSeries(all, options.metrics); !missing.empty()) {
     v1::GetMetricSeriesRequest every;
     every.set_job_id(job_id);
     v1::GetMetricSeriesResponse known;
@@ -287,11 +283,13 @@ int ShowCurve(Connection& connection, int64_t job_id, const CurveOptions& option
     if (connection.stub().GetMetricSeries(connection.UnaryContext().get(), every, &known).ok()) {
       for (const v1::MetricSeries& s : known.series()) names.push_back(s.name());
     }
-    std::fprintf(stderr, "qat: job %lld has no series named %s; %s\n", static_cast<long long>(job_id),
-                 absl::StrJoin(options.metrics, ", ").c_str(),
-                 names.empty() ? "it has no metric series yet"
-                               : ("it has: " + absl::StrJoin(names, ", ") + " (pass one to --metric)").c_str());
+    std::fprintf(stderr, "qat: %s\n", UnknownSeriesMessage(job_id, missing, names).c_str());
     return kExitFailed;
+  }
+  const std::vector<CurveSeries> series = SelectSeries(all, options.metrics);
+  if (options.csv) {
+    std::printf("%s", CurveCsv(series).c_str());
+    return kExitOk;
   }
   if (series.empty()) {
     std::fprintf(stderr, "qat: job %lld has no metric points\n", static_cast<long long>(job_id));
@@ -301,6 +299,7 @@ int ShowCurve(Connection& connection, int64_t job_id, const CurveOptions& option
     PlotOptions plot;
     plot.title = absl::StrFormat("job %d", job_id);
     plot.log_y = options.log_y;
+    plot.one_axis = options.one_axis;
     const absl::StatusOr<std::string> png = EncodePng(PlotCurves(series, plot));
     if (!png.ok()) {
       std::fprintf(stderr, "qat: %s\n", std::string(png.status().message()).c_str());
@@ -315,14 +314,16 @@ int ShowCurve(Connection& connection, int64_t job_id, const CurveOptions& option
     std::printf("wrote %s (%zu series, %zu points)\n", options.png.c_str(), series.size(), points);
     return kExitOk;
   }
-  int width = options.width;
-  if (width <= 0) {
-    winsize size{};
-    width = ::isatty(STDOUT_FILENO) == 1 && ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 40
-                ? size.ws_col - 16
-                : 64;
-  }
-  std::printf("%s", TerminalChart(series, width, options.height, options.log_y, out.color, out.utf8).c_str());
+  winsize size{};
+  const bool tty = ::isatty(STDOUT_FILENO) == 1 && ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0;
+  ChartOptions chart;
+  chart.columns = ChartColumns(options.width, tty, tty ? size.ws_col : 0, std::getenv("COLUMNS"));
+  chart.height = options.height;
+  chart.log_y = options.log_y;
+  chart.one_axis = options.one_axis;
+  chart.color = out.color;
+  chart.utf8 = out.utf8;
+  std::printf("%s", TerminalCharts(series, chart).c_str());
   return kExitOk;
 }
 

@@ -43,8 +43,9 @@ struct CurveOptions {
   std::vector<std::string> metrics;  // default: loss/* and eval/kd
   bool csv = false;
   std::string png;  // write a PNG plot here
-  bool log_y = false;
-  int width = 0;  // terminal chart columns; 0 = fit the terminal
+  bool log_y = false;     // one chart, log y axis
+  bool one_axis = false;  // one chart, linear y axis (default: a chart per magnitude group)
+  int width = 0;          // terminal chart columns; 0 = ChartColumns (the terminal, $COLUMNS, 100)
   int height = 16;
 };
 int ShowCurve(Connection& connection, int64_t job_id, const CurveOptions& options, const OutputOptions& out);

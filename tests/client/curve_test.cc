@@ -67,6 +67,99 @@ TEST(Curve, TerminalChartHasAxesAndLegend) {
   EXPECT_NE(TerminalChart(series, 40, 8, true, false, false).find("log scale"), std::string::npos);
 }
 
+// Issue #17.6: loss/hard_full (~11) and loss/kd (~2.5e-5) on one linear axis are both flat.
+std::vector<CurveSeries> HardAndKd() {
+  return SelectSeries({Series("loss/hard_full", {{0, 11.2}, {10, 11.0}, {20, 10.9}, {30, 10.8}, {40, 10.7}}),
+                       Series("loss/kd", {{0, 3.0e-5}, {10, 2.8e-5}, {20, 2.6e-5}, {30, 2.5e-5}, {40, 2.4e-5}}),
+                       Series("eval/kd", {{20, 2.7e-5}, {40, 2.5e-5}})},
+                      {});
+}
+
+// Plot rows (those with the y axis bar) holding `glyph`.
+int RowsWith(const std::string& chart, const std::string& glyph) {
+  int rows = 0;
+  size_t start = 0;
+  while (start < chart.size()) {
+    size_t end = chart.find('\n', start);
+    if (end == std::string::npos) end = chart.size();
+    const std::string line = chart.substr(start, end - start);
+    const size_t bar = line.find("\u2502");
+    if (bar != std::string::npos && line.find(glyph, bar) != std::string::npos) ++rows;
+    start = end + 1;
+  }
+  return rows;
+}
+
+TEST(Curve, SeriesOfVeryDifferentMagnitudeGetTheirOwnChart) {
+  const std::vector<CurveSeries> series = HardAndKd();
+  const std::vector<std::vector<CurveSeries>> groups = GroupByMagnitude(series);
+  ASSERT_EQ(groups.size(), 2u);
+  ASSERT_EQ(groups[0].size(), 1u);
+  EXPECT_EQ(groups[0][0].name, "loss/hard_full");
+  ASSERT_EQ(groups[1].size(), 2u);  // loss/kd and eval/kd share a scale
+  EXPECT_EQ(groups[1][0].name, "loss/kd");
+  EXPECT_EQ(groups[1][1].style, 2);  // glyph and color stay those of the series' position
+  ChartOptions o;
+  o.columns = 80;
+  o.height = 12;
+  o.utf8 = true;
+  const std::string chart = TerminalCharts(series, o);
+  // loss/kd (the second glyph, "+") falls over several rows instead of one flat line.
+  EXPECT_GE(RowsWith(chart, "+"), 4) << chart;
+  EXPECT_GE(RowsWith(chart, "\u2022"), 4) << chart;
+  // --log: one chart on a log axis, as asked; --one-axis: one linear chart.
+  o.log_y = true;
+  EXPECT_NE(TerminalCharts(series, o).find("log scale"), std::string::npos);
+  o.log_y = false;
+  o.one_axis = true;
+  EXPECT_LE(RowsWith(TerminalCharts(series, o), "+"), 2);
+  // Within 30x of each other: one chart.
+  EXPECT_EQ(GroupByMagnitude(SelectSeries({Series("loss/kd", {{1, 1}}), Series("eval/kd", {{1, 25}})}, {})).size(), 1u);
+}
+
+TEST(Curve, ChartFitsTheColumns) {
+  std::vector<v1::MetricSeries> many;
+  for (const char* name : {"loss/kd_with_a_long_name", "loss/hard_full_with_a_long_name", "loss/total_with_a_long_name",
+                           "eval/kd_with_a_long_name"}) {
+    many.push_back(Series(name, {{0, 1.5}, {100000, 1.0}}));
+  }
+  for (int columns : {40, 64, 100, 150}) {
+    ChartOptions o;
+    o.columns = columns;
+    o.utf8 = true;
+    o.color = true;
+    for (const auto& series : {HardAndKd(), SelectSeries(many, {})}) {
+      const std::string chart = TerminalCharts(series, o);
+      size_t start = 0;
+      while (start < chart.size()) {
+        const size_t end = chart.find('\n', start);
+        const std::string line = chart.substr(start, end - start);
+        EXPECT_LE(VisibleWidth(line), static_cast<size_t>(columns)) << "\n" << line;
+        start = end + 1;
+      }
+    }
+  }
+}
+
+TEST(Curve, ChartColumnsFollowTheTerminal) {
+  EXPECT_EQ(ChartColumns(0, false, 0, nullptr), 100);   // not a tty, no COLUMNS
+  EXPECT_EQ(ChartColumns(0, false, 0, "120"), 120);
+  EXPECT_EQ(ChartColumns(0, false, 0, "400"), 150);     // at most 150
+  EXPECT_EQ(ChartColumns(0, false, 0, "wide"), 100);
+  EXPECT_EQ(ChartColumns(0, true, 90, "400"), 90);      // the terminal's own width wins
+  EXPECT_EQ(ChartColumns(0, true, 220, nullptr), 150);
+  EXPECT_EQ(ChartColumns(70, true, 220, nullptr), 70);  // --width
+}
+
+TEST(Curve, UnknownSeriesAreNamedWithTheOnesThatExist) {
+  const std::vector<v1::MetricSeries> all = {Series("loss/kd", {{1, 1}}), Series("eval/kd", {{1, 2}})};
+  EXPECT_EQ(MissingSeries(all, {"loss/kd", "nope"}), std::vector<std::string>{"nope"});
+  EXPECT_TRUE(MissingSeries(all, {"loss/kd"}).empty());
+  const std::string message = UnknownSeriesMessage(17, {"nope"}, {"loss/kd", "eval/kd"});
+  EXPECT_NE(message.find("job 17 has no series named nope; it has: loss/kd, eval/kd"), std::string::npos) << message;
+  EXPECT_NE(UnknownSeriesMessage(17, {"nope"}, {}).find("no metric series yet"), std::string::npos);
+}
+
 TEST(Render, Durations) {
   EXPECT_EQ(FormatDuration(0), "0s");
   EXPECT_EQ(FormatDuration(59.4), "59s");

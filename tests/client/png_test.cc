@@ -114,6 +114,121 @@ TEST(PlotPng, DrawsAxesSeriesAndText) {
   EXPECT_EQ(Chunks(*png).size(), 3u);
 }
 
+bool IsPalette(Rgb c) {
+  const Rgb palette[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189}, {140, 86, 75}};
+  for (const Rgb& p : palette) {
+    if (c.r == p.r && c.g == p.g && c.b == p.b) return true;
+  }
+  return false;
+}
+bool IsWhite(Rgb c) { return c.r == 255 && c.g == 255 && c.b == 255; }
+
+// True when every dark pixel of `text` drawn at (0, 0) in a blank image (upright, or rotated
+// to read bottom-to-top) appears somewhere in `image` with the same shape.
+bool ContainsText(const RgbImage& image, const std::string& text, bool up) {
+  const int w = TextWidth(text, 2), h = 14;
+  RgbImage stamp(up ? h : w, up ? w : h, {255, 255, 255});
+  if (up) {
+    DrawTextUp(stamp, 0, w - 1, text, {0, 0, 0}, 2);
+  } else {
+    DrawText(stamp, 0, 0, text, {0, 0, 0}, 2);
+  }
+  std::vector<std::pair<int, int>> ink;
+  for (int y = 0; y < stamp.height(); ++y) {
+    for (int x = 0; x < stamp.width(); ++x) {
+      if (!IsWhite(stamp.Get(x, y))) ink.emplace_back(x, y);
+    }
+  }
+  if (ink.empty()) return false;
+  for (int oy = 0; oy + stamp.height() <= image.height(); ++oy) {
+    for (int ox = 0; ox + stamp.width() <= image.width(); ++ox) {
+      bool all = true;
+      for (const auto& [x, y] : ink) {
+        const Rgb c = image.Get(ox + x, oy + y);
+        if (!(c.r == 30 && c.g == 30 && c.b == 30)) {
+          all = false;
+          break;
+        }
+      }
+      if (all) return true;
+    }
+  }
+  return false;
+}
+
+// Issue #17.6: with --log the title ran into the legend.
+TEST(PlotPng, TitleSitsAboveTheLegend) {
+  CurveSeries a{"loss/hard_full", {0, 10, 20}, {11, 10.5, 10.2}};
+  CurveSeries b{"loss/kd", {0, 10, 20}, {3e-5, 2.7e-5, 2.5e-5}};
+  CurveSeries c{"eval/kd", {10, 20}, {2.9e-5, 2.6e-5}};
+  PlotOptions options;
+  options.title = "job 1234 qat run with a long name";
+  options.log_y = true;
+  const RgbImage image = PlotCurves({a, b, c}, options);
+  int first_ink = -1;
+  for (int y = 0; y < image.height() && first_ink < 0; ++y) {
+    for (int x = 0; x < image.width(); ++x) {
+      if (!IsWhite(image.Get(x, y))) {
+        first_ink = y;
+        break;
+      }
+    }
+  }
+  ASSERT_GE(first_ink, 0);
+  EXPECT_TRUE(ContainsText(image, options.title + " (log scale)", false));
+  // The title's band (its 14 rows and 2 more either side) holds no legend swatch or line color.
+  for (int y = std::max(0, first_ink - 2); y < first_ink + 16; ++y) {
+    for (int x = 0; x < image.width(); ++x) ASSERT_FALSE(IsPalette(image.Get(x, y))) << "x=" << x << " y=" << y;
+  }
+}
+
+// The last x tick label ran past the right edge; nothing may touch the image border.
+TEST(PlotPng, EverythingIsInsideTheImage) {
+  CurveSeries loss{"loss/kd", {0, 2500, 5000, 7500, 10000}, {1.25, 1.0, 0.75, 0.6, 0.5}};
+  for (bool log_y : {false, true}) {
+    PlotOptions options;
+    options.width = 640;
+    options.height = 400;
+    options.title = "job 1";
+    options.log_y = log_y;
+    const RgbImage image = PlotCurves({loss}, options);
+    for (int y = 0; y < image.height(); ++y) {
+      for (int x = 0; x < image.width(); ++x) {
+        if (x < 3 || y < 3 || x >= image.width() - 3 || y >= image.height() - 3) {
+          ASSERT_TRUE(IsWhite(image.Get(x, y))) << "ink at the border: x=" << x << " y=" << y;
+        }
+      }
+    }
+    EXPECT_TRUE(ContainsText(image, "step", false));
+    EXPECT_TRUE(ContainsText(image, "10000", false));
+    EXPECT_TRUE(ContainsText(image, log_y ? "loss (log)" : "loss", true));  // y label
+  }
+}
+
+// Series 10^5 apart get one panel each, so the small one is not a flat line at the bottom.
+TEST(PlotPng, VeryDifferentMagnitudesGetTheirOwnPanel) {
+  CurveSeries hard{"loss/hard_full", {0, 10, 20, 30, 40}, {11.2, 11.0, 10.9, 10.8, 10.7}};
+  CurveSeries kd{"loss/kd", {0, 10, 20, 30, 40}, {3.0e-5, 2.8e-5, 2.6e-5, 2.5e-5, 2.4e-5}};
+  PlotOptions options;
+  options.title = "job 1";
+  const RgbImage image = PlotCurves({hard, kd}, options);
+  auto rows_of = [&](Rgb want) {
+    int rows = 0;
+    for (int y = 0; y < image.height(); ++y) {
+      int n = 0;
+      for (int x = 0; x < image.width(); ++x) {
+        const Rgb c = image.Get(x, y);
+        n += c.r == want.r && c.g == want.g && c.b == want.b;
+      }
+      rows += n > 0 && n < 40;  // the legend swatch is a solid bar: count line rows only
+    }
+    return rows;
+  };
+  EXPECT_GT(rows_of({31, 119, 180}), 60);
+  EXPECT_GT(rows_of({255, 127, 14}), 60);
+  EXPECT_TRUE(ContainsText(image, "step", false));
+}
+
 TEST(PlotPng, TextUsesTheFont) {
   RgbImage image(40, 20, {255, 255, 255});
   DrawText(image, 0, 0, " ", {0, 0, 0}, 1);
