@@ -10,11 +10,14 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "core/common/sha256.h"
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
 #include "core/kd/cache_format.h"
@@ -22,7 +25,6 @@
 #include "core/kd/dataset.h"
 #include "core/kd/render.h"
 #include "core/kd/sample_stream.h"
-#include "core/common/sha256.h"
 #include "core/kd/teacher.h"
 #include "core/model/model_io.h"
 #include "core/model/qwen3_config.h"
@@ -110,238 +112,319 @@ std::string TokenizerJsonPath(const std::string& p) {
 
 }  // namespace
 
+// RunKdCache as a class: one method per step of the header's pipeline.
+class KdCacheRunner {
+ public:
+  KdCacheRunner(const KdCacheOptions& o, Reporter& reporter, CancelToken& cancel)
+      : o_(o), reporter_(reporter), cancel_(cancel),
+        meta_path_((fs::path(o.output_dir) / "meta.json").string()),
+        progress_path_((fs::path(o.output_dir) / "progress.json").string()) {}
 
-absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken& cancel) {
-  QATD_RETURN_IF_ERROR(o.Validate());
-  const kd::DatasetFormat format = o.dataset_format;
-  const kd::ThinkingMode thinking = o.enable_thinking;
-  const kd::TextUnit text_unit = o.text_unit;
+  absl::Status Run();
 
-  // 1. Data first: a malformed file fails before anything expensive happens.
-  QATD_ASSIGN_OR_RETURN(kd::Dataset data, kd::ReadDataset({o.dataset, format, o.dataset_text_field, text_unit}));
-  if (!data.bad_records.empty()) {
-    const size_t shown = std::min<size_t>(data.bad_records.size(), 10);
+ private:
+  absl::Status ReadData();
+  absl::Status OpenTokenizerAndConfig();
+  absl::Status BuildMeta();
+  absl::StatusOr<bool> PrepareOutputDir();  // false: a resumed cache that is already complete
+  absl::Status OpenStream();
+  absl::Status LoadTeacher();
+  absl::Status OpenWriter();
+  absl::Status Loop();
+  absl::Status Consume(const std::optional<kd::TeacherHostBatch>& done);
+  absl::Status Finish();
+  absl::Status CrashStatus() {
+    std::lock_guard<std::mutex> lock(crash_mu_);
+    return crash_status_;
+  }
+
+  const KdCacheOptions& o_;
+  Reporter& reporter_;
+  CancelToken& cancel_;
+  const std::string meta_path_, progress_path_;
+
+  kd::Dataset data_;
+  std::string tokenizer_path_;
+  std::optional<model::Tokenizer> tokenizer_;
+  std::optional<model::Qwen3Config> config_;
+  int64_t eos_ = -1;
+  at::Device device_{at::kCPU};
+  at::ScalarType dtype_ = at::kFloat;
+  kd::KdCacheMeta meta_;
+  kd::KdProgress start_;
+  std::unique_ptr<kd::PackedSequenceStream> stream_;
+  model::LoadedModel loaded_;
+  std::unique_ptr<kd::TeacherPipeline> teacher_;
+  std::unique_ptr<kd::KdCacheWriter> writer_;
+
+  // after_durable's verdict, set from the writer's thread.
+  std::atomic<bool> crashed_{false};
+  std::mutex crash_mu_;
+  absl::Status crash_status_;  // guarded by crash_mu_; set once crashed_
+
+  std::chrono::steady_clock::time_point t0_, last_metric_;
+  bool exhausted_ = false;
+};
+
+absl::Status KdCacheRunner::Run() {
+  QATD_RETURN_IF_ERROR(o_.Validate());
+  QATD_RETURN_IF_ERROR(ReadData());
+  QATD_RETURN_IF_ERROR(OpenTokenizerAndConfig());
+  QATD_RETURN_IF_ERROR(BuildMeta());
+  QATD_ASSIGN_OR_RETURN(const bool more, PrepareOutputDir());
+  if (!more) return absl::OkStatus();
+  QATD_RETURN_IF_ERROR(OpenStream());
+  QATD_RETURN_IF_ERROR(LoadTeacher());
+  QATD_RETURN_IF_ERROR(OpenWriter());
+  QATD_RETURN_IF_ERROR(Loop());
+  return Finish();
+}
+
+// 1. Data first: a malformed file fails before anything expensive happens.
+absl::Status KdCacheRunner::ReadData() {
+  QATD_ASSIGN_OR_RETURN(data_, kd::ReadDataset({o_.dataset, o_.dataset_format, o_.dataset_text_field, o_.text_unit}));
+  if (!data_.bad_records.empty()) {
+    const size_t shown = std::min<size_t>(data_.bad_records.size(), 10);
     for (size_t i = 0; i < shown; ++i) {
-      reporter.Log(LogLevel::kWarning, absl::StrCat("bad record ", data.bad_records[i].location.ToString(), ": ",
-                                                    data.bad_records[i].reason));
+      reporter_.Log(LogLevel::kWarning, absl::StrCat("bad record ", data_.bad_records[i].location.ToString(), ": ",
+                                                     data_.bad_records[i].reason));
     }
-    reporter.Log(LogLevel::kWarning, absl::StrCat(data.bad_records.size(), " bad record(s) skipped",
-                                                  shown < data.bad_records.size() ? " (first 10 listed)" : ""));
+    reporter_.Log(LogLevel::kWarning, absl::StrCat(data_.bad_records.size(), " bad record(s) skipped",
+                                                   shown < data_.bad_records.size() ? " (first 10 listed)" : ""));
   }
-  if (data.records.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(o.dataset, ": no usable records (", data.bad_records.size(),
-                                                      " bad, ", data.skipped_empty, " empty)"));
+  if (data_.records.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(o_.dataset, ": no usable records (", data_.bad_records.size(),
+                                                      " bad, ", data_.skipped_empty, " empty)"));
   }
-  reporter.Log(LogLevel::kInfo, absl::StrCat("dataset: ", data.records.size(), " records from ", data.files.size(),
-                                             " file(s)"));
+  reporter_.Log(LogLevel::kInfo, absl::StrCat("dataset: ", data_.records.size(), " records from ", data_.files.size(),
+                                              " file(s)"));
+  return absl::OkStatus();
+}
 
-  // 2. Tokenizer and teacher config (cheap; the weights come later).
-  const std::string tokenizer_path = o.tokenizer.empty() ? o.teacher_model : o.tokenizer;
-  QATD_ASSIGN_OR_RETURN(const model::Tokenizer tokenizer, model::Tokenizer::FromFile(tokenizer_path));
-  QATD_ASSIGN_OR_RETURN(const std::string tokenizer_sha, Sha256File(TokenizerJsonPath(tokenizer_path)));
-  QATD_ASSIGN_OR_RETURN(const model::Qwen3Config config, model::Qwen3Config::FromFile(o.teacher_model));
-  if (tokenizer.vocab_size() > config.vocab_size) {
+// 2. Tokenizer and teacher config (cheap; the weights come later).
+absl::Status KdCacheRunner::OpenTokenizerAndConfig() {
+  tokenizer_path_ = o_.tokenizer.empty() ? o_.teacher_model : o_.tokenizer;
+  QATD_ASSIGN_OR_RETURN(model::Tokenizer tokenizer, model::Tokenizer::FromFile(tokenizer_path_));
+  tokenizer_.emplace(std::move(tokenizer));
+  QATD_ASSIGN_OR_RETURN(model::Qwen3Config config, model::Qwen3Config::FromFile(o_.teacher_model));
+  config_.emplace(std::move(config));
+  if (tokenizer_->vocab_size() > config_->vocab_size) {
     // Its ids would index past the teacher's embedding ("index out of range in self").
     return absl::InvalidArgumentError(absl::StrCat(
-        "tokenizer ", TokenizerJsonPath(tokenizer_path), " has token ids up to ", tokenizer.vocab_size() - 1,
-        ", but the teacher's vocab_size (config.json) is ", config.vocab_size, ": they are not one model's"));
+        "tokenizer ", TokenizerJsonPath(tokenizer_path_), " has token ids up to ", tokenizer_->vocab_size() - 1,
+        ", but the teacher's vocab_size (config.json) is ", config_->vocab_size, ": they are not one model's"));
   }
-  int64_t eos = tokenizer.eos_token_id().value_or(-1);
-  if (eos < 0) eos = config.eos_token_id;
-  if (eos < 0) {
+  eos_ = tokenizer_->eos_token_id().value_or(-1);
+  if (eos_ < 0) eos_ = config_->eos_token_id;
+  if (eos_ < 0) {
     return absl::FailedPreconditionError("no eos token: neither tokenizer_config.json nor config.json names one");
   }
-  if (o.topk + (o.rand_neg > 0 ? 1 : 0) > config.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("topk (", o.topk, ") must be below the vocabulary size ",
-                                                   config.vocab_size));
+  if (o_.topk + (o_.rand_neg > 0 ? 1 : 0) > config_->vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("topk (", o_.topk, ") must be below the vocabulary size ",
+                                                   config_->vocab_size));
   }
-  QATD_ASSIGN_OR_RETURN(const at::Device device, ResolveDevice(o.device));
-  const at::ScalarType dtype = ScalarTypeOf(o.dtype, device);
-  QATD_ASSIGN_OR_RETURN(const std::string dataset_sha, kd::DatasetSha256(data.files));
+  QATD_ASSIGN_OR_RETURN(device_, ResolveDevice(o_.device));
+  dtype_ = ScalarTypeOf(o_.dtype, device_);
+  return absl::OkStatus();
+}
 
-  kd::KdCacheMeta meta;
-  meta.teacher_model = AbsolutePath(o.teacher_model);
+absl::Status KdCacheRunner::BuildMeta() {
+  QATD_ASSIGN_OR_RETURN(const std::string tokenizer_sha, Sha256File(TokenizerJsonPath(tokenizer_path_)));
+  QATD_ASSIGN_OR_RETURN(const std::string dataset_sha, kd::DatasetSha256(data_.files));
+  kd::KdCacheMeta& meta = meta_;
+  meta.teacher_model = AbsolutePath(o_.teacher_model);
   meta.tokenizer_sha256 = tokenizer_sha;
-  meta.dataset_path = AbsolutePath(o.dataset);
-  meta.dataset_format = kd::DatasetFormatName(format);
-  meta.dataset_text_field = o.dataset_text_field;
-  meta.dataset_text_unit = kd::TextUnitName(text_unit);
+  meta.dataset_path = AbsolutePath(o_.dataset);
+  meta.dataset_format = kd::DatasetFormatName(o_.dataset_format);
+  meta.dataset_text_field = o_.dataset_text_field;
+  meta.dataset_text_unit = kd::TextUnitName(o_.text_unit);
   meta.dataset_sha256 = dataset_sha;
-  meta.thinking = kd::ThinkingModeName(thinking);
-  meta.max_length = o.max_length;
-  meta.top_k = o.topk;
-  meta.rand_neg = o.rand_neg;
-  meta.vocab_size = config.vocab_size;
-  meta.eos_token_id = eos;
-  meta.num_sequences = o.num_sequences;
-  meta.shard_size = o.shard_size;
-  meta.seed = o.seed;
-  meta.shuffle = o.shuffle;
-  meta.dtype = ScalarTypeName(dtype);
-  meta.device = device.is_cuda() ? "cuda" : "cpu";
-  meta.dataset_records = static_cast<int64_t>(data.records.size());
-  meta.dataset_bad_records = static_cast<int64_t>(data.bad_records.size());
+  meta.thinking = kd::ThinkingModeName(o_.enable_thinking);
+  meta.max_length = o_.max_length;
+  meta.top_k = o_.topk;
+  meta.rand_neg = o_.rand_neg;
+  meta.vocab_size = config_->vocab_size;
+  meta.eos_token_id = eos_;
+  meta.num_sequences = o_.num_sequences;
+  meta.shard_size = o_.shard_size;
+  meta.seed = o_.seed;
+  meta.shuffle = o_.shuffle;
+  meta.dtype = ScalarTypeName(dtype_);
+  meta.device = device_.is_cuda() ? "cuda" : "cpu";
+  meta.dataset_records = static_cast<int64_t>(data_.records.size());
+  meta.dataset_bad_records = static_cast<int64_t>(data_.bad_records.size());
   meta.qatd_version = kd::QatdVersion();
   meta.libtorch_version = TORCH_VERSION;
   meta.created_utc = kd::UtcNowIso8601();
+  return absl::OkStatus();
+}
 
-  // 3. Output directory: new, replaced, or continued.
+// 3. Output directory: new, replaced, or continued.
+absl::StatusOr<bool> KdCacheRunner::PrepareOutputDir() {
   std::error_code ec;
-  fs::create_directories(o.output_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot create output_dir ", o.output_dir, ": ", ec.message()));
-  const std::string meta_path = (fs::path(o.output_dir) / "meta.json").string();
-  const std::string progress_path = (fs::path(o.output_dir) / "progress.json").string();
-  kd::KdProgress start;
-  if (o.resume && fs::exists(meta_path)) {
-    QATD_ASSIGN_OR_RETURN(json old_json, kd::ReadJsonFile(meta_path));
+  fs::create_directories(o_.output_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create output_dir ", o_.output_dir, ": ", ec.message()));
+  if (o_.resume && fs::exists(meta_path_)) {
+    QATD_ASSIGN_OR_RETURN(json old_json, kd::ReadJsonFile(meta_path_));
     QATD_ASSIGN_OR_RETURN(kd::KdCacheMeta old, kd::KdCacheMeta::FromJson(old_json));
-    QATD_RETURN_IF_ERROR(CompareForResume(old, meta));
-    meta.created_utc = old.created_utc;
-    meta.device = old.device;
-    meta.extra = old.extra;
-    if (fs::exists(progress_path)) {
-      QATD_ASSIGN_OR_RETURN(json pj, kd::ReadJsonFile(progress_path));
-      QATD_ASSIGN_OR_RETURN(start, kd::KdProgress::FromJson(pj));
+    QATD_RETURN_IF_ERROR(CompareForResume(old, meta_));
+    meta_.created_utc = old.created_utc;
+    meta_.device = old.device;
+    meta_.extra = old.extra;
+    if (fs::exists(progress_path_)) {
+      QATD_ASSIGN_OR_RETURN(json pj, kd::ReadJsonFile(progress_path_));
+      QATD_ASSIGN_OR_RETURN(start_, kd::KdProgress::FromJson(pj));
     }
-    if (start.done && start.n_written >= o.num_sequences) {
-      reporter.Log(LogLevel::kInfo, absl::StrCat("resume: ", o.output_dir, " is already complete (",
-                                                 start.n_written, " sequences)"));
-      reporter.Artifact(o.output_dir, "kd_cache");
-      return absl::OkStatus();
+    if (start_.done && start_.n_written >= o_.num_sequences) {
+      reporter_.Log(LogLevel::kInfo, absl::StrCat("resume: ", o_.output_dir, " is already complete (",
+                                                  start_.n_written, " sequences)"));
+      reporter_.Artifact(o_.output_dir, "kd_cache");
+      return false;
     }
-    start.done = false;
-    reporter.Log(LogLevel::kInfo, absl::StrCat("resume: ", start.n_written, " sequences already on disk"));
-  } else if (HasCacheFiles(o.output_dir)) {
-    if (!o.overwrite) {
-      return absl::FailedPreconditionError(absl::StrCat("output_dir ", o.output_dir,
+    start_.done = false;
+    reporter_.Log(LogLevel::kInfo, absl::StrCat("resume: ", start_.n_written, " sequences already on disk"));
+  } else if (HasCacheFiles(o_.output_dir)) {
+    if (!o_.overwrite) {
+      return absl::FailedPreconditionError(absl::StrCat("output_dir ", o_.output_dir,
                                                         " already holds a KD cache: pass --resume to continue it "
                                                         "or --overwrite to replace it"));
     }
-    RemoveCacheFiles(o.output_dir);
+    RemoveCacheFiles(o_.output_dir);
   }
-  QATD_RETURN_IF_ERROR(kd::WriteJsonFileAtomic(meta_path, meta.ToJson()));
-  if (start.n_written == 0) QATD_RETURN_IF_ERROR(kd::WriteJsonFileAtomic(progress_path, start.ToJson()));
+  QATD_RETURN_IF_ERROR(kd::WriteJsonFileAtomic(meta_path_, meta_.ToJson()));
+  if (start_.n_written == 0) QATD_RETURN_IF_ERROR(kd::WriteJsonFileAtomic(progress_path_, start_.ToJson()));
+  return true;
+}
 
-  // 4. The sample stream, fast-forwarded past what is already stored.
+// 4. The sample stream, fast-forwarded past what is already stored.
+absl::Status KdCacheRunner::OpenStream() {
   kd::SampleStreamOptions so;
-  so.render = {format, thinking};
-  so.block_length = o.max_length;
-  so.eos_id = static_cast<int32_t>(eos);
-  so.seed = o.seed;
-  so.shuffle = o.shuffle;
-  so.num_threads = o.num_threads > 0 ? o.num_threads
-                                     : static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
-  kd::PackedSequenceStream stream(
-      data, [&tokenizer](const std::string& text) { return tokenizer.Encode(text); }, so);
-  if (start.n_written > 0) {
-    QATD_ASSIGN_OR_RETURN(const int64_t skipped, stream.Skip(start.n_written));
-    if (skipped != start.n_written) {
+  so.render = {o_.dataset_format, o_.enable_thinking};
+  so.block_length = o_.max_length;
+  so.eos_id = static_cast<int32_t>(eos_);
+  so.seed = o_.seed;
+  so.shuffle = o_.shuffle;
+  so.num_threads = o_.num_threads > 0 ? o_.num_threads
+                                      : static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
+  const model::Tokenizer* tokenizer = &*tokenizer_;
+  stream_ = std::make_unique<kd::PackedSequenceStream>(
+      data_, [tokenizer](const std::string& text) { return tokenizer->Encode(text); }, so);
+  if (start_.n_written > 0) {
+    QATD_ASSIGN_OR_RETURN(const int64_t skipped, stream_->Skip(start_.n_written));
+    if (skipped != start_.n_written) {
       return absl::DataLossError(absl::StrCat("resume: the dataset yields ", skipped, " sequences but ",
-                                              start.n_written, " are stored"));
+                                              start_.n_written, " are stored"));
     }
   }
+  return absl::OkStatus();
+}
 
-  // 5. Teacher.
-  reporter.Log(LogLevel::kInfo, absl::StrCat("loading teacher ", o.teacher_model, " (", ScalarTypeName(dtype), ", ",
-                                             device.str(), ")"));
-  QATD_ASSIGN_OR_RETURN(model::LoadedModel loaded, model::LoadQwen3(o.teacher_model, {dtype, device}));
-  loaded.model->eval();
+// 5. Teacher.
+absl::Status KdCacheRunner::LoadTeacher() {
+  reporter_.Log(LogLevel::kInfo, absl::StrCat("loading teacher ", o_.teacher_model, " (", ScalarTypeName(dtype_), ", ",
+                                              device_.str(), ")"));
+  QATD_ASSIGN_OR_RETURN(loaded_, model::LoadQwen3(o_.teacher_model, {dtype_, device_}));
+  loaded_.model->eval();
   kd::TeacherOptions to;
-  to.reporter = &reporter;
-  to.top_k = o.topk;
-  to.rand_neg = o.rand_neg;
-  to.chunk_rows = o.logits_chunk_rows;
-  to.seed = o.seed;
-  kd::TeacherPipeline teacher(loaded.model, to, o.max_length);
+  to.reporter = &reporter_;
+  to.top_k = o_.topk;
+  to.rand_neg = o_.rand_neg;
+  to.chunk_rows = o_.logits_chunk_rows;
+  to.seed = o_.seed;
+  teacher_ = std::make_unique<kd::TeacherPipeline>(loaded_.model, to, o_.max_length);
+  return absl::OkStatus();
+}
 
-  std::atomic<bool> crashed{false};
-  std::mutex crash_mu;
-  absl::Status crash_status;  // guarded by crash_mu; set once `crashed`
+absl::Status KdCacheRunner::OpenWriter() {
   kd::KdCacheWriter::Options wo;
-  wo.dir = o.output_dir;
-  wo.layout = {o.max_length, o.topk, o.rand_neg, o.shard_size};
-  if (o.after_durable) {
-    wo.on_durable = [&](int64_t shards) {
-      absl::Status hooked = o.after_durable(shards);
-      if (hooked.ok() || crashed.load()) return;
-      std::lock_guard<std::mutex> lock(crash_mu);
-      crash_status = hooked;
-      crashed.store(true);
+  wo.dir = o_.output_dir;
+  wo.layout = {o_.max_length, o_.topk, o_.rand_neg, o_.shard_size};
+  if (o_.after_durable) {
+    wo.on_durable = [this](int64_t shards) {
+      absl::Status hooked = o_.after_durable(shards);
+      if (hooked.ok() || crashed_.load()) return;
+      std::lock_guard<std::mutex> lock(crash_mu_);
+      crash_status_ = hooked;
+      crashed_.store(true);
     };
   }
-  auto crash = [&] {
-    std::lock_guard<std::mutex> lock(crash_mu);
-    return crash_status;
-  };
-  QATD_ASSIGN_OR_RETURN(std::unique_ptr<kd::KdCacheWriter> writer, kd::KdCacheWriter::Open(wo, start));
+  QATD_ASSIGN_OR_RETURN(writer_, kd::KdCacheWriter::Open(wo, start_));
+  return absl::OkStatus();
+}
 
-  // 6. The loop. Batches never cross a shard boundary, so a continuation batches exactly
-  // as an uninterrupted run does.
-  const auto t0 = std::chrono::steady_clock::now();
-  auto last_metric = t0;
-  const int64_t first = start.n_written;
-  int64_t pos = start.n_written;
-  bool exhausted = false;
-  std::vector<int32_t> ids(static_cast<size_t>(o.batch_size * o.max_length));
-  auto consume = [&](const std::optional<kd::TeacherHostBatch>& done) -> absl::Status {
-    if (!done.has_value()) return absl::OkStatus();
-    QATD_RETURN_IF_ERROR(writer->Append(done->rows()));
-    const auto now = std::chrono::steady_clock::now();
-    const double secs = std::chrono::duration<double>(now - t0).count();
-    const int64_t n_done = writer->n_appended();
-    const double rate = secs > 0 ? static_cast<double>(n_done - first) / secs : 0.0;
-    const double eta = rate > 0 ? static_cast<double>(o.num_sequences - n_done) / rate : -1.0;
-    reporter.Progress(n_done, o.num_sequences, "sequences", rate, eta);
-    if (std::chrono::duration<double>(now - last_metric).count() >= 1.0) {
-      reporter.Metric("kd_cache/tokens_per_second", n_done, rate * static_cast<double>(o.max_length));
-      last_metric = now;
-    }
-    return absl::OkStatus();
-  };
-  while (pos < o.num_sequences && !cancel.cancelled()) {
-    const int64_t shard_end = (pos / o.shard_size + 1) * o.shard_size;
-    const int64_t want = std::min({o.batch_size, shard_end - pos, o.num_sequences - pos});
+// 6. The loop. Batches never cross a shard boundary, so a continuation batches exactly as an
+// uninterrupted run does.
+absl::Status KdCacheRunner::Loop() {
+  t0_ = last_metric_ = std::chrono::steady_clock::now();
+  int64_t pos = start_.n_written;
+  std::vector<int32_t> ids(static_cast<size_t>(o_.batch_size * o_.max_length));
+  while (pos < o_.num_sequences && !cancel_.cancelled()) {
+    const int64_t shard_end = (pos / o_.shard_size + 1) * o_.shard_size;
+    const int64_t want = std::min({o_.batch_size, shard_end - pos, o_.num_sequences - pos});
     int64_t got = 0;
     while (got < want) {
-      QATD_ASSIGN_OR_RETURN(const bool more, stream.Next(ids.data() + got * o.max_length));
+      QATD_ASSIGN_OR_RETURN(const bool more, stream_->Next(ids.data() + got * o_.max_length));
       if (!more) {
-        exhausted = true;
+        exhausted_ = true;
         break;
       }
       ++got;
     }
     if (got > 0) {
-      QATD_ASSIGN_OR_RETURN(auto done, teacher.Submit(ids.data(), got, pos));
-      QATD_RETURN_IF_ERROR(consume(done));
+      QATD_ASSIGN_OR_RETURN(auto done, teacher_->Submit(ids.data(), got, pos));
+      QATD_RETURN_IF_ERROR(Consume(done));
       pos += got;
     }
-    if (crashed.load()) return crash();
-    if (exhausted) break;
+    if (crashed_.load()) return CrashStatus();
+    if (exhausted_) break;
   }
-  QATD_ASSIGN_OR_RETURN(auto last, teacher.Drain());
-  QATD_RETURN_IF_ERROR(consume(last));
-  if (crashed.load()) return crash();
-
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const int64_t computed = writer->n_appended() - first;
-  if (cancel.cancelled() && writer->n_appended() < o.num_sequences && !exhausted) {
-    QATD_RETURN_IF_ERROR(writer->Flush());
-    reporter.Log(LogLevel::kInfo, absl::StrCat("cancelled: ", writer->n_durable(),
-                                               " sequences are durable; continue with --resume"));
-    return absl::CancelledError(absl::StrCat("KD cache cancelled after ", writer->n_durable(), " sequences"));
-  }
-  QATD_RETURN_IF_ERROR(writer->Finish());
-  if (exhausted) {
-    reporter.Log(LogLevel::kWarning, absl::StrCat("dataset exhausted after ", writer->n_appended(),
-                                                  " sequences (", o.num_sequences, " requested)"));
-  }
-  const double tps = secs > 0 ? static_cast<double>(computed * o.max_length) / secs : 0.0;
-  reporter.Metric("kd_cache/tokens_per_second", writer->n_appended(), tps);
-  reporter.Log(LogLevel::kInfo, absl::StrCat("KD cache done: ", writer->n_appended(), " sequences of ", o.max_length,
-                                             " tokens in ", o.output_dir, " (", static_cast<int64_t>(tps),
-                                             " tokens/s)"));
-  reporter.Artifact(o.output_dir, "kd_cache");
+  QATD_ASSIGN_OR_RETURN(auto last, teacher_->Drain());
+  QATD_RETURN_IF_ERROR(Consume(last));
+  if (crashed_.load()) return CrashStatus();
   return absl::OkStatus();
+}
+
+absl::Status KdCacheRunner::Consume(const std::optional<kd::TeacherHostBatch>& done) {
+  if (!done.has_value()) return absl::OkStatus();
+  QATD_RETURN_IF_ERROR(writer_->Append(done->rows()));
+  const auto now = std::chrono::steady_clock::now();
+  const double secs = std::chrono::duration<double>(now - t0_).count();
+  const int64_t n_done = writer_->n_appended();
+  const double rate = secs > 0 ? static_cast<double>(n_done - start_.n_written) / secs : 0.0;
+  const double eta = rate > 0 ? static_cast<double>(o_.num_sequences - n_done) / rate : -1.0;
+  reporter_.Progress(n_done, o_.num_sequences, "sequences", rate, eta);
+  if (std::chrono::duration<double>(now - last_metric_).count() >= 1.0) {
+    reporter_.Metric("kd_cache/tokens_per_second", n_done, rate * static_cast<double>(o_.max_length));
+    last_metric_ = now;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KdCacheRunner::Finish() {
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  const int64_t computed = writer_->n_appended() - start_.n_written;
+  if (cancel_.cancelled() && writer_->n_appended() < o_.num_sequences && !exhausted_) {
+    QATD_RETURN_IF_ERROR(writer_->Flush());
+    reporter_.Log(LogLevel::kInfo, absl::StrCat("cancelled: ", writer_->n_durable(),
+                                                " sequences are durable; continue with --resume"));
+    return absl::CancelledError(absl::StrCat("KD cache cancelled after ", writer_->n_durable(), " sequences"));
+  }
+  QATD_RETURN_IF_ERROR(writer_->Finish());
+  if (exhausted_) {
+    reporter_.Log(LogLevel::kWarning, absl::StrCat("dataset exhausted after ", writer_->n_appended(),
+                                                   " sequences (", o_.num_sequences, " requested)"));
+  }
+  const double tps = secs > 0 ? static_cast<double>(computed * o_.max_length) / secs : 0.0;
+  reporter_.Metric("kd_cache/tokens_per_second", writer_->n_appended(), tps);
+  reporter_.Log(LogLevel::kInfo, absl::StrCat("KD cache done: ", writer_->n_appended(), " sequences of ",
+                                              o_.max_length, " tokens in ", o_.output_dir, " (",
+                                              static_cast<int64_t>(tps), " tokens/s)"));
+  reporter_.Artifact(o_.output_dir, "kd_cache");
+  return absl::OkStatus();
+}
+
+absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken& cancel) {
+  return KdCacheRunner(o, reporter, cancel).Run();
 }
 
 }  // namespace qatd::jobs

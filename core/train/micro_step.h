@@ -1,7 +1,7 @@
 #pragma once
 // One micro-batch of the end-to-end QAT step: forward through the student, the global KD loss
 // (losses.h ComputeKdLoss), backward into the parameters' .grad (accumulating). Used by the
-// trainer (train_common RunMicroBatches) and by bench/qat_bench, so the bench measures the
+// trainer (train_step.h RunMicroBatches) and by bench/qat_bench, so the bench measures the
 // product's step.
 //
 // CUDA graphs. On a CUDA device, with LibTorch's CUDA graphs available (GPU builds with the

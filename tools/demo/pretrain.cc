@@ -16,6 +16,7 @@
 #include <fstream>
 #include <memory>
 #include <numbers>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -263,226 +264,317 @@ absl::StatusOr<NextTokenStats> MeasureNextToken(model::Qwen3Model& model, const 
   });
 }
 
-absl::Status Pretrain(const PretrainOptions& o, jobs::Reporter& reporter, jobs::CancelToken& cancel,
-                      PretrainSummary* summary) {
-  QATD_RETURN_IF_ERROR(o.Validate());
+namespace {
+
+// Pretrain as a class: one method per step of the header's pipeline; the training state
+// (optimizers, sampled-softmax tables, data order) in members.
+class Pretrainer {
+ public:
+  Pretrainer(const PretrainOptions& o, jobs::Reporter& reporter, jobs::CancelToken& cancel)
+      : o_(o), reporter_(reporter), cancel_(cancel) {}
+
+  absl::Status Run(PretrainSummary* summary);
+
+ private:
+  absl::Status CheckInputs();
+  absl::Status LoadData();
+  absl::Status PackData(const kd::Dataset& data);
+  absl::StatusOr<NextTokenStats> Evaluate(int64_t step);
+  absl::Status Train();
+  void SetUpVocabulary();
+  void SetUpOptimizers();
+  at::Tensor NextBatch();
+  absl::StatusOr<double> Step(int64_t step);
+  void Summarize();
+  absl::Status WriteOutput();
+
+  const PretrainOptions& o_;
+  jobs::Reporter& reporter_;
+  jobs::CancelToken& cancel_;
+
+  // Inputs (CheckInputs, LoadData).
+  kd::DatasetFormat format_{};
+  kd::ThinkingMode thinking_{};
+  kd::TextUnit text_unit_{};
+  at::Device device_{at::kCPU};
+  std::optional<model::Tokenizer> tokenizer_;
+  model::Qwen3Config config_;
+  int64_t eos_ = -1;
+  at::Tensor train_blocks_, eval_blocks_;  // [N, seq_len] int64, CPU
+  int64_t n_blocks_ = 0;
+  model::Qwen3Model m_{nullptr};
+  PretrainSummary sum_;
+  std::vector<double> losses_;
+
+  // The sampled softmax (pretrain.h): active ids, the others, and the blocks as active indices.
+  at::Tensor active_, inactive_, local_blocks_, active_dev_;
+  int64_t n_active_ = 0, n_inactive_ = 0, n_sample_ = 0;
+  bool sampled_ = false;
+  double log_weight_ = 0;
+  at::Generator gen_;
+
+  // Optimizers: RowAdamW for the embedding (and an untied lm_head) under the sampled softmax.
+  at::Tensor embed_, out_w_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<RowAdamW> embed_opt_, out_opt_;
+
+  // Data order: epoch after epoch of seeded permutations of the blocks.
+  std::vector<int64_t> order_;
+  int64_t cursor_ = 0, epoch_ = 0;
+};
+
+absl::Status Pretrainer::Run(PretrainSummary* summary) {
+  QATD_RETURN_IF_ERROR(CheckInputs());
+  QATD_RETURN_IF_ERROR(LoadData());
+  // 2. Model (fp32 for training).
+  QATD_ASSIGN_OR_RETURN(model::LoadedModel loaded, model::LoadQwen3(o_.model_dir, {at::kFloat, device_}));
+  m_ = loaded.model;
+  sum_.output_dir = o_.output_dir;
+  QATD_ASSIGN_OR_RETURN(sum_.before, Evaluate(0));
+  if (sum_.before.positions > 0) reporter_.Log(jobs::LogLevel::kInfo, "held-out before: " + StatsLine(sum_.before));
+  QATD_RETURN_IF_ERROR(CatchTorch("pretraining", [&]() -> absl::Status { return Train(); }));
+  Summarize();
+  QATD_ASSIGN_OR_RETURN(sum_.after, Evaluate(o_.steps));
+  reporter_.Log(jobs::LogLevel::kInfo,
+                absl::StrFormat("pretrain: %d steps in %.1f s (%.0f tokens/s), loss %.4f -> %.4f", sum_.steps,
+                                sum_.seconds, sum_.tokens_per_second, sum_.first_loss, sum_.last_loss));
+  if (sum_.after.positions > 0) reporter_.Log(jobs::LogLevel::kInfo, "held-out after: " + StatsLine(sum_.after));
+  QATD_RETURN_IF_ERROR(WriteOutput());
+  if (summary != nullptr) *summary = sum_;
+  return absl::OkStatus();
+}
+
+absl::Status Pretrainer::CheckInputs() {
+  QATD_RETURN_IF_ERROR(o_.Validate());
   std::error_code ec;
-  if (fs::exists(o.output_dir, ec) && !o.overwrite)
-    return absl::AlreadyExistsError(absl::StrCat("output_dir ", o.output_dir, " already exists (overwrite is off)"));
-  QATD_ASSIGN_OR_RETURN(const kd::DatasetFormat format, kd::ParseDatasetFormat(o.format));
-  QATD_ASSIGN_OR_RETURN(const kd::ThinkingMode thinking, kd::ParseThinkingMode(o.thinking));
-  QATD_ASSIGN_OR_RETURN(const kd::TextUnit text_unit, kd::ParseTextUnit(o.text_unit));
-  QATD_ASSIGN_OR_RETURN(const at::Device device, ParseDevice(o.device));
+  if (fs::exists(o_.output_dir, ec) && !o_.overwrite)
+    return absl::AlreadyExistsError(absl::StrCat("output_dir ", o_.output_dir, " already exists (overwrite is off)"));
+  QATD_ASSIGN_OR_RETURN(format_, kd::ParseDatasetFormat(o_.format));
+  QATD_ASSIGN_OR_RETURN(thinking_, kd::ParseThinkingMode(o_.thinking));
+  QATD_ASSIGN_OR_RETURN(text_unit_, kd::ParseTextUnit(o_.text_unit));
+  QATD_ASSIGN_OR_RETURN(device_, ParseDevice(o_.device));
   for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
-    if (!fs::exists(fs::path(o.model_dir) / f, ec))
-      return absl::NotFoundError(absl::StrCat("model_dir ", o.model_dir, ": missing ", f));
-  if (o.threads > 0) at::set_num_threads(o.threads);
+    if (!fs::exists(fs::path(o_.model_dir) / f, ec))
+      return absl::NotFoundError(absl::StrCat("model_dir ", o_.model_dir, ": missing ", f));
+  if (o_.threads > 0) at::set_num_threads(o_.threads);
+  return absl::OkStatus();
+}
 
-  // 1. Data: read, split, pack.
-  QATD_ASSIGN_OR_RETURN(kd::Dataset data, kd::ReadDataset({o.dataset, format, o.text_field, text_unit}));
+// 1. Data: read, tokenizer and config, split, pack.
+absl::Status Pretrainer::LoadData() {
+  QATD_ASSIGN_OR_RETURN(kd::Dataset data, kd::ReadDataset({o_.dataset, format_, o_.text_field, text_unit_}));
   for (const kd::BadRecord& bad : data.bad_records)
-    reporter.Log(jobs::LogLevel::kWarning, absl::StrCat("skipping bad record ", bad.location.ToString(), ": ", bad.reason));
-  if (data.records.empty()) return absl::FailedPreconditionError(absl::StrCat("dataset ", o.dataset, " has no usable records"));
-  QATD_ASSIGN_OR_RETURN(const model::Tokenizer tokenizer, model::Tokenizer::FromFile(o.model_dir));
-  QATD_ASSIGN_OR_RETURN(model::Qwen3Config config, model::Qwen3Config::FromFile(o.model_dir));
-  if (o.seq_len > config.max_position_embeddings)
+    reporter_.Log(jobs::LogLevel::kWarning, absl::StrCat("skipping bad record ", bad.location.ToString(), ": ", bad.reason));
+  if (data.records.empty()) return absl::FailedPreconditionError(absl::StrCat("dataset ", o_.dataset, " has no usable records"));
+  QATD_ASSIGN_OR_RETURN(model::Tokenizer tokenizer, model::Tokenizer::FromFile(o_.model_dir));
+  tokenizer_.emplace(std::move(tokenizer));
+  QATD_ASSIGN_OR_RETURN(config_, model::Qwen3Config::FromFile(o_.model_dir));
+  if (o_.seq_len > config_.max_position_embeddings)
     return absl::InvalidArgumentError(absl::StrCat("seq_len must be <= max_position_embeddings (",
-                                                   config.max_position_embeddings, "), got ", o.seq_len));
-  int64_t eos = tokenizer.eos_token_id().value_or(-1);
-  if (eos < 0) eos = config.eos_token_id;
-  if (eos < 0) return absl::FailedPreconditionError("no eos token: neither tokenizer_config.json nor config.json names one");
+                                                   config_.max_position_embeddings, "), got ", o_.seq_len));
+  eos_ = tokenizer_->eos_token_id().value_or(-1);
+  if (eos_ < 0) eos_ = config_.eos_token_id;
+  if (eos_ < 0) return absl::FailedPreconditionError("no eos token: neither tokenizer_config.json nor config.json names one");
+  return PackData(data);
+}
 
+// Held-out split of the records, then the training and evaluation blocks.
+absl::Status Pretrainer::PackData(const kd::Dataset& data) {
   const int64_t n_records = static_cast<int64_t>(data.records.size());
   int64_t n_heldout = 0;
-  if (o.holdout_fraction > 0 && o.eval_blocks > 0 && n_records >= 2)
-    n_heldout = std::clamp<int64_t>(std::llround(o.holdout_fraction * n_records), 1, n_records / 2);
+  if (o_.holdout_fraction > 0 && o_.eval_blocks > 0 && n_records >= 2)
+    n_heldout = std::clamp<int64_t>(std::llround(o_.holdout_fraction * n_records), 1, n_records / 2);
   kd::Dataset train_data, heldout_data;
-  {
-    const std::vector<int64_t> perm = kd::SeededPermutation(n_records, kd::MixSeed(o.seed, 1));
-    for (int64_t i = 0; i < n_records; ++i)
-      (i < n_heldout ? heldout_data : train_data).records.push_back(data.records[static_cast<size_t>(perm[i])]);
-  }
-  const kd::RenderOptions render{format, thinking};
-  QATD_ASSIGN_OR_RETURN(at::Tensor train_blocks,
-                        PackBlocks(train_data, tokenizer, render, o.seq_len, static_cast<int32_t>(eos),
-                                   kd::MixSeed(o.seed, 2), o.steps * o.batch_size));
-  QATD_ASSIGN_OR_RETURN(at::Tensor eval_blocks, PackBlocks(heldout_data, tokenizer, render, o.seq_len,
-                                                           static_cast<int32_t>(eos), kd::MixSeed(o.seed, 3),
-                                                           o.eval_blocks));
-  const int64_t n_blocks = train_blocks.size(0);
-  if (n_blocks < o.batch_size)
-    return absl::FailedPreconditionError(absl::StrCat("the training records pack into ", n_blocks, " blocks of ",
-                                                      o.seq_len, " tokens, fewer than batch_size ", o.batch_size));
-  if (train_blocks.max().item<int64_t>() >= config.vocab_size)
+  const std::vector<int64_t> perm = kd::SeededPermutation(n_records, kd::MixSeed(o_.seed, 1));
+  for (int64_t i = 0; i < n_records; ++i)
+    (i < n_heldout ? heldout_data : train_data).records.push_back(data.records[static_cast<size_t>(perm[i])]);
+  const kd::RenderOptions render{format_, thinking_};
+  const auto eos = static_cast<int32_t>(eos_);
+  QATD_ASSIGN_OR_RETURN(train_blocks_, PackBlocks(train_data, *tokenizer_, render, o_.seq_len, eos,
+                                                  kd::MixSeed(o_.seed, 2), o_.steps * o_.batch_size));
+  QATD_ASSIGN_OR_RETURN(eval_blocks_, PackBlocks(heldout_data, *tokenizer_, render, o_.seq_len, eos,
+                                                 kd::MixSeed(o_.seed, 3), o_.eval_blocks));
+  n_blocks_ = train_blocks_.size(0);
+  if (n_blocks_ < o_.batch_size)
+    return absl::FailedPreconditionError(absl::StrCat("the training records pack into ", n_blocks_, " blocks of ",
+                                                      o_.seq_len, " tokens, fewer than batch_size ", o_.batch_size));
+  if (train_blocks_.max().item<int64_t>() >= config_.vocab_size)
     return absl::FailedPreconditionError(absl::StrCat("the tokenizer produces ids >= the model's vocab_size ",
-                                                      config.vocab_size));
-  reporter.Log(jobs::LogLevel::kInfo,
-               absl::StrCat("pretrain data: ", n_records - n_heldout, " training records -> ", n_blocks, " blocks of ",
-                            o.seq_len, " tokens; ", n_heldout, " held-out records -> ", eval_blocks.size(0),
-                            " evaluation blocks"));
+                                                      config_.vocab_size));
+  reporter_.Log(jobs::LogLevel::kInfo,
+                absl::StrCat("pretrain data: ", n_records - n_heldout, " training records -> ", n_blocks_, " blocks of ",
+                             o_.seq_len, " tokens; ", n_heldout, " held-out records -> ", eval_blocks_.size(0),
+                             " evaluation blocks"));
+  sum_.train_records = n_records - n_heldout;
+  sum_.heldout_records = n_heldout;
+  sum_.train_blocks = n_blocks_;
+  sum_.eval_blocks = eval_blocks_.size(0);
+  return absl::OkStatus();
+}
 
-  // 2. Model (fp32 for training), the active vocabulary.
-  QATD_ASSIGN_OR_RETURN(model::LoadedModel loaded, model::LoadQwen3(o.model_dir, {at::kFloat, device}));
-  model::Qwen3Model m = loaded.model;
-  PretrainSummary sum;
-  sum.output_dir = o.output_dir;
-  sum.train_records = n_records - n_heldout;
-  sum.heldout_records = n_heldout;
-  sum.train_blocks = n_blocks;
-  sum.eval_blocks = eval_blocks.size(0);
-
-  auto evaluate = [&](int64_t step) -> absl::StatusOr<NextTokenStats> {
-    QATD_ASSIGN_OR_RETURN(NextTokenStats s, MeasureNextToken(m, eval_blocks));
-    if (s.positions > 0) {
-      reporter.Metric("pretrain/eval_cross_entropy", step, s.cross_entropy);
-      reporter.Metric("pretrain/eval_entropy", step, s.entropy);
-      reporter.Metric("pretrain/eval_top1_prob", step, s.top1_prob);
-    }
-    return s;
-  };
-  QATD_ASSIGN_OR_RETURN(sum.before, evaluate(0));
-  if (sum.before.positions > 0) reporter.Log(jobs::LogLevel::kInfo, "held-out before: " + StatsLine(sum.before));
-
-  std::vector<double> losses;
-  absl::Status trained = CatchTorch("pretraining", [&]() -> absl::Status {
-    m->train();
-    const int64_t vocab = config.vocab_size;
-    at::Tensor active = std::get<0>(at::_unique(train_blocks.flatten(), /*sorted=*/true));
-    at::Tensor is_active = at::zeros({vocab}, at::kBool);
-    is_active.index_fill_(0, active, true);
-    const at::Tensor inactive = is_active.logical_not().nonzero().squeeze(1);
-    at::Tensor position = at::full({vocab}, -1, at::kLong);  // id -> index in `active`
-    position.index_copy_(0, active, at::arange(active.numel(), at::kLong));
-    const int64_t n_active = active.numel(), n_inactive = inactive.numel();
-    sum.active_vocab = n_active;
-    const bool sampled = o.vocab_sample > 0;
-    const int64_t n_sample = std::min(o.vocab_sample, n_inactive);
-    const double log_weight =
-        n_sample > 0 ? std::log(static_cast<double>(n_inactive) / static_cast<double>(n_sample)) : 0.0;
-    // Local (active-index) copy of the blocks for the sampled path.
-    const at::Tensor local_blocks = position.index_select(0, train_blocks.flatten()).reshape(train_blocks.sizes());
-
-    // Parameters: under the sampled softmax the embedding (and an untied lm_head) are updated
-    // row-wise by RowAdamW; everything else by torch's AdamW.
-    at::Tensor embed = m->model->embed_tokens->weight;
-    at::Tensor out_w = OutputWeight(m);
-    std::vector<at::Tensor> decay, no_decay;
-    for (auto& p : m->parameters()) {
-      if (sampled && (p.is_same(embed) || p.is_same(out_w))) continue;
-      (p.dim() >= 2 ? decay : no_decay).push_back(p);
-    }
-    auto adamw = torch::optim::AdamWOptions(o.lr).betas({kBeta1, kBeta2}).eps(kAdamEps);
-    std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(adamw.weight_decay(o.weight_decay)));
-    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(adamw.weight_decay(0.0)));
-    torch::optim::AdamW optimizer(std::move(groups), adamw);
-    std::unique_ptr<RowAdamW> embed_opt, out_opt;
-    if (sampled) {
-      embed_opt = std::make_unique<RowAdamW>(embed, kBeta1, kBeta2, kAdamEps);
-      if (!m->tied()) out_opt = std::make_unique<RowAdamW>(out_w, kBeta1, kBeta2, kAdamEps);
-    }
-    const at::Tensor active_dev = active.to(device);
-
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(kd::MixSeed(o.seed, 4));
-    std::vector<int64_t> order;
-    int64_t cursor = n_blocks, epoch = 0;
-    auto start = Clock::now();
-    for (int64_t step = 0; step < o.steps; ++step) {
-      if (cancel.cancelled()) return absl::CancelledError(absl::StrCat("pretraining cancelled at step ", step));
-      // The batch: the next batch_size blocks of this epoch's permutation.
-      std::vector<int64_t> picks;
-      while (static_cast<int64_t>(picks.size()) < o.batch_size) {
-        if (cursor >= n_blocks) {
-          order = kd::SeededPermutation(n_blocks, kd::MixSeed(o.seed, 100 + epoch++));
-          cursor = 0;
-        }
-        picks.push_back(order[static_cast<size_t>(cursor++)]);
-      }
-      const at::Tensor pick = at::tensor(picks, at::kLong);
-      const double lr = LearningRate(o, step);
-      for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-      optimizer.zero_grad();
-
-      at::Tensor loss;
-      std::vector<at::Tensor> grads;
-      at::Tensor rows, out_leaf, in_leaf;
-      if (!sampled) {
-        const at::Tensor ids = train_blocks.index_select(0, pick).to(device);
-        loss = HardFullLoss(m->Forward(ids), out_w, ids.slice(1, 1).unsqueeze(-1), 1024);
-      } else {
-        // Rows in play: the active ids, then n_sample inactive ids drawn without replacement.
-        rows = active;
-        if (n_sample > 0) {
-          at::Tensor draw = at::randperm(n_inactive, gen, at::TensorOptions().dtype(at::kLong)).slice(0, 0, n_sample);
-          rows = at::cat({active, inactive.index_select(0, draw)});
-        }
-        rows = rows.to(device);
-        out_leaf = out_w.detach().index_select(0, rows).requires_grad_(true);  // [A + R, H]
-        in_leaf = m->tied() ? out_leaf.slice(0, 0, n_active)
-                            : embed.detach().index_select(0, active_dev).requires_grad_(true);  // [A, H]
-        const at::Tensor local = local_blocks.index_select(0, pick).to(device);  // [B, L] indices < A
-        at::Tensor x = in_leaf.index_select(0, local.flatten()).reshape({local.size(0), local.size(1), -1});
-        for (int64_t i = 0; i < m->num_layers(); ++i) x = m->RunLayer(i, x, 0);
-        at::Tensor h = m->FinalNorm(x).slice(1, 0, -1).reshape({-1, x.size(-1)});
-        loss = SampledCrossEntropy(h, out_leaf, local.slice(1, 1).reshape(-1), n_active, log_weight);
-      }
-      const double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value))
-        return absl::InternalError(absl::StrCat("non-finite training loss at step ", step, "; nothing written"));
-      loss.backward();
-      if (o.grad_clip > 0) {
-        for (auto& p : m->parameters()) grads.push_back(p.grad());
-        if (sampled) {
-          grads.push_back(out_leaf.grad());
-          if (!m->tied()) grads.push_back(in_leaf.grad());
-        }
-        ClipGradients(grads, o.grad_clip);
-      }
-      optimizer.step();
-      if (sampled) {
-        if (m->tied()) {
-          embed_opt->Step(rows, out_leaf.grad(), lr, o.weight_decay, step + 1);
-        } else {
-          out_opt->Step(rows, out_leaf.grad(), lr, o.weight_decay, step + 1);
-          embed_opt->Step(active_dev, in_leaf.grad(), lr, o.weight_decay, step + 1);
-        }
-      }
-
-      losses.push_back(loss_value);
-      reporter.Metric("pretrain/loss", step + 1, loss_value);
-      reporter.Metric("pretrain/lr", step + 1, lr);
-      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-      const double rate = (step + 1) / std::max(elapsed, 1e-9);
-      reporter.Progress(step + 1, o.steps, "steps", rate, (o.steps - step - 1) / rate);
-      if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) {
-        const auto eval_start = Clock::now();
-        QATD_RETURN_IF_ERROR(evaluate(step + 1).status());
-        m->train();
-        start += Clock::now() - eval_start;  // evaluation time is not training time
-      }
-    }
-    sum.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    return absl::OkStatus();
-  });
-  QATD_RETURN_IF_ERROR(trained);
-  sum.steps = o.steps;
-  const size_t k = std::min<size_t>(10, losses.size());
-  for (size_t i = 0; i < k; ++i) {
-    sum.first_loss += losses[i] / k;
-    sum.last_loss += losses[losses.size() - k + i] / k;
+absl::StatusOr<NextTokenStats> Pretrainer::Evaluate(int64_t step) {
+  QATD_ASSIGN_OR_RETURN(NextTokenStats s, MeasureNextToken(m_, eval_blocks_));
+  if (s.positions > 0) {
+    reporter_.Metric("pretrain/eval_cross_entropy", step, s.cross_entropy);
+    reporter_.Metric("pretrain/eval_entropy", step, s.entropy);
+    reporter_.Metric("pretrain/eval_top1_prob", step, s.top1_prob);
   }
-  sum.tokens_per_second = static_cast<double>(o.steps * o.batch_size * o.seq_len) / std::max(sum.seconds, 1e-9);
-  QATD_ASSIGN_OR_RETURN(sum.after, evaluate(o.steps));
-  reporter.Log(jobs::LogLevel::kInfo,
-               absl::StrFormat("pretrain: %d steps in %.1f s (%.0f tokens/s), loss %.4f -> %.4f", sum.steps,
-                               sum.seconds, sum.tokens_per_second, sum.first_loss, sum.last_loss));
-  if (sum.after.positions > 0) reporter.Log(jobs::LogLevel::kInfo, "held-out after: " + StatsLine(sum.after));
+  return s;
+}
 
-  // 3. Output: assemble next to output_dir, then rename into place.
-  if (!o.save_dtype.empty()) config.torch_dtype = o.save_dtype;
-  QATD_ASSIGN_OR_RETURN(const at::ScalarType save_dtype, model::ParseTorchDtype(config.torch_dtype));
-  fs::path dest = fs::absolute(fs::path(o.output_dir), ec);
-  if (ec) dest = fs::path(o.output_dir);
+// The training loop (inside CatchTorch).
+absl::Status Pretrainer::Train() {
+  m_->train();
+  SetUpVocabulary();
+  SetUpOptimizers();
+  gen_ = at::make_generator<at::CPUGeneratorImpl>(kd::MixSeed(o_.seed, 4));
+  cursor_ = n_blocks_;
+  epoch_ = 0;
+  auto start = Clock::now();
+  for (int64_t step = 0; step < o_.steps; ++step) {
+    if (cancel_.cancelled()) return absl::CancelledError(absl::StrCat("pretraining cancelled at step ", step));
+    QATD_ASSIGN_OR_RETURN(const double loss_value, Step(step));
+    losses_.push_back(loss_value);
+    reporter_.Metric("pretrain/loss", step + 1, loss_value);
+    reporter_.Metric("pretrain/lr", step + 1, LearningRate(o_, step));
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    const double rate = (step + 1) / std::max(elapsed, 1e-9);
+    reporter_.Progress(step + 1, o_.steps, "steps", rate, (o_.steps - step - 1) / rate);
+    if (o_.eval_every > 0 && (step + 1) % o_.eval_every == 0 && step + 1 < o_.steps) {
+      const auto eval_start = Clock::now();
+      QATD_RETURN_IF_ERROR(Evaluate(step + 1).status());
+      m_->train();
+      start += Clock::now() - eval_start;  // evaluation time is not training time
+    }
+  }
+  sum_.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return absl::OkStatus();
+}
+
+// The active ids (every id of the training blocks), the inactive ones, and the sampled-softmax
+// constants.
+void Pretrainer::SetUpVocabulary() {
+  const int64_t vocab = config_.vocab_size;
+  active_ = std::get<0>(at::_unique(train_blocks_.flatten(), /*sorted=*/true));
+  at::Tensor is_active = at::zeros({vocab}, at::kBool);
+  is_active.index_fill_(0, active_, true);
+  inactive_ = is_active.logical_not().nonzero().squeeze(1);
+  at::Tensor position = at::full({vocab}, -1, at::kLong);  // id -> index in `active`
+  position.index_copy_(0, active_, at::arange(active_.numel(), at::kLong));
+  n_active_ = active_.numel();
+  n_inactive_ = inactive_.numel();
+  sum_.active_vocab = n_active_;
+  sampled_ = o_.vocab_sample > 0;
+  n_sample_ = std::min(o_.vocab_sample, n_inactive_);
+  log_weight_ = n_sample_ > 0 ? std::log(static_cast<double>(n_inactive_) / static_cast<double>(n_sample_)) : 0.0;
+  // Local (active-index) copy of the blocks for the sampled path.
+  local_blocks_ = position.index_select(0, train_blocks_.flatten()).reshape(train_blocks_.sizes());
+  active_dev_ = active_.to(device_);
+}
+
+// Under the sampled softmax the embedding (and an untied lm_head) are updated row-wise by
+// RowAdamW; everything else by torch's AdamW (matrices with weight decay, the rest without).
+void Pretrainer::SetUpOptimizers() {
+  embed_ = m_->model->embed_tokens->weight;
+  out_w_ = OutputWeight(m_);
+  std::vector<at::Tensor> decay, no_decay;
+  for (auto& p : m_->parameters()) {
+    if (sampled_ && (p.is_same(embed_) || p.is_same(out_w_))) continue;
+    (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  }
+  auto adamw = torch::optim::AdamWOptions(o_.lr).betas({kBeta1, kBeta2}).eps(kAdamEps);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(adamw.weight_decay(o_.weight_decay)));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(adamw.weight_decay(0.0)));
+  optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), adamw);
+  if (sampled_) {
+    embed_opt_ = std::make_unique<RowAdamW>(embed_, kBeta1, kBeta2, kAdamEps);
+    if (!m_->tied()) out_opt_ = std::make_unique<RowAdamW>(out_w_, kBeta1, kBeta2, kAdamEps);
+  }
+}
+
+// The next batch_size blocks of this epoch's permutation: [batch_size] indices.
+at::Tensor Pretrainer::NextBatch() {
+  std::vector<int64_t> picks;
+  while (static_cast<int64_t>(picks.size()) < o_.batch_size) {
+    if (cursor_ >= n_blocks_) {
+      order_ = kd::SeededPermutation(n_blocks_, kd::MixSeed(o_.seed, 100 + epoch_++));
+      cursor_ = 0;
+    }
+    picks.push_back(order_[static_cast<size_t>(cursor_++)]);
+  }
+  return at::tensor(picks, at::kLong);
+}
+
+// One optimizer step; returns its training loss. INTERNAL when the loss is not finite.
+absl::StatusOr<double> Pretrainer::Step(int64_t step) {
+  const at::Tensor pick = NextBatch();
+  const double lr = LearningRate(o_, step);
+  for (auto& g : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+  optimizer_->zero_grad();
+  at::Tensor loss, rows, out_leaf, in_leaf;
+  if (!sampled_) {
+    const at::Tensor ids = train_blocks_.index_select(0, pick).to(device_);
+    loss = HardFullLoss(m_->Forward(ids), out_w_, ids.slice(1, 1).unsqueeze(-1), 1024);
+  } else {
+    // Rows in play: the active ids, then n_sample inactive ids drawn without replacement.
+    rows = active_;
+    if (n_sample_ > 0) {
+      at::Tensor draw = at::randperm(n_inactive_, gen_, at::TensorOptions().dtype(at::kLong)).slice(0, 0, n_sample_);
+      rows = at::cat({active_, inactive_.index_select(0, draw)});
+    }
+    rows = rows.to(device_);
+    out_leaf = out_w_.detach().index_select(0, rows).requires_grad_(true);  // [A + R, H]
+    in_leaf = m_->tied() ? out_leaf.slice(0, 0, n_active_)
+                         : embed_.detach().index_select(0, active_dev_).requires_grad_(true);  // [A, H]
+    const at::Tensor local = local_blocks_.index_select(0, pick).to(device_);  // [B, L] indices < A
+    at::Tensor x = in_leaf.index_select(0, local.flatten()).reshape({local.size(0), local.size(1), -1});
+    for (int64_t i = 0; i < m_->num_layers(); ++i) x = m_->RunLayer(i, x, 0);
+    at::Tensor h = m_->FinalNorm(x).slice(1, 0, -1).reshape({-1, x.size(-1)});
+    loss = SampledCrossEntropy(h, out_leaf, local.slice(1, 1).reshape(-1), n_active_, log_weight_);
+  }
+  const double loss_value = loss.item<double>();
+  if (!std::isfinite(loss_value))
+    return absl::InternalError(absl::StrCat("non-finite training loss at step ", step, "; nothing written"));
+  loss.backward();
+  if (o_.grad_clip > 0) {
+    std::vector<at::Tensor> grads;
+    for (auto& p : m_->parameters()) grads.push_back(p.grad());
+    if (sampled_) {
+      grads.push_back(out_leaf.grad());
+      if (!m_->tied()) grads.push_back(in_leaf.grad());
+    }
+    ClipGradients(grads, o_.grad_clip);
+  }
+  optimizer_->step();
+  if (sampled_) {
+    if (m_->tied()) {
+      embed_opt_->Step(rows, out_leaf.grad(), lr, o_.weight_decay, step + 1);
+    } else {
+      out_opt_->Step(rows, out_leaf.grad(), lr, o_.weight_decay, step + 1);
+      embed_opt_->Step(active_dev_, in_leaf.grad(), lr, o_.weight_decay, step + 1);
+    }
+  }
+  return loss_value;
+}
+
+void Pretrainer::Summarize() {
+  sum_.steps = o_.steps;
+  const size_t k = std::min<size_t>(10, losses_.size());
+  for (size_t i = 0; i < k; ++i) {
+    sum_.first_loss += losses_[i] / k;
+    sum_.last_loss += losses_[losses_.size() - k + i] / k;
+  }
+  sum_.tokens_per_second = static_cast<double>(o_.steps * o_.batch_size * o_.seq_len) / std::max(sum_.seconds, 1e-9);
+}
+
+// 3. Output: assemble next to output_dir, then rename into place.
+absl::Status Pretrainer::WriteOutput() {
+  std::error_code ec;
+  if (!o_.save_dtype.empty()) config_.torch_dtype = o_.save_dtype;
+  QATD_ASSIGN_OR_RETURN(const at::ScalarType save_dtype, model::ParseTorchDtype(config_.torch_dtype));
+  fs::path dest = fs::absolute(fs::path(o_.output_dir), ec);
+  if (ec) dest = fs::path(o_.output_dir);
   fs::create_directories(dest.parent_path(), ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", dest.parent_path().string(), ": ", ec.message()));
   const std::string tmp = absl::StrCat(dest.string(), ".tmp-", ::getpid());
@@ -492,35 +584,41 @@ absl::Status Pretrain(const PretrainOptions& o, jobs::Reporter& reporter, jobs::
   absl::Status written = [&]() -> absl::Status {
     model::SaveOptions save;
     save.dtype = save_dtype;
-    QATD_RETURN_IF_ERROR(model::SaveQwen3(m, config, tmp, save));
-    QATD_RETURN_IF_ERROR(CopyTokenizerFiles(o.model_dir, tmp));
+    QATD_RETURN_IF_ERROR(model::SaveQwen3(m_, config_, tmp, save));
+    QATD_RETURN_IF_ERROR(CopyTokenizerFiles(o_.model_dir, tmp));
     json record = {
-        {"source_model", o.model_dir},
-        {"dataset", o.dataset},
+        {"source_model", o_.model_dir},
+        {"dataset", o_.dataset},
         {"options",
-         {{"format", o.format}, {"thinking", o.thinking}, {"seq_len", o.seq_len}, {"batch_size", o.batch_size},
-          {"steps", o.steps}, {"lr", o.lr}, {"warmup_steps", o.warmup_steps}, {"min_lr_ratio", o.min_lr_ratio},
-          {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip}, {"vocab_sample", o.vocab_sample},
-          {"holdout_fraction", o.holdout_fraction}, {"seed", o.seed}}},
-        {"train_blocks", sum.train_blocks},
-        {"active_vocab", sum.active_vocab},
-        {"first_loss", sum.first_loss},
-        {"last_loss", sum.last_loss},
-        {"heldout_before", StatsJson(sum.before)},
-        {"heldout_after", StatsJson(sum.after)}};
+         {{"format", o_.format}, {"thinking", o_.thinking}, {"seq_len", o_.seq_len}, {"batch_size", o_.batch_size},
+          {"steps", o_.steps}, {"lr", o_.lr}, {"warmup_steps", o_.warmup_steps}, {"min_lr_ratio", o_.min_lr_ratio},
+          {"weight_decay", o_.weight_decay}, {"grad_clip", o_.grad_clip}, {"vocab_sample", o_.vocab_sample},
+          {"holdout_fraction", o_.holdout_fraction}, {"seed", o_.seed}}},
+        {"train_blocks", sum_.train_blocks},
+        {"active_vocab", sum_.active_vocab},
+        {"first_loss", sum_.first_loss},
+        {"last_loss", sum_.last_loss},
+        {"heldout_before", StatsJson(sum_.before)},
+        {"heldout_after", StatsJson(sum_.after)}};
     std::ofstream out(fs::path(tmp) / "pretrain.json");
     out << record.dump(2) << "\n";
     out.close();
     if (!out) return absl::InternalError(absl::StrCat("writing ", tmp, "/pretrain.json"));
-    return InstallDirectory(tmp, dest.string(), o.overwrite);
+    return InstallDirectory(tmp, dest.string(), o_.overwrite);
   }();
   if (!written.ok()) {
     (void)RemoveTree(tmp);
     return written;
   }
-  reporter.Artifact(dest.string(), "model");
-  if (summary != nullptr) *summary = sum;
+  reporter_.Artifact(dest.string(), "model");
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Pretrain(const PretrainOptions& o, jobs::Reporter& reporter, jobs::CancelToken& cancel,
+                      PretrainSummary* summary) {
+  return Pretrainer(o, reporter, cancel).Run(summary);
 }
 
 }  // namespace qatd::train
