@@ -98,8 +98,10 @@ class EvalCommand : public SpecCommand {
     f.Path("--kd-cache-dir,--kd-cache", "KD cache with the evaluation sequences (required)",
            [e](const std::string& v) { e()->set_kd_cache_dir(v); });
     f.Flag("--v2",
-           "The checkpoint holds V2 layers (checked against a qatd checkpoint's config.json, which decides; refused "
-           "for seed .pt files, which load as V1)",
+           "The checkpoint holds V2 layers: a qatd checkpoint's config.json decides (refused if it says V1); a seed "
+           ".pt state_dict (e.g. train_v2_simple's v2_q2a4_fp32_*.pt) is loaded as V2 with the LUT sizes and ranks "
+           "of its tensors. A seed V2 file without --v2 is refused. Example: qat eval --model ./Qwen3-0.6B "
+           "--checkpoint runs/v2_output/best_state_dict.pt --v2 --kd-cache <cache>",
            [e](bool v) {
       if (v) e()->set_version(v1::QAT_VERSION_V2);
     });

@@ -10,6 +10,7 @@ absl::StatusOr<EvalJobOptions> EvalJobOptions::FromProto(const v1::EvalSpec& s, 
   EvalJobOptions o;
   o.model = s.model();
   o.checkpoint = s.checkpoint();
+  o.version = s.version() == v1::QAT_VERSION_V2 ? QatVersion::kV2 : QatVersion::kV1;
   o.kd_cache_dir = s.kd_cache_dir();
   if (s.has_eval_samples()) o.eval_samples = s.eval_samples();
   if (s.has_temperature()) o.temperature = s.temperature();
@@ -22,6 +23,9 @@ absl::StatusOr<EvalJobOptions> EvalJobOptions::FromProto(const v1::EvalSpec& s, 
 absl::Status EvalJobOptions::Validate() const {
   QATD_RETURN_IF_ERROR(RequireField(model, "model"));
   QATD_RETURN_IF_ERROR(RequireField(kd_cache_dir, "kd_cache_dir"));
+  if (version == QatVersion::kV2 && checkpoint.empty()) {
+    return absl::InvalidArgumentError("version V2 needs a V2 checkpoint (without one the unquantized model runs)");
+  }
   if (eval_samples < 1) return absl::InvalidArgumentError(absl::StrCat("eval_samples must be >= 1, got ", eval_samples));
   if (!(temperature > 0)) return absl::InvalidArgumentError(absl::StrCat("temperature must be > 0, got ", temperature));
   if (batch_size < 1) return absl::InvalidArgumentError(absl::StrCat("batch_size must be >= 1, got ", batch_size));

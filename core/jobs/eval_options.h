@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/jobs/options_common.h"
+#include "core/jobs/qat_options.h"
 #include "qatd/v1/specs.pb.h"
 #include "qatd/v1/worker.pb.h"
 
@@ -18,6 +19,10 @@ namespace qatd::jobs {
 struct EvalJobOptions {
   std::string model;              // required
   std::string checkpoint;         // "" = the unquantized model
+  // The checkpoint's layers. A qatd checkpoint's config.json decides (V2 here must agree with
+  // it); a seed .pt state_dict is loaded as these layers, V2 with the LUT sizes and ranks of
+  // its tensors (core/train/seed_state.h). V2 needs a checkpoint.
+  QatVersion version = QatVersion::kV1;
   std::string kd_cache_dir;       // required
   int64_t eval_samples = 40;      // the cache's last sequences (never trained on by qatd)
   double temperature = 2.0;

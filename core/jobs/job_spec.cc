@@ -245,15 +245,18 @@ void CheckDatasetRecords(Checker& c, const v1::KdCacheSpec& s, kd::DatasetOption
 }
 
 // EVAL / GENERATE `version` (issue #17, item 5): a qatd checkpoint's config.json decides the
-// layers the worker builds, and a seed .pt file is loaded as V1, so V2 is honoured only with a
-// V2 qatd checkpoint; anything else is refused rather than silently run as V1.
-void CheckVersion(Checker& c, v1::QatVersion version, const std::string& checkpoint, const SpecCheckContext& ctx) {
+// layers the worker builds, so V2 must agree with it. A seed .pt file is loaded as V2 only
+// where the job reads `version` for it (`seed_v2`: EVAL; its worker refuses a file that is not
+// a V2 state_dict); elsewhere it loads as V1, so V2 is refused rather than silently run as V1.
+void CheckVersion(Checker& c, v1::QatVersion version, const std::string& checkpoint, const SpecCheckContext& ctx,
+                  bool seed_v2 = false) {
   if (!c.ok() || version != v1::QAT_VERSION_V2 || ctx.fed_fields.count("checkpoint") || !ctx.check_paths) return;
   if (checkpoint.empty()) {
     c.Require(false, "version", "V2 needs a V2 checkpoint (without one the unquantized model runs)");
     return;
   }
   const std::optional<nlohmann::json> config = QatdCheckpointConfig(checkpoint);
+  if (!config.has_value() && seed_v2) return;
   if (!config.has_value()) {
     c.Require(false, "version",
               absl::StrCat("V2 is not supported with ", checkpoint,
@@ -471,7 +474,7 @@ absl::Status CheckEval(const std::string& p, const v1::EvalSpec& s, const SpecCh
       .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype());
   (void)c.ModelConfig("model", s.model());
   c.ModelMatches(s.model(), "kd_cache_dir", s.kd_cache_dir(), {{"checkpoint", s.checkpoint()}});
-  CheckVersion(c, s.version(), s.checkpoint(), ctx);
+  CheckVersion(c, s.version(), s.checkpoint(), ctx, /*seed_v2=*/true);
   return c.status();
 }
 

@@ -16,6 +16,7 @@
 #include "core/quant/export.h"
 #include "core/quant/quantize_model.h"
 #include "core/train/evaluate.h"
+#include "core/train/seed_state.h"
 #include "core/train/student.h"
 #include "core/train/train_common.h"
 
@@ -277,8 +278,26 @@ absl::Status RunEval(const EvalJobOptions& o, Reporter& reporter, CancelToken& c
   so.quantize = !o.checkpoint.empty();
   so.device = o.device;
   so.dtype = o.dtype == Dtype::kAuto ? AutoDtypeFor(o.device) : DtypeName(o.dtype);
+  // EvalSpec.version reaches the loader (issue #17 item 5). A seed .pt file is loaded as
+  // these layers (the loader refuses a V2 state_dict as V1 and the reverse); a seed V2 file's
+  // LUT sizes and ranks come from its tensors, the other V2 settings are the scripts' (Q2_A4
+  // preset: no positivity, identity magnitudes). A qatd checkpoint's config.json decides.
+  so.version = o.version == QatVersion::kV2 ? 2 : 1;
+  if (so.version == 2 && !train::IsQatdCheckpoint(o.checkpoint)) {
+    QATD_ASSIGN_OR_RETURN(const std::string file, train::SeedStateFilePath(o.checkpoint));
+    QATD_ASSIGN_OR_RETURN(const quant::TensorMap seed, train::ReadSeedStateDict(file));
+    QATD_RETURN_IF_ERROR(train::CheckSeedVersion(seed, 2, file));
+    QATD_ASSIGN_OR_RETURN(so.quant_v2, train::SeedQuantConfigV2(seed, *quant::QuantConfigV2::FromPreset("Q2_A4")));
+  }
   QATD_ASSIGN_OR_RETURN(train::Student s, train::LoadStudent(so));
+  if (so.version == 2 && s.version != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("version is V2, but checkpoint ", o.checkpoint, " holds V", s.version,
+                                                   " layers (its config.json decides): evaluate it without --v2"));
+  }
   if (cancel.cancelled()) return absl::CancelledError("cancelled");
+  if (!o.checkpoint.empty()) {
+    reporter.Log(LogLevel::kInfo, absl::StrFormat("evaluating %s as V%d layers", o.checkpoint, s.version));
+  }
   QATD_ASSIGN_OR_RETURN(train::EvalResult r, EvalHeldOut(s, o.kd_cache_dir, o.eval_samples, o.temperature, o.batch_size));
   ReportEval(reporter, "", r);
   reporter.Log(LogLevel::kInfo, absl::StrFormat("%s on %d held-out sequences: kd %.4g, top-1 agreement %.3f, ppl %.2f",

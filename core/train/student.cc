@@ -19,6 +19,7 @@
 #include "core/quant/quant_linear_v2.h"
 #include "core/quant/quantize_model.h"
 #include "core/quant/tensor_io.h"
+#include "core/train/seed_state.h"
 #include "core/train/train_common.h"
 
 namespace qatd::train {
@@ -98,6 +99,7 @@ std::string SnapModeName(quant::SnapMode mode) {
 // baked flag) keep their current values.
 absl::Status LoadSeedState(Student& s, const std::string& path) {
   QATD_ASSIGN_OR_RETURN(quant::TensorMap seed, ReadPickledStateDict(path));
+  QATD_RETURN_IF_ERROR(CheckSeedVersion(seed, s.version, path));  // V2 as V1 would drop rank_magnitude
   quant::TensorMap state = quant::QuantState(*s.registry);
   int64_t used = 0;
   for (auto& [key, value] : state) {

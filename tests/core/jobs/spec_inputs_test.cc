@@ -199,8 +199,16 @@ TEST_F(SpecInputsTest, IgnoredFieldsAreRefused) {
   EXPECT_TRUE(ValidateJobSpec(eval).ok()) << ValidateJobSpec(eval);
   eval.mutable_eval()->set_checkpoint(v1_ckpt);
   EXPECT_EQ(Error(eval), "spec.eval.version is V2, but checkpoint " + v1_ckpt + " holds V1 layers (config.json version 1)");
+  // EVAL loads a seed .pt file as V2 (its worker refuses one that is not a V2 state_dict);
+  // GENERATE loads seed files as V1, so V2 stays refused there.
   eval.mutable_eval()->set_checkpoint(seed_pt);
-  EXPECT_THAT(Error(eval), HasSubstr("spec.eval.version V2 is not supported with " + seed_pt));
+  EXPECT_TRUE(ValidateJobSpec(eval).ok()) << ValidateJobSpec(eval);
+  v1::JobSpec generate;
+  generate.mutable_generate()->set_model(dir_.path().string());
+  generate.mutable_generate()->set_prompt("hi");
+  generate.mutable_generate()->set_version(v1::QAT_VERSION_V2);
+  generate.mutable_generate()->set_checkpoint(seed_pt);
+  EXPECT_THAT(Error(generate), HasSubstr("spec.generate.version V2 is not supported with " + seed_pt));
   eval.mutable_eval()->clear_checkpoint();
   EXPECT_THAT(Error(eval), HasSubstr("spec.eval.version V2 needs a V2 checkpoint"));
 
