@@ -16,7 +16,9 @@ class ExportCommand : public SpecCommand {
   std::string Example() const override {
     return "qat export --model ./Qwen3-0.6B --checkpoint <checkpoint> --dtype bf16 --wait\n"
            "  qat export --from-job 17 --wait          (the newest checkpoint of job 17, on its base model)\n"
-           "  then: AutoModelForCausalLM.from_pretrained(\"<output>/hf\") in transformers";
+           "  then: AutoModelForCausalLM.from_pretrained(\"<output>/hf\") in transformers\n"
+           "  qat export --from-job 17 --format anemll --wait   (<output>/anemll: packed indices, LUTs,\n"
+           "  low-rank scales, snapped weights, config.json, anemll_manifest.json; docs/export-anemll.md)";
   }
 
   void AddFlags(SpecFlags& f) override {
@@ -29,17 +31,19 @@ class ExportCommand : public SpecCommand {
            [e](const std::string& v) { e()->set_checkpoint(v); });
     f.Enum("--format",
            "hf: a Hugging Face folder with every quantized weight materialised as LUT[indices] x scales (default); "
-           "anemll: reserved, not implemented yet",
+           "anemll: the LUT-palettized layers for ANEMLL's Core ML tooling (packed indices, LUT, low-rank scales, "
+           "snapped weights, the other tensors, config.json, anemll_manifest.json with SHA-256s; docs/export-anemll.md)",
            {{"hf", v1::EXPORT_FORMAT_HF}, {"anemll", v1::EXPORT_FORMAT_ANEMLL}},
            [e](int v) { e()->set_format(static_cast<v1::ExportFormat>(v)); });
-    f.Enum("--dtype", "Dtype of the written weights (default bf16)",
+    f.Enum("--dtype", "Dtype of the written floating tensors (default bf16 for hf, fp16 for anemll)",
            {{"bf16", v1::DTYPE_BF16}, {"fp16", v1::DTYPE_FP16}, {"fp32", v1::DTYPE_FP32}},
            [e](int v) { e()->set_dtype(static_cast<v1::Dtype>(v)); });
     f.Value<int64_t>("--max-shard-bytes",
-                     "Split the weights into model-0000N-of-0000M.safetensors above this size (default 2 GiB)",
+                     "hf only: split the weights into model-0000N-of-0000M.safetensors above this size (default 2 GiB)",
                      [e](const int64_t& v) { e()->set_max_shard_bytes(v); });
     f.Path("--output-dir,--output",
-           "Where the export goes; the folder is <output-dir>/hf (default: the job's directory; else a new or empty "
+           "Where the export goes; the folder is <output-dir>/hf or <output-dir>/anemll (default: the job's directory; "
+           "else a new or empty "
            "directory under one of the daemon's --allow-output-root)",
            [e](const std::string& v) { e()->set_output_dir(v); });
   }

@@ -17,6 +17,7 @@
 #include "core/common/sha256.h"
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
+#include "core/jobs/export_anemll.h"
 #include "core/model/model_io.h"
 #include "core/model/qwen3_config.h"
 #include "core/model/safetensors.h"
@@ -128,18 +129,6 @@ absl::Status CopyFile(const fs::path& src, const fs::path& dst) {
   return out.Commit();
 }
 
-// The base model's config.json as transformers reads it, with the export's dtype.
-absl::Status WriteConfig(const std::string& base_model_dir, at::ScalarType dtype, const fs::path& dir) {
-  const fs::path base = fs::is_directory(base_model_dir) ? fs::path(base_model_dir) / "config.json" : fs::path(base_model_dir);
-  QATD_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(base));
-  nlohmann::json config = nlohmann::json::parse(text, nullptr, false);
-  if (config.is_discarded() || !config.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(base.string(), ": not a JSON object"));
-  }
-  config["torch_dtype"] = model::TorchDtypeName(dtype);
-  config.erase("quantization_config");  // the weights are dense now
-  return WriteFileAtomically((dir / "config.json").string(), config.dump(2) + "\n");
-}
 
 // Reads the folder back: the same tensors, dtypes, shapes and bytes (SHA-256) as written.
 absl::Status VerifyFolder(const fs::path& dir, const std::vector<PlannedTensor>& tensors,
@@ -213,6 +202,28 @@ absl::Status WriteShards(const fs::path& tmp, const std::vector<PlannedTensor>& 
 
 }  // namespace
 
+absl::StatusOr<nlohmann::json> BaseHfConfig(const std::string& base_model_dir, at::ScalarType dtype) {
+  const fs::path base = fs::is_directory(base_model_dir) ? fs::path(base_model_dir) / "config.json" : fs::path(base_model_dir);
+  QATD_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(base));
+  nlohmann::json config = nlohmann::json::parse(text, nullptr, false);
+  if (config.is_discarded() || !config.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(base.string(), ": not a JSON object"));
+  }
+  config["torch_dtype"] = model::TorchDtypeName(dtype);
+  config.erase("quantization_config");  // the weights are dense now
+  return config;
+}
+
+absl::Status CopyTokenizerFiles(const std::string& base_model_dir, const std::string& dir) {
+  const fs::path base_dir =
+      fs::is_directory(base_model_dir) ? fs::path(base_model_dir) : fs::path(base_model_dir).parent_path();
+  for (const char* name : kTokenizerFiles) {
+    std::error_code ec;
+    if (fs::is_regular_file(base_dir / name, ec)) QATD_RETURN_IF_ERROR(CopyFile(base_dir / name, fs::path(dir) / name));
+  }
+  return absl::OkStatus();
+}
+
 std::vector<int64_t> ReferenceTokenIds(int64_t vocab_size, int64_t length) {
   std::vector<int64_t> ids;
   for (int64_t i = 0; i < length; ++i) ids.push_back((1 + 7919 * i) % std::max<int64_t>(1, vocab_size));
@@ -233,13 +244,9 @@ absl::StatusOr<HfFolderSummary> WriteHfFolder(model::Qwen3Model& model, const st
   fs::create_directories(tmp, ec);
   if (ec) return FileErrorStatus(ec.value(), "create directory", tmp.string());
   auto result = [&]() -> absl::StatusOr<HfFolderSummary> {
-    QATD_RETURN_IF_ERROR(WriteConfig(options.base_model_dir, options.dtype, tmp));
-    const fs::path base_dir = fs::is_directory(options.base_model_dir) ? fs::path(options.base_model_dir)
-                                                                       : fs::path(options.base_model_dir).parent_path();
-    for (const char* name : kTokenizerFiles) {
-      std::error_code fec;
-      if (fs::is_regular_file(base_dir / name, fec)) QATD_RETURN_IF_ERROR(CopyFile(base_dir / name, tmp / name));
-    }
+    QATD_ASSIGN_OR_RETURN(nlohmann::json config, BaseHfConfig(options.base_model_dir, options.dtype));
+    QATD_RETURN_IF_ERROR(WriteFileAtomically((tmp / "config.json").string(), config.dump(2) + "\n"));
+    QATD_RETURN_IF_ERROR(CopyTokenizerFiles(options.base_model_dir, tmp.string()));
     const std::vector<PlannedTensor> tensors = PlanTensors(*model, st_dtype);
     const auto shards = PlanShards(tensors, static_cast<uint64_t>(options.max_shard_bytes));
     std::map<std::string, std::string> sha256;
@@ -296,26 +303,16 @@ absl::Status RunExport(const ExportOptions& o, Reporter& reporter, CancelToken& 
   const size_t quantized = quant::QuantizedLayers(*s.registry).size();
   reporter.Log(LogLevel::kInfo, absl::StrFormat("loaded V%d checkpoint %s (%d quantized layers%s)", s.version, o.checkpoint,
                                                 quantized, s.snapped_mode.empty() ? "" : ", snapped " + s.snapped_mode));
-  HfFolderOptions fo;
-  fo.base_model_dir = o.model;
-  fo.max_shard_bytes = o.max_shard_bytes;
-  switch (o.dtype) {
-    case Dtype::kFp32: fo.dtype = at::kFloat; break;
-    case Dtype::kFp16: fo.dtype = at::kHalf; break;
-    default: fo.dtype = at::kBFloat16; break;
-  }
-  fo.provenance = {{"checkpoint", o.checkpoint}, {"version", s.version}, {"snapped_mode", s.snapped_mode}};
-  const std::string hf_dir = (fs::path(o.output_dir) / "hf").string();
   std::error_code ec;
   fs::create_directories(o.output_dir, ec);
   if (ec) return FileErrorStatus(ec.value(), "create directory", o.output_dir);
-  QATD_ASSIGN_OR_RETURN(HfFolderSummary summary, WriteHfFolder(s.model, hf_dir, fo, &reporter, &cancel));
-  reporter.Log(LogLevel::kInfo,
-               absl::StrFormat("wrote %s: %d tensors (%d materialised from LUT x scales) in %d safetensors file(s), %.1f MiB %s, "
-                               "read back and checked",
-                               hf_dir, summary.tensors, summary.materialised, summary.shards,
-                               summary.weight_bytes / 1048576.0, model::TorchDtypeName(fo.dtype)));
-  // The quantized model's own logits on a fixed sequence, for the transformers check.
+  std::string artifact;
+  if (o.format == ExportFormat::kAnemll) {
+    QATD_ASSIGN_OR_RETURN(artifact, ExportAnemll(o, s, reporter, cancel));
+  } else {
+    QATD_ASSIGN_OR_RETURN(artifact, ExportHf(o, s, reporter, cancel));
+  }
+  // The quantized model's own logits on a fixed sequence, for the transformers / numpy checks.
   const std::string ref_path = (fs::path(o.output_dir) / "reference_logits.safetensors").string();
   QATD_RETURN_IF_ERROR(CatchTorch("export: reference logits", [&]() -> absl::Status {
     at::NoGradGuard no_grad;
@@ -329,11 +326,31 @@ absl::Status RunExport(const ExportOptions& o, Reporter& reporter, CancelToken& 
          {"logits", model::DType::kF32, logits.sizes().vec(), logits.data_ptr(), static_cast<size_t>(logits.nbytes())}},
         {{"format", "pt"}, {"checkpoint", o.checkpoint}, {"dtype", "float32"}});
   }));
+  reporter.Artifact(artifact, "export");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ExportHf(const ExportOptions& o, train::Student& s, Reporter& reporter, CancelToken& cancel) {
+  HfFolderOptions fo;
+  fo.base_model_dir = o.model;
+  fo.max_shard_bytes = o.max_shard_bytes;
+  switch (o.dtype) {
+    case Dtype::kFp32: fo.dtype = at::kFloat; break;
+    case Dtype::kFp16: fo.dtype = at::kHalf; break;
+    default: fo.dtype = at::kBFloat16; break;
+  }
+  fo.provenance = {{"checkpoint", o.checkpoint}, {"version", s.version}, {"snapped_mode", s.snapped_mode}};
+  const std::string hf_dir = (fs::path(o.output_dir) / "hf").string();
+  QATD_ASSIGN_OR_RETURN(HfFolderSummary summary, WriteHfFolder(s.model, hf_dir, fo, &reporter, &cancel));
+  reporter.Log(LogLevel::kInfo,
+               absl::StrFormat("wrote %s: %d tensors (%d materialised from LUT x scales) in %d safetensors file(s), %.1f MiB %s, "
+                               "read back and checked",
+                               hf_dir, summary.tensors, summary.materialised, summary.shards,
+                               summary.weight_bytes / 1048576.0, model::TorchDtypeName(fo.dtype)));
   reporter.Metric("export/tensors", 0, static_cast<double>(summary.tensors));
   reporter.Metric("export/materialised_tensors", 0, static_cast<double>(summary.materialised));
   reporter.Metric("export/bytes", 0, static_cast<double>(summary.weight_bytes));
-  reporter.Artifact(hf_dir, "export");
-  return absl::OkStatus();
+  return hf_dir;
 }
 
 }  // namespace qatd::jobs

@@ -21,7 +21,8 @@
 // It also writes <output_dir>/reference_logits.safetensors: input_ids I64 [1, S] and the
 // quantized model's fp32 logits F32 [1, S, V] on a fixed token sequence, which
 // scripts/gpu/check_hf_export.py compares with transformers' logits of the folder.
-// Artifact: <output_dir>/hf, kind "export".
+// Artifact: <output_dir>/hf, kind "export". Format anemll: core/jobs/export_anemll.h
+// (<output_dir>/anemll, the same reference logits next to it).
 
 #include <cstdint>
 #include <string>
@@ -35,6 +36,7 @@
 #include "core/common/reporter.h"
 #include "core/jobs/export_options.h"
 #include "core/model/qwen3_model.h"
+#include "core/train/student.h"
 
 namespace qatd::jobs {
 
@@ -61,10 +63,23 @@ absl::StatusOr<HfFolderSummary> WriteHfFolder(model::Qwen3Model& model, const st
                                               const HfFolderOptions& options, Reporter* reporter = nullptr,
                                               CancelToken* cancel = nullptr);
 
+// The base model's config.json (`base_model_dir` or its config.json) as transformers reads it,
+// with torch_dtype set to `dtype` and any quantization_config dropped. NOT_FOUND / INVALID_ARGUMENT.
+absl::StatusOr<nlohmann::json> BaseHfConfig(const std::string& base_model_dir, at::ScalarType dtype);
+// Copies the base model's tokenizer and generation files (tokenizer.json, tokenizer_config.json,
+// generation_config.json, vocab.json, merges.txt, ... when present) into `dir`.
+absl::Status CopyTokenizerFiles(const std::string& base_model_dir, const std::string& dir);
+
 // The fixed token sequence of reference_logits.safetensors: `length` ids spread over the
 // vocabulary (deterministic, no tokenizer needed).
 std::vector<int64_t> ReferenceTokenIds(int64_t vocab_size, int64_t length = 16);
 
+// Loads the checkpoint (fp32) and writes the folder of options.format (hf: <output_dir>/hf;
+// anemll: <output_dir>/anemll, core/jobs/export_anemll.h) and reference_logits.safetensors.
+// Artifact: the folder, kind "export".
 absl::Status RunExport(const ExportOptions& options, Reporter& reporter, CancelToken& cancel);
+// The format's folder for a loaded student; returns its path.
+absl::StatusOr<std::string> ExportHf(const ExportOptions& options, train::Student& student, Reporter& reporter,
+                                     CancelToken& cancel);
 
 }  // namespace qatd::jobs

@@ -16,7 +16,7 @@ namespace qatd::jobs {
 
 enum class ExportFormat {
   kHf,      // Hugging Face folder with materialised (dense) weights
-  kAnemll,  // reserved: not implemented yet (Validate refuses it)
+  kAnemll,  // LUT-palettized layers for ANEMLL's Core ML tooling (core/jobs/export_anemll.h)
 };
 // "hf", "anemll".
 const char* ExportFormatName(ExportFormat format);
@@ -25,15 +25,17 @@ struct ExportOptions {
   std::string model;                      // required: the base HF model directory
   std::string checkpoint;                 // required: a qatd checkpoint directory
   ExportFormat format = ExportFormat::kHf;
-  Dtype dtype = Dtype::kBf16;             // of the written weights: bf16 | fp16 | fp32 (auto = bf16)
-  int64_t max_shard_bytes = int64_t{2} << 30;  // one safetensors file up to this size, else shards
+  // Of the written floating tensors: bf16 | fp16 | fp32. The spec's auto is bf16 for hf (what
+  // Qwen3 checkpoints ship in) and fp16 for anemll (what the ANE computes in).
+  Dtype dtype = Dtype::kBf16;
+  int64_t max_shard_bytes = int64_t{2} << 30;  // hf: one safetensors file up to this size, else shards
   std::string device = "auto";            // where the weights are materialised
-  std::string output_dir;                 // required; the folder is <output_dir>/hf
+  std::string output_dir;                 // required; the folder is <output_dir>/hf or /anemll
   // The spec's fields over these defaults. `task` (null at submit time) places the job:
   // device and output directory.
   static absl::StatusOr<ExportOptions> FromProto(const v1::ExportSpec& spec, const v1::WorkerTask* task = nullptr);
-  // INVALID_ARGUMENT naming the field: missing model/checkpoint/output_dir, format anemll
-  // (not implemented yet), dtype auto, max_shard_bytes < 1.
+  // INVALID_ARGUMENT naming the field: missing model/checkpoint/output_dir, dtype auto,
+  // max_shard_bytes < 1.
   absl::Status Validate() const;
 };
 

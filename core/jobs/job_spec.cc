@@ -508,7 +508,6 @@ absl::Status CheckExport(const std::string& p, const v1::ExportSpec& s, const Sp
   c.Path("model", s.model(), true)
       .Path("checkpoint", s.checkpoint(), true)
       .Enum("format", v1::ExportFormat_IsValid(s.format()), s.format())
-      .Require(s.format() != v1::EXPORT_FORMAT_ANEMLL, "format", "anemll is not implemented yet (use hf)")
       .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
       .Range("max_shard_bytes", s.has_max_shard_bytes(), s.max_shard_bytes(), 1, std::numeric_limits<int64_t>::max());
   (void)c.ModelConfig("model", s.model());

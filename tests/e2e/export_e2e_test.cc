@@ -1,6 +1,7 @@
 // EXPORT through the real daemon and the real `qat` CLI (issue #17): a QAT job quantizes the
 // tiny model (skip_training), `qat export --from-job ID --wait` writes its Hugging Face folder
-// (SUCCEEDED, artifact "export"), and bad fields are refused at submit, naming the field.
+// and `--format anemll` its LUT-palettized folder (SUCCEEDED, artifact "export"), and bad fields
+// are refused at submit, naming the field.
 #include <sys/wait.h>
 
 #include <gtest/gtest.h>
@@ -77,9 +78,10 @@ TEST(ExportE2eTest, QatExportFromJobWritesAHuggingFaceFolder) {
   ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error().message();
 
   // 2. Bad fields are refused at submit, naming the field (exit 2: a usage error).
-  CliRun anemll = qat({"export", "--from-job", std::to_string(qat_job.id()), "--format", "anemll"});
-  EXPECT_EQ(anemll.exit_code, 2) << anemll.output;
-  EXPECT_NE(anemll.output.find("export.format anemll is not implemented yet"), std::string::npos) << anemll.output;
+  CliRun sharded = qat({"export", "--from-job", std::to_string(qat_job.id()), "--format", "anemll",
+                        "--max-shard-bytes", "1000000"});
+  EXPECT_EQ(sharded.exit_code, 2) << sharded.output;
+  EXPECT_NE(sharded.output.find("export.max_shard_bytes applies to format hf only"), std::string::npos) << sharded.output;
   CliRun no_checkpoint = qat({"export", "--model", model.string()});
   EXPECT_EQ(no_checkpoint.exit_code, 2) << no_checkpoint.output;
   EXPECT_NE(no_checkpoint.output.find("export.checkpoint is required"), std::string::npos) << no_checkpoint.output;
@@ -111,6 +113,34 @@ TEST(ExportE2eTest, QatExportFromJobWritesAHuggingFaceFolder) {
   EXPECT_EQ(gate->shape, (std::vector<int64_t>{192, 64}));
   EXPECT_EQ((*weights)->Find("model.layers.1.mlp.gate_proj.scale_A"), nullptr);  // dense, HF names only
   EXPECT_TRUE(fs::exists(fs::path(folder).parent_path() / "reference_logits.safetensors"));
+
+  // 4. --format anemll: packed indices, LUTs, scales, snapped weights, manifest (fp16 default).
+  CliRun anemll = qat({"export", "--from-job", std::to_string(qat_job.id()), "--format", "anemll", "--wait"});
+  ASSERT_EQ(anemll.exit_code, 0) << anemll.output << daemon.LogTail();
+  ASSERT_TRUE(std::regex_search(anemll.output, m, std::regex("submitted job ([0-9]+)"))) << anemll.output;
+  const v1::Job palettized = get(std::stoll(m[1].str()));
+  EXPECT_EQ(palettized.state(), v1::JOB_STATE_SUCCEEDED) << palettized.error().message();
+  std::string anemll_dir;
+  for (const v1::Artifact& a : palettized.artifacts()) {
+    if (a.kind() == "export") anemll_dir = a.path();
+  }
+  ASSERT_EQ(fs::path(anemll_dir).filename(), "anemll") << palettized.ShortDebugString();
+  std::ifstream manifest_in(anemll_dir + "/anemll_manifest.json");
+  std::stringstream manifest_text;
+  manifest_text << manifest_in.rdbuf();
+  const auto manifest = nlohmann::json::parse(manifest_text.str());
+  EXPECT_EQ(manifest["format_version"], 1);
+  EXPECT_EQ(manifest["dtype"], "float16");
+  EXPECT_EQ(manifest["layers"].size(), 14u);
+  auto packed = model::SafetensorsFile::Open(anemll_dir + "/quantized.safetensors");
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  const model::TensorInfo* indices = (*packed)->Find("model.layers.1.mlp.gate_proj.indices");
+  ASSERT_NE(indices, nullptr);
+  EXPECT_EQ(indices->dtype, model::DType::kU8);
+  EXPECT_EQ(indices->shape, (std::vector<int64_t>{192 * 64 * 2 / 8}));  // LUT 4: 2 bits per index
+  EXPECT_NE((*packed)->Find("model.layers.1.mlp.gate_proj.scale_A"), nullptr);
+  EXPECT_TRUE(fs::exists(anemll_dir + "/snapped.safetensors"));
+  EXPECT_TRUE(fs::exists(anemll_dir + "/model.safetensors"));
 }
 
 }  // namespace
