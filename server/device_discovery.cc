@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "server/nvml.h"
 
 namespace qatd::server {
 namespace {
@@ -68,7 +69,23 @@ absl::StatusOr<std::vector<GpuInfo>> ParseNvidiaSmiCsv(std::string_view text) {
 }
 
 std::vector<GpuInfo> DiscoverGpus(const std::string& command) {
-  if (command.empty() && !OnPath("nvidia-smi")) return {};
+  if (command.empty()) {
+    if (const Nvml* nvml = SharedNvml(); nvml != nullptr) {
+      absl::StatusOr<std::vector<NvmlDevice>> devices = nvml->Devices();
+      if (devices.ok()) {
+        std::vector<GpuInfo> gpus;
+        for (const NvmlDevice& d : *devices) {
+          gpus.push_back({.index = d.index,
+                          .memory_total_bytes = d.memory_total_bytes,
+                          .memory_free_bytes = d.memory_free_bytes,
+                          .utilization = d.utilization});
+        }
+        return gpus;
+      }
+      // A driver that answers nothing now: fall through to nvidia-smi, which says the same or fails.
+    }
+    if (!OnPath("nvidia-smi")) return {};
+  }
   const std::string cmd = command.empty() ? kDefaultQuery : command;
   FILE* pipe = ::popen(cmd.c_str(), "re");
   if (pipe == nullptr) return {};

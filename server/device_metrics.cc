@@ -87,7 +87,14 @@ DeviceSampler::DeviceSampler(std::string proc_dir, std::string nvidia_smi_utiliz
 std::vector<DeviceSample> DeviceSampler::Sample(const std::vector<GpuInfo>& gpus) {
   std::vector<DeviceSample> samples;
   if (!gpus.empty()) {
-    std::vector<std::pair<int, double>> utilization = ParseNvidiaSmiUtilization(RunCommand(utilization_command_));
+    bool known = true;  // NVML gave every device's utilisation: no nvidia-smi process
+    for (const GpuInfo& gpu : gpus) known = known && gpu.utilization >= 0;
+    std::vector<std::pair<int, double>> utilization;
+    if (known) {
+      for (const GpuInfo& gpu : gpus) utilization.emplace_back(gpu.index, gpu.utilization);
+    } else {
+      utilization = ParseNvidiaSmiUtilization(RunCommand(utilization_command_));
+    }
     for (const GpuInfo& gpu : gpus) {
       DeviceSample s;
       s.device = std::to_string(gpu.index);

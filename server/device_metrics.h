@@ -1,7 +1,7 @@
 #pragma once
 // Samples of the devices jobs run on, for qatd_device_* (server/metrics.h):
-// - GPUs: memory from DiscoverGpus (nvidia-smi), utilisation from
-//   `nvidia-smi --query-gpu=index,utilization.gpu --format=csv,noheader,nounits`.
+// - GPUs: memory from DiscoverGpus (NVML, else nvidia-smi), utilisation from NVML when it
+//   reported it, else `nvidia-smi --query-gpu=index,utilization.gpu --format=csv,noheader,nounits`.
 // - A CPU-only host (no GPU found): one device "cpu" whose memory is the host's
 //   (/proc/meminfo MemTotal - MemAvailable) and whose utilisation is the busy share of all
 //   CPUs between two samples (/proc/stat), since jobs then run on the CPU.
