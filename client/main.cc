@@ -206,7 +206,7 @@ class Cli {
     AddSpecCommand("snap", "Snap a checkpoint to its LUTs: V1 LUT snap, V2 export or --ane fp16 snap (SNAP)", NewSnapCommand());
     AddSpecCommand("eval", "KD loss of a checkpoint on cached sequences (EVAL)", NewEvalCommand());
     AddSpecCommand("infer", "Generate text, streamed as it is produced (GENERATE)", NewGenerateCommand());
-    AddSpecCommand("export", "Write a checkpoint as a Hugging Face folder with dense weights (EXPORT)", NewExportCommand());
+    AddSpecCommand("export", "Write a checkpoint for other tools: a Hugging Face folder (--format hf) or LUT-palettized layers for ANEMLL (--format anemll) (EXPORT)", NewExportCommand());
     AddSpecCommand("probe", "(testing) a synthetic job that needs no model", NewProbeCommand())->group("");
   }
 
