@@ -14,6 +14,7 @@
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
 #include "core/model/model_io.h"
+#include "core/model/torch_pt_writer.h"
 #include "core/quant/export.h"
 #include "core/quant/quant_linear_v1.h"
 #include "core/quant/quant_linear_v2.h"
@@ -241,30 +242,30 @@ nlohmann::json StudentConfigJson(const Student& s) {
   return j;
 }
 
+// torch.save's format (model/torch_pt_writer.h), not torch::jit::pickle_save: the latter tags
+// typed dicts with torch.jit._pickle.restore_type_tag, which torch.load(weights_only=True)
+// rejects (issue #17 item 4).
 absl::Status WriteStateDictPt(Student& s, const std::string& path) {
-  return CatchTorch("pickle state_dict", [&]() -> absl::Status {
-    c10::Dict<std::string, at::Tensor> dict;
-    for (const auto& item : s.model->named_parameters(/*recurse=*/true)) dict.insert(item.key(), item.value().detach().cpu());
-    for (const auto& item : s.model->named_buffers(/*recurse=*/true)) {
-      if (absl::EndsWith(item.key(), "_cached_weight_q") || item.value().numel() == 0) continue;
-      dict.insert(item.key(), item.value().detach().cpu());
-    }
-    std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
-    return WriteFileAtomically(path, std::string_view(bytes.data(), bytes.size()));
-  });
+  model::NamedTensors state;
+  for (const auto& item : s.model->named_parameters(/*recurse=*/true)) state.emplace_back(item.key(), item.value());
+  for (const auto& item : s.model->named_buffers(/*recurse=*/true)) {
+    if (absl::EndsWith(item.key(), "_cached_weight_q") || item.value().numel() == 0) continue;
+    state.emplace_back(item.key(), item.value());
+  }
+  return model::WriteTorchPt(path, state);
 }
 
 namespace {
 
 absl::Status WriteIndicesPt(Student& s, const std::string& path) {
-  return CatchTorch("pickle indices", [&]() -> absl::Status {
-    c10::Dict<std::string, at::Tensor> dict;
+  model::NamedTensors indices;
+  QATD_RETURN_IF_ERROR(CatchTorch("compute indices", [&]() -> absl::Status {
     for (const auto& [name, layer] : quant::QuantizedLayers(*s.registry)) {
-      if (auto* v1 = dynamic_cast<quant::QuantLinearV1*>(layer.get())) dict.insert(name, v1->ComputeIndices().cpu());
+      if (auto* v1 = dynamic_cast<quant::QuantLinearV1*>(layer.get())) indices.emplace_back(name, v1->ComputeIndices());
     }
-    std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
-    return WriteFileAtomically(path, std::string_view(bytes.data(), bytes.size()));
-  });
+    return absl::OkStatus();
+  }));
+  return model::WriteTorchPt(path, indices);
 }
 
 }  // namespace

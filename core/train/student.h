@@ -14,8 +14,9 @@
 //
 // Optional seed-compatible files (WriteSeedFiles): model_state_dict.pt (the full state_dict:
 // every parameter and buffer under its Hugging Face name), indices.pt ({layer -> uint8 [O, I]},
-// V1 layers only, right after a 'lut' snap too, spec §17.4), written with LibTorch's pickler
-// so Python's torch.load reads them as plain dicts.
+// V1 layers only, right after a 'lut' snap too, spec §17.4), written in torch.save's format
+// (model/torch_pt_writer.h) so Python's torch.load(f, weights_only=True) reads them as dicts
+// of tensors; LoadStudent reads them and the files older qatd wrote with jit::pickle_save.
 //
 // A checkpoint directory is written atomically: into "<dir>.tmp-<pid>", then renamed over
 // <dir> (an existing <dir> is replaced only after the new one is complete).
@@ -88,7 +89,7 @@ absl::Status SaveStudent(Student& student, const std::string& dir, const nlohman
                          bool seed_files = false,
                          const std::function<absl::Status(const std::string& tmp_dir)>& add_files = nullptr);
 
-// Writes the full state_dict (HF names, CPU tensors) to `path` with LibTorch's pickler.
+// Writes the full state_dict (HF names, as CPU tensors) to `path` in torch.save's format.
 absl::Status WriteStateDictPt(Student& student, const std::string& path);
 
 // Model size in bytes: dense (every parameter at its stored dtype) and quantized (quantized
