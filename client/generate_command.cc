@@ -68,7 +68,7 @@ class GenerateCommand : public SpecCommand {
            [g](const std::string& v) { g()->set_checkpoint(v); });
     f.Path("--tokenizer", "tokenizer.json or its folder (default: --model)",
            [g](const std::string& v) { g()->set_tokenizer(v); });
-    f.Value<std::string>("--prompt", "The user message (required unless --interactive, which reads them from stdin)",
+    f.Value<std::string>("--prompt", "The user message (required unless --interactive, which reads them from stdin; with it, the first one)",
                          [g](const std::string& v) { g()->set_prompt(v); });
     f.Value<std::string>("--system-prompt", "System message (default \"You are a helpful assistant.\"; \"\" = none)",
                          [g](const std::string& v) { g()->set_system_prompt(v); });
@@ -137,12 +137,18 @@ int GenerateInteractive(Connection& connection, const v1::JobSpec& spec, std::is
   std::fflush(stdout);
   bool open = true;  // the daemon still answers
   std::string line;
+  std::string first = spec.generate().prompt();  // --prompt with -i: the chat's first message
   while (open) {
-    if (tty) {
-      std::fprintf(stderr, "> ");
-      std::fflush(stderr);
+    if (!first.empty()) {
+      line = std::move(first);
+      first.clear();
+    } else {
+      if (tty) {
+        std::fprintf(stderr, "> ");
+        std::fflush(stderr);
+      }
+      if (!std::getline(in, line)) break;
     }
-    if (!std::getline(in, line)) break;
     const ChatLine chat = ParseChatLine(line);
     if (chat.kind == ChatLine::kEnd) break;
     if (chat.kind == ChatLine::kSkip) continue;

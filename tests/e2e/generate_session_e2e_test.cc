@@ -111,8 +111,8 @@ TEST(GenerateSessionCommandsE2eTest, ResetAndSystemStartTheConversationOver) {
   ASSERT_TRUE(daemon.Start());
   const CliRun run = RunQat(daemon, dir,
                             {"infer", "--model", TinyModelDir(), "--tokenizer", TinyTokenizerDir(), "-i",
-                             "--max-new-tokens", "2", "--no-thinking", "--dtype", "fp32"},
-                            "hi\nhi\n/reset\nhi\n/system You are a pirate who speaks at length.\nhi\n/bogus\n/exit\n"
+                             "--prompt", "hi", "--max-new-tokens", "2", "--no-thinking", "--dtype", "fp32"},
+                            "hi\n/reset\nhi\n/system You are a pirate who speaks at length.\nhi\n/bogus\n/exit\n"
                             "never sent\n");
   EXPECT_EQ(run.exit_code, 0) << run.output;
   EXPECT_THAT(run.output, HasSubstr("unknown command"));
@@ -122,7 +122,7 @@ TEST(GenerateSessionCommandsE2eTest, ResetAndSystemStartTheConversationOver) {
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error().message();
   const std::vector<double> p = Series(daemon, job.id(), "generate/prompt_tokens");
   ASSERT_EQ(p.size(), 4u) << "the line after /exit is never sent";
-  EXPECT_GT(p[1], p[0]);   // "hi" after "hi": the history
+  EXPECT_GT(p[1], p[0]);   // "hi" after "hi" (--prompt, the first message): the history
   EXPECT_EQ(p[2], p[0]);   // after /reset: as the first
   EXPECT_GT(p[3], p[0]);   // a longer system prompt, no history
   EXPECT_LT(p[3], p[1] + 8);
