@@ -127,10 +127,17 @@ void WriteManifest(const std::string& dir, const std::vector<std::pair<std::stri
   std::ofstream(fs::path(dir) / "manifest.json") << manifest.dump(1);
 }
 
+// The Python with torch: $QATD_TORCH_PYTHON (e.g. a GPU host's venv with torch 2.x), else
+// Debian's /usr/bin/python3 with python3-torch.
+std::string Python() {
+  const char* env = std::getenv("QATD_TORCH_PYTHON");
+  return env != nullptr && *env != '\0' ? env : QATD_PYTHON3;
+}
+
 // Runs the checker script; returns its exit status and output.
 std::pair<int, std::string> RunPythonCheck(const std::string& ckpt, const std::string& manifest) {
   const std::string log = Scratch().File(absl::StrCat("python-", fs::path(ckpt).filename().string(), ".log"));
-  const std::string cmd = absl::StrCat(QATD_PYTHON3, " ", QATD_SOURCE_DIR, "/scripts/gpu/check_pt_weights_only.py ", ckpt,
+  const std::string cmd = absl::StrCat(Python(), " ", QATD_SOURCE_DIR, "/scripts/gpu/check_pt_weights_only.py ", ckpt,
                                        " --expect ", manifest, " >", log, " 2>&1");
   const int rc = std::system(cmd.c_str());
   std::ifstream in(log);
@@ -140,8 +147,8 @@ std::pair<int, std::string> RunPythonCheck(const std::string& ckpt, const std::s
 
 TEST(SeedPt, PythonTorchIsInstalled) {
   // scripts/deps.txt: python3-torch. Without it the checks below cannot run.
-  const std::string cmd = absl::StrCat(QATD_PYTHON3, " -c 'import torch' >/dev/null 2>&1");
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << QATD_PYTHON3 << " has no torch: apt-get install -y python3-torch";
+  const std::string cmd = absl::StrCat(Python(), " -c 'import torch' >/dev/null 2>&1");
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << Python() << " has no torch: apt-get install -y python3-torch";
 }
 
 void CheckWeightsOnly(const std::string& dtype) {
