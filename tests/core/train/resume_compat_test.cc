@@ -248,7 +248,53 @@ TEST(ResumeCompat, LayerwiseResumeDirWrittenBeforeTheRefactorResumes) {
   }
 }
 
-// A resume/ whose fingerprint differs is refused with an error naming both settings.
+// Default options switch hard_top1/hard_full off, so their window sums are NaN, stored as null;
+// a resume point inside a logging window (save_steps 2, logging_steps 10) must still load.
+TEST(ResumeCompat, LayerwiseResumesInsideALoggingWindowWithTermsSwitchedOff) {
+  jobs::CancelToken cancel;
+  LblOptions o = CompatLbl(Scratch().File("window_null"));
+  o.hard_top1_weight = 0;
+  o.logging_steps = 10;
+  {
+    auto s = LoadStudent(Q2Student());
+    ASSERT_TRUE(s.ok());
+    LblOptions crash = o;
+    crash.after_durable = CrashAfter(2);  // layer 0 after 2 of its 3 steps, no log row yet
+    QuietReporter rep;
+    EXPECT_EQ(TrainLayerwise(*s, crash, rep, cancel).status().code(), absl::StatusCode::kAborted);
+    const json st = json::parse(ReadFile(o.output_dir + "/resume/trainer_state.json"));
+    EXPECT_EQ(st["window"]["count"], 2);
+    EXPECT_TRUE(st["window"]["sum"][2].is_null()) << st["window"].dump();
+  }
+  auto b = LoadStudent(Q2Student());
+  ASSERT_TRUE(b.ok());
+  LblOptions again = o;
+  again.resume = true;
+  QuietReporter rep_b;
+  auto rb = TrainLayerwise(*b, again, rep_b, cancel);
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  EXPECT_TRUE(rb->resumed);
+  EXPECT_EQ(rb->steps, 6);
+
+  auto a = LoadStudent(Q2Student());
+  ASSERT_TRUE(a.ok());
+  LblOptions full = o;
+  full.output_dir = Scratch().File("window_null_full");
+  QuietReporter rep_a;
+  auto ra = TrainLayerwise(*a, full, rep_a, cancel);
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  EXPECT_NEAR(ra->final_kd, rb->final_kd, kTol);
+  // The log row at step 3 (layer 0's end) averages steps 1-3, two of them from the restored window.
+  auto at_step3 = [](const QuietReporter& r) {
+    for (const auto& [name, step, value] : r.metrics) {
+      if (name == "loss/total" && step == 3) return value;
+    }
+    return std::nan("");
+  };
+  EXPECT_NEAR(at_step3(rep_a), at_step3(rep_b), kTol);
+}
+
+// A resume/ whose fingerprint differs is refused with an error naming both settings and the key.
 TEST(ResumeCompat, MismatchedFingerprintNamesBothSettings) {
   jobs::CancelToken cancel;
   const std::string out = Scratch().File("compat_fp");
@@ -270,6 +316,7 @@ TEST(ResumeCompat, MismatchedFingerprintNamesBothSettings) {
   ASSERT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
   EXPECT_NE(r.status().message().find("\"seed\":3"), std::string::npos) << r.status();
   EXPECT_NE(r.status().message().find("\"seed\":4"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("differs in: seed;"), std::string::npos) << r.status();
 }
 
 }  // namespace
