@@ -4,6 +4,7 @@
 // state_dict evaluated as V2 is refused too.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "absl/strings/match.h"
@@ -87,6 +88,37 @@ TEST(EvalSeedV2, SeedV2StateDictEvaluatesLikeItsQatdCheckpoint) {
   EXPECT_TRUE(absl::StrContains(s.message(), "is a V2 state_dict")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "--v2")) << s;
   EXPECT_TRUE(std::isnan(v1_rep.Last("eval/kd")));
+}
+
+// The seed's own files come from Python's torch.save(model.state_dict()): an OrderedDict in
+// torch.save's zip format. Re-saved that way by the host's Python torch (skipped without one).
+// DISABLED: a KNOWN BUG of every seed-file reader in qatd on LibTorch 1.13 (not of the V2
+// mapping): torch::jit::pickle_load fails on such a file with "INTERNAL: unpickle:
+// isGenericDict() INTERNAL ASSERT FAILED ... Expected GenericDict but got None" (it cannot
+// rebuild collections.OrderedDict; core/model/torch_pt_writer.h says the same). qatd-written
+// .pt files (plain dicts) load. Run with --gtest_also_run_disabled_tests to check a fix, or a
+// LibTorch 2.x build.
+TEST(EvalSeedV2, DISABLED_PythonTorchSaveFileEvaluatesAsV2) {
+  std::string python;
+  for (const char* candidate : {"/usr/bin/python3", "python3"}) {
+    if (std::system((std::string(candidate) + " -c 'import torch' >/dev/null 2>&1").c_str()) == 0) {
+      python = candidate;
+      break;
+    }
+  }
+  if (python.empty()) GTEST_SKIP() << "no python3 with torch";
+  const std::string dir = SaveV2Checkpoint("eval_v2_python");
+  const std::string pt = (fs::path(dir) / "model_state_dict.pt").string();
+  const std::string py = Scratch().File("python_seed.pt");
+  const std::string cmd = python + " -c \"import torch, collections; sd = torch.load('" + pt +
+                          "'); torch.save(collections.OrderedDict(sd), '" + py + "')\"";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  jobs::CancelToken cancel;
+  QuietReporter qatd_rep, seed_rep;
+  ASSERT_TRUE(jobs::RunEval(Eval(dir, jobs::QatVersion::kV2), qatd_rep, cancel).ok());
+  absl::Status s = jobs::RunEval(Eval(py, jobs::QatVersion::kV2), seed_rep, cancel);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_DOUBLE_EQ(seed_rep.Last("eval/kd"), qatd_rep.Last("eval/kd"));
 }
 
 TEST(EvalSeedV2, SettingsComeFromTheTensors) {
