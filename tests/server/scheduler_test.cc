@@ -402,5 +402,26 @@ TEST_F(SchedulerTest, ShutdownCancelsASessionInsteadOfRequeuingIt) {
   EXPECT_EQ(store_->GetJob(id)->state(), v1::JOB_STATE_CANCELLED);
 }
 
+TEST_F(SchedulerTest, ASessionLeftQueuedByAnEarlierDaemonIsCancelledNotRun) {
+  // Its client's stream ended with that daemon: nobody could send it a message.
+  storage::NewJob job;
+  job.spec.mutable_generate()->set_model("m");
+  job.spec.mutable_generate()->set_session(true);
+  absl::StatusOr<v1::Job> created = store_->CreateJob(job, clock_.NowMs());
+  ASSERT_TRUE(created.ok()) << created.status();
+  const int64_t probe_id = [&] {
+    storage::NewJob probe;
+    probe.spec.mutable_probe()->set_steps(1);
+    return store_->CreateJob(probe, clock_.NowMs())->id();
+  }();
+  StartScheduler();
+  FakeWorker* probe = launcher_.WaitFor(probe_id);  // the queue was loaded
+  ASSERT_NE(probe, nullptr);
+  probe->Finish(absl::OkStatus());
+  const v1::Job session = *store_->GetJob(created->id());
+  EXPECT_EQ(session.state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(launcher_.LaunchOrder(), (std::vector<int64_t>{probe_id}));
+}
+
 }  // namespace
 }  // namespace qatd::server
