@@ -2,8 +2,8 @@
 // torch.load(weights_only=True) (issue #17 item 4), and qatd still reads both the files it writes
 // now and the ones older qatd versions wrote with torch::jit::pickle_save.
 //
-// The Python half runs scripts/gpu/check_pt_weights_only.py with Debian's python3-torch
-// (scripts/deps.txt); the same script checks a GPU host's torch 2.x.
+// The Python half runs scripts/gpu/check_pt_weights_only.py with the first Python that has torch
+// (Python() below): Debian's python3-torch 1.13 here (scripts/deps.txt), torch 2.x on a GPU host.
 
 #include <gtest/gtest.h>
 #include <torch/csrc/jit/serialization/pickle.h>
@@ -127,11 +127,21 @@ void WriteManifest(const std::string& dir, const std::vector<std::pair<std::stri
   std::ofstream(fs::path(dir) / "manifest.json") << manifest.dump(1);
 }
 
-// The Python with torch: $QATD_TORCH_PYTHON (e.g. a GPU host's venv with torch 2.x), else
-// Debian's /usr/bin/python3 with python3-torch.
-std::string Python() {
-  const char* env = std::getenv("QATD_TORCH_PYTHON");
-  return env != nullptr && *env != '\0' ? env : QATD_PYTHON3;
+// The first Python that imports torch among $QATD_TORCH_PYTHON, the python3 on PATH (a GPU
+// host's torch 2.x venv) and Debian's /usr/bin/python3 (python3-torch, scripts/deps.txt).
+const std::string& Python() {
+  static const std::string python = [] {
+    std::vector<std::string> candidates;
+    if (const char* env = std::getenv("QATD_TORCH_PYTHON"); env != nullptr && *env != '\0') candidates.push_back(env);
+    candidates.push_back("python3");
+    candidates.push_back(QATD_PYTHON3);
+    for (const std::string& c : candidates) {
+      const std::string cmd = absl::StrCat(c, " -c 'import torch' >/dev/null 2>&1");
+      if (std::system(cmd.c_str()) == 0) return c;
+    }
+    return std::string(QATD_PYTHON3);
+  }();
+  return python;
 }
 
 // Runs the checker script; returns its exit status and output.
