@@ -67,7 +67,6 @@ absl::Status RunGenerateSession(const v1::WorkerTask& task, jobs::Reporter& repo
       }
       continue;
     }
-    last_input = Clock::now();
     switch (input.input_case()) {
       case v1::SessionInput::kEnd:
         reporter.Log(jobs::LogLevel::kInfo, absl::StrCat("session: ended by the client after ", turn, " turn(s)"));
@@ -101,6 +100,8 @@ absl::Status RunGenerateSession(const v1::WorkerTask& task, jobs::Reporter& repo
       case v1::SessionInput::INPUT_NOT_SET:
         break;
     }
+    // Idle time counts from the end of the last answer: a long turn is not idleness.
+    last_input = Clock::now();
   }
 }
 
