@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "core/jobs/model_jobs.h"
@@ -100,8 +101,10 @@ TEST(EvalSeedV2, SeedV2StateDictEvaluatesLikeItsQatdCheckpoint) {
 // LibTorch 2.x build.
 TEST(EvalSeedV2, DISABLED_PythonTorchSaveFileEvaluatesAsV2) {
   std::string python;
-  for (const char* candidate : {"/usr/bin/python3", "python3"}) {
-    if (std::system((std::string(candidate) + " -c 'import torch' >/dev/null 2>&1").c_str()) == 0) {
+  std::vector<std::string> candidates = {"python3", "/usr/bin/python3"};
+  if (const char* env = std::getenv("QATD_TORCH_PYTHON"); env != nullptr && *env != '\0') candidates.insert(candidates.begin(), env);
+  for (const std::string& candidate : candidates) {
+    if (std::system((candidate + " -c 'import torch' >/dev/null 2>&1").c_str()) == 0) {
       python = candidate;
       break;
     }
