@@ -6,7 +6,9 @@
 #include <chrono>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "core/jobs/job_kind.h"
 #include "qatd/v1/service.pb.h"
 #include "qatd/v1/worker.pb.h"
@@ -86,6 +88,15 @@ std::optional<JobGaugeTarget> JobGaugeTargetOf(const std::string& name) {
   if (name == "eval/top1" || name == "eval/top1_final") return T{T::kEvalTop1, ""};
   if (name == "eval/ppl" || name == "eval/ppl_final") return T{T::kEvalPerplexity, ""};
   if (name == "snap/relative_error") return T{T::kSnapRelativeError, ""};
+  if (absl::StartsWith(name, "lut_usage/")) {
+    std::vector<std::string> parts = absl::StrSplit(name, '/');
+    int entry = -1;
+    if (parts.size() == 3 && (parts[1] == "mlp" || parts[1] == "attn") && absl::SimpleAtoi(parts[2], &entry) &&
+        entry >= 0 && entry < 256 && std::to_string(entry) == parts[2]) {
+      return T{T::kLutUsage, parts[1], parts[2]};
+    }
+    return std::nullopt;
+  }
   if (name == "train/lr") return T{T::kLearningRate, ""};
   if (name == "tokens_per_second" || absl::EndsWith(name, "/tokens_per_second")) return T{T::kTokensPerSecond, ""};
   return std::nullopt;
@@ -144,6 +155,10 @@ DaemonMetrics::DaemonMetrics(DaemonMetricsOptions options)
                           .Name("qatd_job_snap_relative_error")
                           .Help("Mean relative error of the weights snapped to their LUTs")
                           .Register(*registry_)),
+      job_lut_usage_(BuildGauge()
+                         .Name("qatd_job_lut_entry_usage_ratio")
+                         .Help("Share of a layer group's quantized weights mapped to each LUT entry after the snap")
+                         .Register(*registry_)),
       job_learning_rate_(
           BuildGauge().Name("qatd_job_learning_rate").Help("Latest learning rate of the job").Register(*registry_)),
       job_tokens_per_second_(BuildGauge()
@@ -262,6 +277,14 @@ void DaemonMetrics::JobMetric(int64_t job_id, const std::string& name, double va
   if (it == jobs_series_.end()) return;  // not started, or its series expired
   JobSeries& series = it->second;
   const std::string id = std::to_string(job_id);
+  if (target->family == JobGaugeTarget::kLutUsage) {
+    prometheus::Gauge*& gauge = series.lut_usage[{target->term, target->entry}];
+    if (gauge == nullptr) {
+      gauge = &job_lut_usage_.Add({{"job_id", id}, {"group", target->term}, {"entry", target->entry}});
+    }
+    gauge->Set(value);
+    return;
+  }
   if (target->family == JobGaugeTarget::kLoss) {
     prometheus::Gauge*& gauge = series.loss[target->term];
     if (gauge == nullptr) gauge = &job_loss_.Add({{"job_id", id}, {"term", target->term}});
@@ -308,6 +331,7 @@ void DaemonMetrics::RemoveLocked(std::map<int64_t, JobSeries>::iterator it) {
   }
   if (s.eta != nullptr) job_eta_.Remove(s.eta);
   for (auto& [term, gauge] : s.loss) job_loss_.Remove(gauge);
+  for (auto& [key, gauge] : s.lut_usage) job_lut_usage_.Remove(gauge);
   for (auto& [family, gauge] : s.gauges) JobFamily(family).Remove(gauge);
   jobs_series_.erase(it);
 }

@@ -34,13 +34,24 @@ namespace qatd::server {
 // Which per-job gauge a worker metric name feeds (DESIGN.md §5); nullopt for names the daemon
 // does not export (they stay in the job's events and result).
 struct JobGaugeTarget {
-  enum Family { kLoss, kEvalKd, kEvalTop1, kEvalPerplexity, kSnapRelativeError, kLearningRate, kTokensPerSecond };
+  enum Family {
+    kLoss,
+    kEvalKd,
+    kEvalTop1,
+    kEvalPerplexity,
+    kSnapRelativeError,
+    kLearningRate,
+    kTokensPerSecond,
+    kLutUsage
+  };
   Family family;
-  std::string term;  // kLoss only: kd, hard_top1, hard_full, local, global, total
+  std::string term;   // kLoss: kd, hard_top1, hard_full, local, global, total; kLutUsage: mlp, attn
+  std::string entry;  // kLutUsage only: the LUT entry, "0" .. "255"
 };
 // "loss/kd" -> {kLoss, "kd"}, "eval/kd" and "eval/kd_final" -> kEvalKd, "eval/ppl" ->
 // kEvalPerplexity, "snap/relative_error" -> kSnapRelativeError, "train/lr" -> kLearningRate,
-// "*/tokens_per_second" -> kTokensPerSecond. eval/*_initial, *_best and *_before are not
+// "*/tokens_per_second" -> kTokensPerSecond, "lut_usage/<mlp|attn>/<0-255>" -> kLutUsage
+// (group, entry: at most 2 x 256 series per job). eval/*_initial, *_best and *_before are not
 // mapped (the latest value is what a gauge can hold; the others stay in the job result).
 std::optional<JobGaugeTarget> JobGaugeTargetOf(const std::string& metric_name);
 
@@ -98,6 +109,7 @@ class DaemonMetrics {
     prometheus::Gauge* last_progress = nullptr;
     prometheus::Counter* tokens = nullptr;
     std::map<std::string, prometheus::Gauge*> loss;  // by term
+    std::map<std::pair<std::string, std::string>, prometheus::Gauge*> lut_usage;  // by (group, entry)
     std::map<int, prometheus::Gauge*> gauges;        // by JobGaugeTarget::Family
   };
   JobSeries& SeriesLocked(int64_t job_id, const std::string& kind);
@@ -124,6 +136,7 @@ class DaemonMetrics {
   prometheus::Family<prometheus::Gauge>& job_eval_top1_;
   prometheus::Family<prometheus::Gauge>& job_eval_perplexity_;
   prometheus::Family<prometheus::Gauge>& job_snap_error_;
+  prometheus::Family<prometheus::Gauge>& job_lut_usage_;
   prometheus::Family<prometheus::Gauge>& job_learning_rate_;
   prometheus::Family<prometheus::Gauge>& job_tokens_per_second_;
   prometheus::Family<prometheus::Gauge>& device_memory_used_;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
+#include "core/jobs/snap_report.h"
 #include "core/infer/generate.h"
 #include "core/kd/cache_reader.h"
 #include "core/model/chat_template.h"
@@ -72,6 +73,7 @@ void LogSnapStats(Reporter& reporter, const std::vector<quant::SnapStats>& stats
   const double n = std::max<size_t>(1, stats.size());
   reporter.Metric("snap/relative_error", 0, err / n);
   reporter.Metric("snap/gap", 0, gap / n);
+  ReportLutUsage(reporter, stats);
   reporter.Log(LogLevel::kInfo, absl::StrFormat("%s: %d layers, mean relative error %.3g, snap gap %.3g, indices changed %.3g%%",
                                                 what, stats.size(), err / n, gap / n, 100 * changed / n));
 }

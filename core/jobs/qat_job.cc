@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
+#include "core/jobs/snap_report.h"
 #include "core/kd/cache_reader.h"
 #include "core/quant/quantize_model.h"
 #include "core/train/dist_group.h"
@@ -99,6 +100,7 @@ absl::Status RunQat(const QatOptions& o, Reporter& reporter, CancelToken& cancel
     const double n = std::max<size_t>(1, stats.size());
     s.snapped_mode = o.snap_bake_scales ? "baked" : "lut";
     reporter.Metric("snap/relative_error", 0, err / n);
+    ReportLutUsage(reporter, stats);
     reporter.Log(LogLevel::kInfo, absl::StrFormat("snapped %d layers (%s): mean relative error %.3g, indices changed %.3g%%",
                                                   stats.size(), s.snapped_mode, err / n, 100 * changed / n));
     result["snapped_mode"] = s.snapped_mode;

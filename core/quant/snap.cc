@@ -4,6 +4,8 @@
 #include "core/common/torch_status.h"
 #include "core/quant/lut.h"
 
+#include <algorithm>
+
 namespace qatd::quant {
 namespace {
 
@@ -21,6 +23,14 @@ double FractionChanged(const at::Tensor& before, const at::Tensor& after) {
 }
 
 }  // namespace
+
+std::vector<int64_t> LutEntryCounts(const at::Tensor& indices, int64_t lut_size) {
+  at::Tensor counts = at::bincount(indices.reshape({-1}).to(at::kLong), {}, lut_size).to(at::kCPU);
+  std::vector<int64_t> out(static_cast<size_t>(lut_size), 0);
+  const int64_t* c = counts.data_ptr<int64_t>();
+  for (int64_t i = 0; i < std::min<int64_t>(lut_size, counts.numel()); ++i) out[static_cast<size_t>(i)] = c[i];
+  return out;
+}
 
 absl::StatusOr<SnapStats> SnapV1(QuantLinearV1& layer, SnapMode mode) {
   if (mode == SnapMode::kNone) return absl::InvalidArgumentError("snap mode must be 'lut' or 'baked'");
@@ -41,7 +51,9 @@ absl::StatusOr<SnapStats> SnapV1(QuantLinearV1& layer, SnapMode mode) {
     at::Tensor after = layer.EffectiveWeight().to(at::kFloat);
     st.rel_error = RelMeanAbs(after, latent);
     st.effective_change = RelMeanAbs(after, before);
-    st.indices_changed = FractionChanged(idx, layer.ComputeIndices());
+    at::Tensor idx_after = layer.ComputeIndices();
+    st.indices_changed = FractionChanged(idx, idx_after);
+    st.lut_counts = LutEntryCounts(idx_after, layer.lut.numel());
     return st;
   });
 }
@@ -64,6 +76,7 @@ absl::StatusOr<SnapStats> SnapV2ForExport(QuantLinearV2& layer) {
     st.rel_error = RelMeanAbs(after, latent);
     st.effective_change = RelMeanAbs(after, before);
     st.indices_changed = 0.0;  // indices are untouched
+    st.lut_counts = LutEntryCounts(layer.Indices(), layer.lut.numel());
     return st;
   });
 }
@@ -106,6 +119,7 @@ absl::StatusOr<SnapStats> SnapV2ForAne(QuantLinearV2& layer, const AneSnapOption
     st.rel_error = RelMeanAbs(after, latent);
     st.effective_change = RelMeanAbs(after, before);
     st.indices_changed = FractionChanged(idx_before, layer.Indices());
+    st.lut_counts = LutEntryCounts(layer.Indices(), layer.lut.numel());
     return st;
   });
 }

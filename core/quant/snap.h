@@ -12,6 +12,7 @@
 // Each snap returns statistics comparing the layer before and after.
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/quant/quant_linear_v1.h"
@@ -24,7 +25,13 @@ struct SnapStats {
   double rel_error = 0.0;         // mean|W_after - W_latent| / mean|W_latent| (spec §10.1 metric)
   double effective_change = 0.0;  // mean|W_after - W_before| / mean|W_before|: the snap gap
   double indices_changed = 0.0;   // fraction of LUT indices that differ before vs after
+  // How many weights map to each LUT entry after the snap (size: the layer's LUT size): a LUT
+  // whose entries go unused wastes bits (qatd_job_lut_entry_usage_ratio, server/metrics.h).
+  std::vector<int64_t> lut_counts;
 };
+
+// Histogram of `indices` (any integer dtype) over [0, lut_size).
+std::vector<int64_t> LutEntryCounts(const at::Tensor& indices, int64_t lut_size);
 
 // mode must be kLut or kBakeScales. Re-snapping a snapped layer is allowed (indices are read
 // correctly in every mode). The cache is cleared.

@@ -72,6 +72,14 @@ TEST(MetricsTest, WorkerMetricNamesMapToOneSeriesPerMeaning) {
   EXPECT_EQ(JobGaugeTargetOf("eval/kd_initial"), std::nullopt);
   EXPECT_EQ(JobGaugeTargetOf("eval/kd_best"), std::nullopt);
   EXPECT_EQ(JobGaugeTargetOf("model/dense_bytes"), std::nullopt);
+  EXPECT_EQ(JobGaugeTargetOf("lut_usage/mlp/3")->family, T::kLutUsage);
+  EXPECT_EQ(JobGaugeTargetOf("lut_usage/attn/15")->term, "attn");
+  EXPECT_EQ(JobGaugeTargetOf("lut_usage/attn/15")->entry, "15");
+  // Bounded labels: two groups, entries 0..255 written plainly.
+  for (const char* bad : {"lut_usage/lm_head/0", "lut_usage/mlp/256", "lut_usage/mlp/-1", "lut_usage/mlp/03",
+                          "lut_usage/mlp/x", "lut_usage/mlp", "lut_usage/mlp/1/2"}) {
+    EXPECT_EQ(JobGaugeTargetOf(bad), std::nullopt) << bad;
+  }
   EXPECT_EQ(GrpcCodeName(16), "UNAUTHENTICATED");
 }
 
@@ -123,6 +131,25 @@ TEST(MetricsTest, JobSeriesUseJobIdAndKeepFinalValuesForTheRetention) {
   EXPECT_EQ(Sample(text, R"(qatd_jobs_finished_total{kind="qat",state="failed"})"), 1);
   metrics.JobMetric(7, "eval/kd", 0.5);  // and points of a forgotten job do not revive it
   EXPECT_THAT(Scrape(metrics), Not(HasSubstr(R"(job_id="7")")));
+}
+
+TEST(MetricsTest, LutEntryUsageIsOneSeriesPerGroupAndEntryAndExpiresWithTheJob) {
+  FakeClock clock;
+  DaemonMetricsOptions options;
+  options.clock = &clock;
+  options.finished_job_retention_ms = 1'000;
+  DaemonMetrics metrics(options);
+  metrics.JobStarted(3, v1::JOB_KIND_SNAP);
+  metrics.JobMetric(3, "lut_usage/mlp/0", 0.75);
+  metrics.JobMetric(3, "lut_usage/mlp/1", 0.25);
+  metrics.JobMetric(3, "lut_usage/attn/0", 1.0);
+  std::string text = Scrape(metrics);
+  EXPECT_EQ(Sample(text, R"(qatd_job_lut_entry_usage_ratio{entry="0",group="mlp",job_id="3"})"), 0.75);
+  EXPECT_EQ(Sample(text, R"(qatd_job_lut_entry_usage_ratio{entry="1",group="mlp",job_id="3"})"), 0.25);
+  EXPECT_EQ(Sample(text, R"(qatd_job_lut_entry_usage_ratio{entry="0",group="attn",job_id="3"})"), 1.0);
+  metrics.JobEnded(3, v1::JOB_KIND_SNAP, v1::JOB_STATE_SUCCEEDED);
+  clock.now_ms += 1'000;
+  EXPECT_THAT(Scrape(metrics), Not(HasSubstr("qatd_job_lut_entry_usage_ratio{")));
 }
 
 TEST(MetricsTest, TokensCounterIntegratesTheReportedThroughput) {

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "core/jobs/snap_report.h"
 #include "core/quant/export.h"
 #include "gtest/gtest.h"
 #include "tests/core/quant/golden_util.h"
@@ -93,6 +94,42 @@ TEST(SnapV1, Bf16BakedWeightsAreRoundedButIndicesStay) {
   EXPECT_EQ(layer->weight.scalar_type(), at::kBFloat16);
   EXPECT_EQ(st->indices_changed, 0.0);
   EXPECT_TRUE(at::equal(layer->ComputeIndices(), idx));
+}
+
+// Every snap counts how many weights each LUT entry holds (qatd_job_lut_entry_usage_ratio).
+TEST(SnapV1, CountsTheWeightsOfEveryLutEntry) {
+  auto layer = MakeV1(at::kFloat, 16);
+  absl::StatusOr<SnapStats> st = SnapV1(*layer, SnapMode::kLut);
+  ASSERT_TRUE(st.ok()) << st.status();
+  ASSERT_EQ(st->lut_counts.size(), 16u);
+  const at::Tensor expected = at::bincount(layer->ComputeIndices().reshape({-1}).to(at::kLong), {}, 16);
+  int64_t total = 0;
+  for (int64_t i = 0; i < 16; ++i) {
+    EXPECT_EQ(st->lut_counts[static_cast<size_t>(i)], expected[i].item<int64_t>()) << "entry " << i;
+    total += st->lut_counts[static_cast<size_t>(i)];
+  }
+  EXPECT_EQ(total, 32 * 48);
+  auto v2 = MakeV2(4, 8);
+  absl::StatusOr<SnapStats> st2 = SnapV2ForExport(*v2);
+  ASSERT_TRUE(st2.ok()) << st2.status();
+  ASSERT_EQ(st2->lut_counts.size(), 4u);
+  EXPECT_EQ(st2->lut_counts[0] + st2->lut_counts[1] + st2->lut_counts[2] + st2->lut_counts[3],
+            v2->Indices().numel());
+}
+
+TEST(SnapReport, LutUsageIsGroupedByLayerKindAndSumsToOne) {
+  SnapStats mlp_a, mlp_b, attn, unknown;
+  mlp_a.name = "model.layers.0.mlp.gate_proj";
+  mlp_a.lut_counts = {1, 3};
+  mlp_b.name = "model.layers.1.mlp.down_proj";
+  mlp_b.lut_counts = {0, 4};
+  attn.name = "model.layers.0.self_attn.q_proj";
+  attn.lut_counts = {2, 0, 0, 2};
+  unknown.name = "model.layers.0.self_attn.o_proj";  // no counts: skipped
+  const auto usage = jobs::LutUsageByGroup({mlp_a, mlp_b, attn, unknown});
+  ASSERT_EQ(usage.size(), 2u);
+  EXPECT_EQ(usage.at("mlp"), (std::vector<double>{0.125, 0.875}));
+  EXPECT_EQ(usage.at("attn"), (std::vector<double>{0.5, 0.0, 0.0, 0.5}));
 }
 
 TEST(SnapV2, ExportBakeKeepsOutputAndPersistsFlag) {
