@@ -64,6 +64,13 @@ std::string SpecString(const v1::JobSpec& spec, const char* name) {
 
 std::unique_ptr<SpecCommand> NewExportCommand() { return std::make_unique<ExportCommand>(); }
 
+// The call's own code (UNAVAILABLE: the daemon is unreachable, NOT_FOUND: no such job, ...),
+// so the caller reports it as every other failed call (Connection::Report's exit codes).
+static absl::Status FromJobRpcError(int64_t job_id, const grpc::Status& status) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrCat("--from-job ", job_id, ": ", status.error_message()));
+}
+
 absl::Status FillExportFromJob(Connection& connection, int64_t job_id, v1::ExportSpec* spec) {
   if (spec->checkpoint().empty()) {
     v1::ListArtifactsRequest request;
@@ -71,7 +78,7 @@ absl::Status FillExportFromJob(Connection& connection, int64_t job_id, v1::Expor
     request.set_kind("checkpoint");
     v1::ListArtifactsResponse response;
     const grpc::Status status = connection.stub().ListArtifacts(connection.UnaryContext().get(), request, &response);
-    if (!status.ok()) return absl::UnavailableError(absl::StrCat("--from-job ", job_id, ": ", status.error_message()));
+    if (!status.ok()) return FromJobRpcError(job_id, status);
     const v1::Artifact* newest = nullptr;
     for (const v1::Artifact& a : response.artifacts()) {
       if (newest == nullptr || a.id() > newest->id()) newest = &a;
@@ -88,7 +95,7 @@ absl::Status FillExportFromJob(Connection& connection, int64_t job_id, v1::Expor
     request.set_job_id(job_id);
     v1::Job job;
     const grpc::Status status = connection.stub().GetJob(connection.UnaryContext().get(), request, &job);
-    if (!status.ok()) return absl::UnavailableError(absl::StrCat("--from-job ", job_id, ": ", status.error_message()));
+    if (!status.ok()) return FromJobRpcError(job_id, status);
     const std::string model = SpecString(job.spec(), "model");
     if (model.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("--from-job ", job_id, ": its spec names no model; pass --model"));

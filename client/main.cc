@@ -190,7 +190,9 @@ class Cli {
       if (!c.ok()) return c.exit_code();
       if (*from_job != 0) {
         if (absl::Status filled = FillExportFromJob(c, *from_job, spec->mutable_export_()); !filled.ok()) {
-          return UsageError(filled);
+          if (absl::IsInvalidArgument(filled)) return UsageError(filled);
+          // An RPC failure: exit as any failed call (3 when the daemon cannot be reached).
+          return c.Report(grpc::Status(static_cast<grpc::StatusCode>(filled.code()), std::string(filled.message())));
         }
       }
       return SubmitJob(c, *spec, Submit(*wait));

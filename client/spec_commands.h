@@ -63,7 +63,8 @@ std::unique_ptr<SpecCommand> NewExportCommand();
 class Connection;
 // `qat export --from-job ID`: an empty checkpoint becomes the path of the job's newest
 // "checkpoint" artifact, an empty model the model its spec names. INVALID_ARGUMENT when the
-// job has neither (naming the flag to pass instead), UNAVAILABLE for a failed RPC.
+// job has neither (naming the flag to pass instead), the RPC's own code for a failed call
+// (UNAVAILABLE when the daemon cannot be reached, NOT_FOUND for an unknown job).
 absl::Status FillExportFromJob(Connection& connection, int64_t job_id, v1::ExportSpec* spec);
 
 }  // namespace qatd::client
