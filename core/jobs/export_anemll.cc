@@ -384,7 +384,7 @@ absl::Status VerifyAnemllFolder(const std::string& dir) {
       if (!view.ok()) return loss(absl::StrCat("tensor ", tensor, " is missing from ", name));
       Sha256 hash;
       hash.Update(view->data, view->info->nbytes());
-      if (hash.FinishHex() != hex) return loss(absl::StrCat("the bytes of tensor ", tensor, " in ", name, " differ"));
+      if (hash.FinishHex() != hex.get<std::string>()) return loss(absl::StrCat("the bytes of tensor ", tensor, " in ", name, " differ"));
     }
     opened[name] = *file;
   }

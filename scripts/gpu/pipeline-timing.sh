@@ -44,11 +44,26 @@ run() {  # recipe, extra flags...: waits (--wait), then prints the pipeline's st
   "$QAT" --json pipeline status "$id"
 }
 start=$(date +%s)
-Q4=$(run q4 --model "$WORK/model" --dataset "$WORK/data.json")
-CACHE=$("$QAT" --json status "$(jq -r '.jobs[] | select(.stage == "cache") | .id' <<<"$Q4")" |
-  jq -r '[.artifacts[]? | select(.kind == "kd_cache")][0].path')
-Q2=$(run q2 --model "$WORK/model" --kd-cache "$CACHE")
+Q4='{"jobs": []}'
+if [[ ${RECIPES:-q4 q2} == *q4* ]]; then
+  Q4=$(run q4 --model "$WORK/model" --dataset "$WORK/data.json")
+  CACHE=$("$QAT" --json status "$(jq -r '.jobs[] | select(.stage == "cache") | .id' <<<"$Q4")" |
+    jq -r '[.artifacts[]? | select(.kind == "kd_cache")][0].path')
+  Q2=$(run q2 --model "$WORK/model" --kd-cache "$CACHE")
+else  # RECIPES=q2: q2 alone, with its own cache stage
+  Q2=$(run q2 --model "$WORK/model" --dataset "$WORK/data.json")
+fi
 total=$(( $(date +%s) - start ))
+# ANEMLL_CHECK=1: export the q2 snap as --format anemll and check it with transformers.
+if [[ -n ${ANEMLL_CHECK:-} ]]; then
+  SNAP=$(jq -r '.jobs[] | select(.stage == "snap") | .id' <<<"$Q2")
+  "$QAT" export --from-job "$SNAP" --format anemll --wait >"$OUT/anemll-export.log" 2>&1 || tail -20 "$OUT/anemll-export.log"
+  EXPORT_DIR=$("$QAT" --json artifacts "$(sed -n 's/^submitted job \([0-9]*\).*/\1/p' "$OUT/anemll-export.log" | head -1)" |
+    jq -r '[.artifacts[]? | select(.kind == "export")][0].path')
+  [[ $EXPORT_DIR == */anemll ]] && EXPORT_DIR=${EXPORT_DIR%/anemll}  # the checker takes the output dir
+  python3 "$ROOT/scripts/gpu/check_anemll_export.py" "$EXPORT_DIR" >"$OUT/anemll-check.log" 2>&1
+  echo "check_anemll_export.py rc=$? on $EXPORT_DIR"; tail -15 "$OUT/anemll-check.log"
+fi
 
 secs='def t: if . == null then null else (sub("\\.[0-9]+Z$"; "Z") | fromdateiso8601) end;
   [.jobs[] | {stage, state, steps: ((.progress.done // null) | if . == null then null else tonumber end),
