@@ -6,7 +6,7 @@
 # the q4 KD cache) through the daemon with the `qat` CLI, and prints the held-out KD loss of
 # every stage, the model sizes and the generated samples.
 #
-#   scripts/demo.sh            # the demo (~5-6 min on 2 CPU cores after the build)
+#   scripts/demo.sh            # the demo (~9 min on 2 CPU cores after the build)
 #   scripts/demo.sh --quick    # the smallest step budget that still shows the KD loss falling (CI)
 #   scripts/demo.sh --keep     # keep the temp dir (daemon data, models, logs) and print its path
 #
