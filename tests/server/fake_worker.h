@@ -114,17 +114,34 @@ class FakeWorker : public WorkerProcess {
   std::vector<v1::WorkerControl> controls_;
 };
 
+// What the scheduler owns and destroys when the job ends: forwards to a FakeWorker that the
+// launcher keeps alive, so a test thread still waiting on a worker (WaitForSignal) never
+// touches a destroyed one when the scheduler is faster than the test.
+class FakeWorkerHandle : public WorkerProcess {
+ public:
+  explicit FakeWorkerHandle(std::shared_ptr<FakeWorker> worker) : worker_(std::move(worker)) {}
+  int pid() const override { return worker_->pid(); }
+  int event_fd() const override { return worker_->event_fd(); }
+  void Signal(int signal) override { worker_->Signal(signal); }
+  WorkerExit Wait() override { return worker_->Wait(); }
+  absl::Status SendControl(const v1::WorkerControl& control) override { return worker_->SendControl(control); }
+
+ private:
+  std::shared_ptr<FakeWorker> worker_;
+};
+
 class FakeLauncher : public WorkerLauncher {
  public:
   absl::StatusOr<std::unique_ptr<WorkerProcess>> Launch(const WorkerLaunch& launch) override {
     int fds[2];
     if (::pipe(fds) != 0) return absl::InternalError("pipe");
-    auto worker = std::make_unique<FakeWorker>(next_pid_++, fds[0], fds[1]);
+    auto worker = std::make_shared<FakeWorker>(next_pid_++, fds[0], fds[1]);
     std::lock_guard<std::mutex> lock(mu_);
     workers_[launch.job_id] = worker.get();
+    owned_.push_back(worker);
     launches_.push_back(launch);
     cv_.notify_all();
-    return std::unique_ptr<WorkerProcess>(std::move(worker));
+    return std::unique_ptr<WorkerProcess>(std::make_unique<FakeWorkerHandle>(std::move(worker)));
   }
   // The worker of `job_id` once launched (nullptr after 30 s).
   FakeWorker* WaitFor(int64_t job_id) {
@@ -149,6 +166,7 @@ class FakeLauncher : public WorkerLauncher {
   std::condition_variable cv_;
   int next_pid_ = 1000;
   std::map<int64_t, FakeWorker*> workers_;
+  std::vector<std::shared_ptr<FakeWorker>> owned_;  // alive until the launcher goes
   std::vector<WorkerLaunch> launches_;
 };
 
