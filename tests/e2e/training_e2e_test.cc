@@ -97,8 +97,10 @@ TEST(TrainingE2eTest, QatJobResumesAfterDaemonKill9AndAKilledWorkerFailsItsJob) 
   const std::string cache = MakeTinyKdCache(*daemon, dir, 48);
   ASSERT_FALSE(cache.empty());
 
-  // 2. QAT; the daemon is killed mid-training, restarted, and the job resumes.
-  v1::Job qat = client.Submit(QatSpec(model.string(), cache, 300));
+  // 2. QAT; the daemon is killed mid-training, restarted, and the job resumes. 80 steps with a
+  // save every 2: the kill comes at step >= 6, far from the end, and the resume point is close.
+  constexpr int kSteps = 80;
+  v1::Job qat = client.Submit(QatSpec(model.string(), cache, kSteps));
   v1::Job job;
   ASSERT_TRUE(PollUntil(
       [&] {
@@ -116,7 +118,7 @@ TEST(TrainingE2eTest, QatJobResumesAfterDaemonKill9AndAKilledWorkerFailsItsJob) 
   job = again.Get(qat.id());
   ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error().message();
   EXPECT_EQ(job.attempt(), 2);
-  EXPECT_EQ(job.progress().done(), 300);
+  EXPECT_EQ(job.progress().done(), kSteps);
   bool resumed = false;
   for (const std::string& line : again.Logs(qat.id())) resumed |= line.find("resuming at step") != std::string::npos;
   EXPECT_TRUE(resumed) << "the second attempt did not resume from the checkpoint";
