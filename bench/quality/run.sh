@@ -14,7 +14,8 @@
 #   QUALITY (the shared/quality folder; default /work/shared/quality, else bench/quality/.shared/quality),
 #   RECIPES (default "q4 q2v1 q2prog"), STEPS_SCALE (overrides short/full), EXTRA (flags for every
 #   recipe), Q4_FLAGS / Q2V1_FLAGS / Q2P_FLAGS (each recipe's quantization and method flags),
-#   TAG (a label per recipe run, for method variants), EVAL_DTYPE (qat eval --dtype; default auto).
+#   TAG (a label per recipe run, for method variants), EVAL_DTYPE (qat eval --dtype; default auto),
+#   SHA (the source's git sha, when ROOT is an export without .git).
 # CPU plumbing check without a GPU or torch: TEACHER=<HF folder> REF_TRAIN=<.pt cache> REF_EVAL=<.pt cache>
 #   skip make_bench.sh and use those (see README.md).
 set -euo pipefail
@@ -98,7 +99,7 @@ export QATD_ADDRESS=127.0.0.1:$(tr -d '[:space:]' <"$WORK/d/qatd.port")
 QAT=$BUILD/client/qat
 for _ in $(seq 50); do "$QAT" server >/dev/null 2>&1 && break; sleep 0.2; done
 
-SHA=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+SHA=${SHA:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | grep -c . || true)
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
 [[ -f $RESULTS ]] || jq -n --arg sha "$SHA" --argjson dirty "${DIRTY:-0}" --arg gpu "${GPU:-cpu}" --argjson seed "$SEED" \
