@@ -15,6 +15,7 @@
 #include <optional>
 #include <regex>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/common/sha256.h"
@@ -27,8 +28,10 @@
 #include "core/kd/sample_stream.h"
 #include "core/kd/teacher.h"
 #include "core/model/model_io.h"
+#include "core/model/safetensors.h"
 #include "core/model/qwen3_config.h"
 #include "core/model/tokenizer.h"
+#include "core/train/dist_group.h"
 
 namespace qatd::jobs {
 namespace fs = std::filesystem;
@@ -105,6 +108,22 @@ bool HasCacheFiles(const std::string& dir) {
   return false;
 }
 
+// The rows shard `id` holds in a complete cache of `n` sequences in shards of `shard_size`.
+int64_t ShardRows(int64_t id, int64_t n, int64_t shard_size) {
+  return std::clamp<int64_t>(n - id * shard_size, 0, shard_size);
+}
+
+// Whether shard `id` of `dir` is on disk with `rows` rows. Shards are written whole (temp file,
+// fsync, rename) and their content depends only on the request (CompareForResume) and the
+// shard's index, so such a file is that shard, whoever wrote it.
+bool ShardComplete(const std::string& dir, int64_t id, int64_t rows) {
+  absl::StatusOr<std::shared_ptr<model::SafetensorsFile>> file =
+      model::SafetensorsFile::Open((fs::path(dir) / kd::ShardFileName(id)).string());
+  if (!file.ok()) return false;
+  const model::TensorInfo* info = (*file)->Find("input_ids");
+  return info != nullptr && !info->shape.empty() && info->shape[0] == rows;
+}
+
 std::string TokenizerJsonPath(const std::string& p) {
   std::error_code ec;
   return fs::is_directory(p, ec) ? (fs::path(p) / "tokenizer.json").string() : p;
@@ -123,6 +142,8 @@ class KdCacheRunner {
   absl::Status Run();
 
  private:
+  absl::Status RunSharded();  // data parallel (kd_cache_job.h)
+  absl::StatusOr<bool> WriteShard(int64_t id, int64_t& stream_pos);  // false: the data ran out
   absl::Status ReadData();
   absl::Status OpenTokenizerAndConfig();
   absl::Status BuildMeta();
@@ -164,9 +185,13 @@ class KdCacheRunner {
 
   std::chrono::steady_clock::time_point t0_, last_metric_;
   bool exhausted_ = false;
+  // Data parallel: sequences this rank computed and has to compute in this run.
+  int64_t rank_done_ = 0, rank_total_ = 0;
+  std::atomic<int64_t> rank_shards_durable_{0};  // the hook's count (writer threads, one at a time)
 };
 
 absl::Status KdCacheRunner::Run() {
+  if (o_.dist != nullptr && o_.dist->distributed()) return RunSharded();
   QATD_RETURN_IF_ERROR(o_.Validate());
   QATD_RETURN_IF_ERROR(ReadData());
   QATD_RETURN_IF_ERROR(OpenTokenizerAndConfig());
@@ -282,6 +307,15 @@ absl::StatusOr<bool> KdCacheRunner::PrepareOutputDir() {
       return false;
     }
     start_.done = false;
+    // Whole shards past progress.json (a data-parallel run writes shards out of order, and a
+    // crash can come between a shard's rename and progress.json) are kept.
+    while (start_.n_written % o_.shard_size == 0 && start_.n_written < o_.num_sequences) {
+      const int64_t id = start_.n_written / o_.shard_size;
+      const int64_t rows = ShardRows(id, o_.num_sequences, o_.shard_size);
+      if (!ShardComplete(o_.output_dir, id, rows)) break;
+      start_.n_written += rows;
+      start_.next_shard_id = id + 1;
+    }
     reporter_.Log(LogLevel::kInfo, absl::StrCat("resume: ", start_.n_written, " sequences already on disk"));
   } else if (HasCacheFiles(o_.output_dir)) {
     if (!o_.overwrite) {
@@ -388,6 +422,14 @@ absl::Status KdCacheRunner::Consume(const std::optional<kd::TeacherHostBatch>& d
   if (!done.has_value()) return absl::OkStatus();
   QATD_RETURN_IF_ERROR(writer_->Append(done->rows()));
   const auto now = std::chrono::steady_clock::now();
+  if (rank_total_ > 0) {  // data parallel: this rank's share
+    rank_done_ += done->rows().n;
+    const double secs = std::chrono::duration<double>(now - t0_).count();
+    const double rate = secs > 0 ? static_cast<double>(rank_done_) / secs : 0.0;
+    reporter_.Progress(rank_done_, rank_total_, "sequences", rate,
+                       rate > 0 ? static_cast<double>(rank_total_ - rank_done_) / rate : -1.0);
+    return absl::OkStatus();
+  }
   const double secs = std::chrono::duration<double>(now - t0_).count();
   const int64_t n_done = writer_->n_appended();
   const double rate = secs > 0 ? static_cast<double>(n_done - start_.n_written) / secs : 0.0;
@@ -421,6 +463,146 @@ absl::Status KdCacheRunner::Finish() {
                                               static_cast<int64_t>(tps), " tokens/s)"));
   reporter_.Artifact(o_.output_dir, "kd_cache");
   return absl::OkStatus();
+}
+
+// Data parallel: rank r of W writes shards r, r + W, r + 2W, ... of the cache a single process
+// writes, each batched from its first sequence as the single process batches it (batches never
+// cross a shard boundary), so every shard file is byte for byte the one-process file. Rank 0
+// alone prepares output_dir and, once every rank is done, writes progress.json; the ranks
+// write no progress.json of their own: a shard file with all its rows is done (ShardComplete),
+// which is what a continuation, with any number of ranks, goes by.
+absl::Status KdCacheRunner::RunSharded() {
+  train::DistGroup& dist = *o_.dist;
+  QATD_RETURN_IF_ERROR(o_.Validate());
+  QATD_RETURN_IF_ERROR(ReadData());
+  QATD_RETURN_IF_ERROR(OpenTokenizerAndConfig());
+  QATD_RETURN_IF_ERROR(BuildMeta());
+  absl::StatusOr<bool> more = true;
+  if (dist.primary()) more = PrepareOutputDir();
+  QATD_ASSIGN_OR_RETURN(const bool prepare_failed, dist.Any(!more.ok()));
+  if (!more.ok()) return more.status();
+  if (prepare_failed) return absl::AbortedError("rank 0 could not prepare output_dir (its error is the job's)");
+  QATD_ASSIGN_OR_RETURN(const bool go_on, dist.Any(dist.primary() && *more));
+  if (!go_on) return absl::OkStatus();
+
+  const int64_t size = o_.shard_size, n = o_.num_sequences;
+  const int64_t shards = (n + size - 1) / size;
+  std::vector<int64_t> todo;
+  int64_t kept = 0;
+  for (int64_t id = dist.rank(); id < shards; id += dist.world_size()) {
+    if (o_.resume && ShardComplete(o_.output_dir, id, ShardRows(id, n, size))) {
+      ++kept;
+      continue;
+    }
+    todo.push_back(id);
+    rank_total_ += ShardRows(id, n, size);
+  }
+  reporter_.Log(LogLevel::kInfo, absl::StrCat("data parallel: rank ", dist.rank(), " of ", dist.world_size(),
+                                              " writes shards ", dist.rank(), ", ", dist.rank() + dist.world_size(),
+                                              ", ... (", todo.size(), " to compute, ", kept,
+                                              " already on disk); progress counts this rank's sequences"));
+  int64_t stream_pos = 0;
+  size_t whole = 0;  // shards of todo written
+  bool ran_out = false;
+  if (!todo.empty()) {
+    start_ = kd::KdProgress{};  // the stream starts at sequence 0 on every rank
+    QATD_RETURN_IF_ERROR(OpenStream());
+    QATD_RETURN_IF_ERROR(LoadTeacher());
+    t0_ = last_metric_ = std::chrono::steady_clock::now();
+    for (const int64_t id : todo) {
+      if (cancel_.cancelled()) break;
+      QATD_ASSIGN_OR_RETURN(const bool written, WriteShard(id, stream_pos));
+      if (crashed_.load()) return CrashStatus();
+      if (!written) {
+        ran_out = exhausted_;
+        break;
+      }
+      ++whole;
+    }
+  }
+  const bool stopped = !ran_out && whole < todo.size();  // cancelled
+  // The data's length where it ran out (the smallest any rank saw), and whether a rank stopped.
+  at::Tensor length = at::full({1}, static_cast<double>(ran_out ? stream_pos : n), at::kDouble);
+  QATD_RETURN_IF_ERROR(dist.AllReduce(length, train::ReduceOp::kMin));
+  QATD_ASSIGN_OR_RETURN(const bool cancelled, dist.Any(stopped));
+  if (cancelled) {
+    return absl::CancelledError("KD cache cancelled: the whole shards written are kept; continue with --resume");
+  }
+  if (!dist.primary()) return absl::OkStatus();
+  const int64_t total = static_cast<int64_t>(length.item<double>());
+  const int64_t written_shards = (total + size - 1) / size;
+  for (int64_t id = 0; id < written_shards; ++id) {
+    if (!ShardComplete(o_.output_dir, id, ShardRows(id, total, size))) {
+      return absl::DataLossError(absl::StrCat("data parallel KD cache: ", kd::ShardFileName(id), " in ", o_.output_dir,
+                                              " does not hold its ", ShardRows(id, total, size), " sequences"));
+    }
+  }
+  QATD_RETURN_IF_ERROR(kd::WriteJsonFileAtomic(progress_path_, kd::KdProgress{total, written_shards, true}.ToJson()));
+  if (total < n) {
+    reporter_.Log(LogLevel::kWarning,
+                  absl::StrCat("dataset exhausted after ", total, " sequences (", n, " requested)"));
+  }
+  reporter_.Log(LogLevel::kInfo, absl::StrCat("KD cache done: ", total, " sequences of ", o_.max_length, " tokens in ",
+                                              o_.output_dir, " (", dist.world_size(), " ranks)"));
+  reporter_.Artifact(o_.output_dir, "kd_cache");
+  return absl::OkStatus();
+}
+
+// Computes shard `id` from the stream (at `stream_pos`, moved on) and writes it whole. Returns
+// false when it is not whole: the data ran out (exhausted_, stream_pos = the data's length; the
+// partial shard is written, as a single process writes it) or a cancel came (nothing written).
+absl::StatusOr<bool> KdCacheRunner::WriteShard(int64_t id, int64_t& stream_pos) {
+  const int64_t begin = id * o_.shard_size, end = std::min(o_.num_sequences, begin + o_.shard_size);
+  QATD_ASSIGN_OR_RETURN(const int64_t skipped, stream_->Skip(begin - stream_pos));
+  stream_pos += skipped;
+  if (stream_pos < begin) {
+    exhausted_ = true;
+    return false;
+  }
+  kd::KdCacheWriter::Options wo;
+  wo.dir = o_.output_dir;
+  wo.layout = {o_.max_length, o_.topk, o_.rand_neg, o_.shard_size};
+  wo.write_progress = false;
+  if (o_.after_durable) {
+    wo.on_durable = [this](int64_t) {
+      // The hook counts this rank's shards, as it counts a single process's.
+      absl::Status hooked = o_.after_durable(++rank_shards_durable_);
+      if (hooked.ok() || crashed_.load()) return;
+      std::lock_guard<std::mutex> lock(crash_mu_);
+      crash_status_ = hooked;
+      crashed_.store(true);
+    };
+  }
+  QATD_ASSIGN_OR_RETURN(writer_, kd::KdCacheWriter::Open(wo, {begin, id, false}));
+  std::vector<int32_t> ids(static_cast<size_t>(o_.batch_size * o_.max_length));
+  int64_t pos = begin;
+  while (pos < end && !cancel_.cancelled() && !exhausted_) {
+    const int64_t want = std::min(o_.batch_size, end - pos);
+    int64_t got = 0;
+    while (got < want) {
+      QATD_ASSIGN_OR_RETURN(const bool more, stream_->Next(ids.data() + got * o_.max_length));
+      if (!more) {
+        exhausted_ = true;
+        break;
+      }
+      ++got;
+    }
+    if (got > 0) {
+      QATD_ASSIGN_OR_RETURN(auto done, teacher_->Submit(ids.data(), got, pos));
+      QATD_RETURN_IF_ERROR(Consume(done));
+      pos += got;
+    }
+  }
+  QATD_ASSIGN_OR_RETURN(auto last, teacher_->Drain());
+  QATD_RETURN_IF_ERROR(Consume(last));
+  stream_pos = pos;
+  if (pos < end && !exhausted_) {
+    writer_.reset();  // cancelled: the partial shard is dropped, a continuation recomputes it
+    return false;
+  }
+  QATD_RETURN_IF_ERROR(writer_->Finish());
+  writer_.reset();  // joins the writer thread: the hook has run
+  return pos == end;
 }
 
 absl::Status RunKdCache(const KdCacheOptions& o, Reporter& reporter, CancelToken& cancel) {

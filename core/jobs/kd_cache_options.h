@@ -16,6 +16,10 @@
 #include "qatd/v1/specs.pb.h"
 #include "qatd/v1/worker.pb.h"
 
+namespace qatd::train {
+class DistGroup;
+}
+
 namespace qatd::jobs {
 
 struct KdCacheOptions {
@@ -58,6 +62,10 @@ struct KdCacheOptions {
   // one is; a non-OK status stops the job as if the process had been killed (nothing more is
   // flushed) and is returned.
   DurableHook after_durable;
+
+  // Data parallel (kd_cache_job.h): this rank's group, not owned; null or a world of one = one
+  // process writes every shard. Set by the worker (worker/data_parallel.h), not by FromProto.
+  train::DistGroup* dist = nullptr;
 
   // INVALID_ARGUMENT naming the field and the allowed values for the first bad field.
   // The spec's fields over these defaults. `task` (null at submit time) places the job:

@@ -1,5 +1,9 @@
 #include "core/kd/cache_writer.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 
@@ -17,6 +21,17 @@ void AppendRows(std::vector<T>& dst, const T* src, int64_t n, int64_t per_row) {
 
 std::string ShardPath(const std::string& dir, int64_t shard_id) {
   return (std::filesystem::path(dir) / ShardFileName(shard_id)).string();
+}
+
+// Makes the renames into `dir` durable.
+absl::Status FsyncDir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return absl::InternalError(absl::StrCat("cannot open ", dir, ": ", std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  const int saved = errno;
+  ::close(fd);
+  if (rc != 0) return absl::InternalError(absl::StrCat("fsync ", dir, ": ", std::strerror(saved)));
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -184,6 +199,7 @@ absl::Status KdCacheWriter::Flush() {
 
 absl::Status KdCacheWriter::Finish() {
   QATD_RETURN_IF_ERROR(Flush());
+  if (!options_.write_progress) return absl::OkStatus();
   const int64_t shard_count = current_->shard_id + (current_->rows > 0 ? 1 : 0);
   KdProgress done{n_appended_, shard_count, true};
   absl::Status s = WriteJsonFileAtomic((std::filesystem::path(options_.dir) / "progress.json").string(), done.ToJson());
@@ -213,6 +229,7 @@ absl::Status KdCacheWriter::WriteJob(const Job& job) {
   }
   QATD_RETURN_IF_ERROR(model::WriteSafetensors(ShardPath(options_.dir, s.shard_id), tensors,
                                                {{"format", std::string(kKdCacheFormat)}}));
+  if (!options_.write_progress) return FsyncDir(options_.dir);
   // WriteJsonFileAtomic fsyncs the directory, which also makes the shard's rename durable.
   return WriteJsonFileAtomic((std::filesystem::path(options_.dir) / "progress.json").string(), job.progress.ToJson());
 }

@@ -57,6 +57,10 @@ class KdCacheWriter {
     // Called on the writer thread after each shard and its progress.json are durable
     // (shards durable so far). Test seam for crash simulation; may be empty.
     std::function<void(int64_t shards_durable)> on_durable;
+    // false: no progress.json at all (a data-parallel rank writing some of the shards: a shard
+    // file with all its rows is the record that it is done, kd_cache_job.cc); the directory is
+    // fsynced after each shard instead.
+    bool write_progress = true;
   };
 
   // Starts at `start` (a fresh cache: {0, 0}; a resume: the progress.json read back). When
@@ -77,7 +81,7 @@ class KdCacheWriter {
   // queued shard is durable. The rows stay in memory: further Appends continue the shard.
   absl::Status Flush();
   // Flush, then marks progress.json done.
-  absl::Status Finish();
+  absl::Status Finish();  // (without write_progress: Flush)
 
   int64_t n_appended() const { return n_appended_; }
   // Sequences / shards durable on disk (progress.json says so).
