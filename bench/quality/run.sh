@@ -37,7 +37,7 @@ Q2P_FLAGS=${Q2P_FLAGS:---preset Q4_A4}
 TAG=${TAG:-}
 mkdir -p "$OUT" "$WORK"
 RESULTS=$OUT/quality.json
-LOG=$OUT/quality-logs
+LOG=${LOGS:-$OUT/quality-logs}
 mkdir -p "$LOG"
 if [[ -z ${QUALITY:-} ]]; then
   if [[ -f /work/shared/quality/make_bench.sh ]]; then QUALITY=/work/shared/quality; else QUALITY=$ROOT/bench/quality/.shared/quality; fi
