@@ -126,6 +126,13 @@ class QatCommand : public SpecCommand {
       V1Only("--lut-include-zero");
       v1q()->set_lut_include_zero(v);
     });
+    f.Value<std::string>("--lut-init",
+                         "V1: how each layer's LUT starts: uniform (the reference's grid) or kmeans (fitted to the "
+                         "layer's own weights; lowers the 2-bit round-to-nearest error)",
+                         [this, v1q](const std::string& v) {
+                           V1Only("--lut-init");
+                           v1q()->set_lut_init(v);
+                         });
     f.Flag("--quantize-lm-head", "V1: also quantize lm_head", [this, v1q](bool v) {
       V1Only("--quantize-lm-head");
       v1q()->set_quantize_lm_head(v);

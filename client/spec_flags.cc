@@ -90,6 +90,10 @@ void AddQuantFlags(SpecFlags& flags, std::function<v1::QuantSettings*()> target)
                    [target](const int& v) { target()->set_scale_rank(v); });
   flags.Flag("--lut-include-zero", "Put an exact 0 into the LUT",
              [target](bool v) { target()->set_lut_include_zero(v); });
+  flags.Value<std::string>("--lut-init",
+                           "How each layer's LUT starts: uniform (the reference's grid) or kmeans (fitted to the "
+                           "layer's own weights; lowers the 2-bit round-to-nearest error)",
+                           [target](const std::string& v) { target()->set_lut_init(v); });
   flags.Flag("--quantize-attn", "Also quantize the attention projections (off in the seed scripts)",
              [target](bool v) { target()->set_quantize_attn(v); });
   flags.Value<int>("--attn-lut-size", "Attention LUT entries (default: --lut-size)",

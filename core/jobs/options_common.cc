@@ -82,6 +82,11 @@ absl::StatusOr<quant::QuantConfig> QuantFromProto(const v1::QuantSettings& q, qu
   if (q.attn_group_size() != 0) base.attn_group_size = q.attn_group_size();
   if (q.has_attn_scale_rank()) base.attn_scale_rank = q.attn_scale_rank();
   if (q.quantize_lm_head()) base.quantize_lm_head = true;
+  if (!q.lut_init().empty()) {
+    absl::StatusOr<quant::LutInit> init = quant::ParseLutInit(q.lut_init());
+    if (!init.ok()) return absl::InvalidArgumentError(absl::StrCat("quant.", init.status().message()));
+    base.lut_init = *init;
+  }
   absl::Status valid = base.Validate();
   if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat("quant.", valid.message()));
   return base;

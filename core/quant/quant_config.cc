@@ -269,7 +269,16 @@ absl::Status LayerQuantSpecV2::ValidateForShape(int64_t out_features, int64_t in
 LayerQuantSpec QuantConfig::ForKind(LinearKind kind) const {
   LayerQuantSpec s;
   ResolveKind(*this, kind, &s);
+  s.lut_init = lut_init;
   return s;
+}
+
+std::string_view LutInitName(LutInit init) { return init == LutInit::kKMeans ? "kmeans" : "uniform"; }
+
+absl::StatusOr<LutInit> ParseLutInit(std::string_view name) {
+  if (name == "uniform") return LutInit::kUniform;
+  if (name == "kmeans") return LutInit::kKMeans;
+  return absl::InvalidArgumentError(absl::StrCat("lut_init must be 'uniform' or 'kmeans', got '", std::string(name), "'"));
 }
 
 absl::Status QuantConfig::Validate() const {
@@ -350,6 +359,7 @@ nlohmann::json ToJson(const QuantConfig& config) {
   json j = json::object();
   j["version"] = "v1";
   WriteCommon(config, &j);
+  if (config.lut_init != LutInit::kUniform) j["lut_init"] = std::string(LutInitName(config.lut_init));
   return j;
 }
 
@@ -383,6 +393,12 @@ absl::StatusOr<QuantConfig> QuantConfigFromJson(const nlohmann::json& j) {
   QuantConfig c;
   auto readers = CommonReaders(&c);
   readers["version"] = VersionReader("v1");
+  readers["lut_init"] = [&c](const json& v, const std::string& k) -> absl::Status {
+    absl::StatusOr<LutInit> init = ParseLutInit(v.is_string() ? v.get<std::string>() : "");
+    if (!init.ok()) return TypeError(k, "\"uniform\" or \"kmeans\"");
+    c.lut_init = *init;
+    return absl::OkStatus();
+  };
   QATD_RETURN_IF_ERROR(ReadFields(j, readers));
   QATD_RETURN_IF_ERROR(c.Validate());
   return c;

@@ -34,12 +34,19 @@ struct GroupPadding {
 // group_size must be >= 1 (validated by the specs below).
 GroupPadding ComputeGroupPadding(int64_t in_features, int64_t group_size);
 
+// How a V1 layer's LUT starts (issue #18, lut_fit.h): the pinned uniform grid (the reference),
+// or the weighted 1-D k-means of the layer's own W / S.
+enum class LutInit { kUniform, kKMeans };
+std::string_view LutInitName(LutInit init);  // "uniform" | "kmeans"
+absl::StatusOr<LutInit> ParseLutInit(std::string_view name);
+
 // Per-layer V1 settings.
 struct LayerQuantSpec {
   int lut_size = 16;         // LUT entries, power of two in [2, 256]
   int group_size = 128;      // block length along `in` for the scale init (>= 1)
   int scale_rank = 4;        // rank of A@B; 0 (or >= min(out, padded_in)) = full per-weight scales
   bool lut_include_zero = false;
+  LutInit lut_init = LutInit::kUniform;  // applied by QuantizeLinears, not by the layer itself
 
   // Field ranges only. INVALID_ARGUMENT names the field and range.
   absl::Status Validate() const;
@@ -82,6 +89,7 @@ struct QuantConfig {
   int attn_group_size = 0;
   int attn_scale_rank = -1;
   bool quantize_lm_head = false;  // lm_head uses the MLP settings
+  LutInit lut_init = LutInit::kUniform;  // JSON "lut_init", written only when not uniform
 
   // The spec for one projection family (overrides resolved).
   LayerQuantSpec ForKind(LinearKind kind) const;

@@ -6,6 +6,7 @@
 #include "core/model/qwen3_model.h"
 #include "core/quant/convert.h"
 #include "core/quant/export.h"
+#include "core/quant/lut_fit.h"
 #include "core/quant/quant_linear_v1.h"
 #include "core/quant/quant_linear_v2.h"
 
@@ -134,7 +135,12 @@ absl::StatusOr<QuantizeReport> QuantizeLinears(LinearRegistry& model, const Quan
                              LinearKind kind) -> absl::StatusOr<std::shared_ptr<model::LinearLayer>> {
                            // lm_head uses the MLP settings (spec §1).
                            LinearKind k = kind == LinearKind::kAttention ? kind : LinearKind::kMlp;
-                           QATD_ASSIGN_OR_RETURN(auto layer, QuantLinearV1::Create(w, b, config.ForKind(k)));
+                           const LayerQuantSpec spec = config.ForKind(k);
+                           QATD_ASSIGN_OR_RETURN(auto layer, QuantLinearV1::Create(w, b, spec));
+                           if (spec.lut_init == LutInit::kKMeans) {
+                             QATD_ASSIGN_OR_RETURN(LutFit fit, FitLayerLut(*layer));
+                             (void)fit;
+                           }
                            return std::shared_ptr<model::LinearLayer>(layer);
                          });
 }

@@ -188,7 +188,10 @@ absl::StatusOr<Student> LoadStudent(const StudentOptions& options) {
     return s;
   }
   if (s.version == 1) {
-    QATD_RETURN_IF_ERROR(quant::QuantizeLinears(*s.registry, s.quant_v1).status());
+    // A loaded state brings its own LUTs: fitting fresh ones (lut_init kmeans) would be wasted.
+    quant::QuantConfig fresh = s.quant_v1;
+    if (have_state || !seed_file.empty()) fresh.lut_init = quant::LutInit::kUniform;
+    QATD_RETURN_IF_ERROR(quant::QuantizeLinears(*s.registry, fresh).status());
   } else {
     // A V2 checkpoint carries its frozen indices; a fresh or seed init freezes them here.
     QATD_RETURN_IF_ERROR(quant::QuantizeLinearsV2(*s.registry, s.quant_v2, /*freeze_q=*/false).status());
