@@ -41,6 +41,8 @@
 #include "server/scheduler.h"
 #include "server/version.h"
 #include "server/worker_channel.h"
+#include "server/command_runner.h"
+#include "server/slurm_launcher.h"
 #include "server/worker_launcher.h"
 #include "spdlog/spdlog.h"
 #include "storage/job_store.h"
@@ -298,7 +300,21 @@ int RunDaemon(const DaemonOptions& options) {
   DiskReserve reserve(data_dir + "/reserve.bin", options.disk_reserve_mib << 20);
   scheduler_options.reserve = &reserve;
   scheduler_options.data_dir = data_dir;
-  ExecWorkerLauncher launcher(launcher_options);
+  ExecWorkerLauncher exec_launcher(launcher_options);
+  ExecCommandRunner slurm_runner;
+  SlurmOptions slurm_options;
+  slurm_options.worker_binary = *worker_binary;
+  slurm_options.partition = options.slurm_partition;
+  slurm_options.account = options.slurm_account;
+  slurm_options.extra_args = options.slurm_extra;
+  slurm_options.cpus_per_task = options.slurm_cpus_per_task;
+  slurm_options.daemon_ca_file = options.tls_cert;
+  slurm_options.channel = &worker_channel;
+  slurm_options.runner = &slurm_runner;
+  SlurmWorkerLauncher slurm_launcher(slurm_options);
+  const bool slurm = options.executor == "slurm";
+  if (slurm) spdlog::info("executor: Slurm (partition {})", options.slurm_partition);
+  WorkerLauncher& launcher = slurm ? static_cast<WorkerLauncher&>(slurm_launcher) : exec_launcher;
   Scheduler scheduler(scheduler_options, &journal, &devices, &launcher, &metrics);
 
   RetentionOptions retention_options;
@@ -341,7 +357,9 @@ int RunDaemon(const DaemonOptions& options) {
     return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen, WhyNoBind(options.listen))));
   }
   // Workers reach the daemon on the port it bound (the gRPC transport); jobs start only now.
-  launcher.set_daemon_address(WorkerAddress(options.listen, grpc_port));
+  exec_launcher.set_daemon_address(WorkerAddress(options.listen, grpc_port));
+  slurm_launcher.set_daemon_address(options.slurm_daemon_address.empty() ? WorkerAddress(options.listen, grpc_port)
+                                                                          : options.slurm_daemon_address);
   if (absl::Status started = scheduler.Start(); !started.ok()) {
     server->Shutdown();
     return Fail(started);

@@ -99,8 +99,33 @@ CommandLine ParseCommandLine(int argc, char** argv) {
                  "(30s, 10m, 2h; 'never'). E.g. --session-idle-timeout 30m")
       ->capture_default_str();
 
+  app.add_option("--executor", d.executor,
+                 "Where jobs run: local (child processes) or slurm (sbatch/srun; needs --worker-transport grpc)")
+      ->check(CLI::IsMember({"local", "slurm"}))
+      ->capture_default_str();
+  app.add_option("--slurm-partition", d.slurm_partition, "Slurm partition of every job (--executor slurm)");
+  app.add_option("--slurm-account", d.slurm_account, "Slurm account to charge (default: the user's)");
+  app.add_option("--slurm-extra", d.slurm_extra,
+                 "One more sbatch option, e.g. --slurm-extra=--gpus-per-node=8 (repeatable)")
+      ->allow_extra_args(false);
+  app.add_option("--slurm-cpus-per-task", d.slurm_cpus_per_task, "CPUs per Slurm task (each rank)")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--slurm-daemon-address", d.slurm_daemon_address,
+                 "HOST:PORT the Slurm tasks dial to reach this daemon (default: the bound --listen address)");
+
   try {
     app.parse(argc, argv);
+    if (d.executor == "slurm" && d.worker_transport != "grpc") {
+      throw CLI::ValidationError("--executor", "slurm needs --worker-transport grpc (tasks on other nodes report over "
+                                               "the network), got --worker-transport " + d.worker_transport);
+    }
+    if (d.executor == "slurm" && d.slurm_partition.empty()) {
+      throw CLI::ValidationError("--slurm-partition", "is required with --executor slurm");
+    }
+    if (d.executor != "slurm" && (!d.slurm_partition.empty() || !d.slurm_account.empty() || !d.slurm_extra.empty())) {
+      throw CLI::ValidationError("--slurm-partition", "--slurm-* options need --executor slurm");
+    }
     if (session_idle_timeout == "never") {
       d.session_idle_timeout_ms = 0;
     } else {

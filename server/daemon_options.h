@@ -52,6 +52,15 @@ struct DaemonOptions {
   // A chat session (`qat infer --interactive`) with no input this long ends (CANCELLED), so a
   // stalled client cannot hold a device forever; 0 = never (--session-idle-timeout).
   int64_t session_idle_timeout_ms = 10 * 60 * 1000;
+  // Where jobs run (the executor, server/slurm_launcher.h): "local" (child processes) or
+  // "slurm" (one batch job per attempt; needs --worker-transport grpc and a partition).
+  std::string executor = "local";
+  std::string slurm_partition;
+  std::string slurm_account;
+  std::vector<std::string> slurm_extra;  // more sbatch options, one per --slurm-extra
+  int slurm_cpus_per_task = 1;
+  // HOST:PORT the Slurm tasks dial to reach the daemon; "" = the bound --listen address.
+  std::string slurm_daemon_address;
 };
 
 struct CommandLine {

@@ -227,6 +227,7 @@ absl::StatusOr<std::optional<v1::WorkerEvent>> WorkerProcess::NextEvent() {
 }
 
 std::string WorkerExit::Describe() const {
+  if (!detail.empty()) return detail;
   if (!signaled) return absl::StrCat("exited with code ", exit_code);
   const char* abbrev = ::sigabbrev_np(signal);
   std::string out = absl::StrCat("killed by signal ", abbrev != nullptr ? absl::StrCat("SIG", abbrev) : "unknown",

@@ -10,7 +10,8 @@
 // (oom_score_adj 500, or the daemon's own if higher) and may carry a memory limit
 // (RLIMIT_DATA, worker/memory_limit.h).
 //
-// WorkerLauncher is an interface so scheduler tests can run fake workers.
+// WorkerLauncher is the executor interface: local processes (ExecWorkerLauncher, here), Slurm
+// (server/slurm_launcher.h), and fake workers in the scheduler tests.
 
 #include <sys/types.h>
 
@@ -32,6 +33,9 @@ struct WorkerExit {
   // The worker's memory limit (0 = none), set when it died of a SIGKILL or SIGABRT the daemon
   // did not send: what the kernel's OOM killer or an uncaught std::bad_alloc ends it with.
   uint64_t memory_limit_bytes = 0;
+  // What an executor other than local processes knows better (the Slurm executor: "Slurm job 7:
+  // task 1 on node n2 exited 137"); when set, Describe() returns it.
+  std::string detail;
   bool clean() const { return !signaled && exit_code == 0; }
   // "exited with code 3" / "killed by signal SIGKILL (9)" / "killed by signal SIGKILL (9) (the
   // worker memory limit is 16 GiB)".

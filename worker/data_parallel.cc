@@ -115,6 +115,8 @@ void OnPeerSignal(int) {
 
 }  // namespace
 
+void UseGroupInThisProcess(train::DistGroup* group) { g_peer_group = group; }
+
 int WorldSizeOf(const v1::WorkerTask& task) {
   if (jobs::JobKindOf(task.spec()) != v1::JOB_KIND_QAT) return 1;
   const int asked = task.spec().resources().has_device_count() ? task.spec().resources().device_count() : 1;
@@ -231,6 +233,7 @@ int RunPeerRank(const PeerRankArgs& args, const JobRegistry& registry) {
   options.world_size = args.world;
   options.store_host = args.store_host;
   options.store_port = args.store_port;
+  options.gloo_hostname = args.gloo_hostname;
   options.timeout = DistTimeout();
   absl::Status status;
   absl::StatusOr<std::unique_ptr<train::DistGroup>> group = train::DistGroup::Create(options);

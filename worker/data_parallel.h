@@ -50,7 +50,12 @@ struct PeerRankArgs {
   std::string store_host = "127.0.0.1";
   int store_port = 0;
   std::string task_file;
+  std::string gloo_hostname = "127.0.0.1";  // this rank's address as the others reach it
 };
+
+// Makes RunDataParallel use `group` (not owned; nullptr to stop): a Slurm task's rank 0, whose
+// peers Slurm started (worker/slurm_task.h).
+void UseGroupInThisProcess(train::DistGroup* group);
 
 // `qatd-worker rank R ...`: joins rank 0's group and runs the task's job function as rank R,
 // logging on stderr (the job's worker.log). Exit code 0 when the job ended well on this rank,

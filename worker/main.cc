@@ -6,6 +6,8 @@
 //                                                                   a worker on any host
 //   qatd-worker rank R --world N --store-port P --task-file F       rank R of a data-parallel
 //                                                                   job (rank 0 starts it)
+//   qatd-worker slurm-task --job-id ID --kind KIND --task-file F --daemon HOST:PORT
+//              --rendezvous-dir D                                   one srun task (slurm_task.h)
 // ID and KIND are there so that `ps` shows which job a worker runs; the task file decides.
 // With --daemon the job's events go over the WorkerChannel gRPC service, authenticated by the
 // per-job secret in $QATD_JOB_SECRET. Exit codes: worker/run_worker.h.
@@ -18,6 +20,7 @@
 #include "worker/data_parallel.h"
 #include "worker/job_registry.h"
 #include "worker/run_worker.h"
+#include "worker/slurm_task.h"
 
 int main(int argc, char** argv) {
   qatd::cuda::SetAllocatorDefaults();  // before any CUDA allocation
@@ -46,6 +49,19 @@ int main(int argc, char** argv) {
   rank->add_option("--store-host", peer.store_host, "Rank 0's c10d TCPStore host")->capture_default_str();
   rank->add_option("--store-port", peer.store_port, "Rank 0's c10d TCPStore port")->required();
   rank->add_option("--task-file", peer.task_file, "Serialized qatd.v1.WorkerTask")->required();
+  qatd::worker::SlurmTaskArgs slurm;
+  CLI::App* task = app.add_subcommand("slurm-task", "One task of a job qatd submitted to Slurm (rank from SLURM_PROCID)");
+  task->add_option("--job-id", slurm.worker.job_id, "Job id (shown by ps; must match the task)")->required();
+  task->add_option("--kind", kind, "Job kind (shown by ps)");
+  task->add_option("--task-file", slurm.worker.task_file, "Serialized qatd.v1.WorkerTask (shared file system)")->required();
+  task->add_option("--daemon", slurm.worker.daemon_address, "HOST:PORT of the daemon's WorkerChannel (rank 0 reports)")
+      ->required();
+  task->add_option("--daemon-ca", slurm.worker.daemon_ca_file, "PEM roots to verify a TLS daemon");
+  task->add_option("--daemon-timeout-seconds", slurm.worker.daemon_timeout_seconds,
+                   "Stop the job when the daemon is unreachable this long")
+      ->capture_default_str();
+  task->add_option("--rendezvous-dir", slurm.rendezvous_dir, "Shared folder where rank 0 publishes its store")
+      ->required();
   app.require_subcommand(1);
   CLI11_PARSE(app, argc, argv);
 
@@ -54,5 +70,6 @@ int main(int argc, char** argv) {
   qatd::worker::RegisterCoreJobs(registry);
   qatd::worker::RegisterGenerateSession(registry);
   if (rank->parsed()) return qatd::worker::RunPeerRank(peer, registry);
+  if (task->parsed()) return qatd::worker::RunSlurmTask(slurm, registry);
   return qatd::worker::RunWorker(args, registry);
 }
