@@ -15,9 +15,9 @@
 //
 // Deliberate difference from torch.save: the top-level container is a plain dict, not a
 // collections.OrderedDict. Python's torch.load returns a dict (insertion-ordered) that
-// load_state_dict takes the same way, but LibTorch 1.13's unpickler (torch::jit::pickle_load,
-// which qatd reads seed files with) turns an OrderedDict into None; a plain dict reads back in
-// LibTorch 1.13 and 2.x alike.
+// load_state_dict takes the same way, but LibTorch's unpickler (torch::jit::pickle_load) turns
+// an OrderedDict into None; a plain dict reads back in LibTorch 1.13 and 2.x alike. (qatd reads
+// seed files with its own reader, torch_state_dict.h, which takes both.)
 //
 // Supported dtypes: float32, float64, float16, bfloat16, uint8, int8, int16, int32, int64,
 // bool. Tensors may live on any device and be non-contiguous views (they are copied to

@@ -247,6 +247,30 @@ def make_model_config():
     write("model_config", "transformers5.json", json.dumps(c))
 
 
+# --- torch_pickle: data.pkl of torch.save files ----------------------------------------------
+
+def make_torch_pickle():
+    import zipfile
+    def pickle_of(path):
+        with zipfile.ZipFile(path) as z:
+            return z.read([n for n in z.namelist() if n.endswith("/data.pkl")][0])
+    fixtures = os.path.join(ROOT, "tests", "data", "torch_pt")
+    for name in sorted(os.listdir(fixtures)):
+        if name.endswith(".pt"):
+            write("torch_pickle", name[:-3] + ".pkl", pickle_of(os.path.join(fixtures, name)))
+    write("torch_pickle", "reference_kd_shard.pkl", pickle_of(os.path.join(GOLDEN, "kd_cache_sample", "shard_00000.pt")))
+    write("torch_pickle", "os_system.pkl", b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00echo\x85R.")
+
+
+TORCH_PICKLE_WORDS = ["\x80\x02", "\x80\x04\x95", "ccollections\nOrderedDict\n", "ctorch._utils\n_rebuild_tensor_v2\n",
+                      "ctorch._utils\n_rebuild_parameter\n", "ctorch\nFloatStorage\n", "ctorch\nHalfStorage\n",
+                      "ctorch\nBFloat16Storage\n", "ctorch\nLongStorage\n", "ctorch\nBoolStorage\n",
+                      "X\x07\x00\x00\x00storage", "X\x03\x00\x00\x00cpu", "X\x10\x00\x00\x00model_state_dict",
+                      "X\x09\x00\x00\x00_metadata", "\x8c\x05torch", "\x93", "\x94", "q\x00", "h\x00",
+                      "r\x00\x00\x00\x00", "j\x00\x00\x00\x00", "J\xff\xff\xff\xff", "\x8a\x08", "G", "Q", "R",
+                      "b", "s", "u", "t", "(", ")", "}", "]", "a", "e", "N", "\x85", "\x86", "\x87", "\x88", "\x89", "."]
+
+
 # --- dictionaries (libFuzzer -dict): the words of each format ------------------------------
 
 JSON_WORDS = ["{", "}", "[", "]", ":", ",", '""', "null", "true", "false", "-1", "0", "1e999", "-0.0",
@@ -310,6 +334,7 @@ def make_dicts():
         words += re.findall(r"^\s+(?:optional |repeated )?[\w.]+ (\w+) = \d+;", text, re.M)
         words += re.findall(r"^\s+([A-Z][A-Z0-9_]+) = \d+;", text, re.M)
     write_dict("pipeline_spec", words)
+    write_dict("torch_pickle", TORCH_PICKLE_WORDS)
     write_dict("worker_frames", ["\x00\x00\x00\x00", "\xff\xff\xff\xff", "\x00\x00\x00\x04",
                                  "\x08\x01", "\x0a\x00", "\x12\x00", "\x1a\x00", "\x22\x00", "\x2a\x00",
                                  "\x32\x00"])
@@ -318,7 +343,7 @@ def make_dicts():
 def main():
     targets = {"safetensors": make_safetensors, "tokenizer": make_tokenizer, "kd_cache": make_kd_cache,
                "pipeline_spec": make_pipeline_spec, "worker_frames": make_worker_frames,
-               "model_config": make_model_config}
+               "model_config": make_model_config, "torch_pickle": make_torch_pickle}
     for target, make in targets.items():
         shutil.rmtree(os.path.join(CORPUS, target), ignore_errors=True)
         os.makedirs(os.path.join(CORPUS, target))
