@@ -15,7 +15,7 @@
 #   RECIPES (default "q4 q2v1 q2prog"), STEPS_SCALE (overrides short/full), EXTRA (flags for every
 #   recipe), Q4_FLAGS / Q2V1_FLAGS / Q2P_FLAGS (each recipe's quantization and method flags),
 #   TAG (a label per recipe run, for method variants), EVAL_DTYPE (qat eval --dtype; default auto),
-#   SHA (the source's git sha, when ROOT is an export without .git).
+#   SHA (the source's git sha, when ROOT is an export without .git), LOGS (default $WORK/quality-logs).
 # CPU plumbing check without a GPU or torch: TEACHER=<HF folder> REF_TRAIN=<.pt cache> REF_EVAL=<.pt cache>
 #   skip make_bench.sh and use those (see README.md).
 set -euo pipefail
@@ -37,7 +37,7 @@ Q2P_FLAGS=${Q2P_FLAGS:---preset Q4_A4}
 TAG=${TAG:-}
 mkdir -p "$OUT" "$WORK"
 RESULTS=$OUT/quality.json
-LOG=${LOGS:-$OUT/quality-logs}
+LOG=${LOGS:-$WORK/quality-logs}  # per-job logs; each recipe's `--wait` log is also copied to OUT
 mkdir -p "$LOG"
 if [[ -z ${QUALITY:-} ]]; then
   if [[ -f /work/shared/quality/make_bench.sh ]]; then QUALITY=/work/shared/quality; else QUALITY=$ROOT/bench/quality/.shared/quality; fi
@@ -80,7 +80,7 @@ if [[ ! -f $CACHE/meta.json ]]; then
   ALL=$WORK/ref-all
   rm -rf "$ALL" && mkdir -p "$ALL"
   i=0
-  for f in $(ls "$REF_TRAIN"/shard_*.pt | sort) $(ls "$REF_EVAL"/shard_*.pt | sort); do
+  for f in "$REF_TRAIN"/shard_*.pt "$REF_EVAL"/shard_*.pt; do  # globs expand sorted
     ln -s "$(readlink -f "$f")" "$ALL/$(printf 'shard_%05d.pt' $i)"; i=$((i + 1))
   done
   n=$(( $(jq -r '.num_sequences' "$REF_TRAIN/meta.json") + EVAL_N ))
@@ -110,6 +110,7 @@ GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 ||
 # qat eval of one checkpoint on the held-out split: prints {kd, top1, ppl}
 score() {  # checkpoint [--v2]
   local log=$LOG/eval-$RANDOM.log id
+  # shellcheck disable=SC2086  # $2 is empty or --v2
   "$QAT" eval --model "$TEACHER" ${1:+--checkpoint "$1"} --kd-cache "$CACHE" --eval-samples "$EVAL_N" \
     --dtype "${EVAL_DTYPE:-auto}" ${2:-} --wait >"$log" 2>&1 || { tail -5 "$log" >&2; echo null; return; }
   id=$(sed -n 's/^submitted job \([0-9]*\).*/\1/p' "$log" | head -1)
@@ -132,6 +133,7 @@ run_recipe() {  # name pipeline flags...
   "$QAT" pipeline run "$pipe" --model "$TEACHER" --kd-cache "$CACHE" --eval-samples "$EVAL_N" --steps-scale "$SCALE" \
     --name "$label" --max-new-tokens 32 "$@" ${EXTRA:-} --wait >"$log" 2>&1 || { tail -30 "$log" >&2; }
   local total=$(( $(date +%s) - start ))
+  cp "$log" "$OUT/" 2>/dev/null || true
   id=$(sed -n 's/^submitted pipeline \([0-9]*\).*/\1/p' "$log" | head -1)
   [[ -n $id ]] || { echo "recipe $label: not submitted" >&2; tail -20 "$log" >&2; return; }
   P=$("$QAT" --json pipeline status "$id")
