@@ -1,15 +1,12 @@
 #include "core/train/seed_state.h"
 
-#include <torch/csrc/jit/serialization/pickle.h>
-
 #include <filesystem>
-#include <fstream>
 #include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/common/status_macros.h"
-#include "core/common/torch_status.h"
+#include "core/model/torch_state_dict.h"
 #include "core/quant/quantize_model.h"
 
 namespace qatd::train {
@@ -40,26 +37,11 @@ absl::StatusOr<std::string> SeedStateFilePath(const std::string& checkpoint) {
 }
 
 absl::StatusOr<quant::TensorMap> ReadSeedStateDict(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return absl::NotFoundError(absl::StrCat("read error on ", path));
+  // The safe reader (torch_state_dict.h): Python's torch.save(model.state_dict()) pickles an
+  // OrderedDict, which LibTorch's pickle_load turns into None.
+  QATD_ASSIGN_OR_RETURN(model::NamedTensors tensors, model::ReadTorchStateDict(path));
   quant::TensorMap out;
-  QATD_RETURN_IF_ERROR(CatchTorch("unpickle", [&]() -> absl::Status {
-    c10::IValue value = torch::jit::pickle_load(bytes);
-    if (!value.isGenericDict()) return absl::InvalidArgumentError(absl::StrCat(path, " is not a dict of tensors"));
-    // convert_v1_to_v2.py saves {"model_state_dict": {...}, "config": {...}} (spec §5).
-    for (const auto& item : value.toGenericDict()) {
-      if (item.key().isString() && item.key().toStringRef() == "model_state_dict" && item.value().isGenericDict()) {
-        value = item.value();
-        break;
-      }
-    }
-    for (const auto& item : value.toGenericDict()) {
-      if (item.key().isString() && item.value().isTensor()) out[item.key().toStringRef()] = item.value().toTensor();
-    }
-    return absl::OkStatus();
-  }));
+  for (auto& [name, tensor] : tensors) out[name] = std::move(tensor);
   return out;
 }
 

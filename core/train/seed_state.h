@@ -24,10 +24,11 @@ namespace qatd::train {
 // best_state_dict.pt inside a directory (spec §9.2 --init-state). NOT_FOUND otherwise.
 absl::StatusOr<std::string> SeedStateFilePath(const std::string& checkpoint);
 
-// Reads a pickled state_dict (torch.save of a dict of tensors, read with LibTorch's
-// pickle_load); a dict {"model_state_dict": {...}} (convert_v1_to_v2.py's output, spec §5) is
-// unwrapped; values that are not tensors are skipped. NOT_FOUND (unreadable file),
-// INVALID_ARGUMENT (not a dict).
+// Reads a pickled state_dict (torch.save of a dict or OrderedDict of tensors, read with
+// model::ReadTorchStateDict, the safe reader); a dict {"model_state_dict": {...}}
+// (convert_v1_to_v2.py's output, spec §5) is unwrapped; values that are not tensors are
+// skipped. NOT_FOUND (unreadable file), INVALID_ARGUMENT (not a dict, a malformed file or a
+// refused pickle global, naming the file), see torch_state_dict.h.
 absl::StatusOr<quant::TensorMap> ReadSeedStateDict(const std::string& path);
 
 // True when `state` holds V2 layers: a "<linear>.rank_magnitude" for a quantizable linear

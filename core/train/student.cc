@@ -1,11 +1,9 @@
 #include "core/train/student.h"
 
-#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/cuda.h>
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -71,22 +69,6 @@ absl::StatusOr<std::string> SeedStateFile(const std::string& path) {
                                           "seed file/directory (model_state_dict.pt or best_state_dict.pt)"));
 }
 
-absl::StatusOr<quant::TensorMap> ReadPickledStateDict(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (!in.good() && !in.eof()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  quant::TensorMap out;
-  QATD_RETURN_IF_ERROR(CatchTorch("unpickle", [&]() -> absl::Status {
-    const c10::IValue value = torch::jit::pickle_load(bytes);
-    if (!value.isGenericDict()) return absl::InvalidArgumentError(absl::StrCat(path, " is not a dict of tensors"));
-    for (const auto& item : value.toGenericDict()) {
-      if (item.key().isString() && item.value().isTensor()) out[item.key().toStringRef()] = item.value().toTensor();
-    }
-    return absl::OkStatus();
-  }));
-  return out;
-}
-
 std::string SnapModeName(quant::SnapMode mode) {
   switch (mode) {
     case quant::SnapMode::kLut: return "lut";
@@ -99,7 +81,7 @@ std::string SnapModeName(quant::SnapMode mode) {
 // replace the layer's current state; keys the seed never writes (our _snapped_mode, a V2
 // baked flag) keep their current values.
 absl::Status LoadSeedState(Student& s, const std::string& path) {
-  QATD_ASSIGN_OR_RETURN(quant::TensorMap seed, ReadPickledStateDict(path));
+  QATD_ASSIGN_OR_RETURN(quant::TensorMap seed, ReadSeedStateDict(path));  // the safe .pt reader
   QATD_RETURN_IF_ERROR(CheckSeedVersion(seed, s.version, path));  // V2 as V1 would drop rank_magnitude
   quant::TensorMap state = quant::QuantState(*s.registry);
   int64_t used = 0;

@@ -93,13 +93,10 @@ TEST(EvalSeedV2, SeedV2StateDictEvaluatesLikeItsQatdCheckpoint) {
 
 // The seed's own files come from Python's torch.save(model.state_dict()): an OrderedDict in
 // torch.save's zip format. Re-saved that way by the host's Python torch (skipped without one).
-// DISABLED: a KNOWN BUG of every seed-file reader in qatd on LibTorch 1.13 (not of the V2
-// mapping): torch::jit::pickle_load fails on such a file with "INTERNAL: unpickle:
-// isGenericDict() INTERNAL ASSERT FAILED ... Expected GenericDict but got None" (it cannot
-// rebuild collections.OrderedDict; core/model/torch_pt_writer.h says the same). qatd-written
-// .pt files (plain dicts) load. Run with --gtest_also_run_disabled_tests to check a fix, or a
-// LibTorch 2.x build.
-TEST(EvalSeedV2, DISABLED_PythonTorchSaveFileEvaluatesAsV2) {
+// LibTorch's torch::jit::pickle_load fails on such a file ("Expected GenericDict but got None":
+// it cannot rebuild collections.OrderedDict); the seed readers use qatd's own safe reader
+// (core/model/torch_state_dict.h), whose fixture tests need no Python.
+TEST(EvalSeedV2, PythonTorchSaveFileEvaluatesAsV2) {
   std::string python;
   std::vector<std::string> candidates = {"python3", "/usr/bin/python3"};
   if (const char* env = std::getenv("QATD_TORCH_PYTHON"); env != nullptr && *env != '\0') candidates.insert(candidates.begin(), env);
