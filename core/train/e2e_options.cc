@@ -23,7 +23,7 @@ absl::Status E2eOptions::Validate() const {
   if (early_stop_patience < 0) return absl::InvalidArgumentError("early_stop_patience must be >= 0");
   if (eval_batch_size < 1) return absl::InvalidArgumentError("eval_batch_size must be >= 1");
   if (chunk_rows < 1) return absl::InvalidArgumentError("chunk_rows must be >= 1");
-  if (!train_weights && !train_scales && !train_g_only) {
+  if (external == nullptr && !train_weights && !train_scales && !train_g_only) {
     return absl::InvalidArgumentError("train_weights, train_scales or train_g_only must be set");
   }
   AdamWOptions adam;

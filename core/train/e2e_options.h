@@ -10,7 +10,8 @@
 
 namespace qatd::train {
 
-class DistGroup;  // core/train/dist_group.h
+class DistGroup;          // core/train/dist_group.h
+class ExternalTrainable;  // core/train/trainable.h
 
 struct E2eOptions {
   std::string kd_cache_dir;      // required
@@ -62,6 +63,11 @@ struct E2eOptions {
   // Bit-identical to replicated state (tests/core/train/data_parallel_test.cc); false keeps a
   // full copy on every rank.
   bool shard_optimizer = true;
+
+  // Trains these parameters instead of the trainable set above (the LoRA adapters of a LORA
+  // job, core/train/lora.h); the train_* flags are then ignored. Not owned; nullptr = the
+  // quantized layers' own parameters. CUDA graphs are off for external sets.
+  ExternalTrainable* external = nullptr;
 
   absl::Status Validate() const;  // INVALID_ARGUMENT naming the field
 };

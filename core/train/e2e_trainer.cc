@@ -118,10 +118,14 @@ absl::Status E2eTrainer::Prepare() {
   QATD_RETURN_IF_ERROR(o_.Validate());
   QATD_ASSIGN_OR_RETURN(reader_, kd::KdCacheReader::Open(o_.kd_cache_dir, {.model_vocab_size = s_.config.vocab_size}));
   QATD_ASSIGN_OR_RETURN(splits_, HeldOutSplits(*reader_, o_.eval_samples));
-  QATD_RETURN_IF_ERROR(quant::ApplyTrainableSet(
-      *s_.registry, {o_.train_weights && s_.version == 1, o_.train_scales, o_.train_g_only, o_.train_mlp_only}));
-  SelectV2Forward(s_, o_.v2_factored_forward);
-  params_ = TrainableParameters(*s_.model);
+  if (o_.external != nullptr) {
+    params_ = o_.external->Parameters();  // the quantized layers stay frozen
+  } else {
+    QATD_RETURN_IF_ERROR(quant::ApplyTrainableSet(
+        *s_.registry, {o_.train_weights && s_.version == 1, o_.train_scales, o_.train_g_only, o_.train_mlp_only}));
+    SelectV2Forward(s_, o_.v2_factored_forward);
+    params_ = TrainableParameters(*s_.model);
+  }
   if (params_.empty()) return absl::FailedPreconditionError("nothing to train: the trainable set selects no parameter");
 
   std::error_code ec;
@@ -138,6 +142,7 @@ absl::Status E2eTrainer::Prepare() {
   // The global batch: a resume with another number of ranks is exact when it is the same.
   fingerprint_ = {{"batch_size", o_.batch_size * world_}, {"grad_accum", o_.grad_accum}, {"seed", o_.seed},
                   {"eval_samples", o_.eval_samples},      {"version", s_.version}};
+  if (o_.external != nullptr) fingerprint_["external"] = o_.external->Fingerprint();
   return absl::OkStatus();
 }
 
@@ -174,7 +179,12 @@ absl::Status E2eTrainer::MaybeResume() {
 
 absl::Status E2eTrainer::Resume() {
   QATD_ASSIGN_OR_RETURN(ResumeState st, resume_dir_.Load(fingerprint_));
-  QATD_RETURN_IF_ERROR(quant::LoadQuantState(*s_.registry, st.model));
+  if (o_.external != nullptr) {
+    QATD_ASSIGN_OR_RETURN(const quant::TensorMap* adapters, st.Tensors("adapters"));
+    QATD_RETURN_IF_ERROR(o_.external->LoadState(*adapters));
+  } else {
+    QATD_RETURN_IF_ERROR(quant::LoadQuantState(*s_.registry, st.model));
+  }
   QATD_ASSIGN_OR_RETURN(const quant::TensorMap* optimizer, st.Tensors("optimizer"));
   QATD_RETURN_IF_ERROR(adam_->LoadState(*optimizer));
   QATD_RETURN_IF_ERROR(stream_->Seek(st.cursor));
@@ -225,7 +235,8 @@ void E2eTrainer::LogPlan() {
 absl::Status E2eTrainer::TrainLoop() {
   // One micro-step for the whole run: on CUDA it captures the step into a graph (micro_step.h).
   const KdLossWeights weights{o_.temperature, o_.hard_top1_weight, o_.hard_full_weight};
-  micro_ = std::make_unique<MicroStep>(*s_.model, weights, o_.chunk_rows, /*allow_graphs=*/true, &reporter_);
+  micro_ = std::make_unique<MicroStep>(*s_.model, weights, o_.chunk_rows, /*allow_graphs=*/o_.external == nullptr,
+                                       &reporter_);
   adam_->set_zero_grads_in_place(micro_->may_use_graphs());
   if (micro_->may_use_graphs()) {
     reporter_.Log(jobs::LogLevel::kInfo, "training steps run as CUDA graph replays after 2 warm-up micro-batches");
@@ -332,12 +343,15 @@ absl::Status E2eTrainer::SaveCheckpoint() {
                {"last", ToJson(result_.last)},
                {"stale_evals", stale_evals_}};
   st.tensors["optimizer"] = std::move(*optimizer_state);
+  if (o_.external != nullptr) st.tensors["adapters"] = o_.external->State();
   return resume_dir_.Save(s_, st);
 }
 
 absl::Status E2eTrainer::SaveBest(int64_t at_step) {
   if (!primary_) return absl::OkStatus();
-  return SaveStudent(s_, paths_.best, {{"step", at_step}, {"eval_kd", result_.best.kd}});
+  const nlohmann::json extra = {{"step", at_step}, {"eval_kd", result_.best.kd}};
+  if (o_.external != nullptr) return o_.external->SaveBest(s_, paths_.best, extra);
+  return SaveStudent(s_, paths_.best, extra);
 }
 
 absl::StatusOr<E2eResult> E2eTrainer::Finish() {
@@ -347,7 +361,9 @@ absl::StatusOr<E2eResult> E2eTrainer::Finish() {
   if (!primary_) return result_;  // the other ranks' work ends here; rank 0 holds the outcome
   QATD_RETURN_IF_ERROR(log_.Write());
   // End with the best state (the initial one if training never improved held-out loss).
-  if (result_.best.step != result_.last.step || steps_this_run_ == 0) {
+  if ((result_.best.step != result_.last.step || steps_this_run_ == 0) && o_.external != nullptr) {
+    QATD_RETURN_IF_ERROR(o_.external->LoadBest(paths_.best));
+  } else if (result_.best.step != result_.last.step || steps_this_run_ == 0) {
     QATD_ASSIGN_OR_RETURN(quant::LoadedTensors best,
                           quant::ReadTensorMap((fs::path(paths_.best) / "model.safetensors").string()));
     QATD_RETURN_IF_ERROR(quant::LoadQuantState(*s_.registry, best.tensors));
