@@ -28,12 +28,28 @@ JobFunction Entry(SpecOf spec_of, Run run) {
   };
 }
 
+// Entry through RunDataParallel (worker/data_parallel.h): the options get this rank's group
+// (`dist`) and device.
+template <typename Options, typename SpecOf, typename Run>
+JobFunction DataParallelEntry(SpecOf spec_of, Run run) {
+  return [spec_of, run](const v1::WorkerTask& task, jobs::Reporter& reporter, jobs::CancelToken& cancel) {
+    absl::StatusOr<Options> options = Options::FromProto(spec_of(task.spec()), &task);
+    if (!options.ok()) return options.status();
+    return RunDataParallel(task, reporter, cancel, [&](train::DistGroup* group) {
+      Options o = *options;
+      o.dist = group;
+      if (group != nullptr) o.device = RankDevice(o.device, task, group->rank());
+      return run(o, reporter, cancel);
+    });
+  };
+}
+
 }  // namespace
 
 void RegisterCoreJobs(JobRegistry& registry) {
-  registry.Register(v1::JOB_KIND_KD_CACHE, Entry<jobs::KdCacheOptions>(
+  // KD_CACHE, QAT, LAYERWISE and EVAL run data parallel when they ask for more than one device.
+  registry.Register(v1::JOB_KIND_KD_CACHE, DataParallelEntry<jobs::KdCacheOptions>(
                                                [](const v1::JobSpec& s) -> const auto& { return s.kd_cache(); }, jobs::RunKdCache));
-  // QAT runs data parallel when it asks for more than one device (worker/data_parallel.h).
   registry.Register(v1::JOB_KIND_QAT, [](const v1::WorkerTask& task, jobs::Reporter& reporter, jobs::CancelToken& cancel) {
     absl::StatusOr<jobs::QatOptions> options = jobs::QatOptions::FromProto(task.spec().qat(), &task);
     if (!options.ok()) return options.status();
@@ -44,14 +60,16 @@ void RegisterCoreJobs(JobRegistry& registry) {
       return jobs::RunQat(o, reporter, cancel);
     });
   });
-  registry.Register(v1::JOB_KIND_LAYERWISE, Entry<jobs::LayerwiseOptions>(
-                                                [](const v1::JobSpec& s) -> const auto& { return s.layerwise(); }, jobs::RunLayerwise));
+  registry.Register(v1::JOB_KIND_LAYERWISE,
+                    DataParallelEntry<jobs::LayerwiseOptions>([](const v1::JobSpec& s) -> const auto& { return s.layerwise(); },
+                                                              jobs::RunLayerwise));
   registry.Register(v1::JOB_KIND_CONVERT, Entry<jobs::ConvertOptions>(
                                               [](const v1::JobSpec& s) -> const auto& { return s.convert(); }, jobs::RunConvert));
   registry.Register(v1::JOB_KIND_SNAP,
                     Entry<jobs::SnapOptions>([](const v1::JobSpec& s) -> const auto& { return s.snap(); }, jobs::RunSnap));
   registry.Register(v1::JOB_KIND_EVAL,
-                    Entry<jobs::EvalJobOptions>([](const v1::JobSpec& s) -> const auto& { return s.eval(); }, jobs::RunEval));
+                    DataParallelEntry<jobs::EvalJobOptions>([](const v1::JobSpec& s) -> const auto& { return s.eval(); },
+                                                            jobs::RunEval));
   registry.Register(v1::JOB_KIND_GENERATE, Entry<jobs::GenerateJobOptions>(
                                                [](const v1::JobSpec& s) -> const auto& { return s.generate(); }, jobs::RunGenerateJob));
   registry.Register(v1::JOB_KIND_EXPORT, Entry<jobs::ExportOptions>(

@@ -118,7 +118,11 @@ void OnPeerSignal(int) {
 void UseGroupInThisProcess(train::DistGroup* group) { g_peer_group = group; }
 
 int WorldSizeOf(const v1::WorkerTask& task) {
-  if (jobs::JobKindOf(task.spec()) != v1::JOB_KIND_QAT) return 1;
+  const v1::JobKind kind = jobs::JobKindOf(task.spec());
+  if (kind != v1::JOB_KIND_QAT && kind != v1::JOB_KIND_KD_CACHE && kind != v1::JOB_KIND_EVAL &&
+      kind != v1::JOB_KIND_LAYERWISE) {
+    return 1;
+  }
   const int asked = task.spec().resources().has_device_count() ? task.spec().resources().device_count() : 1;
   if (asked <= 1) return 1;
   const bool cpu = task.devices_size() == 0 || task.devices(0) == "cpu";

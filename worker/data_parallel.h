@@ -1,6 +1,6 @@
 #pragma once
-// Data-parallel jobs on one host (issue #15, DESIGN.md §3). A QAT job whose spec asks for
-// resources.device_count N > 1 runs as N ranks, one process per device, joined by a PyTorch
+// Data-parallel jobs on one host (issue #15, DESIGN.md §3). A QAT, LAYERWISE, KD_CACHE or EVAL
+// job whose spec asks for resources.device_count N > 1 runs as N ranks, one process per device, joined by a PyTorch
 // c10d process group (core/train/dist_group.h: Gloo; rendezvous through a c10d TCPStore on an
 // ephemeral port of 127.0.0.1):
 //   - the process the daemon started (`qatd-worker job ID QAT ...`) is rank 0: it hosts the
@@ -16,8 +16,9 @@
 // $QATD_DIST_TIMEOUT_SECONDS (default 600); rank 0 then stops the rest and fails the job
 // naming the rank and how it ended ("rank 1 (pid 4242) was killed by signal SIGKILL (9)").
 //
-// Other job kinds run on one rank; the data-parallel KD cache, LAYERWISE and EVAL are not built
-// yet (issue #15 stays open for them).
+// What the ranks split: QAT and LAYERWISE every global batch (gradients summed), EVAL the
+// held-out sequences (sums all-reduced), KD_CACHE the shards (rank r writes shards r, r + N, ...;
+// the cache is byte for byte the one-rank cache). Other job kinds run on one rank.
 
 #include <functional>
 #include <string>
@@ -33,7 +34,8 @@ class DistGroup;
 
 namespace qatd::worker {
 
-// How many ranks the task runs as (1 unless it is a QAT job asking for more than one device).
+// How many ranks the task runs as (1 unless it is a QAT, LAYERWISE, KD_CACHE or EVAL job asking
+// for more than one device).
 int WorldSizeOf(const v1::WorkerTask& task);
 
 // The device rank `rank` trains on, given the job's own device ("cpu" or "cuda:0").

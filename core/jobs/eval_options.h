@@ -14,6 +14,10 @@
 #include "qatd/v1/specs.pb.h"
 #include "qatd/v1/worker.pb.h"
 
+namespace qatd::train {
+class DistGroup;
+}
+
 namespace qatd::jobs {
 
 struct EvalJobOptions {
@@ -29,6 +33,10 @@ struct EvalJobOptions {
   int64_t batch_size = 8;
   Dtype dtype = Dtype::kAuto;     // auto = bf16 on GPU, fp32 on CPU
   std::string device = "auto";
+  // Data parallel: this rank's group, not owned (set by the worker, worker/data_parallel.h):
+  // rank r evaluates the r-th contiguous part of the held-out split and the sums are
+  // all-reduced (train::EvaluateSharded), so every rank reports the whole split's numbers.
+  train::DistGroup* dist = nullptr;
   // The spec's fields over these defaults. `task` (null at submit time) places the job:
   // device, output directory, resume on a re-run.
   static absl::StatusOr<EvalJobOptions> FromProto(const v1::EvalSpec& spec, const v1::WorkerTask* task = nullptr);

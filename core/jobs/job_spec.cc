@@ -595,10 +595,12 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecCheckContext& co
   Checker top(p, context);
   top.Range("resources.device_count", spec.resources().has_device_count(), spec.resources().device_count(), 0, 64)
       .Require(spec.name().size() <= 256, "name", "must be at most 256 bytes")
-      .Require(spec.resources().device_count() <= 1 || spec.has_qat(), "resources.device_count",
+      .Require(spec.resources().device_count() <= 1 || spec.has_qat() || spec.has_kd_cache() || spec.has_eval() ||
+                   spec.has_layerwise(),
+               "resources.device_count",
                absl::StrCat("is ", spec.resources().device_count(),
-                            ", but only QAT jobs run on several devices (data parallel); this kind runs on one: ask "
-                            "for 1 (or 0 for the CPU)"));
+                            ", but only QAT, LAYERWISE, KD_CACHE and EVAL jobs run on several devices (data parallel); "
+                            "this kind runs on one: ask for 1 (or 0 for the CPU)"));
   if (!top.ok()) return top.status();
   switch (spec.kind_case()) {
     case v1::JobSpec::kKdCache:

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "core/common/file_util.h"
 #include "core/common/status_macros.h"
+#include "core/train/dist_group.h"
 #include "core/train/lbl_trainer.h"
 #include "core/train/student.h"
 
@@ -62,6 +63,8 @@ absl::Status RunLayerwise(const LayerwiseOptions& o, Reporter& reporter, CancelT
                                              so.device));
   QATD_ASSIGN_OR_RETURN(train::Student s, train::LoadStudent(so));
   QATD_ASSIGN_OR_RETURN(train::LblResult r, train::TrainLayerwise(s, o.ToTrainerOptions(), reporter, cancel));
+  // Data parallel: the ranks end with equal weights; rank 0 writes them.
+  if (o.dist != nullptr && !o.dist->primary()) return absl::OkStatus();
 
   const json extra = {{"job", "layerwise"},
                       {"result", train::ToJson(r)},

@@ -52,6 +52,7 @@ absl::Status LayerwiseOptions::Validate() const {
 train::LblOptions LayerwiseOptions::ToTrainerOptions() const {
   train::LblOptions t;
   t.kd_cache_dir = kd_cache_dir;
+  t.dist = dist;
   t.eval_samples = eval_samples;
   t.layer_eval_samples = layer_eval_samples;
   t.train_scales = train_scales;

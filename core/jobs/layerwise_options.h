@@ -43,6 +43,9 @@ struct LayerwiseOptions {
   uint64_t seed = 0;
   std::string output_dir;          // required (--save-quantized-dir)
   std::string device = "auto";     // auto (cuda if available) | cpu | cuda | cuda:N
+  // Data parallel: this rank's group, not owned (set by the worker, worker/data_parallel.h;
+  // passed on by ToTrainerOptions). Rank 0 writes every file.
+  train::DistGroup* dist = nullptr;
   bool resume = false;
 
   // Not in the seed: trainer settings with the reference's values.

@@ -47,14 +47,15 @@ quant::QuantConfigV2 V2Like(const quant::QuantConfig& v1) {
 }
 
 absl::StatusOr<train::EvalResult> EvalHeldOut(train::Student& s, const std::string& cache, int64_t eval_samples,
-                                              double temperature, int64_t batch_size) {
+                                              double temperature, int64_t batch_size,
+                                              train::DistGroup* dist = nullptr) {
   QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(cache, {.model_vocab_size = s.config.vocab_size}));
   QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, train::HeldOutSplits(*reader, eval_samples));
   train::EvalOptions eo;
   eo.max_sequences = 0;
   eo.temperature = temperature;
   eo.batch_size = batch_size;
-  return train::Evaluate(*s.model, *reader, splits.held_out, eo);
+  return train::EvaluateSharded(*s.model, *reader, splits.held_out, eo, dist);
 }
 
 void ReportEval(Reporter& reporter, const std::string& suffix, const train::EvalResult& r) {
@@ -300,7 +301,7 @@ absl::Status RunEval(const EvalJobOptions& o, Reporter& reporter, CancelToken& c
   if (!o.checkpoint.empty()) {
     reporter.Log(LogLevel::kInfo, absl::StrFormat("evaluating %s as V%d layers", o.checkpoint, s.version));
   }
-  QATD_ASSIGN_OR_RETURN(train::EvalResult r, EvalHeldOut(s, o.kd_cache_dir, o.eval_samples, o.temperature, o.batch_size));
+  QATD_ASSIGN_OR_RETURN(train::EvalResult r, EvalHeldOut(s, o.kd_cache_dir, o.eval_samples, o.temperature, o.batch_size, o.dist));
   ReportEval(reporter, "", r);
   reporter.Log(LogLevel::kInfo, absl::StrFormat("%s on %d held-out sequences: kd %.4g, top-1 agreement %.3f, ppl %.2f",
                                                 o.checkpoint.empty() ? "unquantized model" : o.checkpoint, r.sequences, r.kd,

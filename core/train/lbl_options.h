@@ -11,6 +11,8 @@
 
 namespace qatd::train {
 
+class DistGroup;
+
 struct LblOptions {
   std::string kd_cache_dir;        // required
   int64_t eval_samples = 100;      // held-out sequences (the cache's last); >= 1
@@ -46,6 +48,9 @@ struct LblOptions {
   // Test seam (core/common/durable_hook.h): called after each resume checkpoint is durable,
   // with its global step; a non-OK status stops training with it.
   DurableHook after_durable;
+
+  // Data parallel (lbl_trainer.h): this rank's group, not owned; null = one process.
+  DistGroup* dist = nullptr;
 
   absl::Status Validate() const;   // INVALID_ARGUMENT naming the field
 };

@@ -126,8 +126,9 @@ absl::Status MakeLayerTrainable(Student& s, int64_t layer, const LblOptions& o) 
 // rows from a CPU generator seeded with MixSeed(seed ^ salt, n), so the sampling needs no saved
 // generator state to resume exactly and does not depend on the device.
 absl::StatusOr<LossValues> RunLblMicroBatches(const LblMicroContext& c, kd::KdBatchStream& stream, AdamW& adam,
-                                              int64_t first_micro) {
+                                              int64_t first_micro, DistGroup* dist) {
   LossValues values;
+  const bool sharded = dist != nullptr && dist->distributed();
   QATD_RETURN_IF_ERROR(CatchTorch("training step", [&]() -> absl::Status {
     adam.ZeroGrad();
     model::Qwen3ModelImpl& m = *c.s.model;
@@ -137,6 +138,10 @@ absl::StatusOr<LossValues> RunLblMicroBatches(const LblMicroContext& c, kd::KdBa
     at::Tensor sums;  // [6] float: total, kd, top1, full, local, global
     for (int64_t micro = 0; micro < c.o.grad_accum; ++micro) {
       QATD_ASSIGN_OR_RETURN(kd::KdBatch batch, stream.Next());
+      // Each term is a mean over the global batch's positions: a shard's mean weighs
+      // rows / global_rows, and the ranks' sum is the global mean (as train_step.cc).
+      const double share = sharded ? static_cast<double>(batch.rows()) / static_cast<double>(batch.global_rows) : 1.0;
+      if (batch.rows() == 0) continue;  // an empty shard of a last partial batch
       at::Tensor ids = batch.input_ids.to(device, at::kLong);
       const LayerForwardOut fwd = LayerForward(m, ids, c.layer, use_local, use_global);
       at::Tensor total = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device));
@@ -157,9 +162,24 @@ absl::StatusOr<LossValues> RunLblMicroBatches(const LblMicroContext& c, kd::KdBa
         total = total + c.o.local_weight * local.to(device);
         row[4] = local.detach().to(device);
       }
+      if (sharded) {
+        total = total * share;
+        row = row * share;
+      }
       row[0] = total.detach();
       if (total.requires_grad()) (total / static_cast<double>(c.o.grad_accum)).backward();
       sums = sums.defined() ? sums + row : row;
+    }
+    if (sharded) {
+      std::vector<at::Tensor> grads;
+      for (const auto& [name, p] : adam.params()) {
+        if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+        grads.push_back(p.grad());
+      }
+      QATD_RETURN_IF_ERROR(dist->AllReduceSum(grads));
+      at::Tensor reduced = sums.defined() ? sums.to(at::kFloat).cpu().contiguous() : at::zeros({6}, at::kFloat);
+      QATD_RETURN_IF_ERROR(dist->AllReduce(reduced));
+      sums = reduced;
     }
     at::Tensor mean = (sums / static_cast<double>(c.o.grad_accum)).to(at::kDouble).cpu();
     values.total = mean[0].item<double>();

@@ -19,6 +19,7 @@
 #include "core/train/loss_values.h"
 #include "core/train/losses.h"
 #include "core/train/optimizer.h"
+#include "core/train/dist_group.h"
 #include "core/train/student.h"
 
 namespace qatd::train {
@@ -51,8 +52,14 @@ struct LblMicroContext {
 // `first_micro` numbers the micro-batches of the whole run: micro-batch n samples its L_local
 // rows from a CPU generator seeded with MixSeed(seed ^ salt, n), so the sampling needs no saved
 // generator state to resume exactly and does not depend on the device.
+// Data parallel (`dist` with more than one rank; the stream yields this rank's shard of each
+// global batch): every term is weighted by the shard's share of the global batch's rows, and
+// the gradients and the terms are summed over the ranks, so the KD terms and their gradients
+// are the global batch's. L_local is computed on the rank's own rows (up to local_tokens drawn
+// from them; its normalisation by mean(y_fp^2) is over those rows), so with local_weight > 0
+// the step is not the one-process step.
 absl::StatusOr<LossValues> RunLblMicroBatches(const LblMicroContext& c, kd::KdBatchStream& stream, AdamW& adam,
-                                              int64_t first_micro);
+                                              int64_t first_micro, DistGroup* dist = nullptr);
 
 // A detached copy of `params` (the keep-best snapshot at a layer's start).
 quant::TensorMap Snapshot(const std::vector<std::pair<std::string, at::Tensor>>& params);

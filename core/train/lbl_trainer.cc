@@ -15,6 +15,7 @@
 #include "core/common/status_macros.h"
 #include "core/kd/cache_reader.h"
 #include "core/model/safetensors.h"
+#include "core/train/dist_group.h"
 #include "core/quant/quantize_model.h"
 #include "core/train/evaluate.h"
 #include "core/train/held_out.h"
@@ -90,8 +91,13 @@ class LayerwiseTrainer {
   absl::Status CompleteLayer(LayerRun& run);
   absl::Status SaveCheckpoint(const LayerRun* run);
   absl::StatusOr<EvalResult> Evaluate(kd::KdSplit split) {
-    return train::Evaluate(*s_.model, *reader_, split, eval_options_);
+    return EvaluateSharded(*s_.model, *reader_, split, eval_options_, dist_);
   }
+  // Data parallel: whether any rank was cancelled (every rank stops at the same step).
+  absl::StatusOr<bool> Cancelled() {
+    return dist_ != nullptr ? dist_->Any(cancel_.cancelled()) : absl::StatusOr<bool>(cancel_.cancelled());
+  }
+  absl::Status WriteLog() { return primary_ ? log_.Write() : absl::OkStatus(); }
   double ElapsedNow() const {
     return elapsed_before_ + std::chrono::duration<double>(Clock::now() - run_start_).count();
   }
@@ -105,6 +111,9 @@ class LayerwiseTrainer {
   const ResumeDir resume_dir_;
 
   // Set up by Prepare.
+  DistGroup* dist_ = nullptr;  // data parallel only (more than one rank)
+  bool primary_ = true;        // rank 0 (or the only process): writes every file
+  int64_t world_ = 1;
   std::vector<int64_t> order_;
   std::shared_ptr<const kd::KdCacheReader> reader_;
   kd::KdSplits splits_;
@@ -149,6 +158,9 @@ absl::StatusOr<LblResult> LayerwiseTrainer::Run() {
 
 absl::Status LayerwiseTrainer::Prepare() {
   QATD_RETURN_IF_ERROR(o_.Validate());
+  dist_ = o_.dist != nullptr && o_.dist->distributed() ? o_.dist : nullptr;
+  primary_ = dist_ == nullptr || dist_->primary();
+  world_ = dist_ != nullptr ? dist_->world_size() : 1;
   QATD_RETURN_IF_ERROR(ResolveLayers());
   QATD_RETURN_IF_ERROR(OpenData());
   if (o_.local_weight > 0) {
@@ -165,7 +177,7 @@ absl::Status LayerwiseTrainer::Prepare() {
   eval_options_.batch_size = o_.eval_batch_size;
   eval_options_.temperature = o_.temperature;
   eval_options_.chunk_rows = o_.chunk_rows;
-  fingerprint_ = {{"batch_size", o_.batch_size},
+  fingerprint_ = {{"batch_size", o_.batch_size * world_},  // the global batch: resumes with any N
                   {"grad_accum", o_.grad_accum},
                   {"seed", o_.seed},
                   {"eval_samples", o_.eval_samples},
@@ -201,8 +213,10 @@ absl::Status LayerwiseTrainer::OpenData() {
       splits_.held_out.begin + (o_.layer_eval_samples > 0 ? std::min(o_.layer_eval_samples, splits_.held_out.size())
                                                           : splits_.held_out.size())};
   kd::KdStreamOptions stream_options;
-  stream_options.batch_size = o_.batch_size;
+  stream_options.batch_size = o_.batch_size * world_;  // batch_size is per rank, as in QAT
   stream_options.seed = o_.seed;
+  stream_options.shard_index = dist_ != nullptr ? dist_->rank() : 0;
+  stream_options.shard_count = dist_ != nullptr ? dist_->world_size() : 1;
   QATD_ASSIGN_OR_RETURN(kd::KdBatchStream stream, kd::KdBatchStream::Create(reader_, splits_.train, stream_options));
   stream_.emplace(std::move(stream));
   steps_per_layer_ = o_.steps_per_layer > 0
@@ -244,7 +258,7 @@ absl::Status LayerwiseTrainer::Resume() {
 }
 
 absl::Status LayerwiseTrainer::StartFresh() {
-  (void)resume_dir_.Clear();
+  if (primary_) (void)resume_dir_.Clear();
   QATD_ASSIGN_OR_RETURN(EvalResult initial, Evaluate(splits_.held_out));
   result_.initial_kd = initial.kd;
   result_.initial_top1 = initial.top1;
@@ -266,7 +280,8 @@ absl::Status LayerwiseTrainer::TrainLayer() {
   QATD_RETURN_IF_ERROR(BeginLayer(run));
   const LblMicroContext ctx{s_, o_, weights_, run.layer, base_.has_value() ? &run.fp : nullptr};
   while (step_in_layer_ < steps_per_layer_) {
-    if (cancel_.cancelled()) {
+    QATD_ASSIGN_OR_RETURN(const bool cancelled, Cancelled());
+    if (cancelled) {
       running_.seconds = run.Seconds();
       QATD_RETURN_IF_ERROR(SaveCheckpoint(&run));
       return absl::CancelledError(absl::StrCat("cancelled in layer ", run.layer, " at step ", step_in_layer_,
@@ -278,7 +293,7 @@ absl::Status LayerwiseTrainer::TrainLayer() {
     if (layer_done) QATD_RETURN_IF_ERROR(EndLayer(run, &eval_kd));
     if (global_step_ % o_.logging_steps == 0 || layer_done) {
       LogWindow(run.layer, eval_kd);
-      QATD_RETURN_IF_ERROR(log_.Write());
+      QATD_RETURN_IF_ERROR(WriteLog());
     }
     if (layer_done) {
       QATD_RETURN_IF_ERROR(CompleteLayer(run));
@@ -334,7 +349,7 @@ absl::Status LayerwiseTrainer::BeginLayer(LayerRun& run) {
 
 absl::Status LayerwiseTrainer::Step(LayerRun& run, const LblMicroContext& ctx) {
   const Clock::time_point t0 = Clock::now();
-  QATD_ASSIGN_OR_RETURN(LossValues values, RunLblMicroBatches(ctx, *stream_, *run.adam, global_step_ * o_.grad_accum));
+  QATD_ASSIGN_OR_RETURN(LossValues values, RunLblMicroBatches(ctx, *stream_, *run.adam, global_step_ * o_.grad_accum, dist_));
   QATD_RETURN_IF_ERROR(ApplyStep(*run.adam, o_.lr, /*clip_grad_norm=*/0, values, global_step_ + 1));
   ++step_in_layer_;
   ++global_step_;
@@ -407,6 +422,7 @@ absl::Status LayerwiseTrainer::CompleteLayer(LayerRun& run) {
 
 // Writes resume/. Inside a layer (run != nullptr) its optimizer and start snapshot go with it.
 absl::Status LayerwiseTrainer::SaveCheckpoint(const LayerRun* run) {
+  if (!primary_) return absl::OkStatus();  // the ranks' states are equal: rank 0 writes it
   nlohmann::json table = nlohmann::json::array();
   for (const auto& l : result_.layers) table.push_back(ToJson(l));
   ResumeState st;
@@ -440,7 +456,7 @@ absl::StatusOr<LblResult> LayerwiseTrainer::Finish() {
   QATD_ASSIGN_OR_RETURN(EvalResult final_eval, Evaluate(splits_.held_out));
   result_.final_kd = final_eval.kd;
   result_.final_top1 = final_eval.top1;
-  QATD_RETURN_IF_ERROR(log_.Write());
+  QATD_RETURN_IF_ERROR(WriteLog());
   std::string table = "layer     before      after     improv  restored     local first/last     global first/last      sec";
   for (const auto& l : result_.layers) {
     absl::StrAppend(&table, absl::StrFormat("\n%5d  %9.4f  %9.4f  %+9.4f  %8s  %9.4f/%-9.4f  %9.4f/%-9.4f  %7.1f", l.layer,

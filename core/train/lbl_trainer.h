@@ -44,6 +44,16 @@
 //   training_log.csv   step, train_loss, eval_loss, lr, elapsed_sec, layer
 // Writes are atomic.
 //
+// Data parallel (options.dist with N > 1 ranks, issue #15): every rank runs this with the same
+// options; batch_size is per rank, as in QAT: the stream gives rank r its shard of each global
+// batch of batch_size x N (kd::KdStreamOptions::shard_index; resume/ records the global batch,
+// so a run continues with any N that keeps it), each step sums the ranks' share-weighted gradients and
+// loss terms (RunLblMicroBatches), evaluations split the held-out sequences over the ranks and
+// all-reduce the sums (EvaluateSharded), and a cancel on any rank stops all of them at the
+// same step. The ranks end with the same weights; rank 0 alone writes resume/ and
+// training_log.csv. With local_weight == 0 the steps are those of one process with a batch_size
+// of batch_size x N, up to the order of floating-point sums; L_local is per rank (lbl_step.h).
+//
 // Reporter: Progress in "steps" (global, total = layers x steps per layer); metrics
 // loss/total, loss/local, loss/kd, loss/global, loss/hard_top1, loss/hard_full (means over each
 // logging window, at the global step), eval/kd and eval/top1 (the per-layer eval subset, at

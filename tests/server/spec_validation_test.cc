@@ -86,12 +86,12 @@ TEST_F(SpecValidationTest, NamesTheBadField) {
   probe.mutable_probe()->set_steps(1);
   probe.mutable_resources()->set_device_count(-2);
   EXPECT_EQ(Error(probe), "spec.resources.device_count must be in [0, 64], got -2");
-  // Data parallel is QAT's alone (issue #15): other kinds asking for more devices are refused,
-  // not silently run on one while holding the rest.
+  // Data parallel is QAT's, LAYERWISE's, KD_CACHE's and EVAL's (issue #15): other kinds asking for more
+  // devices are refused, not silently run on one while holding the rest.
   probe.mutable_resources()->set_device_count(2);
   EXPECT_EQ(Error(probe),
-            "spec.resources.device_count is 2, but only QAT jobs run on several devices (data parallel); this kind runs "
-            "on one: ask for 1 (or 0 for the CPU)");
+            "spec.resources.device_count is 2, but only QAT, LAYERWISE, KD_CACHE and EVAL jobs run on several "
+            "devices (data parallel); this kind runs on one: ask for 1 (or 0 for the CPU)");
 
   v1::JobSpec generate;
   generate.mutable_generate()->set_model(dir_.path().string());

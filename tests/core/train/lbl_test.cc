@@ -11,17 +11,20 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <fstream>
 #include <mutex>
 
 #include <nlohmann/json.hpp>
 
+#include "core/common/status_macros.h"
 #include "core/jobs/kd_cache_job.h"
 #include "core/jobs/layerwise_job.h"
 #include "core/kd/cache_reader.h"
 #include "core/model/model_io.h"
 #include "core/quant/quantize_model.h"
 #include "core/quant/tensor_io.h"
+#include "core/train/dist_group.h"
 #include "core/train/evaluate.h"
 #include "core/train/lbl_trainer.h"
 #include "core/train/student.h"
@@ -412,6 +415,84 @@ TEST(LblTrainer, ResumeAfterKillMidLayerEqualsUninterrupted) {
     EXPECT_EQ(ra->layers[i].restored, rb->layers[i].restored) << i;
   }
   ExpectSameState(StateOf(*a), StateOf(*b));
+}
+
+// Data parallel (issue #15): two ranks (threads of this process, a real TCPStore and Gloo) each
+// train on half of every global batch; the gradients are summed over the ranks.
+TEST(LblTrainer, TwoGlooRanksTrainTheWeightsOfOneProcessWithTheGlobalBatch) {
+  LblOptions o = BaseLbl(Scratch().File("lbl_dp_one"));
+  // The KD terms only: L_local is normalised over each rank's own rows (lbl_step.h).
+  o.local_weight = 0;
+  o.global_weight = 1;
+  o.hard_top1_weight = 0.1;
+  o.lr = 2e-3;
+  o.steps_per_layer = 10;  // 20 steps over the 2 layers
+  jobs::CancelToken cancel;
+  auto one = LoadStudent(Q2Student());
+  ASSERT_TRUE(one.ok());
+  QuietReporter rep;
+  auto r1 = TrainLayerwise(*one, o, rep, cancel);
+  ASSERT_TRUE(r1.ok()) << r1.status();
+
+  DistOptions d0;
+  d0.world_size = 2;
+  d0.timeout = std::chrono::seconds(120);
+  auto g0 = DistGroup::Create(d0);
+  ASSERT_TRUE(g0.ok()) << g0.status();
+  DistOptions d1 = d0;
+  d1.rank = 1;
+  d1.store_port = (*g0)->store_port();
+  auto g1 = DistGroup::Create(d1);
+  ASSERT_TRUE(g1.ok()) << g1.status();
+  auto s0 = LoadStudent(Q2Student());
+  auto s1 = LoadStudent(Q2Student());
+  ASSERT_TRUE(s0.ok() && s1.ok());
+  LblOptions o0 = o;
+  o0.batch_size = o.batch_size / 2;  // per rank: the same global batch
+  o0.output_dir = Scratch().File("lbl_dp_two");
+  LblOptions o1 = o0;
+  o0.dist = g0->get();
+  o1.dist = g1->get();
+  QuietReporter rep0, rep1;
+  jobs::CancelToken cancel1;
+  auto rank1 = std::async(std::launch::async, [&]() -> absl::StatusOr<LblResult> {
+    QATD_RETURN_IF_ERROR((*g1)->Connect());
+    return TrainLayerwise(*s1, o1, rep1, cancel1);
+  });
+  absl::Status connected = (*g0)->Connect();
+  ASSERT_TRUE(connected.ok()) << connected;
+  auto r0 = TrainLayerwise(*s0, o0, rep0, cancel);
+  auto r1b = rank1.get();
+  ASSERT_TRUE(r0.ok()) << r0.status();
+  ASSERT_TRUE(r1b.ok()) << r1b.status();
+  EXPECT_EQ(r0->steps, 20);
+  // The ranks hold the same weights, bit for bit (the same summed gradient on each).
+  ExpectSameState(StateOf(*s0), StateOf(*s1));
+  // ... and those of one process: the ranks sum their halves' gradients in another order than
+  // one process sums the batch, so they differ at rounding level.
+  const quant::TensorMap a = StateOf(*one), b = StateOf(*s0);
+  double worst = 0;
+  std::string worst_name;
+  for (const auto& [k, v] : a) {
+    if (!v.is_floating_point()) {
+      EXPECT_TRUE(at::equal(v, b.at(k))) << k;
+      continue;
+    }
+    const at::Tensor x = v.to(at::kDouble), y = b.at(k).to(at::kDouble);
+    const double norm = x.norm().item<double>();
+    const double rel = (x - y).norm().item<double>() / (norm > 0 ? norm : 1.0);
+    if (rel > worst) {
+      worst = rel;
+      worst_name = k;
+    }
+  }
+  std::printf("[ data parallel ] LBL 2 ranks vs 1 process after 20 steps: relative L2 difference %.3g (%s); "
+              "held-out kd %.9g vs %.9g\n", worst, worst_name.c_str(), r0->final_kd, r1->final_kd);
+  // Measured 1.2e-7 (fp32, CPU); the issue's bound is 1e-6.
+  EXPECT_LE(worst, 1e-6) << worst_name;
+  EXPECT_NEAR(r0->final_kd, r1->final_kd, 1e-6 * std::fabs(r1->final_kd));
+  ASSERT_EQ(r0->layers.size(), r1->layers.size());
+  for (size_t i = 0; i < r0->layers.size(); ++i) EXPECT_EQ(r0->layers[i].restored, r1->layers[i].restored) << i;
 }
 
 TEST(LblTrainer, CancelWritesAResumeCheckpoint) {

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <mutex>
 
 #include "core/jobs/kd_cache_job.h"
@@ -16,6 +17,7 @@
 #include "core/quant/quant_linear_v2.h"
 #include "core/quant/quantize_model.h"
 #include "core/quant/tensor_io.h"
+#include "core/train/dist_group.h"
 #include "core/train/e2e_trainer.h"
 #include "core/train/evaluate.h"
 #include "core/train/optimizer.h"
@@ -367,6 +369,128 @@ TEST(E2eTrainer, ResumeAfterKillEqualsUninterrupted) {
   auto last_b = quant::ReadTensorMap(Scratch().File("resume_b/resume/model.safetensors"));
   ASSERT_TRUE(last_a.ok() && last_b.ok());
   ExpectSameState(last_a->tensors, last_b->tensors);
+}
+
+// Runs `o` as ranks 0 and 1 (threads of this process, a real TCPStore and Gloo), each with half
+// of o.batch_size; a rank's group is destroyed when its run returns, so a rank that stops ends
+// the other's next collective. Returns rank 0's result; its student is `s0`.
+absl::StatusOr<E2eResult> TrainOnTwoRanks(E2eOptions o, Student& s0) {
+  DistOptions d0;
+  d0.world_size = 2;
+  d0.timeout = std::chrono::seconds(60);
+  auto g0 = DistGroup::Create(d0);
+  if (!g0.ok()) return g0.status();
+  DistOptions d1 = d0;
+  d1.rank = 1;
+  d1.store_port = (*g0)->store_port();
+  auto g1 = DistGroup::Create(d1);
+  if (!g1.ok()) return g1.status();
+  o.batch_size /= 2;
+  auto rank = [o](std::unique_ptr<DistGroup> group, Student& s) -> absl::StatusOr<E2eResult> {
+    absl::Status connected = group->Connect();
+    if (!connected.ok()) return connected;
+    E2eOptions mine = o;
+    mine.dist = group.get();
+    if (!group->primary()) mine.after_durable = nullptr;  // rank 0 writes and "dies"
+    QuietReporter rep;
+    jobs::CancelToken cancel;
+    absl::StatusOr<E2eResult> r = TrainE2e(s, mine, rep, cancel);
+    group.reset();
+    return r;
+  };
+  auto s1 = LoadStudent(Q2Student());
+  if (!s1.ok()) return s1.status();
+  auto one = std::async(std::launch::async, rank, *std::move(g1), std::ref(*s1));
+  absl::StatusOr<E2eResult> r0 = rank(*std::move(g0), s0);
+  (void)one.get();
+  return r0;
+}
+
+double WorstRelativeDifference(const quant::TensorMap& a, const quant::TensorMap& b, std::string* worst_name) {
+  double worst = 0;
+  for (const auto& [k, v] : a) {
+    if (!v.is_floating_point()) continue;
+    const at::Tensor x = v.to(at::kDouble), y = b.at(k).to(at::kDouble);
+    const double norm = x.norm().item<double>();
+    const double rel = (x - y).norm().item<double>() / (norm > 0 ? norm : 1.0);
+    if (rel > worst) {
+      worst = rel;
+      *worst_name = k;
+    }
+  }
+  return worst;
+}
+
+// Data parallel (issue #15): resume/ records the global batch, so a run continues with another
+// number of ranks. (Through the daemon a job's device count is its spec's and a re-queued job
+// resumes on as many ranks: tests/e2e/data_parallel_e2e_test.cc.) A 2-rank run killed at step 6
+// continues in one process, and a 1-process run killed at step 6 continues on 2 ranks; both end
+// with the weights of an uninterrupted 1-process run, up to the rounding of the ranks' gradient
+// sums.
+TEST(E2eTrainer, ResumeWithAnotherNumberOfRanks) {
+  E2eOptions o = BaseE2e("");
+  o.train_weights = o.train_scales = true;
+  o.lr = 2e-3;
+  o.max_steps = 10;
+  o.eval_steps = 5;
+  o.save_steps = 2;
+  o.batch_size = 8;
+  jobs::CancelToken cancel;
+  auto a = LoadStudent(Q2Student());
+  ASSERT_TRUE(a.ok());
+  o.output_dir = Scratch().File("dp_resume_a");
+  QuietReporter rep_a;
+  auto ra = TrainE2e(*a, o, rep_a, cancel);
+  ASSERT_TRUE(ra.ok()) << ra.status();
+
+  // 2 ranks, killed at step 6, then one process.
+  o.output_dir = Scratch().File("dp_resume_b");
+  {
+    auto b = LoadStudent(Q2Student());
+    ASSERT_TRUE(b.ok());
+    E2eOptions crash = o;
+    crash.after_durable = CrashAfter(6);
+    auto rb = TrainOnTwoRanks(crash, *b);
+    EXPECT_EQ(rb.status().code(), absl::StatusCode::kAborted) << rb.status();
+  }
+  auto b = LoadStudent(Q2Student());
+  ASSERT_TRUE(b.ok());
+  E2eOptions again = o;
+  again.resume = true;
+  QuietReporter rep_b;
+  auto rb = TrainE2e(*b, again, rep_b, cancel);
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  EXPECT_TRUE(rb->resumed);
+  EXPECT_EQ(rb->steps, 10);
+
+  // One process, killed at step 6, then 2 ranks.
+  o.output_dir = Scratch().File("dp_resume_c");
+  {
+    auto c = LoadStudent(Q2Student());
+    ASSERT_TRUE(c.ok());
+    E2eOptions crash = o;
+    crash.after_durable = CrashAfter(6);
+    QuietReporter rep;
+    EXPECT_EQ(TrainE2e(*c, crash, rep, cancel).status().code(), absl::StatusCode::kAborted);
+  }
+  auto c = LoadStudent(Q2Student());
+  ASSERT_TRUE(c.ok());
+  again.output_dir = o.output_dir;
+  auto rc = TrainOnTwoRanks(again, *c);
+  ASSERT_TRUE(rc.ok()) << rc.status();
+  EXPECT_TRUE(rc->resumed);
+  EXPECT_EQ(rc->steps, 10);
+
+  std::string worst_b, worst_c;
+  const double diff_b = WorstRelativeDifference(StateOf(*a), StateOf(*b), &worst_b);
+  const double diff_c = WorstRelativeDifference(StateOf(*a), StateOf(*c), &worst_c);
+  std::printf("[ data parallel ] resume 2 -> 1 ranks: relative L2 difference %.3g (%s); 1 -> 2 ranks: %.3g (%s)\n",
+              diff_b, worst_b.c_str(), diff_c, worst_c.c_str());
+  // Measured 2.0e-7 and 3.3e-8 (fp32, CPU); the issue's bound is 1e-6.
+  EXPECT_LE(diff_b, 1e-6) << worst_b;
+  EXPECT_LE(diff_c, 1e-6) << worst_c;
+  EXPECT_NEAR(rb->last.kd, ra->last.kd, 1e-6 * std::fabs(ra->last.kd));
+  EXPECT_NEAR(rc->last.kd, ra->last.kd, 1e-6 * std::fabs(ra->last.kd));
 }
 
 TEST(E2eTrainer, DivergenceStopsWithClearErrorAndKeepsCheckpoints) {
