@@ -15,7 +15,7 @@ JOBS=${JOBS:-$(nproc)}
 ARTIFACTS=${ARTIFACTS:-$BUILD_DIR/fuzz-artifacts}
 SECONDS_EACH=${1:-10}
 shift || true
-ALL_TARGETS=(safetensors tokenizer kd_cache pipeline_spec worker_frames model_config)
+ALL_TARGETS=(safetensors tokenizer kd_cache pipeline_spec worker_frames model_config torch_pickle)
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=("${ALL_TARGETS[@]}")
 
