@@ -260,6 +260,33 @@ TEST_F(SlurmE2eTest, QatCancelCancelsTheJobAndEndsTheSlurmJob) {
       << state;
 }
 
+// A job Slurm cannot start yet (another Slurm job holds both CPUs) is PENDING there; qat cancel
+// then becomes an scancel (no rank 0 to tell).
+TEST_F(SlurmE2eTest, QatCancelOfAJobPendingInSlurmScancelsIt) {
+  auto [rc, blocker] = RunShell("sbatch --parsable --ntasks=2 --output=/dev/null --wrap='sleep 600'");
+  ASSERT_EQ(rc, 0) << blocker;
+  const std::string blocker_id = blocker.substr(0, blocker.find_first_of(";\n"));
+  v1::Job job = SubmitTo(*daemon_, QatSpec(*cache_, 2, 100000));
+  int64_t slurm_id = 0;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        slurm_id = SlurmJobOf(job.id());
+        return slurm_id > 0 && SlurmState(slurm_id) == "PENDING";
+      },
+      60s));
+  const std::string log = dir_->File("qat-cancel-pending.out");
+  ChildProcess qat({QAT_BINARY, "--address", "127.0.0.1:" + std::to_string(daemon_->port()), "cancel",
+                    std::to_string(job.id())},
+                   log);
+  std::optional<int> status = qat.Wait(60s);
+  ASSERT_TRUE(status.has_value() && WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << ReadFile(log);
+  v1::Job ended = WaitForJob(*daemon_, job.id(), JobEnded, 120s);
+  EXPECT_EQ(ended.state(), v1::JOB_STATE_CANCELLED) << ended.error().message();
+  EXPECT_EQ(SlurmState(slurm_id), "CANCELLED");
+  RunShell("scancel " + blocker_id);
+  EXPECT_TRUE(PollUntil([&] { return SlurmState(std::stoll(blocker_id)) != "RUNNING"; }, 60s));
+}
+
 TEST_F(SlurmE2eTest, AKilledTaskFailsTheJobNamingTheTaskItsNodeAndExitCode) {
   v1::Job job = SubmitTo(*daemon_, QatSpec(*cache_, 2, 100000));
   const pid_t task1 = Task1Running(job.id(), 2);
@@ -272,6 +299,7 @@ TEST_F(SlurmE2eTest, AKilledTaskFailsTheJobNamingTheTaskItsNodeAndExitCode) {
   std::string node(host);
   node = node.substr(0, node.find('.'));
   EXPECT_THAT(ended.error().message(), HasSubstr("task 1 on node " + node + " exited 137"));
+  std::printf("[ slurm ] killed task: %s\n", ended.error().message().c_str());
   const int64_t slurm_id = SlurmJobOf(job.id());
   std::string state;
   EXPECT_TRUE(PollUntil(

@@ -4,7 +4,8 @@
 #                                       (all with their sockets, state and logs under DIR) and
 #                                       waits until the node is idle; prints SLURM_CONF=DIR/slurm.conf
 #   slurm_cluster.sh stop DIR           stops what `start DIR` started (by the pids it recorded)
-# Needs root (SlurmUser=root) and Debian's slurmctld, slurmd, slurm-client and munge packages.
+# SlurmUser and SlurmdUser are the caller (tested as root; jobs then run as the caller), and it
+# needs Debian's slurmctld, slurmd, slurm-client and munge packages.
 # No slurmdbd: accounting is off, so sacct has nothing; a job's state comes from squeue and
 # `scontrol show job` while slurmctld remembers it (MinJobAge below), and the job's exit codes
 # from the files qatd's batch script writes (deploy/slurm/README.md).
@@ -55,8 +56,8 @@ ClusterName=qatdtest
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$(free_port)
 SlurmdPort=$(free_port)
-SlurmUser=root
-SlurmdUser=root
+SlurmUser=$(id -un)
+SlurmdUser=$(id -un)
 AuthType=auth/munge
 AuthInfo=socket=$dir/munge/munge.socket
 CredType=cred/munge
