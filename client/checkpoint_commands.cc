@@ -95,6 +95,8 @@ class EvalCommand : public SpecCommand {
            [e](const std::string& v) { e()->set_model(v); });
     f.Path("--checkpoint", "Checkpoint to evaluate (default: the unquantized model)",
            [e](const std::string& v) { e()->set_checkpoint(v); });
+    f.Path("--adapter", "LoRA adapter folder applied on top (PEFT layout: a LORA job's <output>/adapter)",
+           [e](const std::string& v) { e()->set_adapter(v); });
     f.Path("--kd-cache-dir,--kd-cache", "KD cache with the evaluation sequences (required)",
            [e](const std::string& v) { e()->set_kd_cache_dir(v); });
     f.Flag("--v2",

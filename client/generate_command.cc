@@ -66,6 +66,8 @@ class GenerateCommand : public SpecCommand {
            [g](const std::string& v) { g()->set_model(v); });
     f.Path("--checkpoint", "Quantized checkpoint (default: the unquantized model)",
            [g](const std::string& v) { g()->set_checkpoint(v); });
+    f.Path("--adapter", "LoRA adapter folder applied on top (PEFT layout: a LORA job's <output>/adapter)",
+           [g](const std::string& v) { g()->set_adapter(v); });
     f.Path("--tokenizer", "tokenizer.json or its folder (default: --model)",
            [g](const std::string& v) { g()->set_tokenizer(v); });
     f.Value<std::string>("--prompt", "The user message (required unless --interactive, which reads them from stdin; with it, the first one)",

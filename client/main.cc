@@ -209,6 +209,7 @@ class Cli {
     AddSpecCommand("eval", "KD loss of a checkpoint on cached sequences (EVAL)", NewEvalCommand());
     AddSpecCommand("infer", "Generate text, streamed as it is produced (GENERATE)", NewGenerateCommand());
     AddSpecCommand("export", "Write a checkpoint for other tools: a Hugging Face folder (--format hf) or LUT-palettized layers for ANEMLL (--format anemll) (EXPORT)", NewExportCommand());
+    AddSpecCommand("lora", "Recovery LoRA adapters on a snapped checkpoint, trained by KD; PEFT files + a merged 16-bit folder (LORA)", NewLoraCommand());
     AddSpecCommand("probe", "(testing) a synthetic job that needs no model", NewProbeCommand())->group("");
   }
 

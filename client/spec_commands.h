@@ -9,6 +9,7 @@
 //   qat eval    -> EvalSpec
 //   qat infer   -> GenerateSpec    (run_anemll_inference.py / test_inference.py)
 //   qat export  -> ExportSpec      (issue #17: a Hugging Face folder other tools read)
+//   qat lora    -> LoraSpec        (issue #19: train_recovery_lora_multi.py)
 //   qat probe   -> ProbeSpec       (hidden: a synthetic job for tests)
 //
 // Usage: Register() on a CLI11 (sub)command, parse, then Build(). Build() may be called more
@@ -59,6 +60,7 @@ std::unique_ptr<SpecCommand> NewEvalCommand();
 std::unique_ptr<SpecCommand> NewGenerateCommand();
 std::unique_ptr<SpecCommand> NewProbeCommand();
 std::unique_ptr<SpecCommand> NewExportCommand();
+std::unique_ptr<SpecCommand> NewLoraCommand();
 
 class Connection;
 // `qat export --from-job ID`: an empty checkpoint becomes the path of the job's newest

@@ -9,6 +9,7 @@
 #include "core/jobs/export_job.h"
 #include "core/jobs/kd_cache_job.h"
 #include "core/jobs/layerwise_job.h"
+#include "core/jobs/lora_job.h"
 #include "core/jobs/model_jobs.h"
 #include "core/jobs/qat_job.h"
 #include "core/train/dist_group.h"
@@ -72,6 +73,9 @@ void RegisterCoreJobs(JobRegistry& registry) {
                                                             jobs::RunEval));
   registry.Register(v1::JOB_KIND_GENERATE, Entry<jobs::GenerateJobOptions>(
                                                [](const v1::JobSpec& s) -> const auto& { return s.generate(); }, jobs::RunGenerateJob));
+  // LORA trains through the e2e trainer: data parallel like QAT.
+  registry.Register(v1::JOB_KIND_LORA, DataParallelEntry<jobs::LoraJobOptions>(
+                                           [](const v1::JobSpec& s) -> const auto& { return s.lora(); }, jobs::RunLora));
   registry.Register(v1::JOB_KIND_EXPORT, Entry<jobs::ExportOptions>(
                                              [](const v1::JobSpec& s) -> const auto& { return s.export_(); }, jobs::RunExport));
 }

@@ -120,7 +120,7 @@ void UseGroupInThisProcess(train::DistGroup* group) { g_peer_group = group; }
 int WorldSizeOf(const v1::WorkerTask& task) {
   const v1::JobKind kind = jobs::JobKindOf(task.spec());
   if (kind != v1::JOB_KIND_QAT && kind != v1::JOB_KIND_KD_CACHE && kind != v1::JOB_KIND_EVAL &&
-      kind != v1::JOB_KIND_LAYERWISE) {
+      kind != v1::JOB_KIND_LAYERWISE && kind != v1::JOB_KIND_LORA) {
     return 1;
   }
   const int asked = task.spec().resources().has_device_count() ? task.spec().resources().device_count() : 1;

@@ -10,6 +10,7 @@ absl::StatusOr<EvalJobOptions> EvalJobOptions::FromProto(const v1::EvalSpec& s, 
   EvalJobOptions o;
   o.model = s.model();
   o.checkpoint = s.checkpoint();
+  o.adapter = s.adapter();
   o.version = s.version() == v1::QAT_VERSION_V2 ? QatVersion::kV2 : QatVersion::kV1;
   o.kd_cache_dir = s.kd_cache_dir();
   if (s.has_eval_samples()) o.eval_samples = s.eval_samples();

@@ -23,6 +23,7 @@ namespace qatd::jobs {
 struct EvalJobOptions {
   std::string model;              // required
   std::string checkpoint;         // "" = the unquantized model
+  std::string adapter;            // a LoRA adapter folder (PEFT layout, a LORA job's adapter/) applied on top; "" = none
   // The checkpoint's layers. A qatd checkpoint's config.json decides (V2 here must agree with
   // it); a seed .pt state_dict is loaded as these layers, V2 with the LUT sizes and ranks of
   // its tensors (core/train/seed_state.h). V2 needs a checkpoint.

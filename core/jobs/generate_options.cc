@@ -10,6 +10,7 @@ absl::StatusOr<GenerateJobOptions> GenerateJobOptions::FromProto(const v1::Gener
   GenerateJobOptions o;
   o.model = s.model();
   o.checkpoint = s.checkpoint();
+  o.adapter = s.adapter();
   o.tokenizer = s.tokenizer();
   o.prompt = s.prompt();
   o.session = s.session();

@@ -18,6 +18,7 @@ namespace qatd::jobs {
 struct GenerateJobOptions {
   std::string model;              // required
   std::string checkpoint;         // "" = the unquantized model
+  std::string adapter;            // a LoRA adapter folder (PEFT layout, a LORA job's adapter/) applied on top; "" = none
   std::string tokenizer;          // default: model
   std::string prompt;             // required, except in a session (empty there)
   bool session = false;           // a chat session: user messages arrive while it runs

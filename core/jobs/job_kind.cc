@@ -22,6 +22,7 @@ v1::JobKind JobKindOf(const v1::JobSpec& spec) {
     case v1::JobSpec::kGenerate: return v1::JOB_KIND_GENERATE;
     case v1::JobSpec::kProbe: return v1::JOB_KIND_PROBE;
     case v1::JobSpec::kExport: return v1::JOB_KIND_EXPORT;
+    case v1::JobSpec::kLora: return v1::JOB_KIND_LORA;
     case v1::JobSpec::KIND_NOT_SET: break;
   }
   return v1::JOB_KIND_UNSPECIFIED;

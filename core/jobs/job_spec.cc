@@ -14,6 +14,7 @@
 #include "core/jobs/generate_options.h"
 #include "core/jobs/kd_cache_options.h"
 #include "core/jobs/layerwise_options.h"
+#include "core/jobs/lora_options.h"
 #include "core/jobs/qat_options.h"
 #include "core/jobs/snap_options.h"
 #include "core/jobs/spec_compat.h"
@@ -466,6 +467,7 @@ absl::Status CheckEval(const std::string& p, const v1::EvalSpec& s, const SpecCh
   Checker c(p, ctx);
   c.Path("model", s.model(), true)
       .Path("checkpoint", s.checkpoint(), false)
+      .Path("adapter", s.adapter(), false)
       .Path("kd_cache_dir", s.kd_cache_dir(), true)
       .Enum("version", v1::QatVersion_IsValid(s.version()), s.version())
       .Range("eval_samples", s.has_eval_samples(), s.eval_samples(), 1, kMaxInt32)
@@ -482,6 +484,7 @@ absl::Status CheckGenerate(const std::string& p, const v1::GenerateSpec& s, cons
   Checker c(p, ctx);
   c.Path("model", s.model(), true)
       .Path("checkpoint", s.checkpoint(), false)
+      .Path("adapter", s.adapter(), false)
       .Path("tokenizer", s.tokenizer(), false);
   // A session's user messages come while it runs (SessionInput), never in the spec.
   if (!s.session()) c.Required("prompt", s.prompt());
@@ -512,6 +515,36 @@ absl::Status CheckExport(const std::string& p, const v1::ExportSpec& s, const Sp
       .Range("max_shard_bytes", s.has_max_shard_bytes(), s.max_shard_bytes(), 1, std::numeric_limits<int64_t>::max());
   (void)c.ModelConfig("model", s.model());
   c.ModelMatches(s.model(), "kd_cache_dir", "", {{"checkpoint", s.checkpoint()}});
+  c.OutputDir("output_dir", s.output_dir(), false);
+  return c.status();
+}
+
+absl::Status CheckLora(const std::string& p, const v1::LoraSpec& s, const SpecCheckContext& ctx) {
+  Checker c(p, ctx);
+  c.Path("model", s.model(), true)
+      .Path("checkpoint", s.checkpoint(), true)
+      .Path("kd_cache_dir", s.kd_cache_dir(), true)
+      .Range("rank", s.has_rank(), s.rank(), 1, 4096)
+      .Positive("alpha", s.has_alpha(), s.alpha())
+      .Between("dropout", s.has_dropout(), s.dropout(), 0.0, 0.999999)
+      .Enum("adapter_dtype", v1::Dtype_IsValid(s.adapter_dtype()), s.adapter_dtype())
+      .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
+      .Enum("merged_dtype", v1::Dtype_IsValid(s.merged_dtype()), s.merged_dtype())
+      .Range("max_steps", s.has_max_steps(), s.max_steps(), 1, kMaxInt32)
+      .Range("batch_size", s.has_batch_size(), s.batch_size(), 1, 1 << 20)
+      .Positive("lr", s.has_lr(), s.lr())
+      .Positive("temperature", s.has_temperature(), s.temperature())
+      .NonNegative("hard_top1_weight", s.has_hard_top1_weight(), s.hard_top1_weight())
+      .NonNegative("hard_full_weight", s.has_hard_full_weight(), s.hard_full_weight())
+      .Range("logging_steps", s.has_logging_steps(), s.logging_steps(), 1, kMaxInt32)
+      .Range("eval_steps", s.has_eval_steps(), s.eval_steps(), 1, kMaxInt32)
+      .Range("eval_samples", s.has_eval_samples(), s.eval_samples(), 1, kMaxInt32)
+      .Range("save_steps", true, s.save_steps(), 0, kMaxInt32)
+      .Range("warmup_steps", s.has_warmup_steps(), s.warmup_steps(), 0, kMaxInt32)
+      .Between("min_lr_ratio", s.has_min_lr_ratio(), s.min_lr_ratio(), 0.0, 1.0)
+      .NonNegative("clip_grad_norm", true, s.clip_grad_norm());
+  (void)c.ModelConfig("model", s.model());
+  c.ModelMatches(s.model(), "kd_cache_dir", s.kd_cache_dir(), {{"checkpoint", s.checkpoint()}});
   c.OutputDir("output_dir", s.output_dir(), false);
   return c.status();
 }
@@ -587,7 +620,7 @@ absl::Status CheckOutputDirAtStart(const v1::WorkerTask& task) {
 std::vector<v1::JobKind> AvailableJobKinds() {
   return {v1::JOB_KIND_KD_CACHE, v1::JOB_KIND_LAYERWISE, v1::JOB_KIND_QAT,      v1::JOB_KIND_CONVERT,
           v1::JOB_KIND_SNAP,     v1::JOB_KIND_EVAL,      v1::JOB_KIND_GENERATE, v1::JOB_KIND_PROBE,
-          v1::JOB_KIND_EXPORT};
+          v1::JOB_KIND_EXPORT,   v1::JOB_KIND_LORA};
 }
 
 absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecCheckContext& context) {
@@ -596,12 +629,27 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecCheckContext& co
   top.Range("resources.device_count", spec.resources().has_device_count(), spec.resources().device_count(), 0, 64)
       .Require(spec.name().size() <= 256, "name", "must be at most 256 bytes")
       .Require(spec.resources().device_count() <= 1 || spec.has_qat() || spec.has_kd_cache() || spec.has_eval() ||
-                   spec.has_layerwise(),
+                   spec.has_layerwise() || spec.has_lora(),
                "resources.device_count",
                absl::StrCat("is ", spec.resources().device_count(),
-                            ", but only QAT, LAYERWISE, KD_CACHE and EVAL jobs run on several devices (data parallel); "
+                            ", but only QAT, LAYERWISE, KD_CACHE, EVAL and LORA jobs run on several devices (data parallel); "
                             "this kind runs on one: ask for 1 (or 0 for the CPU)"));
   if (!top.ok()) return top.status();
+  const int nodes = spec.resources().has_nodes() ? spec.resources().nodes() : 1;
+  if (nodes < 1) return absl::InvalidArgumentError(absl::StrCat(p, ".resources.nodes must be >= 1, got ", nodes));
+  if (nodes > 1 && context.max_nodes <= 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        p, ".resources.nodes is ", nodes,
+        ", but this daemon runs jobs as local processes on one host: multi-node jobs need qatd --executor slurm"));
+  }
+  if (nodes > context.max_nodes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(p, ".resources.nodes is ", nodes, ", more than the ", context.max_nodes, " this daemon allows"));
+  }
+  if (nodes > 1 && !spec.has_qat()) {
+    return absl::InvalidArgumentError(absl::StrCat(p, ".resources.nodes is ", nodes,
+                                                   ", but only QAT jobs run on several nodes (data parallel)"));
+  }
   switch (spec.kind_case()) {
     case v1::JobSpec::kKdCache:
       return CheckKind<KdCacheOptions>(CheckKdCache, p + ".kd_cache", spec.kd_cache(), context);
@@ -620,10 +668,12 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecCheckContext& co
     case v1::JobSpec::kProbe: return CheckProbe(p + ".probe", spec.probe(), context);
     case v1::JobSpec::kExport:
       return CheckKind<ExportOptions>(CheckExport, p + ".export", spec.export_(), context);
+    case v1::JobSpec::kLora:
+      return CheckKind<LoraJobOptions>(CheckLora, p + ".lora", spec.lora(), context);
     case v1::JobSpec::KIND_NOT_SET: break;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      p, " must set one of kd_cache, layerwise, qat, convert, snap, eval, generate, probe, export"));
+      p, " must set one of kd_cache, layerwise, qat, convert, snap, eval, generate, probe, export, lora"));
 }
 
 }  // namespace qatd::jobs

@@ -17,6 +17,8 @@
 #include "core/quant/export.h"
 #include "core/quant/quantize_model.h"
 #include "core/train/evaluate.h"
+#include "core/train/lora.h"
+#include "core/train/peft_adapter.h"
 #include "core/train/seed_state.h"
 #include "core/train/student.h"
 #include "core/train/train_common.h"
@@ -270,6 +272,17 @@ absl::Status RunSnap(const SnapOptions& o, Reporter& reporter, CancelToken& canc
   return absl::OkStatus();
 }
 
+// The LoRA adapter folder `dir` applied to `s` (nullptr for ""): EVAL and GENERATE run the
+// model with it (core/train/peft_adapter.h).
+static absl::StatusOr<std::unique_ptr<train::LoraAdapters>> ApplyAdapter(train::Student& s, const std::string& dir,
+                                                                  Reporter& reporter) {
+  if (dir.empty()) return std::unique_ptr<train::LoraAdapters>();
+  QATD_ASSIGN_OR_RETURN(std::unique_ptr<train::LoraAdapters> adapter, train::ApplyPeftAdapter(s, dir));
+  reporter.Log(LogLevel::kInfo, absl::StrFormat("LoRA adapter %s applied: r %d, alpha %g on %d projections", dir,
+                                                adapter->config().rank, adapter->config().alpha, adapter->modules().size()));
+  return adapter;
+}
+
 // ---- EVAL ---------------------------------------------------------------------------------
 
 
@@ -298,6 +311,7 @@ absl::Status RunEval(const EvalJobOptions& o, Reporter& reporter, CancelToken& c
                                                    " layers (its config.json decides): evaluate it without --v2"));
   }
   if (cancel.cancelled()) return absl::CancelledError("cancelled");
+  QATD_ASSIGN_OR_RETURN(std::unique_ptr<train::LoraAdapters> adapter, ApplyAdapter(s, o.adapter, reporter));
   if (!o.checkpoint.empty()) {
     reporter.Log(LogLevel::kInfo, absl::StrFormat("evaluating %s as V%d layers", o.checkpoint, s.version));
   }
@@ -322,6 +336,7 @@ absl::Status RunGenerateJob(const GenerateJobOptions& o, Reporter& reporter, Can
   so.device = o.device;
   so.dtype = o.dtype == Dtype::kAuto ? AutoDtypeFor(o.device) : DtypeName(o.dtype);
   QATD_ASSIGN_OR_RETURN(train::Student s, train::LoadStudent(so));
+  QATD_ASSIGN_OR_RETURN(std::unique_ptr<train::LoraAdapters> adapter, ApplyAdapter(s, o.adapter, reporter));
   infer::GenerationOptions go;
   go.max_new_tokens = o.max_new_tokens;
   go.repetition_penalty = o.repetition_penalty;

@@ -90,7 +90,7 @@ TEST_F(SpecValidationTest, NamesTheBadField) {
   // devices are refused, not silently run on one while holding the rest.
   probe.mutable_resources()->set_device_count(2);
   EXPECT_EQ(Error(probe),
-            "spec.resources.device_count is 2, but only QAT, LAYERWISE, KD_CACHE and EVAL jobs run on several "
+            "spec.resources.device_count is 2, but only QAT, LAYERWISE, KD_CACHE, EVAL and LORA jobs run on several "
             "devices (data parallel); this kind runs on one: ask for 1 (or 0 for the CPU)");
 
   v1::JobSpec generate;
