@@ -338,6 +338,7 @@ int RunDaemon(const DaemonOptions& options) {
   service_context.spec_checks.allowed_output_roots = options.allow_output_roots;
   service_context.spec_checks.allowed_input_roots = options.allow_input_roots;
   service_context.spec_checks.jobs_dir = scheduler_options.jobs_dir;
+  service_context.spec_checks.max_nodes = slurm ? 4096 : 1;
   QatdService service(service_context);
 
   grpc::EnableDefaultHealthCheckService(true);

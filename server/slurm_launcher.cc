@@ -261,9 +261,10 @@ std::string DescribeTaskExits(const std::string& exit_dir) {
 
 SlurmShape SlurmShapeOf(const v1::WorkerTask& task) {
   SlurmShape shape;
-  // One node until the spec can ask for more (resources.nodes is not built yet). One task per
-  // device: submit-time validation lets only the data-parallel kinds ask for more than one.
+  // One task per device on each node: submit-time validation lets only the data-parallel kinds
+  // ask for more than one device, and only QAT for more than one node.
   const v1::Resources& r = task.spec().resources();
+  shape.nodes = r.has_nodes() ? std::max(1, r.nodes()) : 1;
   shape.tasks_per_node = r.has_device_count() ? std::max(1, r.device_count()) : 1;
   return shape;
 }

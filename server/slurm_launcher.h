@@ -4,10 +4,9 @@
 //   sbatch --parsable --job-name qatd-<id> --partition P [--account A] --nodes M
 //          --ntasks-per-node N --cpus-per-task C --no-requeue --open-mode append
 //          --output <job dir>/worker.log [--slurm-extra args...] <job dir>/slurm/job.sh
-// where N is the spec's resources.device_count (more than 1 only for the kinds that run data
-// parallel: submit-time validation refuses it for the others) and M is 1: the spec
-// cannot ask for several nodes yet (no resources.nodes field; deploy/slurm/README.md). The
-// script runs `srun --kill-on-bad-exit=0` of `qatd-worker slurm-task` on every task
+// where N is the spec's resources.device_count and M its resources.nodes (more than 1 only for
+// the kinds that run data parallel, and several nodes only for QAT: submit-time validation
+// refuses the rest; tested on one node only, deploy/slurm/README.md). The script runs `srun --kill-on-bad-exit=0` of `qatd-worker slurm-task` on every task
 // (worker/slurm_task.h: rank from SLURM_PROCID, rendezvous through rank 0's store on its node),
 // each task wrapped so that its exit code and node land in
 // `<job dir>/slurm/<slurm job id>/task-<rank>.exit` ("<rank> <node> <code> <unix time>").

@@ -34,6 +34,9 @@ struct SpecCheckContext {
   std::vector<std::string> allowed_output_roots;
   std::vector<std::string> allowed_input_roots;
   std::string jobs_dir;
+  // The most nodes a job may ask for (resources.nodes): 1 where the daemon runs jobs as local
+  // processes, more with its Slurm executor.
+  int max_nodes = 1;
 };
 
 absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecCheckContext& context = {});

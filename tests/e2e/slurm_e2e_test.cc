@@ -225,6 +225,15 @@ TEST_F(SlurmE2eTest, ATwoTaskJobTrainsToCompletionWithTheWeightsOfTheLocalTwoRan
   config.data_dir = dir_->File("local");
   Daemon local(config);
   ASSERT_TRUE(local.Start());
+  // That daemon runs jobs as local processes: several nodes are refused at submit, with the numbers.
+  v1::JobSpec two_nodes = QatSpec(*cache_, 2);
+  two_nodes.mutable_resources()->set_nodes(2);
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = two_nodes;
+  v1::Job refused;
+  grpc::Status submitted = local.Stub()->SubmitJob(local.Context().get(), request, &refused);
+  EXPECT_EQ(submitted.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(submitted.error_message(), HasSubstr("resources.nodes is 2, but this daemon runs jobs as local processes"));
   v1::Job reference = RunToEnd(local, QatSpec(*cache_, 2), 600s);
   ASSERT_EQ(reference.state(), v1::JOB_STATE_SUCCEEDED) << reference.error().message();
   int compared = 0;
@@ -258,6 +267,38 @@ TEST_F(SlurmE2eTest, QatCancelCancelsTheJobAndEndsTheSlurmJob) {
       },
       60s))
       << state;
+}
+
+// Two nodes of 2 tasks reach Slurm as --nodes=2 --ntasks-per-node=2; this one-node cluster can
+// never run them (PENDING, reason PartitionConfig), and the job's log says so. The multi-node
+// rendezvous itself needs a second node to test.
+TEST_F(SlurmE2eTest, TwoNodesOfTwoDevicesAreSubmittedAsFourTasksOnTwoNodes) {
+  v1::JobSpec spec = QatSpec(*cache_, 2);
+  spec.mutable_resources()->set_nodes(2);
+  v1::Job job = SubmitTo(*daemon_, spec);
+  int64_t slurm_id = 0;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        slurm_id = SlurmJobOf(job.id());
+        return slurm_id > 0 && SlurmState(slurm_id) == "PENDING";
+      },
+      60s));
+  auto [rc, shown] = RunShell("scontrol show job -o " + std::to_string(slurm_id));
+  EXPECT_THAT(shown, HasSubstr("NumNodes=2"));
+  EXPECT_THAT(shown, HasSubstr("NumTasks=4"));
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        return ReadFile(dir_->File("data/qatd.log")).find("submitted as Slurm job " + std::to_string(slurm_id) +
+                                                           " (partition debug, 2 node(s) x 2 task(s)") !=
+               std::string::npos;
+      },
+      10s));
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.id());
+  v1::Job cancelled;
+  ASSERT_TRUE(daemon_->Stub()->CancelJob(daemon_->Context().get(), cancel, &cancelled).ok());
+  EXPECT_EQ(WaitForJob(*daemon_, job.id(), JobEnded, 120s).state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(SlurmState(slurm_id), "CANCELLED");
 }
 
 // A job Slurm cannot start yet (another Slurm job holds both CPUs) is PENDING there; qat cancel

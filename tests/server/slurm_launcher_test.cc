@@ -14,6 +14,7 @@
 #include <mutex>
 
 #include "absl/strings/str_join.h"
+#include "core/jobs/job_spec.h"
 #include "server/daemon_options.h"
 #include "server/worker_channel.h"
 #include "tests/common/temp_dir.h"
@@ -206,6 +207,44 @@ TEST_F(SlurmLauncherTest, TheEventStreamEndsOnceSlurmSaysTheJobEnded) {
   absl::StatusOr<std::optional<v1::WorkerEvent>> end = (*worker)->NextEvent();
   ASSERT_TRUE(end.ok());
   EXPECT_FALSE(end->has_value());
+}
+
+TEST_F(SlurmLauncherTest, TwoNodesOfTwoDevicesAreTwoNodesOfTwoTasks) {
+  v1::WorkerTask task;
+  task.mutable_spec()->mutable_qat()->set_model("/m");
+  task.mutable_spec()->mutable_resources()->set_device_count(2);
+  task.mutable_spec()->mutable_resources()->set_nodes(2);
+  const SlurmShape shape = SlurmShapeOf(task);
+  EXPECT_EQ(shape.nodes, 2);
+  EXPECT_EQ(shape.tasks_per_node, 2);
+  const std::vector<std::string> argv = SbatchCommand(options_, launch_, shape, "job.sh");
+  EXPECT_THAT(argv, Contains("--nodes=2"));
+  EXPECT_THAT(argv, Contains("--ntasks-per-node=2"));
+}
+
+// resources.nodes at submit (core's ValidateJobSpec, with the daemon's executor limit).
+TEST(SlurmSpecTest, SeveralNodesOnlyForQatAndOnlyWithTheSlurmExecutor) {
+  v1::JobSpec spec;
+  spec.mutable_qat()->set_model("/m");
+  spec.mutable_resources()->set_nodes(2);
+  jobs::SpecCheckContext local;
+  local.check_paths = false;
+  absl::Status refused = jobs::ValidateJobSpec(spec, local);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(), HasSubstr("spec.resources.nodes is 2, but this daemon runs jobs as local processes"));
+  EXPECT_THAT(refused.message(), HasSubstr("qatd --executor slurm"));
+  jobs::SpecCheckContext slurm = local;
+  slurm.max_nodes = 4;
+  absl::Status nodes_ok = jobs::ValidateJobSpec(spec, slurm);
+  EXPECT_THAT(nodes_ok.message(), Not(HasSubstr("resources.nodes")));
+  spec.mutable_resources()->set_nodes(5);
+  EXPECT_THAT(jobs::ValidateJobSpec(spec, slurm).message(), HasSubstr("resources.nodes is 5, more than the 4"));
+  spec.mutable_resources()->set_nodes(0);
+  EXPECT_THAT(jobs::ValidateJobSpec(spec, slurm).message(), HasSubstr("resources.nodes must be >= 1, got 0"));
+  v1::JobSpec eval;
+  eval.mutable_eval()->set_model("/m");
+  eval.mutable_resources()->set_nodes(2);
+  EXPECT_THAT(jobs::ValidateJobSpec(eval, slurm).message(), HasSubstr("only QAT jobs run on several nodes"));
 }
 
 TEST(SlurmParseTest, ScontrolLineAndTaskExits) {
