@@ -89,6 +89,12 @@ void RecipeFlags::Register(CLI::App* app) {
   f.Value<double>("--v2-lr", "q2 v2: learning rate (default 5e-5)", [this](const double& v) { v2_lr_ = v; });
   app->add_flag("--v2-mlp-only", v2_mlp_only_, "q2 v2: train only the MLP layers");
   f.Flag("--ane,--fp16", "q2 snap: fp16 snap for the ANE", [this](bool v) { snap_.set_fp16(v); });
+  app->add_option("--recover-steps", recover_steps_,
+                  "recover: LoRA steps on the snapped model (LORA job; 0 = no recover stage); infer then applies "
+                  "the adapter")
+      ->capture_default_str();
+  f.Value<int>("--recover-rank", "recover: LoRA rank (default 16)", [this](const int& v) { recover_rank_ = v; });
+  f.Value<double>("--recover-lr", "recover: learning rate (default 2e-4)", [this](const double& v) { recover_lr_ = v; });
   app->add_option("--steps-scale", steps_scale_, "Multiply every step count by this (e.g. 0.01 for a demo)")
       ->capture_default_str();
   app->add_option("--prompt", prompt_, "infer: the prompt")->capture_default_str();
@@ -112,7 +118,7 @@ v1::PipelineStage* RecipeFlags::AddStage(v1::PipelineSpec& pipeline, const std::
   if (job_.has_resources()) *stage->mutable_spec()->mutable_resources() = job_.resources();
   // --devices N > 1 makes the training stages data parallel; the other stages run on one.
   v1::Resources* r = stage->mutable_spec()->mutable_resources();
-  if (!spec.has_qat() && r->has_device_count() && r->device_count() > 1) r->set_device_count(1);
+  if (!spec.has_qat() && !spec.has_lora() && r->has_device_count() && r->device_count() > 1) r->set_device_count(1);
   return stage;
 }
 
@@ -136,6 +142,8 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   infer_.Clear();
   snap_.Clear();
   v2_lr_.reset();
+  recover_rank_.reset();
+  recover_lr_.reset();
   cache_.set_dataset_format(v1::DATASET_FORMAT_AUTO);  // the daemon detects it unless given
   flags_->Apply();
   kd_cache_dir_ = AbsolutePath(kd_cache_dir_);
@@ -147,6 +155,7 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
                                       recipe_name + " recipe");
   }
   if (!(steps_scale_ > 0)) return absl::InvalidArgumentError("--steps-scale must be > 0");
+  if (recover_steps_ < 0) return absl::InvalidArgumentError("--recover-steps must be >= 0 (0 = no recover stage)");
   const std::string& model = train_.model();
 
   v1::PipelineSpec pipeline;
@@ -155,6 +164,29 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   // Feeds the KD cache into `field` of a stage (from the cache stage, or --kd-cache is set).
   auto feed_cache = [&](v1::PipelineStage* stage) {
     if (with_cache) Feed(stage, "cache", kKdCacheArtifact, "kd_cache_dir");
+  };
+  // recover (LORA) on the checkpoint of stage `snap`, when --recover-steps > 0; infer then
+  // applies its adapter. Returns the infer stage's feeds' source for the adapter ("" = none).
+  auto add_recover = [&]() -> std::string {
+    if (recover_steps_ <= 0) return "";
+    v1::JobSpec recover;
+    v1::LoraSpec* l = recover.mutable_lora();
+    l->set_model(model);
+    l->set_max_steps(Scaled(recover_steps_));
+    if (recover_rank_.has_value()) l->set_rank(*recover_rank_);
+    if (recover_lr_.has_value()) l->set_lr(*recover_lr_);
+    l->set_dtype(train_.dtype());
+    l->set_early_stop_patience(train_.early_stop_patience() != 0 ? train_.early_stop_patience()
+                                                                 : kRecipeEarlyStopPatience);
+    if (train_.has_batch_size()) l->set_batch_size(train_.batch_size());
+    if (train_.has_eval_samples()) l->set_eval_samples(train_.eval_samples());
+    if (train_.has_eval_steps()) l->set_eval_steps(train_.eval_steps());
+    if (train_.has_logging_steps()) l->set_logging_steps(train_.logging_steps());
+    if (!kd_cache_dir_.empty()) l->set_kd_cache_dir(kd_cache_dir_);
+    v1::PipelineStage* stage = AddStage(pipeline, "recover", recover);
+    feed_cache(stage);
+    Feed(stage, "snap", kCheckpointArtifact, "checkpoint");
+    return "recover";
   };
   if (with_cache) {
     v1::JobSpec cache;
@@ -202,7 +234,10 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
     feed_cache(snap_stage);
     Feed(snap_stage, "both", kCheckpointArtifact, "init_state");
 
-    Feed(AddStage(pipeline, "infer", infer), "snap", kCheckpointArtifact, "checkpoint");
+    const std::string recover = add_recover();
+    v1::PipelineStage* infer_stage = AddStage(pipeline, "infer", infer);
+    Feed(infer_stage, "snap", kCheckpointArtifact, "checkpoint");
+    if (!recover.empty()) Feed(infer_stage, recover, kAdapterArtifact, "adapter");
     return pipeline;
   }
 
@@ -239,7 +274,10 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   Feed(AddStage(pipeline, "snap", snap), "v2", kCheckpointArtifact, "checkpoint");
 
   infer.mutable_generate()->set_version(v1::QAT_VERSION_V2);
-  Feed(AddStage(pipeline, "infer", infer), "snap", kCheckpointArtifact, "checkpoint");
+  const std::string recover = add_recover();
+  v1::PipelineStage* infer_stage = AddStage(pipeline, "infer", infer);
+  Feed(infer_stage, "snap", kCheckpointArtifact, "checkpoint");
+  if (!recover.empty()) Feed(infer_stage, recover, kAdapterArtifact, "adapter");
   return pipeline;
 }
 

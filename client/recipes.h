@@ -10,6 +10,8 @@
 // q2 — Q4 -> Q2 progressive (spec §11):
 //   cache -> scales (QAT V1 Q4, as above) -> convert (CONVERT Q4_TO_Q2)
 //   -> v2 (QAT V2 from the V2 checkpoint, train_scales) -> snap (SNAP) -> infer (GENERATE, V2)
+// Both, with --recover-steps N > 0 (issue #19): snap -> recover (LORA: recovery adapters on the
+// snapped checkpoint, --recover-rank / --recover-lr) -> infer, which then applies the adapter.
 //
 // Artifacts flow through ArtifactInput: KD_CACHE's "kd_cache" feeds kd_cache_dir; the
 // "checkpoint" of QAT/CONVERT/SNAP feeds init_state (QAT V1), v2_checkpoint (QAT V2) or
@@ -41,6 +43,7 @@ std::optional<Recipe> RecipeByName(const std::string& name);
 // Artifact kinds the daemon registers (server/README.md, core job kinds).
 inline constexpr char kKdCacheArtifact[] = "kd_cache";
 inline constexpr char kCheckpointArtifact[] = "checkpoint";
+inline constexpr char kAdapterArtifact[] = "adapter";
 
 class RecipeFlags {
  public:
@@ -75,6 +78,9 @@ class RecipeFlags {
   std::optional<double> v2_lr_;
   bool v2_mlp_only_ = false;
   double steps_scale_ = 1.0;
+  int recover_steps_ = 0;        // 0 = no recover stage
+  std::optional<int> recover_rank_;
+  std::optional<double> recover_lr_;
   std::string prompt_ = "What is the capital of France?";
 };
 

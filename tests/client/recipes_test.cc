@@ -174,6 +174,34 @@ TEST(Recipes, Q2IsTheProgressivePipeline) {
   EXPECT_EQ(Inputs(Stage(p, "infer")), (std::set<std::string>{"snap:checkpoint->checkpoint"}));
 }
 
+// --recover-steps N (issue #19): a LORA stage on the snapped checkpoint, whose adapter the
+// infer stage applies; absent or 0: no stage.
+TEST(Recipes, RecoverStageOnlyWithRecoverSteps) {
+  for (Recipe recipe : {Recipe::kQ2, Recipe::kQ4}) {
+    const v1::PipelineSpec plain = BuildOk(recipe, {"--model", "/m", "--dataset", "/d.json"});
+    for (const auto& s : plain.stages()) EXPECT_NE(s.name(), "recover");
+    const v1::PipelineSpec zero = BuildOk(recipe, {"--model", "/m", "--dataset", "/d.json", "--recover-steps", "0"});
+    EXPECT_EQ(StageNames(zero), StageNames(plain));
+
+    const v1::PipelineSpec p = BuildOk(recipe, {"--model", "/m", "--dataset", "/d.json", "--recover-steps", "300",
+                                                "--recover-rank", "8", "--recover-lr", "1e-3", "--steps-scale", "0.1"});
+    ExpectValidDag(p);
+    std::vector<std::string> names = StageNames(plain);
+    names.insert(names.end() - 1, "recover");  // between snap and infer
+    EXPECT_EQ(StageNames(p), names);
+    const v1::LoraSpec& l = Stage(p, "recover").spec().lora();
+    EXPECT_EQ(l.model(), "/m");
+    EXPECT_EQ(l.max_steps(), 30);
+    EXPECT_EQ(l.rank(), 8);
+    EXPECT_DOUBLE_EQ(l.lr(), 1e-3);
+    EXPECT_EQ(Inputs(Stage(p, "recover")),
+              (std::set<std::string>{"cache:kd_cache->kd_cache_dir", "snap:checkpoint->checkpoint"}));
+    EXPECT_EQ(Inputs(Stage(p, "infer")),
+              (std::set<std::string>{"snap:checkpoint->checkpoint", "recover:adapter->adapter"}));
+  }
+  EXPECT_FALSE(BuildRecipe(Recipe::kQ2, {"--model", "/m", "--dataset", "/d.json", "--recover-steps", "-1"}).ok());
+}
+
 TEST(Recipes, StepsScaleAndPerStageFlags) {
   const v1::PipelineSpec p =
       BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--steps-scale", "0.01", "--weights-lr", "2e-5",
