@@ -139,6 +139,7 @@ class SlurmE2eTest : public ::testing::Test {
     config.data_dir = dir_->File("data");
     config.max_concurrent_jobs = 1;
     config.extra_args = {"--executor", "slurm", "--worker-transport", "grpc", "--slurm-partition", "debug"};
+    config_ = config;
     daemon_ = new Daemon(config);
     if (!daemon_->Start()) start_error_ = "qatd --executor slurm did not start:\n" + daemon_->LogTail();
     cache_ = new std::string(MakeTinyKdCache(*daemon_, *dir_, 48));
@@ -207,6 +208,7 @@ class SlurmE2eTest : public ::testing::Test {
   inline static qatd::testing::TempDir* dir_ = nullptr;
   inline static Daemon* daemon_ = nullptr;
   inline static std::string* cache_ = nullptr;
+  inline static DaemonConfig config_;
 };
 
 TEST_F(SlurmE2eTest, ATwoTaskJobTrainsToCompletionWithTheWeightsOfTheLocalTwoRankJob) {
@@ -350,6 +352,29 @@ TEST_F(SlurmE2eTest, AKilledTaskFailsTheJobNamingTheTaskItsNodeAndExitCode) {
       },
       60s))
       << state;
+}
+
+// The daemon killed mid-job: rank 0 loses it and stops its Slurm job; the restarted daemon
+// re-queues the job, submits a new Slurm job, and that one resumes from the last checkpoint.
+// (Last in the file: it replaces the suite's daemon.)
+TEST_F(SlurmE2eTest, ADaemonKilledMidJobReRunsItAsANewSlurmJobThatResumes) {
+  v1::Job job = SubmitTo(*daemon_, QatSpec(*cache_, 2, 60));
+  ASSERT_GT(Task1Running(job.id(), 6), 0) << GetJobFrom(*daemon_, job.id()).error().message();
+  const int64_t first = SlurmJobOf(job.id());
+  ASSERT_GT(first, 0);
+  daemon_->Kill9();
+  delete daemon_;
+  daemon_ = new Daemon(config_);
+  ASSERT_TRUE(daemon_->Start()) << daemon_->LogTail();
+  v1::Job ended = WaitForJob(*daemon_, job.id(), JobEnded, 300s);
+  ASSERT_EQ(ended.state(), v1::JOB_STATE_SUCCEEDED) << ended.error().message();
+  EXPECT_GE(ended.attempt(), 2);
+  const int64_t second = SlurmJobOf(job.id());
+  EXPECT_GT(second, first);
+  EXPECT_NE(SlurmState(first), "RUNNING");
+  EXPECT_THAT(ReadFile(JobDir(job.id()) / "worker.log"), HasSubstr("resuming at step"));
+  std::printf("[ slurm ] re-run: Slurm job %lld then %lld, attempt %d\n", static_cast<long long>(first),
+              static_cast<long long>(second), ended.attempt());
 }
 
 }  // namespace
