@@ -29,7 +29,7 @@ class LayerwiseCommand : public SpecCommand {
            [l](bool v) { l()->set_train_weights(v); });
     f.Flag("--train-mlp-only", "Train only the MLP layers", [l](bool v) { l()->set_train_mlp_only(v); });
     f.Value<double>("--scale-lr,--lr", "Learning rate (default 1e-3)", [l](const double& v) { l()->set_lr(v); });
-    f.Value<int>("--scale-batch-size,--batch-size", "Batch size (default 32)",
+    f.Value<int>("--scale-batch-size,--batch-size", "Batch size, per rank with --devices N (default 32)",
                  [l](const int& v) { l()->set_batch_size(v); });
     f.Value<int>("--scale-epochs,--epochs", "Passes over the cache per layer (default 2)",
                  [l](const int& v) { l()->set_epochs_per_layer(v); });

@@ -1,6 +1,6 @@
-// Data-parallel QAT through the real daemon and workers (issue #15): on this CPU host a job
-// asking for 2 devices runs as 2 qatd-worker processes joined by c10d Gloo, and must end with
-// the weights of a 1-rank job with the same global batch; a daemon killed mid-job takes every
+// Data-parallel QAT (V1, V2) and LAYERWISE through the real daemon and workers (issue #15): on
+// this CPU host a job asking for 2 devices runs as 2 qatd-worker processes joined by c10d Gloo,
+// and must end with the weights of a 1-rank job with the same global batch; a daemon killed mid-job takes every
 // rank with it and the restarted daemon resumes the job; a rank killed mid-job fails the job
 // naming it.
 #include <signal.h>
@@ -225,6 +225,53 @@ TEST_F(DataParallelE2eTest, TwoGlooRanksTrainTheSameV2WeightsAsOneRankWithTheGlo
   // Measured 3.0e-8 (fp32, CPU): within the issue's 1e-6 (V1 above needs 5e-4: weight
   // training puts some gradients at rounding noise, which AdamW turns into +-lr).
   EXPECT_LE(rel, 1e-6) << worst;
+}
+
+// LAYERWISE on 2 ranks against 1 with the same global batch of 4: 2 layers x 5 steps, the KD
+// terms only (L_local is per rank: core/train/lbl_step.h).
+v1::JobSpec LayerwiseSpec(const std::string& cache, int devices) {
+  v1::JobSpec spec;
+  spec.mutable_resources()->set_device_count(devices);
+  v1::LayerwiseSpec* l = spec.mutable_layerwise();
+  l->set_model(kModel.string());
+  l->set_kd_cache_dir(cache);
+  l->set_train_scales(true);
+  l->set_lr(5e-3);
+  l->set_batch_size(4 / devices);
+  l->set_steps_per_layer(5);
+  l->set_local_weight(0);
+  l->set_global_weight(1);
+  l->set_eval_samples(8);
+  l->set_seed(3);
+  l->set_dtype(v1::DTYPE_FP32);
+  l->mutable_quant()->set_lut_size(4);
+  l->mutable_quant()->set_group_size(16);
+  return spec;
+}
+
+TEST_F(DataParallelE2eTest, TwoGlooRanksTrainTheSameLayerwiseWeightsAsOneRankWithTheGlobalBatch) {
+  const std::string cache = MakeTinyKdCache(*daemon_, dir_, 48);
+  ASSERT_FALSE(cache.empty());
+  v1::Job one = RunToEnd(*daemon_, LayerwiseSpec(cache, 1), 600s);
+  ASSERT_EQ(one.state(), v1::JOB_STATE_SUCCEEDED) << one.error().message();
+  v1::Job two = RunToEnd(*daemon_, LayerwiseSpec(cache, 2), 600s);
+  ASSERT_EQ(two.state(), v1::JOB_STATE_SUCCEEDED) << two.error().message();
+  EXPECT_THAT(ReadFile(fs::path(config_.data_dir) / "jobs" / std::to_string(two.id()) / "worker.log"),
+              HasSubstr("rank 1 of 2"));
+  // Not vacuous: training changed the held-out loss (keep-best did not put every layer back).
+  EXPECT_NE(one.result().metrics().at("eval/kd_final"), one.result().metrics().at("eval/kd_initial"));
+  std::string worst;
+  double elementwise = 0;
+  const double rel = MaxRelativeDifference(CheckpointOf(one), CheckpointOf(two), &worst, &elementwise);
+  std::printf("[ data parallel ] LAYERWISE: 2 ranks vs 1 rank after 10 steps: relative L2 weight difference %.3g (%s), "
+              "largest element %.3g\n", rel, worst.c_str(), elementwise);
+  // Measured 4.0e-6 (kd_final 3.9e-4 apart, on a loss of 1e-4): here the student is its own
+  // teacher quantized, the KD gradients sit near rounding noise and AdamW normalizes that noise
+  // to +-lr (as for V1 above). With a teacher the student is far from, 20 LBL steps on 2 ranks
+  // agree with 1 to 1.2e-7 (tests/core/train/lbl_test.cc, bound 1e-6).
+  EXPECT_LE(rel, 5e-5) << worst;
+  EXPECT_NEAR(one.result().metrics().at("eval/kd_final"), two.result().metrics().at("eval/kd_final"),
+              5e-3 * std::fabs(one.result().metrics().at("eval/kd_final")));
 }
 
 TEST_F(DataParallelE2eTest, AKilledRankFailsTheJobNamingItAndLeavesNoRankBehind) {
