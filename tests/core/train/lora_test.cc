@@ -11,6 +11,8 @@
 #include <functional>
 #include <memory>
 
+#include "core/jobs/job_spec.h"
+#include "core/jobs/lora_options.h"
 #include "core/kd/cache_reader.h"
 #include "core/quant/quantize_model.h"
 #include "core/train/e2e_trainer.h"
@@ -142,6 +144,37 @@ TEST(LoraConfig, ValidateNamesTheField) {
   c = LoraConfig();
   c.dtype = "fp16";
   EXPECT_NE(c.Validate().message().find("dtype"), std::string::npos);
+}
+
+// A LORA spec is checked at submit (core/jobs/job_spec.cc + LoraJobOptions): errors name the field.
+TEST(LoraSpec, SubmitTimeValidationNamesTheField) {
+  auto error = [](const std::function<void(v1::LoraSpec*)>& edit) {
+    v1::JobSpec spec;
+    v1::LoraSpec* l = spec.mutable_lora();
+    l->set_model(Teacher().teacher);
+    l->set_checkpoint(SnappedQ2());
+    l->set_kd_cache_dir(Teacher().cache);
+    edit(l);
+    return std::string(jobs::ValidateJobSpec(spec).message());
+  };
+  EXPECT_EQ(error([](v1::LoraSpec*) {}), "");
+  EXPECT_NE(error([](v1::LoraSpec* l) { l->set_rank(0); }).find("spec.lora.rank"), std::string::npos);
+  EXPECT_NE(error([](v1::LoraSpec* l) { l->set_dropout(1.5); }).find("spec.lora.dropout"), std::string::npos);
+  EXPECT_NE(error([](v1::LoraSpec* l) { l->add_target_modules("lm_head"); }).find("spec.lora.target_modules"),
+            std::string::npos);
+  EXPECT_NE(error([](v1::LoraSpec* l) { l->clear_checkpoint(); }).find("spec.lora.checkpoint"), std::string::npos);
+  EXPECT_NE(error([](v1::LoraSpec* l) { l->set_adapter_dtype(v1::DTYPE_FP16); }).find("spec.lora.adapter_dtype"),
+            std::string::npos);
+  EXPECT_NE(error([](v1::LoraSpec* l) { l->set_merged_dtype(v1::DTYPE_FP32); }).find("spec.lora.merged_dtype"),
+            std::string::npos);
+  // Defaults: rank 16, alpha 2 x rank, all seven projections, fp32 adapters.
+  v1::LoraSpec plain;
+  plain.set_rank(8);
+  auto o = jobs::LoraJobOptions::FromProto(plain);
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->lora.alpha, 16.0);
+  EXPECT_EQ(o->lora.target_modules.size(), 7u);
+  EXPECT_EQ(o->lora.dtype, "fp32");
 }
 
 TEST(Lora, FreshAdaptersDoNotChangeTheModelAndDetachRestoresIt) {
