@@ -2,7 +2,8 @@
 // CPU (issue #19): every stage of the q2 recipe on a tiny Qwen3, then the recover stage (LORA)
 // on the snapped checkpoint and the infer stage with its adapter. The recover job's held-out KD
 // with adapters must be below the snapped model's, its PEFT files and merged folder exist, and
-// EVAL with the adapter reproduces the recovered KD.
+// EVAL with the adapter reproduces the recovered KD. Then `qat lora` on its own (rank 4 on the
+// attention projections, bf16 adapters, no merged folder) writes the adapter config it was asked for.
 #include <sys/wait.h>
 
 #include <gtest/gtest.h>
@@ -10,6 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -111,6 +114,36 @@ TEST(LoraE2eTest, PipelineQ2WithRecoverStepsEndsWithAdaptersThatLowerHeldOutKd) 
   ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.ShortDebugString();
   ASSERT_TRUE(done.result().metrics().count("eval/kd"));
   EXPECT_NEAR(done.result().metrics().at("eval/kd"), recovered, 1e-4 + 1e-3 * recovered);
+
+  // `qat lora` on its own: rank 4 on the attention projections, bf16 adapters, no merged folder.
+  const std::string lora_log = dir.File("qat-lora.out");
+  ChildProcess lora({QAT_BINARY, "--address", "127.0.0.1:" + std::to_string(daemon.port()), "lora", "--model", model,
+                     "--checkpoint", recover->spec().lora().checkpoint(), "--kd-cache",
+                     recover->spec().lora().kd_cache_dir(), "--rank", "4", "--targets", "attn", "--adapter-dtype",
+                     "bf16", "--max-steps", "6", "--eval-samples", "8", "--skip-merged", "--wait"},
+                    lora_log);
+  status = lora.Wait(300s);
+  ASSERT_TRUE(status.has_value() && WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << ReadFileOrEmpty(lora_log);
+  v1::ListJobsRequest lora_jobs;
+  lora_jobs.add_kinds(v1::JOB_KIND_LORA);
+  v1::ListJobsResponse listed;
+  ASSERT_TRUE(daemon.Stub()->ListJobs(daemon.Context().get(), lora_jobs, &listed).ok());
+  ASSERT_EQ(listed.jobs_size(), 2);  // the recover stage and this one (newest first)
+  const v1::Job own = GetJobFrom(daemon, listed.jobs(0).id());
+  std::string own_adapter;
+  for (const auto& a : own.artifacts()) {
+    if (a.kind() == "adapter") own_adapter = a.path();
+  }
+  ASSERT_FALSE(own_adapter.empty());
+  const fs::path lora_out = fs::path(own_adapter).parent_path();
+  const nlohmann::json adapter_config =
+      nlohmann::json::parse(ReadFileOrEmpty((lora_out / "adapter" / "adapter_config.json").string()));
+  EXPECT_EQ(adapter_config["r"].get<int>(), 4);
+  EXPECT_EQ(adapter_config["lora_alpha"].get<double>(), 8.0);
+  EXPECT_EQ(adapter_config["target_modules"].get<std::vector<std::string>>(),
+            (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"}));
+  EXPECT_EQ(adapter_config["qatd"]["dtype"].get<std::string>(), "bf16");
+  EXPECT_FALSE(fs::exists(lora_out / "merged"));
 }
 
 }  // namespace
