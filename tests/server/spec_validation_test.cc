@@ -46,7 +46,7 @@ TEST_F(SpecValidationTest, AcceptsAMinimalValidSpecOfEachRunnableShape) {
 
 TEST_F(SpecValidationTest, NamesTheBadField) {
   EXPECT_EQ(Error(v1::JobSpec()),
-            "spec must set one of kd_cache, layerwise, qat, convert, snap, eval, generate, probe, export");
+            "spec must set one of kd_cache, layerwise, qat, convert, snap, eval, generate, probe, export, lora");
 
   v1::JobSpec spec = KdCache();
   spec.mutable_kd_cache()->set_max_length(1);
