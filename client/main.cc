@@ -231,7 +231,7 @@ class Cli {
     jobs->add_option("--state", jobs_query_.states, "Only these states (queued,running,succeeded,failed,cancelled)")
         ->delimiter(',');
     jobs->add_option("--kind", jobs_query_.kinds,
-                     "Only these kinds (kd_cache,layerwise,qat,convert,snap,eval,generate,export,probe)")
+                     "Only these kinds (kd_cache,layerwise,qat,convert,snap,eval,generate,export,lora,probe)")
         ->delimiter(',');
     jobs->add_option("--pipeline", jobs_query_.pipeline_id, "Only the jobs of this pipeline");
     jobs->add_option("--limit", jobs_query_.limit, "Jobs per page (max 1000)")

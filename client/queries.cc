@@ -131,7 +131,7 @@ int ListJobs(Connection& connection, const JobsQuery& query, const OutputOptions
     const auto kind = ParseKind(k);
     if (!kind) {
       std::fprintf(stderr,
-                   "qat: --kind: unknown kind '%s'; expected kd_cache, layerwise, qat, convert, snap, eval, generate, "
+                   "qat: --kind: unknown kind '%s'; expected kd_cache, layerwise, qat, convert, snap, eval, generate, export, lora, "
                    "probe\n",
                    k.c_str());
       return kExitUsage;
