@@ -304,13 +304,13 @@ TEST(Lora, PeftFilesRoundTrip) {
 
   auto cfg = ReadJson(dir + "/adapter_config.json");
   ASSERT_TRUE(cfg.ok());
-  EXPECT_EQ((*cfg)["peft_type"], "LORA");
-  EXPECT_EQ((*cfg)["task_type"], "CAUSAL_LM");
-  EXPECT_EQ((*cfg)["r"], 8);
-  EXPECT_EQ((*cfg)["lora_alpha"], 16.0);
-  EXPECT_EQ((*cfg)["bias"], "none");
+  EXPECT_EQ((*cfg)["peft_type"].get<std::string>(), "LORA");
+  EXPECT_EQ((*cfg)["task_type"].get<std::string>(), "CAUSAL_LM");
+  EXPECT_EQ((*cfg)["r"].get<int>(), 8);
+  EXPECT_EQ((*cfg)["lora_alpha"].get<double>(), 16.0);
+  EXPECT_EQ((*cfg)["bias"].get<std::string>(), "none");
   EXPECT_EQ((*cfg)["target_modules"].size(), 7u);
-  EXPECT_EQ((*cfg)["base_model_name_or_path"], s.base_model);
+  EXPECT_EQ((*cfg)["base_model_name_or_path"].get<std::string>(), s.base_model);
   auto file = quant::ReadTensorMap(dir + "/adapter_model.safetensors");
   ASSERT_TRUE(file.ok());
   EXPECT_EQ(file->tensors.size(), 2u * 7 * s.config.num_hidden_layers);
