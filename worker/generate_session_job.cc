@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -16,6 +17,7 @@
 #include "core/infer/chat_session.h"
 #include "core/jobs/generate_options.h"
 #include "core/model/tokenizer.h"
+#include "core/train/peft_adapter.h"
 #include "core/train/student.h"
 #include "worker/job_registry.h"
 
@@ -36,6 +38,10 @@ absl::Status RunGenerateSession(const v1::WorkerTask& task, jobs::Reporter& repo
   so.device = o.device;
   so.dtype = o.dtype == jobs::Dtype::kAuto ? "auto" : jobs::DtypeName(o.dtype);
   QATD_ASSIGN_OR_RETURN(train::Student s, train::LoadStudent(so));
+  std::unique_ptr<train::LoraAdapters> adapter;  // a LoRA adapter folder applied for the whole session
+  if (!o.adapter.empty()) {
+    QATD_ASSIGN_OR_RETURN(adapter, train::ApplyPeftAdapter(s, o.adapter));
+  }
   if (cancel.cancelled()) return absl::CancelledError("cancelled while loading the model");
 
   infer::GenerationOptions go;
