@@ -386,18 +386,10 @@ absl::Status CheckLayerwise(const std::string& p, const v1::LayerwiseSpec& s, co
   return CheckQuant(p + ".quant", s.quant(), ctx);
 }
 
-absl::Status CheckQat(const std::string& p, const v1::QatSpec& s, const SpecCheckContext& ctx) {
-  const bool v2 = s.version() == v1::QAT_VERSION_V2;
-  Checker c(p, ctx);
-  c.Enum("version", v1::QatVersion_IsValid(s.version()), s.version())
-      .Path("model", s.model(), true)
-      .Path("kd_cache_dir", s.kd_cache_dir(), !s.skip_training())
-      .Path("init_state", s.init_state(), false)
-      .Enum("v2_init", v1::V2Init_IsValid(s.v2_init()), s.v2_init())
-      .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
-      .Require(v2 || s.skip_training() || s.train_weights() || s.train_scales(), "train_weights",
-               "or train_scales is required unless skip_training is set")
-      .Range("max_steps", s.has_max_steps(), s.max_steps(), 1, kMaxInt32)
+// The trainer settings QatSpec and LoraSpec share (same field names, same ranges).
+template <typename Spec>
+Checker& CheckTrainerFields(Checker& c, const Spec& s) {
+  return c.Range("max_steps", s.has_max_steps(), s.max_steps(), 1, kMaxInt32)
       .Range("batch_size", s.has_batch_size(), s.batch_size(), 1, 1 << 20)
       .Positive("lr", s.has_lr(), s.lr())
       .Positive("temperature", s.has_temperature(), s.temperature())
@@ -409,7 +401,21 @@ absl::Status CheckQat(const std::string& p, const v1::QatSpec& s, const SpecChec
       .Range("save_steps", true, s.save_steps(), 0, kMaxInt32)
       .Range("warmup_steps", s.has_warmup_steps(), s.warmup_steps(), 0, kMaxInt32)
       .Between("min_lr_ratio", s.has_min_lr_ratio(), s.min_lr_ratio(), 0.0, 1.0)
-      .NonNegative("clip_grad_norm", true, s.clip_grad_norm())
+      .NonNegative("clip_grad_norm", true, s.clip_grad_norm());
+}
+
+absl::Status CheckQat(const std::string& p, const v1::QatSpec& s, const SpecCheckContext& ctx) {
+  const bool v2 = s.version() == v1::QAT_VERSION_V2;
+  Checker c(p, ctx);
+  c.Enum("version", v1::QatVersion_IsValid(s.version()), s.version())
+      .Path("model", s.model(), true)
+      .Path("kd_cache_dir", s.kd_cache_dir(), !s.skip_training())
+      .Path("init_state", s.init_state(), false)
+      .Enum("v2_init", v1::V2Init_IsValid(s.v2_init()), s.v2_init())
+      .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
+      .Require(v2 || s.skip_training() || s.train_weights() || s.train_scales(), "train_weights",
+               "or train_scales is required unless skip_training is set");
+  CheckTrainerFields(c, s)
       .Require(!s.snap_bake_scales() || s.snap_weights(), "snap_bake_scales", "requires snap_weights")
       .Require(!s.use_fp16(), "use_fp16",
                "is not supported: qatd has no fp16 grad scaler; set dtype fp16 (fp16 weights with fp32 AdamW masters) "
@@ -529,20 +535,8 @@ absl::Status CheckLora(const std::string& p, const v1::LoraSpec& s, const SpecCh
       .Between("dropout", s.has_dropout(), s.dropout(), 0.0, 0.999999)
       .Enum("adapter_dtype", v1::Dtype_IsValid(s.adapter_dtype()), s.adapter_dtype())
       .Enum("dtype", v1::Dtype_IsValid(s.dtype()), s.dtype())
-      .Enum("merged_dtype", v1::Dtype_IsValid(s.merged_dtype()), s.merged_dtype())
-      .Range("max_steps", s.has_max_steps(), s.max_steps(), 1, kMaxInt32)
-      .Range("batch_size", s.has_batch_size(), s.batch_size(), 1, 1 << 20)
-      .Positive("lr", s.has_lr(), s.lr())
-      .Positive("temperature", s.has_temperature(), s.temperature())
-      .NonNegative("hard_top1_weight", s.has_hard_top1_weight(), s.hard_top1_weight())
-      .NonNegative("hard_full_weight", s.has_hard_full_weight(), s.hard_full_weight())
-      .Range("logging_steps", s.has_logging_steps(), s.logging_steps(), 1, kMaxInt32)
-      .Range("eval_steps", s.has_eval_steps(), s.eval_steps(), 1, kMaxInt32)
-      .Range("eval_samples", s.has_eval_samples(), s.eval_samples(), 1, kMaxInt32)
-      .Range("save_steps", true, s.save_steps(), 0, kMaxInt32)
-      .Range("warmup_steps", s.has_warmup_steps(), s.warmup_steps(), 0, kMaxInt32)
-      .Between("min_lr_ratio", s.has_min_lr_ratio(), s.min_lr_ratio(), 0.0, 1.0)
-      .NonNegative("clip_grad_norm", true, s.clip_grad_norm());
+      .Enum("merged_dtype", v1::Dtype_IsValid(s.merged_dtype()), s.merged_dtype());
+  CheckTrainerFields(c, s);
   (void)c.ModelConfig("model", s.model());
   c.ModelMatches(s.model(), "kd_cache_dir", s.kd_cache_dir(), {{"checkpoint", s.checkpoint()}});
   c.OutputDir("output_dir", s.output_dir(), false);

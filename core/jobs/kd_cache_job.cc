@@ -152,6 +152,10 @@ class KdCacheRunner {
   absl::Status LoadTeacher();
   absl::Status OpenWriter();
   absl::Status Loop();
+  // Reads up to `want` sequences (sets exhausted_ when the data runs out), hands them to the
+  // teacher as the batch starting at `pos` and writes what the teacher has finished. Returns
+  // how many were read.
+  absl::StatusOr<int64_t> SubmitBatch(std::vector<int32_t>& ids, int64_t pos, int64_t want);
   absl::Status Consume(const std::optional<kd::TeacherHostBatch>& done);
   absl::Status Finish();
   absl::Status CrashStatus() {
@@ -395,20 +399,8 @@ absl::Status KdCacheRunner::Loop() {
   while (pos < o_.num_sequences && !cancel_.cancelled()) {
     const int64_t shard_end = (pos / o_.shard_size + 1) * o_.shard_size;
     const int64_t want = std::min({o_.batch_size, shard_end - pos, o_.num_sequences - pos});
-    int64_t got = 0;
-    while (got < want) {
-      QATD_ASSIGN_OR_RETURN(const bool more, stream_->Next(ids.data() + got * o_.max_length));
-      if (!more) {
-        exhausted_ = true;
-        break;
-      }
-      ++got;
-    }
-    if (got > 0) {
-      QATD_ASSIGN_OR_RETURN(auto done, teacher_->Submit(ids.data(), got, pos));
-      QATD_RETURN_IF_ERROR(Consume(done));
-      pos += got;
-    }
+    QATD_ASSIGN_OR_RETURN(const int64_t got, SubmitBatch(ids, pos, want));
+    pos += got;
     if (crashed_.load()) return CrashStatus();
     if (exhausted_) break;
   }
@@ -416,6 +408,23 @@ absl::Status KdCacheRunner::Loop() {
   QATD_RETURN_IF_ERROR(Consume(last));
   if (crashed_.load()) return CrashStatus();
   return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> KdCacheRunner::SubmitBatch(std::vector<int32_t>& ids, int64_t pos, int64_t want) {
+  int64_t got = 0;
+  while (got < want) {
+    QATD_ASSIGN_OR_RETURN(const bool more, stream_->Next(ids.data() + got * o_.max_length));
+    if (!more) {
+      exhausted_ = true;
+      break;
+    }
+    ++got;
+  }
+  if (got > 0) {
+    QATD_ASSIGN_OR_RETURN(auto done, teacher_->Submit(ids.data(), got, pos));
+    QATD_RETURN_IF_ERROR(Consume(done));
+  }
+  return got;
 }
 
 absl::Status KdCacheRunner::Consume(const std::optional<kd::TeacherHostBatch>& done) {
@@ -578,20 +587,8 @@ absl::StatusOr<bool> KdCacheRunner::WriteShard(int64_t id, int64_t& stream_pos) 
   int64_t pos = begin;
   while (pos < end && !cancel_.cancelled() && !exhausted_) {
     const int64_t want = std::min(o_.batch_size, end - pos);
-    int64_t got = 0;
-    while (got < want) {
-      QATD_ASSIGN_OR_RETURN(const bool more, stream_->Next(ids.data() + got * o_.max_length));
-      if (!more) {
-        exhausted_ = true;
-        break;
-      }
-      ++got;
-    }
-    if (got > 0) {
-      QATD_ASSIGN_OR_RETURN(auto done, teacher_->Submit(ids.data(), got, pos));
-      QATD_RETURN_IF_ERROR(Consume(done));
-      pos += got;
-    }
+    QATD_ASSIGN_OR_RETURN(const int64_t got, SubmitBatch(ids, pos, want));
+    pos += got;
   }
   QATD_ASSIGN_OR_RETURN(auto last, teacher_->Drain());
   QATD_RETURN_IF_ERROR(Consume(last));

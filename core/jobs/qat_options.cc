@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/common/status_macros.h"
+#include "core/jobs/trainer_fields.h"
 
 namespace qatd::jobs {
 
@@ -29,29 +30,11 @@ absl::StatusOr<QatOptions> QatOptions::FromProto(const v1::QatSpec& s, const v1:
   o.skip_training = s.skip_training();
 
   train::E2eOptions& t = o.train;
-  t.kd_cache_dir = s.kd_cache_dir();
+  ApplyTrainerFields(s, t);
   t.train_weights = s.train_weights();
   t.train_scales = s.train_scales();
   t.train_g_only = s.train_g_only();
   t.train_mlp_only = s.train_mlp_only();
-  if (s.has_max_steps()) t.max_steps = s.max_steps();
-  if (s.has_batch_size()) t.batch_size = s.batch_size();
-  if (s.has_lr()) t.lr = s.lr();
-  if (s.has_temperature()) t.temperature = s.temperature();
-  if (s.has_hard_top1_weight()) t.hard_top1_weight = s.hard_top1_weight();
-  if (s.has_hard_full_weight()) t.hard_full_weight = s.hard_full_weight();
-  if (s.has_logging_steps()) t.logging_steps = s.logging_steps();
-  if (s.has_eval_steps()) t.eval_steps = s.eval_steps();
-  if (s.has_eval_samples()) t.eval_samples = s.eval_samples();
-  t.save_steps = s.save_steps() > 0 ? s.save_steps() : 50;  // every daemon job keeps a resume point
-  if (s.has_cosine()) t.cosine = s.cosine();
-  if (s.has_warmup_steps()) t.warmup_steps = s.warmup_steps();
-  if (s.has_min_lr_ratio()) t.min_lr_ratio = s.min_lr_ratio();
-  t.clip_grad_norm = s.clip_grad_norm();
-  if (s.has_grad_accum()) t.grad_accum = s.grad_accum();
-  if (s.has_weight_decay()) t.weight_decay = s.weight_decay();
-  t.early_stop_patience = s.early_stop_patience();
-  t.seed = static_cast<uint64_t>(s.seed());
   t.output_dir = OutputDirOf(s.output_dir(), task);
   // A re-run after a daemon restart continues from the resume checkpoint.
   t.resume = IsRerun(task);
