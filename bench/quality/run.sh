@@ -15,7 +15,10 @@
 #   RECIPES (default "q4 q2v1 q2prog"), STEPS_SCALE (overrides short/full), EXTRA (flags for every
 #   recipe), Q4_FLAGS / Q2V1_FLAGS / Q2P_FLAGS (each recipe's quantization and method flags),
 #   TAG (a label per recipe run, for method variants), EVAL_DTYPE (qat eval --dtype; default auto),
-#   SHA (the source's git sha, when ROOT is an export without .git), LOGS (default $WORK/quality-logs).
+#   SHA (the source's git sha, when ROOT is an export without .git), LOGS (default $WORK/quality-logs),
+#   LORA_RANKS (e.g. "8 16 32": after a recipe, one `qat lora` per rank on its snapped checkpoint,
+#   LORA_STEPS (default 1000) x the step scale each, LORA_FLAGS more flags; a pipeline's own
+#   `--recover-steps` stage, given in EXTRA or *_FLAGS, is scored too, with its adapter applied).
 # CPU plumbing check without a GPU or torch: TEACHER=<HF folder> REF_TRAIN=<.pt cache> REF_EVAL=<.pt cache>
 #   skip make_bench.sh and use those (see README.md).
 set -euo pipefail
@@ -108,11 +111,11 @@ GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 ||
     sha: $sha, modified_tracked_files: $dirty, gpu: $gpu, seed: $seed, held_out_sequences: $eval_n, rows: []}' >"$RESULTS"
 
 # qat eval of one checkpoint on the held-out split: prints {kd, top1, ppl}
-score() {  # checkpoint [--v2]
+score() {  # checkpoint [--v2] [adapter dir]
   local log=$LOG/eval-$RANDOM.log id
   # shellcheck disable=SC2086  # $2 is empty or --v2
   "$QAT" eval --model "$TEACHER" ${1:+--checkpoint "$1"} --kd-cache "$CACHE" --eval-samples "$EVAL_N" \
-    --dtype "${EVAL_DTYPE:-auto}" ${2:-} --wait >"$log" 2>&1 || { tail -5 "$log" >&2; echo null; return; }
+    --dtype "${EVAL_DTYPE:-auto}" ${2:-} ${3:+--adapter "$3"} --wait >"$log" 2>&1 || { tail -5 "$log" >&2; echo null; return; }
   id=$(sed -n 's/^submitted job \([0-9]*\).*/\1/p' "$log" | head -1)
   "$QAT" --json status "$id" | jq -c '.result.metrics | {kd: .["eval/kd"], top1: .["eval/top1"], ppl: .["eval/ppl"]}'
 }
@@ -124,9 +127,15 @@ if [[ ! -f $OUT/teacher-row.done ]]; then
   touch "$OUT/teacher-row.done"
 fi
 
+adapter_mb() {  # the adapter's safetensors size in MB (10^6 bytes)
+  local f=$1/adapter_model.safetensors
+  [[ -f $f ]] && awk -v b="$(stat -c %s "$f")" 'BEGIN { printf "%.3f", b / 1e6 }' || echo null
+}
+
 run_recipe() {  # name pipeline flags...
   local name=$1 pipe=$2; shift 2
   local label=$name${TAG:+-$TAG} log=$LOG/$name${TAG:+-$TAG}.log id P start
+  SNAP_CK=""
   stamp "recipe $label: qat pipeline run $pipe $* (steps x $SCALE)"
   start=$(date +%s)
   # shellcheck disable=SC2086  # EXTRA is a list of flags
@@ -151,10 +160,18 @@ run_recipe() {  # name pipeline flags...
     job=$(jq -c ".jobs[$j]" <<<"$P")
     stage=$(jq -r '.stage' <<<"$job")
     [[ $stage == infer ]] && continue
-    ck=$("$QAT" --json status "$(jq -r '.id' <<<"$job")" | jq -r '[.artifacts[]? | select(.kind == "checkpoint")][-1].path // empty')
-    [[ $pipe == q2 && ( $stage == convert || $stage == v2 || $stage == snap ) ]] && v2=--v2
+    local st adapter="" mb=null
+    st=$("$QAT" --json status "$(jq -r '.id' <<<"$job")")
+    ck=$(jq -r '[.artifacts[]? | select(.kind == "checkpoint")][-1].path // empty' <<<"$st")
+    [[ $pipe == q2 && ( $stage == convert || $stage == v2 || $stage == snap || $stage == recover ) ]] && v2=--v2
+    if [[ $stage == recover ]]; then  # LoRA adapters: scored on the snapped checkpoint with them applied
+      adapter=$(jq -r '[.artifacts[]? | select(.kind == "adapter")][-1].path // empty' <<<"$st")
+      ck=$SNAP_CK
+      [[ -n $adapter ]] && mb=$(adapter_mb "$adapter")
+    fi
+    [[ $stage == snap ]] && SNAP_CK=$ck
     e=null
-    [[ -n $ck ]] && e=$(score "$ck" "$v2")
+    [[ -n $ck ]] && e=$(score "$ck" "$v2" "$adapter")
     local sec
     sec=$(jq "$secs" <<<"$job" 2>/dev/null || echo null)
     rows=$(jq --argjson job "$job" --argjson e "$e" --arg r "$label" --arg ck "$ck" --argjson sec "${sec:-null}" \
@@ -164,6 +181,28 @@ run_recipe() {  # name pipeline flags...
         trainer: ($job.result.metrics // {} | {kd_initial: .["eval/kd_initial"], kd_best: .["eval/kd_best"], kd_last: .["eval/kd"],
                   top1_last: .["eval/top1"], tokens_per_second: .["train/tokens_per_second"]}),
         checkpoint: $ck}]' <<<"$rows")
+    [[ -n $adapter ]] && rows=$(jq --arg a "$adapter" --argjson mb "$mb" '.[-1] += {adapter: $a, adapter_mb: $mb}' <<<"$rows")
+  done
+  # More LoRA ranks on the same snapped checkpoint (LORA_RANKS, LORA_STEPS x SCALE steps each).
+  local r
+  for r in ${LORA_RANKS:-}; do
+    [[ -n ${SNAP_CK:-} ]] || break
+    local lout=$WORK/lora-$label-r$r llog=$LOG/lora-$label-r$r.log lid lst lsec
+    rm -rf "$lout"
+    stamp "recipe $label: qat lora --rank $r on $SNAP_CK"
+    "$QAT" lora --model "$TEACHER" --checkpoint "$SNAP_CK" --kd-cache "$CACHE" --eval-samples "$EVAL_N" --rank "$r" \
+      --max-steps "$(awk -v s="${LORA_STEPS:-1000}" -v k="$SCALE" 'BEGIN { n = int(s * k + 0.5); print (n < 1 ? 1 : n) }')" \
+      --output-dir "$lout" --name "$label-lora-r$r" ${LORA_FLAGS:-} --wait >"$llog" 2>&1 || { tail -20 "$llog" >&2; continue; }
+    lid=$(sed -n 's/^submitted job \([0-9]*\).*/\1/p' "$llog" | head -1)
+    lst=$("$QAT" --json status "$lid")
+    lsec=$(jq "$secs" <<<"$lst" 2>/dev/null || echo null)
+    e=$(score "$SNAP_CK" "$([[ $pipe == q2 ]] && echo --v2)" "$lout/adapter")
+    rows=$(jq --argjson e "$e" --arg r "$label" --arg st "lora-r$r" --arg a "$lout/adapter" --argjson mb "$(adapter_mb "$lout/adapter")" \
+      --argjson sec "${lsec:-null}" --argjson job "$lst" \
+      '. + [{recipe: $r, stage: $st, state: $job.state, steps: (($job.progress.done // null) | if . == null then null else tonumber end),
+        seconds: $sec, eval: $e, adapter: $a, adapter_mb: $mb,
+        trainer: ($job.result.metrics // {} | {kd_initial: .["eval/kd_initial"], kd_best: .["eval/kd_best"], kd_last: .["eval/kd"],
+                  top1_last: .["eval/top1"], tokens_per_second: .["train/tokens_per_second"]})}]' <<<"$rows")
   done
   jq --argjson rows "$rows" --arg flags "$pipe $* ${EXTRA:-}" --argjson scale "$SCALE" --argjson total "$total" \
     --arg lab "$label" '.rows += ($rows | map(. + {flags: $flags, steps_scale: $scale})) | .recipes[$lab] = {flags: $flags, steps_scale: $scale, seconds: $total}' \
