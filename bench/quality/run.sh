@@ -187,17 +187,18 @@ run_recipe() {  # name pipeline flags...
   local r
   for r in ${LORA_RANKS:-}; do
     [[ -n ${SNAP_CK:-} ]] || break
-    local lout=$WORK/lora-$label-r$r llog=$LOG/lora-$label-r$r.log lid lst lsec
-    rm -rf "$lout"
+    local lout llog=$LOG/lora-$label-r$r.log lid lst lsec
     stamp "recipe $label: qat lora --rank $r on $SNAP_CK"
     "$QAT" lora --model "$TEACHER" --checkpoint "$SNAP_CK" --kd-cache "$CACHE" --eval-samples "$EVAL_N" --rank "$r" \
       --max-steps "$(awk -v s="${LORA_STEPS:-1000}" -v k="$SCALE" 'BEGIN { n = int(s * k + 0.5); print (n < 1 ? 1 : n) }')" \
-      --output-dir "$lout" --name "$label-lora-r$r" ${LORA_FLAGS:-} --wait >"$llog" 2>&1 || { tail -20 "$llog" >&2; continue; }
+      --name "$label-lora-r$r" ${LORA_FLAGS:-} --wait >"$llog" 2>&1 || { tail -20 "$llog" >&2; continue; }
     lid=$(sed -n 's/^submitted job \([0-9]*\).*/\1/p' "$llog" | head -1)
     lst=$("$QAT" --json status "$lid")
     lsec=$(jq "$secs" <<<"$lst" 2>/dev/null || echo null)
-    e=$(score "$SNAP_CK" "$([[ $pipe == q2 ]] && echo --v2)" "$lout/adapter")
-    rows=$(jq --argjson e "$e" --arg r "$label" --arg st "lora-r$r" --arg a "$lout/adapter" --argjson mb "$(adapter_mb "$lout/adapter")" \
+    lout=$(jq -r '[.artifacts[]? | select(.kind == "adapter")][-1].path // empty' <<<"$lst")
+    [[ -n $lout ]] || { echo "qat lora --rank $r: no adapter artifact" >&2; continue; }
+    e=$(score "$SNAP_CK" "$([[ $pipe == q2 ]] && echo --v2)" "$lout")
+    rows=$(jq --argjson e "$e" --arg r "$label" --arg st "lora-r$r" --arg a "$lout" --argjson mb "$(adapter_mb "$lout")" \
       --argjson sec "${lsec:-null}" --argjson job "$lst" \
       '. + [{recipe: $r, stage: $st, state: $job.state, steps: (($job.progress.done // null) | if . == null then null else tonumber end),
         seconds: $sec, eval: $e, adapter: $a, adapter_mb: $mb,
