@@ -46,8 +46,9 @@ class LoraCommand : public SpecCommand {
                           }
                         });
     f.Enum("--adapter-dtype",
-           "Adapters' master weights: fp32 (default; the adapter path runs in fp32 over a bf16 model, the seed's "
-           "--dtype fp32) or bf16 (the seed's --dtype bf16; AdamW still keeps fp32 masters and moments)",
+           "Adapters' dtype: fp32 (default; the adapter path runs in fp32 over a bf16 model, AdamW keeps fp32 "
+           "moments: the seed's --dtype fp32) or bf16 (bf16 adapters, bf16 AdamW moments, no fp32 master: half the "
+           "optimizer memory; updates below half a bf16 ulp round away: the seed's --dtype bf16)",
            {{"fp32", v1::DTYPE_FP32}, {"bf16", v1::DTYPE_BF16}},
            [l](int v) { l()->set_adapter_dtype(static_cast<v1::Dtype>(v)); });
     f.Enum("--dtype", "The model's compute dtype (default auto = bf16 on CUDA, fp32 on the CPU)", kDtypeNames,

@@ -12,6 +12,7 @@
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
 #include "core/kd/packing.h"
+#include "core/train/optimizer.h"
 #include "core/train/peft_adapter.h"
 
 namespace qatd::train {
@@ -48,6 +49,12 @@ LoraLinear::LoraLinear(std::shared_ptr<model::LinearLayer> base, const LoraConfi
   at::Tensor a = at::empty({config.rank, in}, at::kFloat).uniform_(-bound, bound, gen);
   lora_A = register_parameter("lora_A", a.to(probe.device(), dtype));
   lora_B = register_parameter("lora_B", at::zeros({out, config.rank}, at::TensorOptions(dtype).device(probe.device())));
+  // bf16 adapters (the seed's --dtype bf16) keep their AdamW moments in bf16 and no fp32
+  // master: a third of fp32-master state, half of fp32 adapters' (lora_options.h).
+  if (dtype != at::kFloat) {
+    SetAdamStateDtype(lora_A, AdamStateDtype::kParameterDtype);
+    SetAdamStateDtype(lora_B, AdamStateDtype::kParameterDtype);
+  }
 }
 
 at::Tensor LoraLinear::forward(const at::Tensor& x) {

@@ -19,8 +19,11 @@ struct LoraConfig {
   // Module suffixes (PEFT's target_modules): any of q_proj k_proj v_proj o_proj gate_proj
   // up_proj down_proj. Every decoder layer's projection of that name gets an adapter.
   std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  // The adapters' parameter dtype: "fp32" (the adapter path runs in fp32 whatever the model's
-  // dtype: the seed's fp32 master weights + bf16 autocast) or "bf16" (the adapter path in bf16).
+  // The adapters' parameter dtype (the seed's --dtype): "fp32" (the adapter path runs in fp32
+  // whatever the model's dtype: the seed's fp32 master weights + bf16 autocast; AdamW keeps
+  // fp32 moments, 8 bytes per adapter element) or "bf16" (the adapter path in bf16; AdamW keeps
+  // bf16 moments and no fp32 master, 4 bytes per element: half the optimizer state and half
+  // the adapter weights; AdamStateDtype::kParameterDtype, optimizer.h).
   std::string dtype = "fp32";
   uint64_t seed = 0;           // initialisation (lora_A) and dropout masks
 

@@ -9,7 +9,9 @@
 // DELIBERATE DIFFERENCE: parameters that are not fp32 (a bf16 or fp16 model) are updated
 // through an fp32 master copy that the optimizer owns, then rounded into the parameter. The
 // reference steps bf16 parameters directly, where updates smaller than half a bf16 ulp
-// (lr 5e-6 on weights of magnitude ~0.02) are rounded away.
+// (lr 5e-6 on weights of magnitude ~0.02) are rounded away. A parameter marked
+// AdamStateDtype::kParameterDtype (below; bf16 LoRA adapters) is stepped as the reference
+// does instead: moments in its own dtype, no master.
 //
 // The whole state (moments, master copies, step) round-trips through a TensorMap so that a
 // resumed job continues bit-exactly. Not thread-safe.
@@ -29,6 +31,21 @@
 
 namespace qatd::train {
 
+// Where AdamW keeps one parameter's state (a per-parameter option, issue #19):
+//   kFp32Master (the default): fp32 moments, plus an fp32 master copy of a bf16/fp16
+//     parameter: 12 bytes of state per bf16 element.
+//   kParameterDtype: moments in the parameter's dtype and no master; the update is applied to
+//     the parameter itself, op for op as for an fp32 one (torch.optim.AdamW on bf16
+//     parameters, the seed's --dtype bf16): 4 bytes per bf16 element. Updates below half an
+//     ulp of the parameter are rounded away (the reason kFp32Master is the default). Same as
+//     kFp32Master for an fp32 parameter.
+// The parameter's owner marks it before an AdamW is built over it (LoraLinear marks bf16
+// adapters, lora.h); AdamW reads the mark in its constructor, so trainers need no option. The
+// mark belongs to the tensor (its TensorImpl: copies of the handle share it, clones do not)
+// and ends with it. Thread-safe.
+enum class AdamStateDtype { kFp32Master, kParameterDtype };
+void SetAdamStateDtype(const at::Tensor& param, AdamStateDtype dtype);
+AdamStateDtype GetAdamStateDtype(const at::Tensor& param);
 
 class AdamW {
  public:
@@ -54,6 +71,8 @@ class AdamW {
   bool sharded() const { return !owners_.empty(); }
   // Elements whose state this rank keeps.
   int64_t owned_parameters() const;
+  // Bytes of the tensors this rank keeps (moments and masters: numel x element size).
+  int64_t state_bytes() const;
   // After Step: every parameter sent from its owner to every rank (one broadcast per tensor).
   absl::Status BroadcastOwned(DistGroup& dist);
   // State() of the whole optimizer on every rank of a sharded one (each slot broadcast from its
@@ -66,15 +85,21 @@ class AdamW {
   int64_t num_parameters() const;  // elements
   const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
 
-  // "<name>.exp_avg", "<name>.exp_avg_sq", "<name>.master" (non-fp32 params only), "step".
+  // "<name>.exp_avg", "<name>.exp_avg_sq" (fp32, or the parameter's dtype under
+  // kParameterDtype), "<name>.master" (non-fp32 kFp32Master params only), "step".
   quant::TensorMap State() const;
   // INVALID_ARGUMENT naming the key when a tensor is missing or mis-shaped.
   absl::Status LoadState(const quant::TensorMap& state);
 
  private:
+  // The update of optimizer.h on w (in place) with moments m, v; `g` in w's dtype.
+  void ForeachUpdate(std::vector<at::Tensor>& w, const std::vector<at::Tensor>& g, std::vector<at::Tensor>& m,
+                     std::vector<at::Tensor>& v, double lr, double step_size, double bc2_sqrt) const;
+
   bool zero_in_place_ = false;
   struct Slot {
-    at::Tensor exp_avg, exp_avg_sq, master;  // fp32, on the parameter's device
+    at::Tensor exp_avg, exp_avg_sq, master;  // fp32 (or the parameter's dtype), on its device
+    bool in_param_dtype = false;  // kParameterDtype on a non-fp32 parameter (every rank knows)
   };
   std::vector<std::pair<std::string, at::Tensor>> params_;
   std::vector<Slot> slots_;           // undefined tensors for parameters another rank owns
