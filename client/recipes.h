@@ -22,8 +22,12 @@
 // CUDA, fp32 on the CPU); --cache-dtype sets the cache stage's teacher dtype, --dtype every
 // later stage's.
 //
-// Step counts and learning rates have flags with the seed's values as defaults;
-// --steps-scale F multiplies every step count (at least 1 step), for demos.
+// Step counts and learning rates have flags. --recipe picks their defaults (issue #18):
+//   qatd (the default): the settings the quality benchmark (bench/quality/README.md) found
+//     better on a real teacher's held-out data: RecipeDefaultsFor() lists them;
+//   seed: the seed's documented values, unchanged (spec §9.2, §11).
+// An explicit flag always wins over either. --steps-scale F multiplies every step count (at
+// least 1 step), for demos.
 
 #include <CLI/CLI.hpp>
 #include <optional>
@@ -36,6 +40,15 @@
 namespace qatd::client {
 
 enum class Recipe { kQ4, kQ2 };
+
+// The hyperparameters --recipe chooses (flags override each).
+struct RecipeDefaults {
+  double scales_lr = 1e-3;     // scales stage (q4 and q2)
+  std::optional<double> v2_lr;  // q2 v2 stage; unset = the V2 trainer's own default (5e-5)
+  std::string lut_init;        // q4 V1 stages' QuantSettings.lut_init when --lut-init is not given ("" = uniform)
+};
+// "qatd" or "seed"; nullopt for anything else.
+std::optional<RecipeDefaults> RecipeDefaultsFor(const std::string& name, Recipe recipe);
 
 // "q4" / "q2", or nullopt for anything else.
 std::optional<Recipe> RecipeByName(const std::string& name);
@@ -67,7 +80,8 @@ class RecipeFlags {
   v1::SnapSpec snap_;
   std::string kd_cache_dir_;
   int scales_steps_ = 500;
-  double scales_lr_ = 1e-3;
+  std::string defaults_name_ = "qatd";  // --recipe
+  std::optional<double> scales_lr_;
   int weights_steps_ = 3000;
   double weights_lr_ = 5e-6;
   double weights_hard_top1_ = 0.1;

@@ -88,7 +88,7 @@ TEST(Recipes, ByName) {
 }
 
 TEST(Recipes, Q4FollowsTheSeedsRecommendedPipeline) {
-  const v1::PipelineSpec p = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d.json"});
+  const v1::PipelineSpec p = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d.json", "--recipe", "seed"});
   EXPECT_EQ(p.name(), "q4");
   EXPECT_EQ(StageNames(p), (std::vector<std::string>{"cache", "scales", "weights", "both", "snap", "infer"}));
   ExpectValidDag(p);
@@ -143,7 +143,8 @@ TEST(Recipes, Q4FollowsTheSeedsRecommendedPipeline) {
 }
 
 TEST(Recipes, Q2IsTheProgressivePipeline) {
-  const v1::PipelineSpec p = BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d.json", "--scale-rank", "4"});
+  const v1::PipelineSpec p =
+      BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d.json", "--scale-rank", "4", "--recipe", "seed"});
   EXPECT_EQ(p.name(), "q2");
   EXPECT_EQ(StageNames(p), (std::vector<std::string>{"cache", "scales", "convert", "v2", "snap", "infer"}));
   ExpectValidDag(p);
@@ -176,6 +177,42 @@ TEST(Recipes, Q2IsTheProgressivePipeline) {
 
 // --recover-steps N (issue #19): a LORA stage on the snapped checkpoint, whose adapter the
 // infer stage applies; absent or 0: no stage.
+// Issue #18: the default recipe carries what bench/quality measured better; --recipe seed
+// keeps the seed's values; an explicit flag wins over both.
+TEST(Recipes, QatdDefaultsAreTheBenchmarksWinnersAndSeedKeepsTheSeeds) {
+  const v1::PipelineSpec q4 = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d"});
+  EXPECT_DOUBLE_EQ(Stage(q4, "scales").spec().qat().lr(), 1e-4);
+  for (const char* stage : {"scales", "weights", "both", "snap"}) {
+    EXPECT_EQ(Stage(q4, stage).spec().qat().quant().lut_init(), "kmeans") << stage;
+  }
+  const v1::PipelineSpec q2 = BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d"});
+  EXPECT_DOUBLE_EQ(Stage(q2, "scales").spec().qat().lr(), 1e-4);
+  EXPECT_DOUBLE_EQ(Stage(q2, "v2").spec().qat().lr(), 2e-4);
+  EXPECT_EQ(Stage(q2, "scales").spec().qat().quant().lut_init(), "");  // convert reads the Q4 grid
+
+  const v1::PipelineSpec seed = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--recipe", "seed"});
+  EXPECT_DOUBLE_EQ(Stage(seed, "scales").spec().qat().lr(), 1e-3);
+  EXPECT_EQ(Stage(seed, "weights").spec().qat().quant().lut_init(), "");
+  const v1::PipelineSpec seed2 = BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d", "--recipe", "seed"});
+  EXPECT_FALSE(Stage(seed2, "v2").spec().qat().has_lr());
+
+  const v1::PipelineSpec given = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--scales-lr", "3e-3",
+                                                      "--lut-init", "uniform"});
+  EXPECT_DOUBLE_EQ(Stage(given, "scales").spec().qat().lr(), 3e-3);
+  EXPECT_EQ(Stage(given, "weights").spec().qat().quant().lut_init(), "uniform");
+  const v1::PipelineSpec given2 =
+      BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d", "--recipe", "seed", "--v2-lr", "1e-4"});
+  EXPECT_DOUBLE_EQ(Stage(given2, "v2").spec().qat().lr(), 1e-4);
+}
+
+TEST(Recipes, AnUnknownRecipeIsRefusedByTheParser) {
+  CLI::App app{"test"};
+  RecipeFlags flags;
+  flags.Register(&app);
+  std::vector<std::string> args{"bogus", "--recipe", "/m", "--model"};  // reversed, as CLI11 takes them
+  EXPECT_THROW(app.parse(args), CLI::ValidationError);
+}
+
 TEST(Recipes, RecoverStageOnlyWithRecoverSteps) {
   for (Recipe recipe : {Recipe::kQ2, Recipe::kQ4}) {
     const v1::PipelineSpec plain = BuildOk(recipe, {"--model", "/m", "--dataset", "/d.json"});
