@@ -1,17 +1,26 @@
 // LoRA recovery on a snapped Q2 student (issue #19, core/train/lora.h, peft_adapter.h): the
 // adapters lower the held-out KD loss, the quantized tensors stay bit-identical, resume is
-// exact (dropout included), and the PEFT files round-trip.
+// exact (dropout included), bf16 adapters halve the optimizer state, the PEFT files round-trip,
+// and scripts/gpu/check_peft_adapter.py accepts a LORA job's output.
 
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
 
+#include <sys/wait.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
+#include <sstream>
 
+#include "absl/strings/str_cat.h"
+#include "core/jobs/export_job.h"
 #include "core/jobs/job_spec.h"
+#include "core/jobs/lora_job.h"
 #include "core/jobs/lora_options.h"
 #include "core/kd/cache_reader.h"
 #include "core/quant/quantize_model.h"
@@ -20,6 +29,7 @@
 #include "core/train/held_out.h"
 #include "core/train/json_file.h"
 #include "core/train/lora.h"
+#include "core/train/optimizer.h"
 #include "core/train/peft_adapter.h"
 #include "core/train/student.h"
 #include "tests/core/train/train_fixture.h"
@@ -221,7 +231,7 @@ TEST(Lora, AdaptersLowerHeldOutKdOfSnappedQ2AndLeaveQuantizedTensorsBitIdentical
 }
 
 // A crash after step 8 and a resume end bit-identical to an uninterrupted run, with dropout on
-// (its masks replay from the saved counters) and bf16 adapters (fp32 AdamW masters).
+// (its masks replay from the saved counters) and bf16 adapters (bf16 AdamW moments, no master).
 TEST(Lora, ResumeIsExact) {
   LoraConfig c = Rank8();
   c.dropout = 0.1;
@@ -269,6 +279,15 @@ TEST(Lora, ResumeIsExact) {
   ASSERT_TRUE(last_a.ok() && last_b.ok());
   ExpectBitIdentical(last_a->tensors, last_b->tensors);
   EXPECT_GT(last_a->tensors.at("dropout_calls").sum().item<int64_t>(), 0);
+  // The optimizer state that resumed: bf16 moments, no fp32 master, bit-identical.
+  auto opt_a = quant::ReadTensorMap(Scratch().File("lora_resume_a/resume/optimizer.safetensors"));
+  auto opt_b = quant::ReadTensorMap(Scratch().File("lora_resume_b/resume/optimizer.safetensors"));
+  ASSERT_TRUE(opt_a.ok() && opt_b.ok()) << opt_a.status() << opt_b.status();
+  ExpectBitIdentical(opt_a->tensors, opt_b->tensors);
+  for (const auto& [key, t] : opt_a->tensors) {
+    EXPECT_EQ(key.find(".master"), std::string::npos) << key;
+    if (key != "step") EXPECT_EQ(t.scalar_type(), at::kBFloat16) << key;
+  }
   // A resume with other adapter settings is refused, naming the setting.
   Student d = LoadSnapped();
   LoraConfig other = c;
@@ -355,6 +374,162 @@ TEST(Lora, PeftFilesRoundTrip) {
   EXPECT_NE(refused.status().message().find(q_a), std::string::npos) << refused.status();
   // ... and the student is left without adapters: all 7 projections per layer quantized again.
   EXPECT_EQ(quant::QuantizedLayers(*other.registry).size(), 7u * other.config.num_hidden_layers);
+}
+
+// Bytes of everything an AdamW keeps: every tensor of its State() (moments, masters, step).
+int64_t AdamStateBytes(const AdamW& adam) {
+  int64_t n = 0;
+  for (const auto& [key, t] : adam.State()) n += t.numel() * static_cast<int64_t>(t.element_size());
+  return n;
+}
+
+// The issue's property for --adapter-dtype bf16 (the seed's --dtype bf16): AdamW over bf16
+// adapters keeps bf16 moments and no fp32 master, at most 0.55x the state of fp32 adapters;
+// a bf16 parameter nobody marked still gets fp32 moments and an fp32 master (QAT training).
+TEST(Lora, Bf16AdaptersHalveTheOptimizerState) {
+  int64_t bytes[2] = {0, 0};
+  for (int i = 0; i < 2; ++i) {
+    Student s = LoadSnapped();
+    LoraConfig c = Rank8();
+    c.dtype = i == 0 ? "fp32" : "bf16";
+    auto a = LoraAdapters::Attach(s, c);
+    ASSERT_TRUE(a.ok()) << a.status();
+    AdamW adam((*a)->Parameters(), {});
+    // One step, so that the state is what training holds.
+    at::Tensor ids = at::arange(3, 40, 3, at::kLong).unsqueeze(0);
+    s.model->ForwardLogits(ids).to(at::kFloat).square().mean().backward();
+    adam.Step(1e-3);
+    bytes[i] = AdamStateBytes(adam);
+    EXPECT_EQ(adam.state_bytes() + 8, bytes[i]);  // + the int64 step
+    for (const auto& [key, t] : adam.State()) {
+      EXPECT_EQ(key.find(".master"), std::string::npos) << key;
+      if (key != "step") EXPECT_EQ(t.scalar_type(), i == 0 ? at::kFloat : at::kBFloat16) << key;
+    }
+  }
+  std::printf("AdamW state over r8 adapters of the tiny model: fp32 %lld bytes, bf16 %lld bytes (%.3fx)\n",
+              static_cast<long long>(bytes[0]), static_cast<long long>(bytes[1]),
+              static_cast<double>(bytes[1]) / static_cast<double>(bytes[0]));
+  EXPECT_LE(static_cast<double>(bytes[1]), 0.55 * static_cast<double>(bytes[0]));
+
+  at::Tensor plain = at::ones({4, 4}, at::kBFloat16).set_requires_grad(true);
+  AdamW qat({{"w", plain}}, {});
+  EXPECT_EQ(qat.state_bytes(), 3 * 16 * 4);  // fp32 exp_avg, exp_avg_sq and master
+  EXPECT_TRUE(qat.State().count("w.master"));
+  at::Tensor copy_of_adapter = at::ones({4, 4}, at::kBFloat16);
+  SetAdamStateDtype(copy_of_adapter, AdamStateDtype::kParameterDtype);
+  EXPECT_EQ(GetAdamStateDtype(copy_of_adapter.clone()), AdamStateDtype::kFp32Master);  // the mark is the tensor's
+  EXPECT_EQ(GetAdamStateDtype(copy_of_adapter), AdamStateDtype::kParameterDtype);
+}
+
+// bf16 adapters with bf16 AdamW state still recover what the fp32 test recovers from.
+TEST(Lora, Bf16AdaptersLowerHeldOutKdOfSnappedQ2) {
+  Student s = LoadSnapped();
+  const double snapped_kd = HeldOutKd(s);
+  LoraConfig c = Rank8();
+  c.dtype = "bf16";
+  auto a = LoraAdapters::Attach(s, c);
+  ASSERT_TRUE(a.ok()) << a.status();
+  E2eOptions o = LoraE2e(Scratch().File("lora_train_bf16"));
+  o.external = a->get();
+  QuietReporter rep;
+  jobs::CancelToken cancel;
+  auto r = TrainE2e(s, o, rep, cancel);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::printf("lora r8 bf16: snapped held-out kd %.4f -> %.4f (step %lld)\n", r->initial.kd, r->best.kd,
+              static_cast<long long>(r->best.step));
+  EXPECT_NEAR(r->initial.kd, snapped_kd, 1e-6);
+  EXPECT_LT(r->best.kd, 0.9 * r->initial.kd);
+  auto opt = quant::ReadTensorMap(Scratch().File("lora_train_bf16/resume/optimizer.safetensors"));
+  ASSERT_TRUE(opt.ok()) << opt.status();
+  for (const auto& [key, t] : opt->tensors) EXPECT_EQ(key.find(".master"), std::string::npos) << key;
+}
+
+// The first Python with torch (QATD_TORCH_PYTHON, python3, Debian's python3): the script's
+// weight check needs torch; without it the script checks the files only.
+const std::string& Python() {
+  static const std::string python = [] {
+    const char* const candidates[] = {std::getenv("QATD_TORCH_PYTHON"), "python3", QATD_PYTHON3};
+    for (const char* c : candidates) {
+      if (c == nullptr || *c == '\0') continue;
+      if (std::system(absl::StrCat(c, " -c 'import torch' >/dev/null 2>&1").c_str()) == 0) return std::string(c);
+    }
+    return std::string(QATD_PYTHON3);
+  }();
+  return python;
+}
+
+// Runs check_peft_adapter.py with `args`; returns its exit status and fills `json` with its report.
+int CheckPeftAdapter(const std::string& args, nlohmann::json* json) {
+  const std::string log = Scratch().File("check_peft_adapter.log");
+  const std::string cmd = absl::StrCat(Python(), " -B ", QATD_SOURCE_DIR, "/scripts/gpu/check_peft_adapter.py ", args,
+                                       " >", log, " 2>&1");
+  const int rc = std::system(cmd.c_str());
+  std::ifstream in(log);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::printf("%s\n%s\n", cmd.c_str(), text.str().c_str());
+  *json = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+// scripts/gpu/check_peft_adapter.py on a LORA job's output (adapter/ + merged/) with the
+// snapped checkpoint exported as HF (the un-merged base): PEFT names, shapes and config match
+// the merged model, merged = base + alpha/r B A up to bf16 rounding, and (where transformers
+// is installed) base + adapter computes the merged model's logits. A lora_alpha that does not
+// match the merge, and a target_modules list that misses adapted modules, are refused.
+TEST(Lora, CheckPeftAdapterScriptAcceptsTheJobsOutput) {
+  const std::string out = Scratch().File("lora_job");
+  jobs::LoraJobOptions o;
+  o.model = Teacher().teacher;
+  o.checkpoint = SnappedQ2();
+  o.device = "cpu";
+  o.dtype = jobs::Dtype::kFp32;
+  o.lora = Rank8();
+  o.train = LoraE2e(out);
+  o.train.max_steps = 8;
+  QuietReporter rep;
+  jobs::CancelToken cancel;
+  ASSERT_TRUE(jobs::RunLora(o, rep, cancel).ok());
+  {
+    Student s = LoadSnapped();
+    jobs::HfFolderOptions fo;
+    fo.base_model_dir = Teacher().teacher;
+    auto written = jobs::WriteHfFolder(s.model, out + "/base", fo);
+    ASSERT_TRUE(written.ok()) << written.status();
+  }
+  nlohmann::json report;
+  ASSERT_EQ(CheckPeftAdapter(absl::StrCat(out, " --base ", out, "/base"), &report), 0);
+  ASSERT_TRUE(report.is_object());
+  EXPECT_TRUE(report["ok"].get<bool>());
+  EXPECT_EQ(report["files"]["modules"].get<int>(), 7 * report["files"]["layers"].get<int>());
+  const bool have_torch = report.contains("weights");
+  if (have_torch) {
+    EXPECT_LE(report["weights"]["worst_error_over_bound"].get<double>(), 1.0);
+    EXPECT_GT(report["weights"]["elements_where_the_delta_exceeds_the_bound"].get<int64_t>(), 0)
+        << "the adapter is too small for the weight check to see a wrong scaling";
+  } else {
+    std::printf("no Python with torch: the weight check was skipped\n");
+  }
+
+  auto altered = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
+    const std::string dir = Scratch().File(name);
+    std::filesystem::create_directories(dir);
+    std::filesystem::copy_file(out + "/adapter/adapter_model.safetensors", dir + "/adapter_model.safetensors",
+                               std::filesystem::copy_options::overwrite_existing);
+    auto cfg = ReadJson(out + "/adapter/adapter_config.json");
+    EXPECT_TRUE(cfg.ok());
+    edit(*cfg);
+    std::ofstream(dir + "/adapter_config.json") << cfg->dump(2);
+    return absl::StrCat("--adapter ", dir, " --merged ", out, "/merged --base ", out, "/base");
+  };
+  EXPECT_EQ(CheckPeftAdapter(altered("no_down_proj", [](nlohmann::json& c) {
+                               c["target_modules"] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"};
+                             }), &report), 1);
+  EXPECT_NE(report.dump().find("not in target_modules"), std::string::npos) << report.dump();
+  if (have_torch) {
+    EXPECT_EQ(CheckPeftAdapter(altered("alpha_x2", [](nlohmann::json& c) { c["lora_alpha"] = 32.0; }), &report), 1);
+    EXPECT_NE(report.dump().find("rounding bound"), std::string::npos) << report.dump();
+  }
 }
 
 }  // namespace
