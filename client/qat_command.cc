@@ -133,6 +133,19 @@ class QatCommand : public SpecCommand {
                            V1Only("--lut-init");
                            v1q()->set_lut_init(v);
                          });
+    f.Value<std::string>("--rounding",
+                         "V1: how a fresh student's weights are rounded onto the LUT before training: nearest "
+                         "(round W / S to the nearest entry) or gptq (GPTQ error feedback with each layer's input "
+                         "Hessian from the KD cache's training split; lowers the PTQ error)",
+                         [this, v1q](const std::string& v) {
+                           V1Only("--rounding");
+                           v1q()->set_rounding(v);
+                         });
+    f.Value<int>("--calibration-sequences", "V1: sequences GPTQ calibrates on with --rounding gptq (default 128)",
+                 [this, v1q](const int& v) {
+                   V1Only("--calibration-sequences");
+                   v1q()->set_calibration_sequences(v);
+                 });
     f.Flag("--quantize-lm-head", "V1: also quantize lm_head", [this, v1q](bool v) {
       V1Only("--quantize-lm-head");
       v1q()->set_quantize_lm_head(v);

@@ -98,6 +98,13 @@ void AddQuantFlags(SpecFlags& flags, std::function<v1::QuantSettings*()> target)
                            "How each layer's LUT starts: uniform (the reference's grid) or kmeans (fitted to the "
                            "layer's own weights; lowers the 2-bit round-to-nearest error)",
                            [target](const std::string& v) { target()->set_lut_init(v); });
+  flags.Value<std::string>("--rounding",
+                           "How a fresh student's weights are rounded onto the LUT before training: nearest (round "
+                           "W / S to the nearest entry) or gptq (GPTQ error feedback with each layer's input Hessian "
+                           "from the KD cache's training split; lowers the PTQ error)",
+                           [target](const std::string& v) { target()->set_rounding(v); });
+  flags.Value<int>("--calibration-sequences", "Sequences GPTQ calibrates on with --rounding gptq (default 128)",
+                   [target](const int& v) { target()->set_calibration_sequences(v); });
   flags.Flag("--quantize-attn", "Also quantize the attention projections (off in the seed scripts)",
              [target](bool v) { target()->set_quantize_attn(v); });
   flags.Value<int>("--attn-lut-size", "Attention LUT entries (default: --lut-size)",

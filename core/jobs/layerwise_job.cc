@@ -58,10 +58,13 @@ absl::Status RunLayerwise(const LayerwiseOptions& o, Reporter& reporter, CancelT
   so.checkpoint = o.init_state;
   so.version = 1;
   so.quant_v1 = o.quant;
+  so.calibration_cache = o.kd_cache_dir;  // rounding gptq: calibrate on the training split
+  so.calibration_held_out = o.eval_samples;
   reporter.Log(LogLevel::kInfo, absl::StrCat("loading the student from ", o.model,
                                              o.init_state.empty() ? "" : absl::StrCat(" + ", o.init_state), " on ",
                                              so.device));
   QATD_ASSIGN_OR_RETURN(train::Student s, train::LoadStudent(so));
+  if (!s.init.empty()) reporter.Log(LogLevel::kInfo, absl::StrCat("fresh student init: ", s.init.dump()));
   QATD_ASSIGN_OR_RETURN(train::LblResult r, train::TrainLayerwise(s, o.ToTrainerOptions(), reporter, cancel));
   // Data parallel: the ranks end with equal weights; rank 0 writes them.
   if (o.dist != nullptr && !o.dist->primary()) return absl::OkStatus();

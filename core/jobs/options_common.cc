@@ -87,6 +87,12 @@ absl::StatusOr<quant::QuantConfig> QuantFromProto(const v1::QuantSettings& q, qu
     if (!init.ok()) return absl::InvalidArgumentError(absl::StrCat("quant.", init.status().message()));
     base.lut_init = *init;
   }
+  if (!q.rounding().empty()) {
+    absl::StatusOr<quant::Rounding> rounding = quant::ParseRounding(q.rounding());
+    if (!rounding.ok()) return absl::InvalidArgumentError(absl::StrCat("quant.", rounding.status().message()));
+    base.rounding = *rounding;
+  }
+  if (q.calibration_sequences() != 0) base.calibration_sequences = q.calibration_sequences();
   absl::Status valid = base.Validate();
   if (!valid.ok()) return absl::InvalidArgumentError(absl::StrCat("quant.", valid.message()));
   return base;

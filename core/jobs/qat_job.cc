@@ -31,6 +31,8 @@ absl::StatusOr<train::Student> BuildStudent(const QatOptions& o) {
     so.version = 1;
     so.quant_v1 = o.quant;
     so.checkpoint = o.init_state;
+    so.calibration_cache = o.train.kd_cache_dir;  // rounding gptq: calibrate on the training split
+    so.calibration_held_out = o.train.eval_samples;
     return train::LoadStudent(so);
   }
   so.version = 2;
@@ -61,6 +63,7 @@ absl::Status RunQat(const QatOptions& o, Reporter& reporter, CancelToken& cancel
   const train::E2eOptions& t = o.train;
   reporter.Log(LogLevel::kInfo, absl::StrCat("loading the V", static_cast<int>(o.version), " student from ", o.model));
   QATD_ASSIGN_OR_RETURN(train::Student s, BuildStudent(o));
+  if (!s.init.empty()) reporter.Log(LogLevel::kInfo, absl::StrCat("fresh student init: ", s.init.dump()));
   const train::ModelSize size = train::MeasureModelSize(s);
   reporter.Metric("model/dense_bytes", 0, static_cast<double>(size.dense_bytes));
   reporter.Metric("model/quantized_bytes", 0, static_cast<double>(size.quantized_bytes));

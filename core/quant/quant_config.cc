@@ -281,8 +281,20 @@ absl::StatusOr<LutInit> ParseLutInit(std::string_view name) {
   return absl::InvalidArgumentError(absl::StrCat("lut_init must be 'uniform' or 'kmeans', got '", std::string(name), "'"));
 }
 
+std::string_view RoundingName(Rounding rounding) { return rounding == Rounding::kGptq ? "gptq" : "nearest"; }
+
+absl::StatusOr<Rounding> ParseRounding(std::string_view name) {
+  if (name == "nearest") return Rounding::kNearest;
+  if (name == "gptq") return Rounding::kGptq;
+  return absl::InvalidArgumentError(absl::StrCat("rounding must be 'nearest' or 'gptq', got '", std::string(name), "'"));
+}
+
 absl::Status QuantConfig::Validate() const {
   QATD_RETURN_IF_ERROR(CheckAttnOverrides(attn_lut_size, attn_group_size, attn_scale_rank));
+  if (calibration_sequences < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("calibration_sequences must be >= 1, got ", calibration_sequences));
+  }
   QATD_RETURN_IF_ERROR(ForKind(LinearKind::kMlp).Validate());
   return ForKind(LinearKind::kAttention).Validate();
 }
@@ -360,6 +372,10 @@ nlohmann::json ToJson(const QuantConfig& config) {
   j["version"] = "v1";
   WriteCommon(config, &j);
   if (config.lut_init != LutInit::kUniform) j["lut_init"] = std::string(LutInitName(config.lut_init));
+  if (config.rounding != Rounding::kNearest) {
+    j["rounding"] = std::string(RoundingName(config.rounding));
+    j["calibration_sequences"] = config.calibration_sequences;
+  }
   return j;
 }
 
@@ -398,6 +414,15 @@ absl::StatusOr<QuantConfig> QuantConfigFromJson(const nlohmann::json& j) {
     if (!init.ok()) return TypeError(k, "\"uniform\" or \"kmeans\"");
     c.lut_init = *init;
     return absl::OkStatus();
+  };
+  readers["rounding"] = [&c](const json& v, const std::string& k) -> absl::Status {
+    absl::StatusOr<Rounding> rounding = ParseRounding(v.is_string() ? v.get<std::string>() : "");
+    if (!rounding.ok()) return TypeError(k, "\"nearest\" or \"gptq\"");
+    c.rounding = *rounding;
+    return absl::OkStatus();
+  };
+  readers["calibration_sequences"] = [&c](const json& v, const std::string& k) {
+    return ReadInt(v, k, &c.calibration_sequences);
   };
   QATD_RETURN_IF_ERROR(ReadFields(j, readers));
   QATD_RETURN_IF_ERROR(c.Validate());

@@ -40,6 +40,15 @@ enum class LutInit { kUniform, kKMeans };
 std::string_view LutInitName(LutInit init);  // "uniform" | "kmeans"
 absl::StatusOr<LutInit> ParseLutInit(std::string_view name);
 
+// How a fresh V1 student's weights are rounded onto the LUT before training (issue #18):
+// round-to-nearest of W / S (the reference), or GPTQ (core/quant/gptq.h) with each layer's input
+// Hessian from `calibration_sequences` sequences of the KD cache's training split
+// (core/train/gptq_init.h). Applied by LoadStudent on a fresh start only, not by QuantizeLinears.
+enum class Rounding { kNearest, kGptq };
+std::string_view RoundingName(Rounding rounding);  // "nearest" | "gptq"
+absl::StatusOr<Rounding> ParseRounding(std::string_view name);
+inline constexpr int kDefaultCalibrationSequences = 128;
+
 // Per-layer V1 settings.
 struct LayerQuantSpec {
   int lut_size = 16;         // LUT entries, power of two in [2, 256]
@@ -90,6 +99,9 @@ struct QuantConfig {
   int attn_scale_rank = -1;
   bool quantize_lm_head = false;  // lm_head uses the MLP settings
   LutInit lut_init = LutInit::kUniform;  // JSON "lut_init", written only when not uniform
+  Rounding rounding = Rounding::kNearest;  // JSON "rounding", written only when not nearest
+  // GPTQ calibration sequences (>= 1); JSON "calibration_sequences", written with rounding gptq.
+  int calibration_sequences = kDefaultCalibrationSequences;
 
   // The spec for one projection family (overrides resolved).
   LayerQuantSpec ForKind(LinearKind kind) const;

@@ -18,6 +18,8 @@
 #include "core/quant/quant_linear_v2.h"
 #include "core/quant/quantize_model.h"
 #include "core/quant/tensor_io.h"
+#include "core/train/gptq_init.h"
+#include "core/train/held_out.h"
 #include "core/train/seed_state.h"
 #include "core/train/train_common.h"
 
@@ -106,6 +108,29 @@ absl::Status LoadSeedState(Student& s, const std::string& path) {
   return quant::LoadQuantState(*s.registry, state);
 }
 
+// rounding gptq (gptq_init.h) on the training split of options.calibration_cache.
+absl::StatusOr<nlohmann::json> GptqRoundStudent(Student& s, const StudentOptions& options) {
+  if (options.calibration_cache.empty()) {
+    return absl::FailedPreconditionError(
+        "quant.rounding gptq needs a KD cache to calibrate on (kd_cache_dir), and this job has none");
+  }
+  QATD_ASSIGN_OR_RETURN(auto reader,
+                        kd::KdCacheReader::Open(options.calibration_cache, {.model_vocab_size = s.config.vocab_size}));
+  QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, HeldOutSplits(*reader, options.calibration_held_out));
+  GptqInitOptions o;
+  o.sequences = s.quant_v1.calibration_sequences;
+  QATD_ASSIGN_OR_RETURN(GptqInitReport r, GptqInitialize(*s.model, *s.registry, *reader, splits.train, o));
+  return nlohmann::json{{"rounding", "gptq"},
+                        {"sequences", r.sequence_ids.size()},
+                        {"tokens", r.tokens},
+                        {"layers", r.layers},
+                        {"output_error_nearest", r.error_nearest},
+                        {"output_error_gptq", r.error_gptq},
+                        {"indices_changed", r.weights > 0 ? static_cast<double>(r.indices_changed) / r.weights : 0.0},
+                        {"index_mismatches", r.index_mismatches},
+                        {"dead_columns", r.dead_columns}};
+}
+
 }  // namespace
 
 bool IsQatdCheckpoint(const std::string& path) {
@@ -174,6 +199,9 @@ absl::StatusOr<Student> LoadStudent(const StudentOptions& options) {
     quant::QuantConfig fresh = s.quant_v1;
     if (have_state || !seed_file.empty()) fresh.lut_init = quant::LutInit::kUniform;
     QATD_RETURN_IF_ERROR(quant::QuantizeLinears(*s.registry, fresh).status());
+    if (!have_state && seed_file.empty() && s.quant_v1.rounding == quant::Rounding::kGptq) {
+      QATD_ASSIGN_OR_RETURN(s.init, GptqRoundStudent(s, options));
+    }
   } else {
     // A V2 checkpoint carries its frozen indices; a fresh or seed init freezes them here.
     QATD_RETURN_IF_ERROR(quant::QuantizeLinearsV2(*s.registry, s.quant_v2, /*freeze_q=*/false).status());

@@ -45,6 +45,9 @@ struct Student {
   std::string base_model;            // the HF directory the student was built from
   std::string snapped_mode;          // "", "lut", "baked", "v2_export", "ane_fp16"
   nlohmann::json source = nlohmann::json::object();  // config.json of the checkpoint loaded, if any
+  // What a fresh start's rounding did ({} for nearest or a loaded state): for gptq the
+  // calibration ("sequences", "tokens") and the summed layer output errors before and after.
+  nlohmann::json init = nlohmann::json::object();
 };
 
 // How to build a student.
@@ -65,6 +68,11 @@ struct StudentOptions {
   // false: the dense base model (no quantized layers; `checkpoint` must be empty). For
   // evaluating or sampling the unquantized teacher.
   bool quantize = true;
+  // Calibration data for quant_v1.rounding gptq on a fresh V1 start (gptq_init.h): the KD
+  // cache, of which the last `calibration_held_out` sequences are held out and never read.
+  // Required for rounding gptq without a checkpoint (FAILED_PRECONDITION otherwise).
+  std::string calibration_cache;
+  int64_t calibration_held_out = 0;
 };
 
 // "auto" (cuda:0 when CUDA is available, else cpu), "cpu", "cuda", "cuda:N".
