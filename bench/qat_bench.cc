@@ -6,7 +6,7 @@
 //
 //   qat_bench [--config PATH] [--device auto|cpu|cuda] [--batch 32] [--seq 128] [--topk 32]
 //             [--steps 10] [--warmup 3] [--dtype bf16] [--variants v1_scales,v1_weights,v2_q2]
-//             [--threads N]
+//             [--threads N] [--dist]
 //
 // Variants:
 //   v1_scales   V1 Q4_A4 (LUT16, group 32, rank 4; MLP + attention), scale_A/scale_B trainable
@@ -19,6 +19,13 @@
 // Prints one JSON object: per variant tokens/s, ms/step and peak memory over the whole variant
 // (CUDA allocator peaks of allocated and of reserved bytes on GPU builds, max RSS on the CPU),
 // plus the ratio of v2_q2 to v1_weights.
+//
+// --dist (issue #15: one rank must stay within 3 % of the single-device step): per variant,
+// also the trainer's step (train_step.h RunMicroBatches + ApplyStep, same synthetic batch,
+// same MicroStep) without a process group and through a forced one-rank DistGroup (NCCL on
+// CUDA when built with it, Gloo on the CPU): store, process group and every collective run for
+// real. Reports both tokens/s and dist_over_single (1.0 = no overhead) under "trainer_step";
+// one run each, no assertion.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <sys/resource.h>
@@ -41,7 +48,9 @@
 #include "core/train/losses.h"
 #include "core/train/micro_step.h"
 #include "core/train/optimizer.h"
+#include "core/train/dist_group.h"
 #include "core/train/train_common.h"
+#include "core/train/train_step.h"
 #include "nlohmann/json.hpp"
 
 #ifdef QATD_WITH_C10_CUDA
@@ -96,6 +105,10 @@ int main(int argc, char** argv) {
   app.add_flag("--no-graphs", no_graphs, "run every step eagerly (no CUDA graph capture)");
   bool factored = false;
   app.add_flag("--v2-factored", factored, "V2: the reference's factored per-rank STE forward instead of the dense fp16-STE weight");
+  bool dist = false;
+  app.add_flag("--dist", dist,
+               "also time the trainer's step without a process group and through a forced one-rank group "
+               "(NCCL on CUDA, Gloo on CPU) and report the ratio");
   CLI11_PARSE(app, argc, argv);
   if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
   at::set_num_threads(static_cast<int>(threads));
@@ -111,6 +124,20 @@ int main(int argc, char** argv) {
   if (device_name == "auto") device_name = torch::cuda::is_available() ? "cuda" : "cpu";
   const at::Device device(device_name);
   nlohmann::json results = nlohmann::json::object();
+  std::unique_ptr<qatd::train::DistGroup> group;
+  if (dist) {
+    qatd::train::DistOptions o;
+    o.force_group = true;
+    o.device = device.str();
+    o.timeout = std::chrono::minutes(5);
+    auto made = qatd::train::DistGroup::Create(o);
+    absl::Status st = made.ok() ? (*made)->Connect() : made.status();
+    if (!st.ok()) {
+      std::fprintf(stderr, "--dist: %s\n", st.ToString().c_str());
+      return 1;
+    }
+    group = *std::move(made);
+  }
 
   for (const auto& variant_view : absl::StrSplit(variants, ',')) {
     const std::string variant(variant_view);
@@ -262,6 +289,53 @@ int main(int argc, char** argv) {
     }
 #endif
     const double tokens = static_cast<double>(batch) * seq * steps;
+    nlohmann::json trainer_step;
+    if (group != nullptr) {
+      // The trainer's step, once without a group and once through the one-rank group.
+      qatd::kd::KdBatch synthetic;
+      synthetic.indices = at::arange(batch, at::kLong);
+      synthetic.input_ids = ids;
+      synthetic.topk_idx = topk_idx;
+      synthetic.topk_logits = topk_logits;
+      synthetic.global_rows = batch;
+      const qatd::train::NextBatch next = [&]() -> absl::StatusOr<qatd::kd::KdBatch> { return synthetic; };
+      auto time_steps = [&](qatd::train::DistGroup* g) -> absl::StatusOr<double> {
+        Clock::time_point start;
+        for (int64_t i = 0; i < warmup + steps; ++i) {
+          if (i == warmup) {
+            Sync(device);
+            start = Clock::now();
+          }
+          auto values = qatd::train::RunMicroBatches(micro, next, 1, adam, g);
+          if (!values.ok()) return values.status();
+          if (absl::Status s = qatd::train::ApplyStep(adam, 1e-5, 0.0, *values, i + 1, g); !s.ok()) return s;
+          last_loss = values->total;
+        }
+        Sync(device);
+        return std::chrono::duration<double>(Clock::now() - start).count();
+      };
+      auto single = time_steps(nullptr);
+      group->grad_sync_stats() = {};
+      const int64_t collectives_before = group->collectives();
+      auto distributed = time_steps(group.get());
+      if (!single.ok() || !distributed.ok()) {
+        std::fprintf(stderr, "%s --dist: %s\n", variant.c_str(),
+                     (!single.ok() ? single.status() : distributed.status()).ToString().c_str());
+        return 1;
+      }
+      const qatd::train::GradSyncStats& sync = group->grad_sync_stats();
+      trainer_step = {{"tokens_per_second_single", tokens / *single},
+                      {"tokens_per_second_dist", tokens / *distributed},
+                      {"dist_over_single", *single / *distributed},
+                      {"backend", group->backend_name()},
+                      {"collectives_per_step", (group->collectives() - collectives_before) / double(warmup + steps)},
+                      {"overlapped_steps", sync.overlapped_steps},
+                      {"buckets_in_backward", sync.buckets_in_backward},
+                      {"buckets_after_backward", sync.buckets_after_backward}};
+      std::fprintf(stderr, "%s trainer step: %.0f tokens/s without a group, %.0f through a one-rank %s group (%.3f)\n",
+                   variant.c_str(), tokens / *single, tokens / *distributed, group->backend_name(),
+                   *single / *distributed);
+    }
     results[variant] = {{"phase_ms", {{"forward", 1000 * phase[0] / phase_steps},
                                       {"loss_forward", 1000 * phase[1] / phase_steps},
                                       {"backward", 1000 * phase[2] / phase_steps},
@@ -276,6 +350,7 @@ int main(int argc, char** argv) {
                         {"quantize_seconds", init_seconds},
                         {"last_loss", last_loss},
                         {"cuda_graph_replays", micro.replays()}};
+    if (!trainer_step.is_null()) results[variant]["trainer_step"] = trainer_step;
     std::fprintf(stderr, "%s: %.0f tokens/s, %.1f ms/step, peak %.2f GiB allocated, %.2f GiB reserved; eager phases ms: forward %.1f, loss %.1f, backward %.1f, adamw %.1f\n",
                  variant.c_str(), tokens / seconds, 1000 * seconds / steps, peak / double(1 << 30),
                  peak_reserved / double(1 << 30),

@@ -166,8 +166,9 @@ absl::Status RunDataParallel(const v1::WorkerTask& task, jobs::Reporter& reporte
     children.push_back({r, *pid});
   }
   reporter.Log(jobs::LogLevel::kInfo,
-               absl::StrCat("data parallel: ", world, " ranks (c10d Gloo, store 127.0.0.1:", (*group)->store_port(),
-                            "); rank 0 is pid ", getpid(), ", ranks 1..", world - 1, " its children"));
+               absl::StrCat("data parallel: ", world, " ranks (c10d ", (*group)->backend_name(), ", store 127.0.0.1:",
+                            (*group)->store_port(), "); rank 0 is pid ", getpid(), ", ranks 1..", world - 1,
+                            " its children"));
   ShareCpuThreads(RankDevice(task.devices_size() > 0 && task.devices(0) != "cpu" ? "cuda:0" : "cpu", task, 0), world);
 
   absl::Status status = (*group)->Connect();

@@ -1,18 +1,26 @@
 #include "core/train/dist_group.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <torch/version.h>
 
+#include <deque>
 #include <exception>
 #include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/train/grad_reducer.h"
 
-#ifdef QATD_HAVE_GLOO
+#if defined(QATD_HAVE_GLOO) || defined(QATD_HAVE_NCCL)
+#define QATD_HAVE_C10D 1
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "core/train/dist_backend.h"
+#endif
+#ifdef QATD_HAVE_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
 
 namespace qatd::train {
@@ -27,18 +35,34 @@ std::string DistBuildString() {
                       TORCH_VERSION_PATCH);
 }
 
-#ifdef QATD_HAVE_GLOO
+bool DistHasNccl() {
+#ifdef QATD_HAVE_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+#ifdef QATD_HAVE_C10D
 struct DistGroup::Impl {
+  struct Pending {
+    c10::intrusive_ptr<c10d::Work> work;
+    at::Tensor staged, original;  // staged: the copy on the group's device, when `original` is not
+  };
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<internal::CollectiveBackend> pg;
+  bool nccl = false;
+  std::deque<Pending> pending;
 };
 #else
-struct DistGroup::Impl {};
+struct DistGroup::Impl {
+  bool nccl = false;
+};
 #endif
 
 namespace {
 
-// Runs a c10d call; a c10d/Gloo exception (a peer gone, a timeout) becomes ABORTED naming it.
+// Runs a c10d call; a c10d/Gloo/NCCL exception (a peer gone, a timeout) becomes ABORTED naming it.
 template <typename F>
 absl::Status Guard(const char* what, int rank, F&& f) {
   try {
@@ -55,7 +79,26 @@ absl::Status Guard(const char* what, int rank, F&& f) {
 }  // namespace
 
 DistGroup::DistGroup(DistOptions options) : options_(std::move(options)), impl_(std::make_unique<Impl>()) {}
-DistGroup::~DistGroup() = default;
+
+void DistGroup::set_grad_reducer(std::unique_ptr<GradReducer> reducer) { grad_reducer_ = std::move(reducer); }
+
+DistGroup::~DistGroup() {
+  grad_reducer_.reset();
+#ifdef QATD_HAVE_C10D
+  // Collectives still in flight (a step that failed half-way) finish or time out first: their
+  // buffers must outlive them.
+  if (impl_ != nullptr) (void)WaitPending();
+#endif
+}
+
+const char* DistGroup::backend_name() const {
+  if (!distributed()) return "none";
+  return impl_->nccl ? "nccl" : "gloo";
+}
+
+absl::Status DistGroup::NoGroup() const {
+  return absl::UnimplementedError("this qatd-worker was built without a c10d backend (Gloo: libgloo-dev headers)");
+}
 
 absl::StatusOr<std::unique_ptr<DistGroup>> DistGroup::Create(const DistOptions& options) {
   if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
@@ -63,11 +106,30 @@ absl::StatusOr<std::unique_ptr<DistGroup>> DistGroup::Create(const DistOptions& 
         absl::StrCat("rank ", options.rank, " is outside a world of ", options.world_size, " rank(s)"));
   }
   std::unique_ptr<DistGroup> group(new DistGroup(options));
-  if (options.world_size == 1) return group;
+  if (!group->distributed()) return group;
+  // The backend: NCCL for a CUDA job of a build with NCCL (dist_group.h), else Gloo.
+  const bool cpu_device = !options.device.empty() && absl::string_view(options.device).substr(0, 3) == "cpu";
+  bool nccl = options.backend == DistBackend::kNccl;
+  if (options.backend == DistBackend::kAuto) nccl = DistHasNccl() && !cpu_device && at::hasCUDA();
+  if (nccl && !DistHasNccl()) {
+    return absl::UnimplementedError("backend nccl: this qatd-worker was built without NCCL (a CUDA LibTorch with nccl.h)");
+  }
+  group->impl_->nccl = nccl;
+#ifdef QATD_HAVE_NCCL
+  if (nccl) {
+    absl::StatusOr<at::Device> device = internal::NcclDevice(options.device, options.rank);
+    if (!device.ok()) return device.status();
+    group->device_ = *device;
+    internal::SetNcclBlockingWaitDefault();
+  }
+#endif
 #ifndef QATD_HAVE_GLOO
-  return absl::UnimplementedError(
-      "this qatd-worker was built without Gloo (libgloo-dev headers), so a job cannot run on more than one rank");
-#else
+  if (!nccl) {
+    return absl::UnimplementedError(
+        "this qatd-worker was built without Gloo (libgloo-dev headers), so a job cannot run on more than one rank");
+  }
+#endif
+#ifdef QATD_HAVE_C10D
   if (options.rank != 0 && options.store_port <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("rank ", options.rank, " needs rank 0's store port"));
   }
@@ -87,19 +149,29 @@ absl::StatusOr<std::unique_ptr<DistGroup>> DistGroup::Create(const DistOptions& 
                                                options.store_host, ":", options.store_port, ": ", made.message()));
   }
   return group;
+#else
+  return group->NoGroup();
 #endif
 }
 
 absl::Status DistGroup::Connect() {
   if (!distributed()) return absl::OkStatus();
-#ifndef QATD_HAVE_GLOO
-  return absl::UnimplementedError("no Gloo in this build");
+#ifndef QATD_HAVE_C10D
+  return NoGroup();
 #else
   absl::Status joined = Guard("joining the process group", rank(), [&] {
+#ifdef QATD_HAVE_NCCL
+    if (impl_->nccl) {
+      impl_->pg = internal::MakeNcclBackend(impl_->store, rank(), world_size(), options_.timeout, device_);
+      return;
+    }
+#endif
+#ifdef QATD_HAVE_GLOO
     auto gloo_options = c10d::ProcessGroupGloo::Options::create(options_.timeout);
     gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(options_.gloo_hostname));
     gloo_options->threads = 2;
     impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, rank(), world_size(), gloo_options);
+#endif
   });
   if (!joined.ok()) return joined;
   const std::string mine = options_.version.empty() ? DistBuildString() : options_.version;
@@ -128,23 +200,90 @@ absl::Status DistGroup::Connect() {
       }
     }
   }
-  return Barrier();
+  return Barrier();  // NCCL: also creates the communicator on device_
 #endif
 }
 
+#ifdef QATD_HAVE_C10D
+namespace {
+
+c10d::ReduceOp ToC10d(ReduceOp op) {
+  return op == ReduceOp::kSum ? c10d::ReduceOp::SUM : op == ReduceOp::kMax ? c10d::ReduceOp::MAX : c10d::ReduceOp::MIN;
+}
+
+// What the backend is handed: `tensor` itself, or (NCCL and a tensor elsewhere than the
+// group's device, or a non-contiguous one) a contiguous copy on `device`.
+at::Tensor Staged(const at::Tensor& tensor, bool nccl, const at::Device& device) {
+  if (nccl && tensor.device() != device) return tensor.to(device).contiguous();
+  return tensor.is_contiguous() ? tensor : tensor.contiguous();
+}
+
+}  // namespace
+#endif
+
 absl::Status DistGroup::AllReduce(at::Tensor& tensor, ReduceOp op) {
   if (!distributed()) return absl::OkStatus();
-#ifdef QATD_HAVE_GLOO
+#ifdef QATD_HAVE_C10D
   if (!impl_->pg) return absl::FailedPreconditionError("DistGroup: Connect() first");
   ++collectives_;
   return Guard("all-reduce", rank(), [&] {
     c10d::AllreduceOptions o;
-    o.reduceOp = op == ReduceOp::kSum ? c10d::ReduceOp::SUM : op == ReduceOp::kMax ? c10d::ReduceOp::MAX : c10d::ReduceOp::MIN;
-    std::vector<at::Tensor> list{tensor};
+    o.reduceOp = ToC10d(op);
+    at::Tensor staged = Staged(tensor, impl_->nccl, device_);
+    std::vector<at::Tensor> list{staged};
     impl_->pg->allreduce(list, o)->wait();
+    if (!staged.is_same(tensor)) tensor.copy_(staged);
   });
 #else
-  return absl::UnimplementedError("no Gloo in this build");
+  (void)op;
+  return NoGroup();
+#endif
+}
+
+absl::Status DistGroup::StartAllReduceSum(at::Tensor& tensor) {
+  if (!distributed()) return absl::OkStatus();
+#ifdef QATD_HAVE_C10D
+  if (!impl_->pg) return absl::FailedPreconditionError("DistGroup: Connect() first");
+  ++collectives_;
+  return Guard("starting an all-reduce", rank(), [&] {
+    Impl::Pending p;
+    p.original = tensor;
+    p.staged = Staged(tensor, impl_->nccl, device_);
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    std::vector<at::Tensor> list{p.staged};
+    p.work = impl_->pg->allreduce(list, o);
+    impl_->pending.push_back(std::move(p));
+  });
+#else
+  (void)tensor;
+  return NoGroup();
+#endif
+}
+
+absl::Status DistGroup::WaitPending() {
+#ifdef QATD_HAVE_C10D
+  absl::Status first = absl::OkStatus();
+  while (!impl_->pending.empty()) {
+    Impl::Pending p = std::move(impl_->pending.front());
+    impl_->pending.pop_front();
+    absl::Status s = Guard("waiting for an all-reduce", rank(), [&] {
+      p.work->wait();
+      if (!p.staged.is_same(p.original)) p.original.copy_(p.staged);
+    });
+    if (first.ok()) first = s;  // the rest still wait: their buffers must outlive them
+  }
+  return first;
+#else
+  return absl::OkStatus();
+#endif
+}
+
+int64_t DistGroup::pending() const {
+#ifdef QATD_HAVE_C10D
+  return static_cast<int64_t>(impl_->pending.size());
+#else
+  return 0;
 #endif
 }
 
@@ -185,29 +324,32 @@ absl::Status DistGroup::AllReduceSum(const std::vector<at::Tensor>& tensors, int
 
 absl::Status DistGroup::Broadcast(at::Tensor& tensor, int root) {
   if (!distributed()) return absl::OkStatus();
-#ifdef QATD_HAVE_GLOO
+#ifdef QATD_HAVE_C10D
   if (!impl_->pg) return absl::FailedPreconditionError("DistGroup: Connect() first");
   ++collectives_;
   return Guard("broadcast", rank(), [&] {
     c10d::BroadcastOptions o;
     o.rootRank = root;
-    std::vector<at::Tensor> list{tensor};
+    at::Tensor staged = Staged(tensor, impl_->nccl, device_);
+    std::vector<at::Tensor> list{staged};
     impl_->pg->broadcast(list, o)->wait();
+    if (!staged.is_same(tensor)) tensor.copy_(staged);
   });
 #else
-  return absl::UnimplementedError("no Gloo in this build");
+  (void)root;
+  return NoGroup();
 #endif
 }
 
 absl::Status DistGroup::Barrier() {
   if (!distributed()) return absl::OkStatus();
-  at::Tensor one = at::ones({1}, at::kInt);
+  at::Tensor one = at::ones({1}, at::TensorOptions().dtype(at::kInt).device(device_));
   return AllReduce(one, ReduceOp::kSum);
 }
 
 absl::StatusOr<bool> DistGroup::Any(bool flag) {
   if (!distributed()) return flag;
-  at::Tensor t = at::full({1}, flag ? 1 : 0, at::kInt);
+  at::Tensor t = at::full({1}, flag ? 1 : 0, at::TensorOptions().dtype(at::kInt).device(device_));
   if (absl::Status s = AllReduce(t, ReduceOp::kMax); !s.ok()) return s;
   return t.item<int>() != 0;
 }

@@ -1,27 +1,57 @@
 #include "core/train/train_step.h"
 
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
+#include "core/train/grad_reducer.h"
 
 namespace qatd::train {
 
 absl::StatusOr<LossValues> RunMicroBatches(MicroStep& micro, kd::KdBatchStream& stream, int64_t grad_accum,
                                            AdamW& adam, DistGroup* dist) {
+  return RunMicroBatches(
+      micro, [&stream]() { return stream.Next(); }, grad_accum, adam, dist);
+}
+
+absl::StatusOr<LossValues> RunMicroBatches(MicroStep& micro, const NextBatch& next, int64_t grad_accum, AdamW& adam,
+                                           DistGroup* dist) {
   LossValues values;
   const bool sharded = dist != nullptr && dist->distributed();
+  GradReducer* reducer = nullptr;
+  if (sharded) {
+    const int64_t bucket_bytes = dist->options().bucket_bytes;
+    if (dist->grad_reducer() == nullptr || !dist->grad_reducer()->Matches(adam.params(), bucket_bytes)) {
+      dist->set_grad_reducer(std::make_unique<GradReducer>(*dist, adam.params(), bucket_bytes));
+    }
+    reducer = dist->grad_reducer();
+  }
+  // Hooks do not run when a captured graph replays (and must not start collectives inside a
+  // capture): a micro-step that may be graphed keeps the all-reduces after the backward.
+  const bool overlap = sharded && dist->options().overlap_allreduce && !micro.may_use_graphs();
+  // However the step ends, the hooks are disarmed (an error path must not leave them armed
+  // for the next step's earlier micro-batches).
+  struct Disarm {
+    GradReducer* r;
+    ~Disarm() {
+      if (r != nullptr) r->Disarm();
+    }
+  } disarm{reducer};
   QATD_RETURN_IF_ERROR(CatchTorch("training step", [&]() -> absl::Status {
     adam.ZeroGrad();
     at::Tensor sums;  // [4] float: total, kd, top1, full
     for (int64_t micro_batch = 0; micro_batch < grad_accum; ++micro_batch) {
-      QATD_ASSIGN_OR_RETURN(kd::KdBatch batch, stream.Next());
+      QATD_ASSIGN_OR_RETURN(kd::KdBatch batch, next());
       // Each term is a mean over the global batch's positions (every sequence has L - 1), so a
       // shard's mean weighs rows / global_rows and the ranks' sum is the global mean.
       const double share = sharded ? static_cast<double>(batch.rows()) / static_cast<double>(batch.global_rows) : 1.0;
       if (batch.rows() == 0) continue;  // an empty shard of a last partial batch
+      // The last micro-batch's backward starts each gradient bucket's all-reduce as soon as
+      // the bucket is complete (grad_reducer.h).
+      if (overlap && micro_batch == grad_accum - 1) reducer->Arm();
       QATD_ASSIGN_OR_RETURN(at::Tensor row, micro.Run(batch.input_ids, batch.topk_idx, batch.topk_logits,
                                                       share / static_cast<double>(grad_accum)));
       if (sharded) row = row * share;
@@ -29,13 +59,9 @@ absl::StatusOr<LossValues> RunMicroBatches(MicroStep& micro, kd::KdBatchStream& 
     }
     if (sharded) {
       // Gradients summed over the ranks (each already weighted by its share), in buckets.
-      std::vector<at::Tensor> grads;
-      for (const auto& [name, p] : adam.params()) {
-        if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-        grads.push_back(p.grad());
-      }
-      QATD_RETURN_IF_ERROR(dist->AllReduceSum(grads));
-      at::Tensor reduced = sums.defined() ? sums.to(at::kFloat).cpu().contiguous() : at::zeros({4}, at::kFloat);
+      QATD_RETURN_IF_ERROR(reducer->Finish());
+      const at::TensorOptions on_group = at::TensorOptions().dtype(at::kFloat).device(dist->device());
+      at::Tensor reduced = sums.defined() ? sums.to(on_group).contiguous() : at::zeros({4}, on_group);
       QATD_RETURN_IF_ERROR(dist->AllReduce(reduced));
       sums = reduced;
     }
