@@ -207,6 +207,25 @@ int ShowJob(Connection& connection, int64_t job_id, const OutputOptions& out) {
   if (job.has_error() && (job.error().code() != 0 || !job.error().message().empty())) {
     field("error:", Paint(JobOutcome(job, 0), Color::kRed, out.color));
   }
+  if (job.ranks_size() > 0) {
+    // A data-parallel job: where each rank runs and its latest mean step time (the gauge
+    // qatd_job_rank_step_seconds).
+    std::printf("  ranks:\n");
+    size_t host_width = 4, device_width = 6;
+    for (const v1::RankInfo& r : job.ranks()) {
+      host_width = std::max(host_width, r.host().size());
+      device_width = std::max(device_width, r.device().size());
+    }
+    const int hw = static_cast<int>(host_width), dw = static_cast<int>(device_width);
+    std::printf("    %-4s  %-*s  %-*s  %-8s  %s\n", "RANK", hw, "HOST", dw, "DEVICE", "PID", "STEP TIME");
+    for (const v1::RankInfo& r : job.ranks()) {
+      const std::string step_time =
+          r.step_seconds() > 0 ? absl::StrFormat("%.3g s (step %d)", r.step_seconds(), r.step()) : "-";
+      std::printf("    %-4d  %-*s  %-*s  %-8s  %s\n", r.rank(), hw, r.host().empty() ? "-" : r.host().c_str(), dw,
+                  r.device().empty() ? "-" : r.device().c_str(), r.pid() > 0 ? std::to_string(r.pid()).c_str() : "-",
+                  step_time.c_str());
+    }
+  }
   if (job.artifacts_size() > 0) {
     std::printf("  artifacts:\n");
     for (const v1::Artifact& a : job.artifacts()) {

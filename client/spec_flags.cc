@@ -75,8 +75,8 @@ void AddJobFlags(SpecFlags& flags, v1::JobSpec* spec) {
   flags.Value<int>("--devices", "GPUs the job needs (Resources.device_count; 0 = CPU only; default 1)",
                    [spec](const int& v) { spec->mutable_resources()->set_device_count(v); });
   flags.Value<int>("--nodes",
-                   "Nodes the job runs on, --devices ranks on each (Resources.nodes; QAT on a qatd --executor slurm; "
-                   "default 1)",
+                   "Nodes the job runs on, --devices ranks on each (Resources.nodes; the data-parallel kinds QAT, LBL, "
+                   "cache, eval and lora on a qatd --executor slurm; default 1)",
                    [spec](const int& v) { spec->mutable_resources()->set_nodes(v); });
   flags.Value<std::string>("--name", "A free-form label shown by `qat jobs`",
                            [spec](const std::string& v) { spec->set_name(v); });

@@ -82,7 +82,16 @@ absl::Status JobJournal::Metric(int64_t job_id, const v1::MetricPoint& point) {
   *event.mutable_metric() = point;
   QATD_RETURN_IF_ERROR(Append(job_id, event, true));
   metrics_->JobMetric(job_id, point.name(), point.value());
+  const std::optional<JobGaugeTarget> target = JobGaugeTargetOf(point.name());
+  if (target.has_value() && target->family == JobGaugeTarget::kRankStepSeconds) {
+    QATD_RETURN_IF_ERROR(store_->SetRankStepSeconds(job_id, std::stoi(target->term), point.step(), point.value()));
+  }
   return absl::OkStatus();
+}
+
+absl::Status JobJournal::Ranks(int64_t job_id, const v1::RankRoster& roster) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return store_->SetRanks(job_id, roster);
 }
 
 absl::Status JobJournal::Log(int64_t job_id, const v1::LogLine& line) {

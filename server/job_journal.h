@@ -39,7 +39,10 @@ class JobJournal {
   absl::StatusOr<v1::JobEvent> Transition(int64_t job_id, const storage::Transition& transition,
                                           std::optional<v1::JobState> expected_from = std::nullopt);
   absl::Status Progress(int64_t job_id, v1::JobKind kind, const v1::Progress& progress);
+  // A metric point; rank/<r>/step_seconds is also folded into the job's ranks (Job.ranks).
   absl::Status Metric(int64_t job_id, const v1::MetricPoint& point);
+  // A data-parallel job's ranks, as its rank 0 reported them: kept with the job (GetJob).
+  absl::Status Ranks(int64_t job_id, const v1::RankRoster& roster);
   absl::Status Log(int64_t job_id, const v1::LogLine& line);
   absl::Status Text(int64_t job_id, const v1::GeneratedText& text);
   // Registers the artifact with the worker's digest, or digests `path` when the worker sent

@@ -97,6 +97,15 @@ std::optional<JobGaugeTarget> JobGaugeTargetOf(const std::string& name) {
     }
     return std::nullopt;
   }
+  if (absl::StartsWith(name, "rank/")) {
+    std::vector<std::string> parts = absl::StrSplit(name, '/');
+    int rank = -1;
+    if (parts.size() == 3 && parts[2] == "step_seconds" && absl::SimpleAtoi(parts[1], &rank) && rank >= 0 &&
+        rank < 4096 && std::to_string(rank) == parts[1]) {
+      return T{T::kRankStepSeconds, parts[1]};
+    }
+    return std::nullopt;
+  }
   if (name == "train/lr") return T{T::kLearningRate, ""};
   if (name == "tokens_per_second" || absl::EndsWith(name, "/tokens_per_second")) return T{T::kTokensPerSecond, ""};
   return std::nullopt;
@@ -158,6 +167,10 @@ DaemonMetrics::DaemonMetrics(DaemonMetricsOptions options)
       job_lut_usage_(BuildGauge()
                          .Name("qatd_job_lut_entry_usage_ratio")
                          .Help("Share of a layer group's quantized weights mapped to each LUT entry after the snap")
+                         .Register(*registry_)),
+      job_rank_step_(BuildGauge()
+                         .Name("qatd_job_rank_step_seconds")
+                         .Help("Mean training-step wall time of one rank of a data-parallel job over its latest log window")
                          .Register(*registry_)),
       job_learning_rate_(
           BuildGauge().Name("qatd_job_learning_rate").Help("Latest learning rate of the job").Register(*registry_)),
@@ -285,6 +298,12 @@ void DaemonMetrics::JobMetric(int64_t job_id, const std::string& name, double va
     gauge->Set(value);
     return;
   }
+  if (target->family == JobGaugeTarget::kRankStepSeconds) {
+    prometheus::Gauge*& gauge = series.rank_step[target->term];
+    if (gauge == nullptr) gauge = &job_rank_step_.Add({{"job_id", id}, {"rank", target->term}});
+    gauge->Set(value);
+    return;
+  }
   if (target->family == JobGaugeTarget::kLoss) {
     prometheus::Gauge*& gauge = series.loss[target->term];
     if (gauge == nullptr) gauge = &job_loss_.Add({{"job_id", id}, {"term", target->term}});
@@ -332,6 +351,7 @@ void DaemonMetrics::RemoveLocked(std::map<int64_t, JobSeries>::iterator it) {
   if (s.eta != nullptr) job_eta_.Remove(s.eta);
   for (auto& [term, gauge] : s.loss) job_loss_.Remove(gauge);
   for (auto& [key, gauge] : s.lut_usage) job_lut_usage_.Remove(gauge);
+  for (auto& [rank, gauge] : s.rank_step) job_rank_step_.Remove(gauge);
   for (auto& [family, gauge] : s.gauges) JobFamily(family).Remove(gauge);
   jobs_series_.erase(it);
 }

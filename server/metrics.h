@@ -42,16 +42,20 @@ struct JobGaugeTarget {
     kSnapRelativeError,
     kLearningRate,
     kTokensPerSecond,
-    kLutUsage
+    kLutUsage,
+    kRankStepSeconds
   };
   Family family;
-  std::string term;   // kLoss: kd, hard_top1, hard_full, local, global, total; kLutUsage: mlp, attn
+  // kLoss: kd, hard_top1, hard_full, local, global, total; kLutUsage: mlp, attn;
+  // kRankStepSeconds: the rank, "0" .. "4095"
+  std::string term;
   std::string entry;  // kLutUsage only: the LUT entry, "0" .. "255"
 };
 // "loss/kd" -> {kLoss, "kd"}, "eval/kd" and "eval/kd_final" -> kEvalKd, "eval/ppl" ->
 // kEvalPerplexity, "snap/relative_error" -> kSnapRelativeError, "train/lr" -> kLearningRate,
 // "*/tokens_per_second" -> kTokensPerSecond, "lut_usage/<mlp|attn>/<0-255>" -> kLutUsage
-// (group, entry: at most 2 x 256 series per job). eval/*_initial, *_best and *_before are not
+// (group, entry: at most 2 x 256 series per job), "rank/<r>/step_seconds" -> kRankStepSeconds
+// (r in [0, 4096), canonical decimal: one series per rank of a data-parallel job). eval/*_initial, *_best and *_before are not
 // mapped (the latest value is what a gauge can hold; the others stay in the job result).
 std::optional<JobGaugeTarget> JobGaugeTargetOf(const std::string& metric_name);
 
@@ -110,6 +114,7 @@ class DaemonMetrics {
     prometheus::Counter* tokens = nullptr;
     std::map<std::string, prometheus::Gauge*> loss;  // by term
     std::map<std::pair<std::string, std::string>, prometheus::Gauge*> lut_usage;  // by (group, entry)
+    std::map<std::string, prometheus::Gauge*> rank_step;  // by rank
     std::map<int, prometheus::Gauge*> gauges;        // by JobGaugeTarget::Family
   };
   JobSeries& SeriesLocked(int64_t job_id, const std::string& kind);
@@ -137,6 +142,7 @@ class DaemonMetrics {
   prometheus::Family<prometheus::Gauge>& job_eval_perplexity_;
   prometheus::Family<prometheus::Gauge>& job_snap_error_;
   prometheus::Family<prometheus::Gauge>& job_lut_usage_;
+  prometheus::Family<prometheus::Gauge>& job_rank_step_;
   prometheus::Family<prometheus::Gauge>& job_learning_rate_;
   prometheus::Family<prometheus::Gauge>& job_tokens_per_second_;
   prometheus::Family<prometheus::Gauge>& device_memory_used_;

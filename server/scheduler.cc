@@ -431,6 +431,9 @@ void Scheduler::Monitor(std::shared_ptr<RunningJob> job) {
         }
         break;
       }
+      case v1::WorkerEvent::kRanks:
+        applied = journal_->Ranks(job->id, event.ranks());
+        break;
       case v1::WorkerEvent::kFinal:
         final = event.final();
         break;

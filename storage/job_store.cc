@@ -1,6 +1,7 @@
 // JobStore: opening, migrations and the write path. Reads are in job_store_reads.cc.
 #include "storage/job_store.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -177,7 +178,7 @@ absl::StatusOr<v1::JobEvent> JobStore::TransitionJob(int64_t job_id, const Trans
   std::string sql =
       "UPDATE jobs SET state = ?1, error_code = ?2, error_message = ?3, worker_pid = ?4, "
       "attempt = attempt + ?5";
-  if (running) absl::StrAppend(&sql, ", start_ms = ?6, end_ms = NULL");
+  if (running) absl::StrAppend(&sql, ", start_ms = ?6, end_ms = NULL, ranks = NULL");  // a new attempt reports its own
   if (terminal) absl::StrAppend(&sql, ", end_ms = ?6");
   if (t.devices.has_value() || !running) absl::StrAppend(&sql, ", devices = ?7");
   if (t.result.has_value()) absl::StrAppend(&sql, ", result = ?8");
@@ -325,6 +326,47 @@ absl::Status JobStore::UpdateSpec(int64_t job_id, const v1::JobSpec& spec) {
   QATD_RETURN_IF_ERROR(update.Run());
   if (sqlite3_changes(writer_->raw()) == 0) return NotFound(job_id);
   return absl::OkStatus();
+}
+
+absl::Status JobStore::SetRanks(int64_t job_id, const v1::RankRoster& roster) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  QATD_ASSIGN_OR_RETURN(SqliteStatement update, writer_->Prepare("UPDATE jobs SET ranks = ? WHERE id = ?"));
+  update.BindBlob(1, Serialize(roster)).Bind(2, job_id);
+  QATD_RETURN_IF_ERROR(update.Run());
+  if (sqlite3_changes(writer_->raw()) == 0) return NotFound(job_id);
+  return absl::OkStatus();
+}
+
+absl::Status JobStore::SetRankStepSeconds(int64_t job_id, int rank, int64_t step, double seconds) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  v1::RankRoster roster;
+  {
+    QATD_ASSIGN_OR_RETURN(SqliteStatement select, writer_->Prepare("SELECT ranks FROM jobs WHERE id = ?"));
+    select.Bind(1, job_id);
+    QATD_ASSIGN_OR_RETURN(bool found, select.Step());
+    if (!found) return NotFound(job_id);
+    if (!select.IsNull(0) && !roster.ParseFromString(select.Blob(0))) {
+      return absl::DataLossError(absl::StrCat("job ", job_id, ": unreadable ranks"));
+    }
+  }
+  v1::RankInfo* info = nullptr;
+  for (v1::RankInfo& r : *roster.mutable_ranks()) {
+    if (r.rank() == rank) info = &r;
+  }
+  if (info == nullptr) {
+    info = roster.add_ranks();
+    info->set_rank(rank);
+    std::sort(roster.mutable_ranks()->begin(), roster.mutable_ranks()->end(),
+              [](const v1::RankInfo& a, const v1::RankInfo& b) { return a.rank() < b.rank(); });
+    for (v1::RankInfo& r : *roster.mutable_ranks()) {
+      if (r.rank() == rank) info = &r;
+    }
+  }
+  info->set_step(step);
+  info->set_step_seconds(seconds);
+  QATD_ASSIGN_OR_RETURN(SqliteStatement update, writer_->Prepare("UPDATE jobs SET ranks = ? WHERE id = ?"));
+  update.BindBlob(1, Serialize(roster)).Bind(2, job_id);
+  return update.Run();
 }
 
 absl::StatusOr<std::vector<int64_t>> JobStore::RequeueRunningJobs(const std::string& reason, int64_t now_ms,

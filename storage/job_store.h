@@ -108,6 +108,12 @@ class JobStore {
   absl::Status SetCancelRequested(int64_t job_id);
   // Replaces the spec (pipeline inputs resolved into it).
   absl::Status UpdateSpec(int64_t job_id, const v1::JobSpec& spec);
+  // A data-parallel job's ranks (Job.ranks), as its worker reported them; cleared when an
+  // attempt starts.
+  absl::Status SetRanks(int64_t job_id, const v1::RankRoster& roster);
+  // Folds rank `rank`'s latest step time (metric rank/<r>/step_seconds) into Job.ranks; a
+  // rank not listed yet is added.
+  absl::Status SetRankStepSeconds(int64_t job_id, int rank, int64_t step, double seconds);
   // Daemon restart: every RUNNING job goes back to QUEUED with `reason` (returned ids), except
   // one whose cancel was requested, which becomes CANCELLED, and one that has had
   // `max_attempts` attempts already (> 0), which FAILS (ABORTED, naming the count).

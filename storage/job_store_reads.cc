@@ -13,7 +13,7 @@ namespace {
 
 constexpr char kJobColumns[] =
     "SELECT id, kind, state, spec, pipeline_id, stage, create_ms, start_ms, end_ms, progress, result, "
-    "error_code, error_message, attempt, worker_pid, devices, cancel_requested, disk_bytes FROM jobs";
+    "error_code, error_message, attempt, worker_pid, devices, cancel_requested, disk_bytes, ranks FROM jobs";
 
 absl::StatusOr<v1::Job> JobFromRow(const SqliteStatement& row, bool include_spec) {
   v1::Job job;
@@ -43,6 +43,11 @@ absl::StatusOr<v1::Job> JobFromRow(const SqliteStatement& row, bool include_spec
   for (std::string& device : SplitDevices(row.Text(15))) job.add_devices(std::move(device));
   job.set_cancel_requested(row.Int(16) != 0);
   job.set_disk_bytes(row.Int(17));
+  if (!row.IsNull(18)) {
+    v1::RankRoster roster;
+    if (!roster.ParseFromString(row.Blob(18))) return absl::DataLossError(absl::StrCat("job ", job.id(), ": unreadable ranks"));
+    *job.mutable_ranks() = std::move(*roster.mutable_ranks());
+  }
   return job;
 }
 

@@ -102,9 +102,16 @@ CREATE INDEX jobs_by_end ON jobs(state, end_ms);
 CREATE INDEX job_dependencies_by_target ON job_dependencies(depends_on);
 )sql";
 
+// Data parallel (issue #15): the ranks of a job as its rank 0 reported them (a serialized
+// v1::RankRoster, each rank's latest step time folded in); NULL for one rank.
+constexpr std::string_view kV3 = R"sql(
+ALTER TABLE jobs ADD COLUMN ranks BLOB;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, kV1},
     {2, kV2},
+    {3, kV3},
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "worker/data_parallel.h"
 
+#include <ATen/Functions.h>
 #include <ATen/Parallel.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/common/file_util.h"
 #include "core/jobs/job_kind.h"
+#include "core/jobs/options_common.h"
 #include "core/train/dist_group.h"
 
 namespace qatd::worker {
@@ -108,6 +110,41 @@ void ReapAll(std::vector<Child>& children, std::chrono::steady_clock::time_point
   }
 }
 
+std::string HostName() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
+}
+
+// Every rank's placement (host, device, pid), gathered with one all-reduce that every rank
+// makes once before the job's own collectives: rank r fills row r of a [world, 2 + kText]
+// int64 tensor (pid, text length, the bytes of "host\ndevice"), the other rows stay 0, and
+// the sum is every row. Rank 0 reports it (Reporter::Ranks); no store key or file is needed,
+// so it works wherever the ranks run (one host, Slurm nodes).
+absl::Status ShareRoster(train::DistGroup& group, const v1::WorkerTask& task, jobs::Reporter& reporter) {
+  if (!group.distributed()) return absl::OkStatus();
+  constexpr int64_t kText = 256;
+  const std::string text =
+      absl::StrCat(HostName(), "\n", RankDevice(jobs::DeviceOf(&task), task, group.rank())).substr(0, kText);
+  at::Tensor rows = at::zeros({group.world_size(), 2 + kText}, at::kLong);
+  int64_t* row = rows.data_ptr<int64_t>() + group.rank() * (2 + kText);
+  row[0] = ::getpid();
+  row[1] = static_cast<int64_t>(text.size());
+  for (size_t i = 0; i < text.size(); ++i) row[2 + i] = static_cast<unsigned char>(text[i]);
+  if (absl::Status s = group.AllReduce(rows); !s.ok()) return s;
+  if (!group.primary()) return absl::OkStatus();
+  std::vector<jobs::RankPlacement> ranks;
+  for (int r = 0; r < group.world_size(); ++r) {
+    const int64_t* data = rows.data_ptr<int64_t>() + r * (2 + kText);
+    std::string joined;
+    for (int64_t i = 0; i < std::clamp<int64_t>(data[1], 0, kText); ++i) joined.push_back(static_cast<char>(data[2 + i]));
+    const size_t cut = joined.find('\n');
+    ranks.push_back({r, joined.substr(0, cut), cut == std::string::npos ? "" : joined.substr(cut + 1), data[0]});
+  }
+  reporter.Ranks(ranks);
+  return absl::OkStatus();
+}
+
 void OnPeerSignal(int) {
   jobs::CancelToken* token = g_peer_cancel.load();
   if (token != nullptr) token->Cancel();
@@ -136,7 +173,10 @@ std::string RankDevice(const std::string& job_device, const v1::WorkerTask& task
 
 absl::Status RunDataParallel(const v1::WorkerTask& task, jobs::Reporter& reporter, jobs::CancelToken& cancel,
                              const std::function<absl::Status(train::DistGroup*)>& run) {
-  if (g_peer_group != nullptr) return run(g_peer_group);
+  if (g_peer_group != nullptr) {
+    if (absl::Status s = ShareRoster(*g_peer_group, task, reporter); !s.ok()) return s;
+    return run(g_peer_group);
+  }
   const int world = WorldSizeOf(task);
   if (world <= 1) return run(nullptr);
 
@@ -172,6 +212,7 @@ absl::Status RunDataParallel(const v1::WorkerTask& task, jobs::Reporter& reporte
   ShareCpuThreads(RankDevice(task.devices_size() > 0 && task.devices(0) != "cpu" ? "cuda:0" : "cpu", task, 0), world);
 
   absl::Status status = (*group)->Connect();
+  if (status.ok()) status = ShareRoster(**group, task, reporter);
   if (status.ok()) status = run(group->get());
 
   using Clock = std::chrono::steady_clock;

@@ -1,5 +1,6 @@
 #include "worker/event_reporter.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/common/artifact_digest.h"
 
@@ -90,12 +91,27 @@ void EventReporter::Text(const std::string& text, int32_t token_id) {
   (void)Send(event);
 }
 
+void EventReporter::Ranks(const std::vector<jobs::RankPlacement>& ranks) {
+  v1::WorkerEvent event;
+  for (const jobs::RankPlacement& r : ranks) {
+    v1::RankInfo* info = event.mutable_ranks()->add_ranks();
+    info->set_rank(r.rank);
+    info->set_host(r.host);
+    info->set_device(r.device);
+    info->set_pid(r.pid);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  (void)Send(event);
+}
+
 absl::Status EventReporter::Finish(const absl::Status& status, const std::string& summary) {
   v1::WorkerEvent event;
   v1::WorkerFinal* final = event.mutable_final();
   *final->mutable_status() = jobs::ToJobError(status);
   std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& [name, value] : last_metric_) (*final->mutable_result()->mutable_metrics())[name] = value;
+  for (const auto& [name, value] : last_metric_) {
+    if (!absl::StartsWith(name, "rank/")) (*final->mutable_result()->mutable_metrics())[name] = value;
+  }
   final->mutable_result()->set_summary(summary);
   return Send(event);
 }

@@ -4,12 +4,14 @@
 // a worker the daemon forked) or GrpcReporter (worker/grpc_reporter.h: the WorkerChannel
 // service, a worker on any host). Thread-safe. Once a delivery fails (the daemon has gone),
 // further events are dropped and the job's CancelToken is cancelled so the job stops.
-// Remembers the last value of each metric; Finish() sends them as the job's result.
+// Remembers the last value of each metric; Finish() sends them as the job's result (except the
+// per-rank rank/<r>/... series, which the job's ranks list shows).
 
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "core/common/reporter.h"
@@ -28,6 +30,8 @@ class EventReporter : public jobs::Reporter {
   void Artifact(const std::string& path, const std::string& kind) override;
   // A generated piece of text (GENERATE jobs).
   void Text(const std::string& text, int32_t token_id) override;
+  // A data-parallel job's ranks (WorkerEvent.ranks).
+  void Ranks(const std::vector<jobs::RankPlacement>& ranks) override;
 
   // The final event: `status` and the last value of every metric. UNAVAILABLE if the daemon
   // is gone.

@@ -6,10 +6,19 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace qatd::jobs {
 
 enum class LogLevel { kDebug, kInfo, kWarning, kError };
+
+// Where one rank of a data-parallel job runs (worker/data_parallel.h).
+struct RankPlacement {
+  int rank = 0;
+  std::string host;    // host name
+  std::string device;  // "cuda:1", "cpu"
+  int64_t pid = 0;
+};
 
 class Reporter {
  public:
@@ -27,6 +36,9 @@ class Reporter {
     (void)text;
     (void)token_id;
   }
+  // A data-parallel job's ranks, by rank; reported once by rank 0 after every rank joined.
+  // Default: dropped.
+  virtual void Ranks(const std::vector<RankPlacement>& ranks) { (void)ranks; }
 };
 
 // Cooperative cancellation: jobs poll `cancelled()` between units of work and stop cleanly

@@ -640,9 +640,10 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecCheckContext& co
     return absl::InvalidArgumentError(
         absl::StrCat(p, ".resources.nodes is ", nodes, ", more than the ", context.max_nodes, " this daemon allows"));
   }
-  if (nodes > 1 && !spec.has_qat()) {
-    return absl::InvalidArgumentError(absl::StrCat(p, ".resources.nodes is ", nodes,
-                                                   ", but only QAT jobs run on several nodes (data parallel)"));
+  if (nodes > 1 && !(spec.has_qat() || spec.has_kd_cache() || spec.has_eval() || spec.has_layerwise() || spec.has_lora())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(p, ".resources.nodes is ", nodes,
+                     ", but only QAT, LAYERWISE, KD_CACHE, EVAL and LORA jobs run on several nodes (data parallel)"));
   }
   switch (spec.kind_case()) {
     case v1::JobSpec::kKdCache:

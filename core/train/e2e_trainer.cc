@@ -22,6 +22,7 @@
 #include "core/train/losses.h"
 #include "core/train/micro_step.h"
 #include "core/train/optimizer.h"
+#include "core/train/rank_step_time.h"
 #include "core/train/resume_state.h"
 #include "core/train/train_log.h"
 #include "core/train/train_step.h"
@@ -101,6 +102,7 @@ class E2eTrainer {
   int64_t steps_this_run_ = 0;
   int64_t tokens_per_step_ = 0;  // all ranks
   LossWindow window_;
+  RankStepTimes step_times_;  // this rank's steps in the log window (rank_step_time.h)
   bool stopped_early_ = false;
 };
 
@@ -259,7 +261,9 @@ absl::Status E2eTrainer::TrainLoop() {
     QATD_RETURN_IF_ERROR(ApplyStep(*adam_, lr, o_.clip_grad_norm, values, step_ + 1, dist_));
     ++step_;
     ++steps_this_run_;
-    train_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
+    const double step_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    train_seconds_ += step_seconds;
+    step_times_.Add(step_seconds);
     QATD_RETURN_IF_ERROR(AfterStep(values, lr));
   }
   return absl::OkStatus();
@@ -288,6 +292,7 @@ absl::Status E2eTrainer::AfterStep(const LossValues& values, double lr) {
   if (log_now && window_.count > 0) {
     LogWindow(lr, eval_kd, elapsed);
     if (primary_) QATD_RETURN_IF_ERROR(log_.Write());
+    QATD_RETURN_IF_ERROR(step_times_.Report(dist_, step_, reporter_));
   }
   if (eval_now || (o_.save_steps > 0 && step_ % o_.save_steps == 0)) {
     elapsed_before_ = elapsed;

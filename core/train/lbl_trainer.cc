@@ -22,6 +22,7 @@
 #include "core/train/lbl_step.h"
 #include "core/train/loss_values.h"
 #include "core/train/optimizer.h"
+#include "core/train/rank_step_time.h"
 #include "core/train/resume_state.h"
 #include "core/train/train_log.h"
 #include "core/train/train_step.h"
@@ -136,6 +137,7 @@ class LayerwiseTrainer {
   double current_top1_ = Nan();
   LayerResult running_;          // the layer in progress (before, first/last, seconds so far)
   LossWindow window_;
+  RankStepTimes step_times_;  // this rank's steps in the log window (rank_step_time.h)
   double elapsed_before_ = 0;
   std::optional<ResumeState> mid_layer_;  // a resume inside a layer: its optimizer and snapshot
 
@@ -294,6 +296,7 @@ absl::Status LayerwiseTrainer::TrainLayer() {
     if (global_step_ % o_.logging_steps == 0 || layer_done) {
       LogWindow(run.layer, eval_kd);
       QATD_RETURN_IF_ERROR(WriteLog());
+      QATD_RETURN_IF_ERROR(step_times_.Report(dist_, global_step_, reporter_));
     }
     if (layer_done) {
       QATD_RETURN_IF_ERROR(CompleteLayer(run));
@@ -354,7 +357,9 @@ absl::Status LayerwiseTrainer::Step(LayerRun& run, const LblMicroContext& ctx) {
   ++step_in_layer_;
   ++global_step_;
   ++steps_this_run_;
-  train_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
+  const double step_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  train_seconds_ += step_seconds;
+  step_times_.Add(step_seconds);
   window_.Add(values);
   if (step_in_layer_ == 1) {
     running_.local_first = values.local;

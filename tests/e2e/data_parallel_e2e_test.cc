@@ -4,14 +4,17 @@
 // rank with it and the restarted daemon resumes the job; a rank killed mid-job fails the job
 // naming it.
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "core/model/safetensors.h"
@@ -23,6 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using namespace std::chrono_literals;
 
 const fs::path kModel = fs::path(QATD_TEST_DATA) / "golden" / "tiny-qwen3";
@@ -109,6 +113,17 @@ std::string ReadFile(const fs::path& path) {
   return s.str();
 }
 
+// `qat --json status <id>` with the real CLI: its output.
+std::string QatJsonStatus(const Daemon& daemon, const qatd::testing::TempDir& dir, int64_t id) {
+  const std::string log = dir.File("qat-status-" + std::to_string(id) + ".out");
+  ChildProcess qat({QAT_BINARY, "--address", "127.0.0.1:" + std::to_string(daemon.port()), "--json", "status",
+                    std::to_string(id)},
+                   log);
+  const std::optional<int> status = qat.Wait(60s);
+  EXPECT_TRUE(status.has_value() && WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << ReadFileOrEmpty(log);
+  return ReadFileOrEmpty(log);
+}
+
 class DataParallelE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -152,6 +167,36 @@ TEST_F(DataParallelE2eTest, TwoGlooRanksTrainTheSameWeightsAsOneRankWithTheGloba
   // Two ranks really ran: rank 1 logged into the job's worker.log, and rank 0 said so.
   const std::string log = ReadFile(fs::path(config_.data_dir) / "jobs" / std::to_string(two.id()) / "worker.log");
   EXPECT_THAT(log, HasSubstr("rank 1 of 2"));
+  // The job view lists both ranks (rank 0 reported where each runs at rendezvous) with each
+  // rank's step time of the last log window; a one-rank job lists none.
+  const nlohmann::json status = nlohmann::json::parse(QatJsonStatus(*daemon_, dir_, two.id()));
+  ASSERT_TRUE(status.contains("ranks")) << status.dump();
+  ASSERT_EQ(status["ranks"].size(), 2u) << status.dump();
+  std::set<std::string> pids;
+  for (int r = 0; r < 2; ++r) {
+    const nlohmann::json& rank = status["ranks"][r];
+    EXPECT_EQ(rank.value("rank", 0), r);  // proto3 JSON omits 0
+    EXPECT_FALSE(rank.value("host", "").empty()) << rank.dump();
+    EXPECT_EQ(rank.value("device", ""), "cpu");
+    pids.insert(rank.value("pid", "0"));  // int64 is a JSON string
+    EXPECT_GT(rank.value("stepSeconds", 0.0), 0.0) << rank.dump();
+    EXPECT_EQ(rank.value("step", "0"), "20");
+  }
+  EXPECT_EQ(pids.size(), 2u);
+  EXPECT_EQ(pids.count("0"), 0u);
+  EXPECT_EQ(GetJobFrom(*daemon_, one.id()).ranks_size(), 0);
+  // /metrics: one gauge family, a series per rank, kept with the job's other series after it
+  // ended (until --metrics-retention); the job's other series stay per job.
+  const std::optional<std::string> metrics = HttpGet(daemon_->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_THAT(*metrics, HasSubstr("qatd_job_rank_step_seconds{job_id=\"" + std::to_string(two.id()) +
+                                        "\",rank=\"" + std::to_string(r) + "\"}"));
+  }
+  EXPECT_THAT(*metrics, Not(HasSubstr("qatd_job_rank_step_seconds{job_id=\"" + std::to_string(one.id()) + "\"")));
+  EXPECT_THAT(*metrics, Not(HasSubstr("rank=\"2\"")));
+  // The result keeps the job's own metrics, not the per-rank series.
+  EXPECT_EQ(two.result().metrics().count("rank/0/step_seconds"), 0u);
   // Small losses are logged with 4 significant digits (issue #17: "kd 0.0000" hid them).
   EXPECT_THAT(log, ::testing::ContainsRegex("initial held-out eval \\(8 sequences\\): kd 0\\.000[1-9][0-9][0-9]"));
 
@@ -258,6 +303,9 @@ TEST_F(DataParallelE2eTest, TwoGlooRanksTrainTheSameLayerwiseWeightsAsOneRankWit
   ASSERT_EQ(two.state(), v1::JOB_STATE_SUCCEEDED) << two.error().message();
   EXPECT_THAT(ReadFile(fs::path(config_.data_dir) / "jobs" / std::to_string(two.id()) / "worker.log"),
               HasSubstr("rank 1 of 2"));
+  // The layer-wise trainer reports each rank's step time too.
+  ASSERT_EQ(two.ranks_size(), 2);
+  EXPECT_GT(two.ranks(1).step_seconds(), 0.0);
   // Not vacuous: training changed the held-out loss (keep-best did not put every layer back).
   EXPECT_NE(one.result().metrics().at("eval/kd_final"), one.result().metrics().at("eval/kd_initial"));
   std::string worst;

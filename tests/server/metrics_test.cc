@@ -152,6 +152,36 @@ TEST(MetricsTest, LutEntryUsageIsOneSeriesPerGroupAndEntryAndExpiresWithTheJob) 
   EXPECT_THAT(Scrape(metrics), Not(HasSubstr("qatd_job_lut_entry_usage_ratio{")));
 }
 
+// A data-parallel job's per-rank step times are one family with a `rank` label (the job's
+// other series stay per job), kept and dropped with the job's series.
+TEST(MetricsTest, RankStepSecondsIsOneSeriesPerRankAndExpiresWithTheJob) {
+  EXPECT_EQ(JobGaugeTargetOf("rank/0/step_seconds")->family, JobGaugeTarget::kRankStepSeconds);
+  EXPECT_EQ(JobGaugeTargetOf("rank/17/step_seconds")->term, "17");
+  for (const char* bad : {"rank/01/step_seconds", "rank/-1/step_seconds", "rank/4096/step_seconds", "rank/x/step_seconds",
+                          "rank/0/loss", "rank/0", "rank/0/step_seconds/1"}) {
+    EXPECT_EQ(JobGaugeTargetOf(bad), std::nullopt) << bad;
+  }
+  FakeClock clock;
+  DaemonMetricsOptions options;
+  options.clock = &clock;
+  options.finished_job_retention_ms = 1'000;
+  DaemonMetrics metrics(options);
+  metrics.JobStarted(4, v1::JOB_KIND_QAT);
+  metrics.JobMetric(4, "rank/0/step_seconds", 0.5);
+  metrics.JobMetric(4, "rank/1/step_seconds", 0.75);
+  metrics.JobMetric(4, "loss/kd", 1.0);
+  std::string text = Scrape(metrics);
+  EXPECT_EQ(Sample(text, R"(qatd_job_rank_step_seconds{job_id="4",rank="0"})"), 0.5);
+  EXPECT_EQ(Sample(text, R"(qatd_job_rank_step_seconds{job_id="4",rank="1"})"), 0.75);
+  EXPECT_EQ(Sample(text, R"(qatd_job_loss{job_id="4",term="kd"})"), 1.0);
+  EXPECT_THAT(text, HasSubstr("# HELP qatd_job_rank_step_seconds "));
+  EXPECT_THAT(text, HasSubstr("# TYPE qatd_job_rank_step_seconds gauge"));
+  metrics.JobEnded(4, v1::JOB_KIND_QAT, v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(Sample(Scrape(metrics), R"(qatd_job_rank_step_seconds{job_id="4",rank="1"})"), 0.75);  // kept
+  clock.now_ms += 1'000;
+  EXPECT_THAT(Scrape(metrics), Not(HasSubstr("qatd_job_rank_step_seconds{")));
+}
+
 TEST(MetricsTest, TokensCounterIntegratesTheReportedThroughput) {
   FakeClock clock;
   DaemonMetricsOptions options;

@@ -223,7 +223,7 @@ TEST_F(SlurmLauncherTest, TwoNodesOfTwoDevicesAreTwoNodesOfTwoTasks) {
 }
 
 // resources.nodes at submit (core's ValidateJobSpec, with the daemon's executor limit).
-TEST(SlurmSpecTest, SeveralNodesOnlyForQatAndOnlyWithTheSlurmExecutor) {
+TEST(SlurmSpecTest, SeveralNodesOnlyForDataParallelKindsAndOnlyWithTheSlurmExecutor) {
   v1::JobSpec spec;
   spec.mutable_qat()->set_model("/m");
   spec.mutable_resources()->set_nodes(2);
@@ -241,10 +241,25 @@ TEST(SlurmSpecTest, SeveralNodesOnlyForQatAndOnlyWithTheSlurmExecutor) {
   EXPECT_THAT(jobs::ValidateJobSpec(spec, slurm).message(), HasSubstr("resources.nodes is 5, more than the 4"));
   spec.mutable_resources()->set_nodes(0);
   EXPECT_THAT(jobs::ValidateJobSpec(spec, slurm).message(), HasSubstr("resources.nodes must be >= 1, got 0"));
+  // The other data-parallel kinds run on several nodes too; the rest are refused.
   v1::JobSpec eval;
   eval.mutable_eval()->set_model("/m");
   eval.mutable_resources()->set_nodes(2);
-  EXPECT_THAT(jobs::ValidateJobSpec(eval, slurm).message(), HasSubstr("only QAT jobs run on several nodes"));
+  EXPECT_THAT(jobs::ValidateJobSpec(eval, slurm).message(), Not(HasSubstr("resources.nodes")));
+  EXPECT_THAT(jobs::ValidateJobSpec(eval, local).message(), HasSubstr("runs jobs as local processes"));
+  v1::JobSpec cache;
+  cache.mutable_kd_cache()->set_teacher_model("/m");
+  cache.mutable_resources()->set_nodes(2);
+  EXPECT_THAT(jobs::ValidateJobSpec(cache, slurm).message(), Not(HasSubstr("resources.nodes")));
+  v1::JobSpec lbl;
+  lbl.mutable_layerwise()->set_model("/m");
+  lbl.mutable_resources()->set_nodes(2);
+  EXPECT_THAT(jobs::ValidateJobSpec(lbl, slurm).message(), Not(HasSubstr("resources.nodes")));
+  v1::JobSpec snap;
+  snap.mutable_snap()->set_checkpoint("/c");
+  snap.mutable_resources()->set_nodes(2);
+  EXPECT_THAT(jobs::ValidateJobSpec(snap, slurm).message(),
+              HasSubstr("only QAT, LAYERWISE, KD_CACHE, EVAL and LORA jobs run on several nodes"));
 }
 
 TEST(SlurmParseTest, ScontrolLineAndTaskExits) {

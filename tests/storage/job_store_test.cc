@@ -109,6 +109,44 @@ TEST_F(JobStoreTest, TransitionsRecordTimesPidsErrorsAndEvents) {
   EXPECT_EQ((*events)[2].state().error().message(), "worker killed by signal SIGKILL");
 }
 
+// A data-parallel job's ranks: the roster its worker reported, each rank's latest step time
+// folded in, kept after the job ended and cleared when a new attempt starts.
+TEST_F(JobStoreTest, RanksKeepTheRosterAndTheLatestStepTimes) {
+  v1::Job job = Create(Probe());
+  EXPECT_EQ(store_->GetJob(job.id())->ranks_size(), 0);
+  Transition run;
+  run.to = v1::JOB_STATE_RUNNING;
+  run.bump_attempt = true;
+  ASSERT_TRUE(store_->TransitionJob(job.id(), run, 2000).ok());
+  v1::RankRoster roster;
+  for (int r = 0; r < 2; ++r) {
+    v1::RankInfo* info = roster.add_ranks();
+    info->set_rank(r);
+    info->set_host("node" + std::to_string(r));
+    info->set_device("cuda:" + std::to_string(r));
+    info->set_pid(100 + r);
+  }
+  ASSERT_TRUE(store_->SetRanks(job.id(), roster).ok());
+  ASSERT_TRUE(store_->SetRankStepSeconds(job.id(), 1, 20, 0.25).ok());
+  ASSERT_TRUE(store_->SetRankStepSeconds(job.id(), 1, 25, 0.5).ok());
+  v1::Job got = *store_->GetJob(job.id());
+  ASSERT_EQ(got.ranks_size(), 2);
+  EXPECT_EQ(got.ranks(0).host(), "node0");
+  EXPECT_EQ(got.ranks(0).step_seconds(), 0);
+  EXPECT_EQ(got.ranks(1).device(), "cuda:1");
+  EXPECT_EQ(got.ranks(1).pid(), 101);
+  EXPECT_EQ(got.ranks(1).step(), 25);
+  EXPECT_EQ(got.ranks(1).step_seconds(), 0.5);
+  EXPECT_EQ(store_->SetRankStepSeconds(job.id() + 100, 0, 1, 1.0).code(), absl::StatusCode::kNotFound);
+
+  Transition requeue;  // a daemon restart: the next attempt reports its own ranks
+  requeue.to = v1::JOB_STATE_QUEUED;
+  ASSERT_TRUE(store_->TransitionJob(job.id(), requeue, 3000).ok());
+  EXPECT_EQ(store_->GetJob(job.id())->ranks_size(), 2);
+  ASSERT_TRUE(store_->TransitionJob(job.id(), run, 4000).ok());
+  EXPECT_EQ(store_->GetJob(job.id())->ranks_size(), 0);
+}
+
 TEST_F(JobStoreTest, ExpectedFromGuardsRaces) {
   v1::Job job = Create(Probe());
   Transition cancel;
