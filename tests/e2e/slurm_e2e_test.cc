@@ -2,7 +2,8 @@
 // slurmd on this host (tests/e2e/slurm/slurm_cluster.sh: one node, 2 CPUs, partition "debug"),
 // and a qatd with `--executor slurm`. A 2-task QAT job trains to completion through sbatch/srun
 // and ends with the weights of the same job on 2 local ranks; `qat cancel` cancels it (and
-// the Slurm job ends); a killed task fails the job naming the task, its node and its exit code.
+// the Slurm job ends); a killed task fails the job naming the task, its node and its exit code;
+// a 2-task EVAL job runs, and the data-parallel kinds may ask for several nodes.
 // Skipped (with the reason) only where the Slurm and munge binaries are not installed.
 #include <signal.h>
 #include <unistd.h>
@@ -221,6 +222,17 @@ TEST_F(SlurmE2eTest, ATwoTaskJobTrainsToCompletionWithTheWeightsOfTheLocalTwoRan
   ASSERT_GT(slurm_id, 0);
   EXPECT_EQ(SlurmState(slurm_id), "COMPLETED");
   EXPECT_EQ(ReadFile(JobDir(slurm.id()) / "slurm" / std::to_string(slurm_id) / "task-1.exit").substr(0, 2), "1 ");
+  // The job view lists the 2 tasks as ranks: the node's host name, the device, each pid and
+  // its step time (rank 0 gathered them in one all-reduce).
+  ASSERT_EQ(slurm.ranks_size(), 2);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(slurm.ranks(r).rank(), r);
+    EXPECT_FALSE(slurm.ranks(r).host().empty());
+    EXPECT_EQ(slurm.ranks(r).device(), "cpu");
+    EXPECT_GT(slurm.ranks(r).pid(), 0);
+    EXPECT_GT(slurm.ranks(r).step_seconds(), 0.0);
+  }
+  EXPECT_NE(slurm.ranks(0).pid(), slurm.ranks(1).pid());
 
   // The reference: the same job on 2 local ranks of a daemon with the local executor.
   DaemonConfig config;
@@ -301,6 +313,37 @@ TEST_F(SlurmE2eTest, TwoNodesOfTwoDevicesAreSubmittedAsFourTasksOnTwoNodes) {
   ASSERT_TRUE(daemon_->Stub()->CancelJob(daemon_->Context().get(), cancel, &cancelled).ok());
   EXPECT_EQ(WaitForJob(*daemon_, job.id(), JobEnded, 120s).state(), v1::JOB_STATE_CANCELLED);
   EXPECT_EQ(SlurmState(slurm_id), "CANCELLED");
+}
+
+// The other data-parallel kinds run as Slurm tasks too: a 2-task EVAL job splits the held-out
+// sequences over its tasks and lists both ranks; asking them for several nodes is accepted at
+// submit (this one-node cluster cannot start it: it is cancelled while Slurm holds it).
+TEST_F(SlurmE2eTest, ATwoTaskEvalJobRunsAndOtherKindsMayAskForSeveralNodes) {
+  v1::JobSpec eval;
+  eval.mutable_resources()->set_device_count(2);
+  eval.mutable_eval()->set_model(TinyModelDir());
+  eval.mutable_eval()->set_kd_cache_dir(*cache_);
+  eval.mutable_eval()->set_eval_samples(11);
+  eval.mutable_eval()->set_batch_size(4);
+  eval.mutable_eval()->set_dtype(v1::DTYPE_FP32);
+  const v1::Job done = RunToEnd(*daemon_, eval, 300s);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.error().message();
+  EXPECT_THAT(ReadFile(JobDir(done.id()) / "worker.log"), HasSubstr("Slurm task 1 of 2"));
+  ASSERT_EQ(done.ranks_size(), 2);
+  EXPECT_NE(done.ranks(0).pid(), done.ranks(1).pid());
+  EXPECT_GT(done.result().metrics().at("eval/kd"), 0.0);
+
+  eval.mutable_resources()->set_nodes(2);
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = eval;
+  v1::Job queued;
+  const grpc::Status submitted = daemon_->Stub()->SubmitJob(daemon_->Context().get(), request, &queued);
+  ASSERT_TRUE(submitted.ok()) << submitted.error_message();
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(queued.id());
+  v1::Job cancelled;
+  ASSERT_TRUE(daemon_->Stub()->CancelJob(daemon_->Context().get(), cancel, &cancelled).ok());
+  EXPECT_EQ(WaitForJob(*daemon_, queued.id(), JobEnded, 120s).state(), v1::JOB_STATE_CANCELLED);
 }
 
 // A job Slurm cannot start yet (another Slurm job holds both CPUs) is PENDING there; qat cancel
