@@ -279,6 +279,10 @@ def main():
     if not adapter_dir or not merged_dir:
         ap.error("give LORA_OUT, or --adapter and --merged")
     report, errors, skipped = {"adapter": adapter_dir, "merged": merged_dir}, [], []
+    for folder, want in [(adapter_dir, "adapter_model.safetensors"), (merged_dir, "config.json")]:
+        if not os.path.exists(os.path.join(folder, want)):
+            print(json.dumps({**report, "ok": False, "errors": [f"{folder}/{want} does not exist"]}, indent=1))
+            return 1
     info = check_files(adapter_dir, merged_dir, report, errors)
     try:
         import torch
