@@ -98,6 +98,36 @@ TEST(WorkerTest, ACancelStopsDigestingAnArtifact) {
   ::close(fds[0]);
 }
 
+// A data-parallel job's roster is one event; its per-rank step times stay out of the result.
+TEST(WorkerTest, RanksBecomeOneEventAndPerRankMetricsStayOutOfTheResult) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  jobs::CancelToken cancel;
+  PipeReporter reporter(fds[1], &cancel);
+  reporter.Ranks({{0, "n1", "cuda:0", 11}, {1, "n2", "cuda:1", 22}});
+  reporter.Metric("rank/1/step_seconds", 5, 0.25);
+  reporter.Metric("loss/kd", 5, 1.5);
+  ASSERT_TRUE(reporter.Finish(absl::OkStatus()).ok());
+  ::close(fds[1]);
+  std::vector<v1::WorkerEvent> events;
+  FrameReader reader(fds[0]);
+  for (auto frame = reader.Next(); frame.ok() && frame->has_value(); frame = reader.Next()) {
+    ASSERT_TRUE(events.emplace_back().ParseFromString(**frame));
+  }
+  ::close(fds[0]);
+  ASSERT_EQ(events.size(), 4u);
+  ASSERT_TRUE(events[0].has_ranks());
+  ASSERT_EQ(events[0].ranks().ranks_size(), 2);
+  EXPECT_EQ(events[0].ranks().ranks(1).rank(), 1);
+  EXPECT_EQ(events[0].ranks().ranks(1).host(), "n2");
+  EXPECT_EQ(events[0].ranks().ranks(1).device(), "cuda:1");
+  EXPECT_EQ(events[0].ranks().ranks(1).pid(), 22);
+  EXPECT_EQ(events[1].metric().name(), "rank/1/step_seconds");  // the curve keeps it
+  ASSERT_TRUE(events[3].has_final());
+  EXPECT_EQ(events[3].final().result().metrics().count("loss/kd"), 1u);
+  EXPECT_EQ(events[3].final().result().metrics().count("rank/1/step_seconds"), 0u);
+}
+
 TEST(WorkerTest, ReportsUnavailableKindsAndJobErrors) {
   qatd::testing::TempDir dir;
   JobRegistry registry;
