@@ -18,8 +18,9 @@
 //     weights and get plain nearest rounding (the paper zeroes them first); their row and
 //     column of H are 0, so no error flows into or out of them;
 //   - if the Cholesky fails, the damping is multiplied by 10 (up to 4 times) before giving up.
-// act_order (optional, off by default) rounds the columns in descending diag(H) order; with
-// per-weight scales nothing else changes (no group boundaries to keep).
+// act_order (off by default here; GptqInitialize turns it on) rounds the columns in descending
+// diag(H) order (the GPTQ code's "act-order" heuristic); with per-weight scales nothing else
+// changes (no group boundaries to keep).
 //
 // Everything runs in float32 on the weight's device; deterministic for a given device.
 

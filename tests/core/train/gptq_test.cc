@@ -18,7 +18,6 @@
 #include "core/quant/lut_fit.h"
 #include "core/quant/quant_config.h"
 #include "core/quant/quant_linear_v1.h"
-#include "core/quant/quantize_model.h"
 #include "core/train/evaluate.h"
 #include "core/train/gptq_init.h"
 #include "core/train/held_out.h"
