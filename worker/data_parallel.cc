@@ -122,7 +122,7 @@ std::string HostName() {
 // the sum is every row. Rank 0 reports it (Reporter::Ranks); no store key or file is needed,
 // so it works wherever the ranks run (one host, Slurm nodes).
 absl::Status ShareRoster(train::DistGroup& group, const v1::WorkerTask& task, jobs::Reporter& reporter) {
-  if (!group.distributed()) return absl::OkStatus();
+  if (group.world_size() <= 1) return absl::OkStatus();
   constexpr int64_t kText = 256;
   const std::string text =
       absl::StrCat(HostName(), "\n", RankDevice(jobs::DeviceOf(&task), task, group.rank())).substr(0, kText);

@@ -30,7 +30,8 @@ class RankStepTimes {
     ++count_;
   }
   // Every rank, at the same `step`: gathers the windows' means on rank 0, which reports them;
-  // starts a new window. `dist` nullptr or of one rank: nothing. ABORTED as the collective.
+  // starts a new window. `dist` nullptr or of one rank (even a forced group): nothing. ABORTED
+  // as the collective.
   absl::Status Report(DistGroup* dist, int64_t step, jobs::Reporter& reporter);
 
  private:
