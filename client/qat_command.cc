@@ -53,6 +53,10 @@ class QatCommand : public SpecCommand {
     f.Flag("--train-weights", "Train the latent weights", [q](bool v) { q()->set_train_weights(v); });
     f.Flag("--train-scales", "Train the scales (V2 always does)", [q](bool v) { q()->set_train_scales(v); });
     f.Flag("--train-g-only", "Train only the rank magnitudes", [q](bool v) { q()->set_train_g_only(v); });
+    f.Flag("--train-lut",
+           "V2: also train each layer's LUT values (4 or 16 per layer) with the same lr; the indices stay frozen "
+           "and snaps use the trained values",
+           [q](bool v) { q()->set_train_lut(v); });
     f.Flag("--train-mlp-only,--mlp-only", "Train only the MLP layers", [q](bool v) { q()->set_train_mlp_only(v); });
     f.Value<int>("--max-steps", "Training steps (default 1000)", [q](const int& v) { q()->set_max_steps(v); });
     f.Value<int>("--batch-size", "Batch size (default V1 32, V2 8)", [q](const int& v) { q()->set_batch_size(v); });

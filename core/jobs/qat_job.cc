@@ -15,6 +15,7 @@
 #include "core/train/evaluate.h"
 #include "core/train/student.h"
 #include "core/train/train_common.h"
+#include "core/train/trainable.h"
 
 namespace qatd::jobs {
 namespace fs = std::filesystem;
@@ -78,7 +79,9 @@ absl::Status RunQat(const QatOptions& o, Reporter& reporter, CancelToken& cancel
   const std::string final_dir = (fs::path(t.output_dir) / "final").string();
   if (!o.skip_training) {
     const train::E2eOptions e = o.TrainerOptions();
+    if (o.train_lut) train::SetV2LutTrainable(s, true, e.train_mlp_only);
     QATD_ASSIGN_OR_RETURN(train::E2eResult r, train::TrainE2e(s, e, reporter, cancel));
+    if (o.train_lut) train::SetV2LutTrainable(s, false);  // _Q from the trained LUTs, sorted
     if (e.dist != nullptr && !e.dist->primary()) return absl::OkStatus();  // rank 0 writes the outputs
     reporter.Metric("eval/kd_initial", r.steps, r.initial.kd);
     reporter.Metric("eval/kd_best", r.steps, r.best.kd);
@@ -126,6 +129,7 @@ absl::Status RunQat(const QatOptions& o, Reporter& reporter, CancelToken& cancel
   nlohmann::json job = {{"kind", "qat"},
                         {"train_weights", t.train_weights},
                         {"train_scales", t.train_scales},
+                        {"train_lut", o.train_lut},
                         {"max_steps", t.max_steps},
                         {"lr", t.lr},
                         {"kd_cache_dir", t.kd_cache_dir}};

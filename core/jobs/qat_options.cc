@@ -28,6 +28,7 @@ absl::StatusOr<QatOptions> QatOptions::FromProto(const v1::QatSpec& s, const v1:
   o.snap_weights = s.snap_weights();
   o.snap_bake_scales = s.snap_bake_scales();
   o.skip_training = s.skip_training();
+  o.train_lut = s.train_lut();
 
   train::E2eOptions& t = o.train;
   ApplyTrainerFields(s, t);
@@ -55,6 +56,9 @@ absl::Status QatOptions::Validate() const {
       return absl::InvalidArgumentError("train_weights or train_scales is required unless skip_training (V1)");
     }
     if (train.train_g_only) return absl::InvalidArgumentError("train_g_only applies to V2 only");
+    if (train_lut) {
+      return absl::InvalidArgumentError("train_lut applies to V2 only (V1 trains weights and scales; its LUT is fixed)");
+    }
     QATD_RETURN_IF_ERROR(quant.Validate());
   } else {
     if (train.train_weights) {

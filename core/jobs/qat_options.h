@@ -36,6 +36,9 @@ struct QatOptions {
   bool snap_bake_scales = false;   // ... and bake the scales in
   bool skip_training = false;
   bool seed_files = true;          // write model_state_dict.pt / indices.pt / best_state_dict.pt
+  // V2: also train each layer's LUT values (train::SetV2LutTrainable; the trainer trains them
+  // with the scales, same lr). Refused for V1.
+  bool train_lut = false;
   // The end-to-end trainer's settings (kd_cache_dir, output_dir, trainable set, schedule,
   // evaluation, resume) with the seed's defaults of `version` (ForVersion). V2 always trains
   // its scales (A, B, g) unless train_g_only.

@@ -222,6 +222,11 @@ TensorMap LayerState(torch::nn::Module& layer, const std::string& prefix) {
     if (item.key() == "_cached_weight_q") continue;
     if (item.value().defined() && item.value().numel() > 0) out[Key(prefix, item.key())] = item.value().detach();
   }
+  // While a V2 LUT trains, the "_Q" buffer lags the LUT (QuantLinearV2::QValues): save LUT[idx].
+  if (auto* v2 = dynamic_cast<QuantLinearV2*>(&layer); v2 != nullptr && v2->lut_trainable() && v2->q_frozen()) {
+    at::NoGradGuard no_grad;
+    out[Key(prefix, "_Q")] = v2->QValues().detach();
+  }
   return out;
 }
 
@@ -273,7 +278,12 @@ absl::Status LoadLayerState(torch::nn::Module& layer, const TensorMap& state, co
       }
       staged[name] = t;
     }
-    if (staged.count("lut")) QATD_RETURN_IF_ERROR(CheckLut(staged["lut"]));
+    if (staged.count("lut")) {
+      // A V2 LUT trained with frozen indices may be unsorted (QuantLinearV2::SetLutTrainable);
+      // it loads as it is so that a resume is exact; the snaps sort it.
+      const bool frozen_v2 = v2 != nullptr && staged.count("_indices") && staged["_indices"].numel() > 0;
+      QATD_RETURN_IF_ERROR(CheckLut(staged["lut"], /*require_sorted=*/!frozen_v2));
+    }
     if (staged.count("_indices")) {
       at::Tensor idx = staged["_indices"];
       if (at::isFloatingType(idx.scalar_type())) return absl::InvalidArgumentError("_indices must be integer");

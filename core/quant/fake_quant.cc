@@ -131,17 +131,28 @@ struct FrozenLutLinearFn : public torch::autograd::Function<FrozenLutLinearFn> {
     const at::Tensor& gy = grads[0];
     const int64_t out = q.size(0), in = q.size(1);
     const bool need_a = ctx->needs_input_grad(1), need_b = ctx->needs_input_grad(2);
-    at::Tensor grad_x, grad_a, grad_b;
+    const bool need_lut = ctx->needs_input_grad(5);
+    at::Tensor grad_x, grad_a, grad_b, grad_lut;
     if (ctx->needs_input_grad(0)) grad_x = at::matmul(gy, saved_w);
-    if (need_a || need_b) {
+    if (need_a || need_b || need_lut) {
       // dL/dW (the STE passes it through the fp16 rounding), then through Q ⊙ S and S = a @ b
       // as autograd's mul and matmul backwards would.
       const at::Tensor gw = gy.reshape({-1, out}).t().mm(x.reshape({-1, in}));
-      const at::Tensor gs = FrozenLutScaleGrad(q, indices, lut, gw);
-      if (need_a) grad_a = gs.mm(b.t());
-      if (need_b) grad_b = a.t().mm(gs);
+      if (need_a || need_b) {
+        const at::Tensor gs = FrozenLutScaleGrad(q, indices, lut, gw);
+        if (need_a) grad_a = gs.mm(b.t());
+        if (need_b) grad_b = a.t().mm(gs);
+      }
+      if (need_lut) {
+        // A trained LUT (QuantLinearV2::SetLutTrainable): dL/dLUT[j] = Σ_{idx = j} dL/dW ⊙ S,
+        // summed in float32 (S recomputed: rank r, cheap next to gw).
+        const at::Tensor gq = (gw.to(at::kFloat) * at::matmul(a, b).to(at::kFloat)).reshape({-1});
+        grad_lut = at::zeros({lut.numel()}, gq.options())
+                       .index_add_(0, indices.reshape({-1}).to(at::kLong), gq)
+                       .to(lut.scalar_type());
+      }
     }
-    return {grad_x, grad_a, grad_b, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad_x, grad_a, grad_b, at::Tensor(), at::Tensor(), grad_lut, at::Tensor()};
   }
 };
 

@@ -75,7 +75,8 @@ at::Tensor FrozenLutScaleGrad(const at::Tensor& q, const at::Tensor& indices, co
 
 // y = x Wᵀ + bias with W = FrozenLutWeight(...): one autograd node in place of the ~15 small
 // ops of the composition (quant_linear_v2.cc). dL/da = (dL/dW ⊙ Q) bᵀ, dL/db = aᵀ (dL/dW ⊙ Q),
-// dL/dx = dL/dy W; Q carries no gradient (frozen). W is saved for the backward (V2 keeps no
+// dL/dx = dL/dy W; q carries no gradient (pass LUT[idx] detached), the LUT does when it requires
+// grad: dL/dLUT[j] = Σ_{idx = j} (dL/dW ⊙ (a @ b)). W is saved for the backward (V2 keeps no
 // latent-weight optimizer state, so memory is not its limit). x, q, lut, a and b share one
 // floating dtype; bias [O] or undefined.
 at::Tensor FrozenLutLinear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& indices, const at::Tensor& lut,

@@ -48,7 +48,7 @@ absl::StatusOr<at::Tensor> MakeLut(int lut_size, bool include_zero, at::ScalarTy
   return t.to(dtype);
 }
 
-absl::Status CheckLut(const at::Tensor& lut) {
+absl::Status CheckLut(const at::Tensor& lut, bool require_sorted) {
   if (!lut.defined() || lut.dim() != 1 || !at::isFloatingType(lut.scalar_type())) {
     return absl::InvalidArgumentError("LUT must be a 1-D floating tensor");
   }
@@ -58,7 +58,7 @@ absl::Status CheckLut(const at::Tensor& lut) {
   const double* p = v.data_ptr<double>();
   for (int64_t j = 0; j < n; ++j) {
     if (!std::isfinite(p[j])) return absl::InvalidArgumentError(absl::StrCat("LUT entry ", j, " is not finite"));
-    if (j > 0 && p[j] < p[j - 1]) {
+    if (require_sorted && j > 0 && p[j] < p[j - 1]) {
       return absl::InvalidArgumentError(absl::StrCat("LUT must be sorted ascending; entry ", j, " (", p[j],
                                                      ") < entry ", j - 1, " (", p[j - 1], ")"));
     }

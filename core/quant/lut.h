@@ -33,8 +33,9 @@ absl::StatusOr<std::vector<float>> MakeLutValues(int lut_size, bool include_zero
 // The same as a [n] tensor of `dtype` (values rounded from the pinned float32 values).
 absl::StatusOr<at::Tensor> MakeLut(int lut_size, bool include_zero, at::ScalarType dtype = at::kFloat);
 
-// OK when `lut` is a 1-D floating tensor with 2..256 finite entries sorted ascending.
-absl::Status CheckLut(const at::Tensor& lut);
+// OK when `lut` is a 1-D floating tensor with 2..256 finite entries sorted ascending (any
+// order with require_sorted false: a V2 LUT trained with frozen indices, QuantLinearV2::SortLut).
+absl::Status CheckLut(const at::Tensor& lut, bool require_sorted = true);
 
 // Decision boundaries of a sorted LUT: [n-1] float32 on lut's device (see header comment).
 at::Tensor LutBoundaries(const at::Tensor& lut);

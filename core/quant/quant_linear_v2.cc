@@ -235,8 +235,10 @@ at::Tensor QuantLinearV2::Indices() {
 }
 
 at::Tensor QuantLinearV2::QValues() {
-  if (q_frozen()) return q;
-  at::Tensor idx = ComputeIndicesNow();
+  if (q_frozen() && !lut_trainable()) return q;
+  // While the LUT trains, _Q would be stale after every step: gather from the LUT (index_select's
+  // backward is the scatter-add of dL/dQ into the LUT entries).
+  at::Tensor idx = q_frozen() ? indices.to(at::kLong) : ComputeIndicesNow();
   return lut.index_select(0, idx.reshape({-1})).reshape(idx.sizes()).to(weight.scalar_type());
 }
 
@@ -245,6 +247,32 @@ void QuantLinearV2::SetTrainable(bool scales, bool g_only) {
   scale_A.requires_grad_(scales && !g_only);
   scale_B.requires_grad_(scales && !g_only);
   rank_magnitude.requires_grad_(scales);
+}
+
+void QuantLinearV2::SetLutTrainable(bool on) {
+  const bool was = lut_trainable();
+  lut.requires_grad_(on);
+  if (was && !on) {
+    at::NoGradGuard no_grad;
+    boundaries_ = LutBoundaries(lut);
+    if (q_frozen()) SetFrozenIndices(indices);  // _Q = LUT[idx] with the trained values
+  }
+}
+
+void QuantLinearV2::SortLut() {
+  at::NoGradGuard no_grad;
+  auto sorted = lut.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+  const at::Tensor& order = std::get<1>(sorted);  // sorted[k] = lut[order[k]]
+  const at::Tensor identity = at::arange(lut.numel(), order.options());
+  if (at::equal(order, identity)) return;
+  // Entry j moves to position new_pos[j]; LUT'[new_pos[idx]] = LUT[idx] exactly.
+  const at::Tensor new_pos = at::empty_like(order).scatter_(0, order, identity);
+  lut.set_data(std::get<0>(sorted).contiguous());
+  boundaries_ = LutBoundaries(lut);
+  if (q_frozen()) {
+    SetFrozenIndices(new_pos.index_select(0, indices.to(at::kLong).reshape({-1})).reshape(indices.sizes()));
+  }
+  ClearCache();
 }
 
 void QuantLinearV2::SetScalesBaked(bool baked) {
@@ -289,7 +317,7 @@ at::Tensor QuantLinearV2::forward(const at::Tensor& x) {
   at::Tensor b = bias.defined() ? bias.to(dtype) : at::Tensor();
   if (cached()) return at::linear(x, cached_weight_.to(dtype), b);
 
-  at::Tensor qv = QValues().to(dtype);  // no graph: Q is frozen
+  at::Tensor qv = QValues().to(dtype);  // a graph (to the LUT) only while the LUT trains
   const V2ForwardPath path = ResolvedPath();
   if (path == V2ForwardPath::kDense || path == V2ForwardPath::kDenseSte) {
     // Σ_k a_k ⊙ (Q (b_k ⊙ x)) = x (Q ⊙ (Â diag ĝ) B̂)ᵀ: one effective weight per call.
@@ -306,8 +334,9 @@ at::Tensor QuantLinearV2::forward(const at::Tensor& x) {
       b_dir = f.b_dir.to(dtype);
     }
     if (q_frozen()) {
-      // One autograd node (fake_quant.h FrozenLutLinear; a fused kernel on CUDA), same values.
-      return FrozenLutLinear(x, qv, indices, lut.to(dtype), ag, b_dir, b, round);
+      // One autograd node (fake_quant.h FrozenLutLinear; a fused kernel on CUDA), same values;
+      // it forms the LUT's gradient itself when the LUT trains.
+      return FrozenLutLinear(x, qv.detach(), indices, lut.to(dtype), ag, b_dir, b, round);
     }
     return at::linear(x, MaybeSte(qv * at::matmul(ag, b_dir), round), b);
   }

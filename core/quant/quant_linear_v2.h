@@ -22,7 +22,9 @@
 //   kAuto     use_ste_fp16 ? (r >= 16 ? kBatched : kLoop) : kDense
 //
 // The latent weight has no gradient path (spec §4.5); trainable sets are the scales
-// (A, B, g) or g only. Not thread-safe.
+// (A, B, g) or g only, and optionally the LUT values (SetLutTrainable; the reference's
+// `learnable_lut`, off in every V2 script): dL/dLUT[j] = Σ_{idx = j} dL/dQ on every forward path.
+// Not thread-safe.
 
 #include <ATen/ATen.h>
 
@@ -92,11 +94,24 @@ class QuantLinearV2 final : public model::LinearLayer {
   void SetFrozenIndices(const at::Tensor& idx);
   // [O, I] uint8: the frozen indices, or those FreezeQ would compute now.
   at::Tensor Indices();
-  // [O, I] LUT values in the weight dtype: _Q, or computed as FreezeQ would.
+  // [O, I] LUT values in the weight dtype: _Q, or computed as FreezeQ would. While the LUT
+  // trains, LUT[_indices] (with a graph to the LUT in grad mode): _Q is then stale until
+  // SetLutTrainable(false) or a state load refreshes it.
   at::Tensor QValues();
 
-  // scales: A, B and g; g_only: only g (spec §4.4 "g-only"). The weight stays frozen.
+  // scales: A, B and g; g_only: only g (spec §4.4 "g-only"). The weight stays frozen. The
+  // LUT's own flag (SetLutTrainable) is left as it is.
   void SetTrainable(bool scales, bool g_only);
+  // Trains the LUT values too: the "lut" buffer requires grad (it stays a buffer, so checkpoint
+  // names, dtypes and shapes are unchanged; train::TrainableParameters picks it up). Training
+  // may leave the LUT unsorted: off again, _Q = LUT[idx] is refreshed (SortLut re-sorts).
+  void SetLutTrainable(bool on);
+  bool lut_trainable() const { return lut.requires_grad(); }
+  // Sorts the LUT ascending (stable) and remaps the frozen indices to match, so LUT[idx], and
+  // every output, is unchanged bit for bit; refreshes _Q and the boundaries. What the nearest
+  // search (FreezeQ, the ANE snap's recompute_indices) and CheckLut need after LUT training;
+  // the snaps call it. No-op for a sorted LUT. The LUT must not be training.
+  void SortLut();
 
   bool scales_baked() const { return baked_; }
   // Marks the raw (A, B, g) as already baked (snap.cc). Persisted in "_scales_baked_flag".
@@ -123,7 +138,7 @@ class QuantLinearV2 final : public model::LinearLayer {
   at::Tensor scale_A;            // [O, r] parameter
   at::Tensor scale_B;            // [r, I] parameter
   at::Tensor rank_magnitude;     // [r] parameter g
-  at::Tensor lut;                // [n] buffer "lut"
+  at::Tensor lut;                // [n] buffer "lut" (requires grad while it trains)
   at::Tensor q;                  // [O, I] buffer "_Q" (weight dtype); [0] until frozen
   at::Tensor indices;            // [O, I] buffer "_indices" (uint8); [0] until frozen
   at::Tensor scales_baked_flag;  // [1] int8 buffer "_scales_baked_flag"

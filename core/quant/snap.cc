@@ -62,6 +62,10 @@ absl::StatusOr<SnapStats> SnapV2ForExport(QuantLinearV2& layer) {
   return CatchTorchOr<SnapStats>("snap v2 export", [&]() -> absl::StatusOr<SnapStats> {
     at::NoGradGuard no_grad;
     if (!layer.q_frozen()) layer.FreezeQ();
+    // A trained LUT: _Q from its values, sorted for CheckLut and the nearest search (the
+    // output is unchanged bit for bit).
+    layer.SetLutTrainable(false);
+    layer.SortLut();
     at::Tensor before = layer.EffectiveWeight().to(at::kFloat).clone();
     at::Tensor latent = layer.weight.detach().to(at::kFloat).clone();
     SnapStats st;
@@ -85,6 +89,10 @@ absl::StatusOr<SnapStats> SnapV2ForAne(QuantLinearV2& layer, const AneSnapOption
   return CatchTorchOr<SnapStats>("snap v2 ane", [&]() -> absl::StatusOr<SnapStats> {
     at::NoGradGuard no_grad;
     if (!layer.q_frozen()) layer.FreezeQ();
+    // A trained LUT: _Q from its values, sorted for CheckLut and the nearest search (the
+    // output is unchanged bit for bit).
+    layer.SetLutTrainable(false);
+    layer.SortLut();
     at::Tensor before = layer.EffectiveWeight().to(at::kFloat).clone();
     at::Tensor latent = layer.weight.detach().to(at::kFloat).clone();
     at::Tensor idx_before = layer.Indices().clone();

@@ -19,7 +19,15 @@ namespace qatd::train {
 // V2ForwardPath::kDenseSte) or the reference's factored per-rank STE forward.
 void SelectV2Forward(Student& student, bool factored);
 
-// (name, parameter) of every parameter that requires grad, in module order.
+// Trains (on) or freezes the LUT values of every V2 layer (QuantLinearV2::SetLutTrainable;
+// with mlp_only, of the MLP layers only). Independent of quant::ApplyTrainableSet, which leaves
+// the LUTs as they are: call it before the trainer (jobs::QatOptions::train_lut). Off again,
+// each layer's _Q is refreshed from its trained LUT and the LUT sorted (SortLut); do that
+// before writing seed files or snapping in memory.
+void SetV2LutTrainable(Student& student, bool on, bool mlp_only = false);
+
+// (name, tensor) of every parameter that requires grad, in module order, then of every buffer
+// that does (the trained V2 LUTs, "<layer>.lut"), in module order.
 std::vector<std::pair<std::string, at::Tensor>> TrainableParameters(model::Qwen3ModelImpl& model);
 
 // Parameters trained instead of the quantized layers' own trainable set (E2eOptions::external;
