@@ -145,11 +145,21 @@ struct FrozenLutLinearFn : public torch::autograd::Function<FrozenLutLinearFn> {
       }
       if (need_lut) {
         // A trained LUT (QuantLinearV2::SetLutTrainable): dL/dLUT[j] = Σ_{idx = j} dL/dW ⊙ S,
-        // summed in float32 (S recomputed: rank r, cheap next to gw).
-        const at::Tensor gq = (gw.to(at::kFloat) * at::matmul(a, b).to(at::kFloat)).reshape({-1});
-        grad_lut = at::zeros({lut.numel()}, gq.options())
-                       .index_add_(0, indices.reshape({-1}).to(at::kLong), gq)
-                       .to(lut.scalar_type());
+        // summed in float32 (S recomputed: rank r, cheap next to gw). Up to 16 entries (every
+        // preset), one masked sum per entry: deterministic on CUDA, where index_add_'s atomics
+        // would make a resumed run differ in the last bits.
+        const at::Tensor gq = gw.to(at::kFloat) * at::matmul(a, b).to(at::kFloat);
+        const int64_t n = lut.numel();
+        if (n <= 16) {
+          std::vector<at::Tensor> sums;
+          const at::Tensor zero = at::zeros({}, gq.options());
+          for (int64_t j = 0; j < n; ++j) sums.push_back(at::where(indices.eq(j), gq, zero).sum());
+          grad_lut = at::stack(sums).to(lut.scalar_type());
+        } else {
+          grad_lut = at::zeros({n}, gq.options())
+                         .index_add_(0, indices.reshape({-1}).to(at::kLong), gq.reshape({-1}))
+                         .to(lut.scalar_type());
+        }
       }
     }
     return {grad_x, grad_a, grad_b, at::Tensor(), at::Tensor(), grad_lut, at::Tensor()};

@@ -24,10 +24,10 @@ namespace qatd::train {
 namespace {
 namespace fs = std::filesystem;
 
-std::shared_ptr<quant::QuantLinearV2> SmallLayer(bool ste) {
+std::shared_ptr<quant::QuantLinearV2> SmallLayer(bool ste, int lut_size = 4) {
   at::manual_seed(11);
   quant::LayerQuantSpecV2 spec;
-  spec.lut_size = 4;
+  spec.lut_size = lut_size;
   spec.scale_rank = 4;
   spec.group_size = 8;
   spec.force_positive_scales = false;
@@ -68,6 +68,13 @@ TEST(V2Lut, GradientReachesTheLutOnEveryForwardPath) {
         << static_cast<int>(path) << " " << l->lut.grad() << " vs " << want;
     EXPECT_TRUE(l->scale_A.grad().defined() && l->rank_magnitude.grad().defined());
   }
+  // More than 16 entries: FrozenLutLinear sums with index_add_ instead of masked sums.
+  auto l = SmallLayer(false, 32);
+  l->set_forward_path(P::kDense);
+  at::Tensor x = at::randn({7, 16});
+  at::Tensor r = at::randn({7, 24});
+  (l->forward(x) * r).sum().backward();
+  EXPECT_TRUE(at::allclose(l->lut.grad(), ReferenceLutGrad(*l, x, r), 1e-4, 1e-5));
 }
 
 TEST(V2Lut, SortLutAndRefreshKeepTheOutputExactly) {
