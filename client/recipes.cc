@@ -108,6 +108,7 @@ void RecipeFlags::Register(CLI::App* app) {
   f.Value<double>("--v2-lr", "q2 v2: learning rate (default 2e-4; --recipe seed: 5e-5)",
                   [this](const double& v) { v2_lr_ = v; });
   app->add_flag("--v2-mlp-only", v2_mlp_only_, "q2 v2: train only the MLP layers");
+  app->add_flag("--v2-train-lut", v2_train_lut_, "q2 v2: also train each layer's LUT values (QatSpec.train_lut)");
   f.Flag("--ane,--fp16", "q2 snap: fp16 snap for the ANE", [this](bool v) { snap_.set_fp16(v); });
   app->add_option("--recover-steps", recover_steps_,
                   "recover: LoRA steps on the snapped model (LORA job; 0 = no recover stage); infer then applies "
@@ -283,6 +284,7 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   q->set_v2_init(v1::V2_INIT_FROM_V2);
   q->set_train_scales(true);
   q->set_train_mlp_only(v2_mlp_only_);
+  if (v2_train_lut_) q->set_train_lut(true);
   q->set_max_steps(Scaled(v2_steps_));
   if (v2_lr.has_value()) q->set_lr(*v2_lr);
   q->set_early_stop_patience(train_.early_stop_patience() != 0 ? train_.early_stop_patience() : kRecipeEarlyStopPatience);

@@ -91,6 +91,7 @@ class RecipeFlags {
   int v2_steps_ = 1000;
   std::optional<double> v2_lr_;
   bool v2_mlp_only_ = false;
+  bool v2_train_lut_ = false;
   double steps_scale_ = 1.0;
   int recover_steps_ = 0;        // 0 = no recover stage
   std::optional<int> recover_rank_;
