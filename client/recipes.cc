@@ -28,7 +28,8 @@ std::optional<RecipeDefaults> RecipeDefaultsFor(const std::string& name, Recipe 
   if (name != "qatd") return std::nullopt;
   // Measured on bench/quality (real 103M teacher, held-out, seed 7; the table in
   // bench/quality/README.md): scales lr 1e-3 never improved on its start, 1e-4 does; V2 at
-  // 2e-4 ends lower than at 5e-5; per-layer k-means LUTs start and end the 2-bit V1 recipe lower.
+  // 2e-4 ends lower than at 5e-5; per-layer k-means LUTs start and end the 2-bit V1 recipe lower
+  // (applied by Build() to 2-bit LUTs only).
   RecipeDefaults d;
   d.scales_lr = 1e-4;
   d.v2_lr = 2e-4;
@@ -92,7 +93,7 @@ void RecipeFlags::Register(CLI::App* app) {
   app->add_option("--scales-steps", scales_steps_, "scales: steps")->capture_default_str();
   app->add_option("--recipe", defaults_name_,
                   "Defaults of the stage flags below: qatd (what bench/quality measured better: scales lr 1e-4, v2 lr "
-                  "2e-4, q4 k-means LUTs) or seed (the seed's documented values); explicit flags win")
+                  "2e-4, k-means LUTs for a 2-bit q4 pipeline) or seed (the seed's documented values); explicit flags win")
       ->check(CLI::IsMember({"qatd", "seed"}))
       ->capture_default_str();
   f.Value<double>("--scales-lr", "scales: learning rate (default 1e-4; --recipe seed: 1e-3)",
@@ -181,7 +182,11 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   const std::string& model = train_.model();
   const std::optional<RecipeDefaults> defaults = RecipeDefaultsFor(defaults_name_, recipe);
   if (!defaults.has_value()) return absl::InvalidArgumentError("--recipe must be qatd or seed, not " + defaults_name_);
-  if (train_.quant().lut_init().empty() && !defaults->lut_init.empty()) {
+  // k-means LUTs are measured better only at 2 bits (the q4 recipe run with --lut-size 4 or a
+  // Q2 preset); a 16-entry LUT keeps the uniform grid until the benchmark says otherwise.
+  const v1::QuantSettings& quant = train_.quant();
+  const int lut_size = quant.lut_size() > 0 ? quant.lut_size() : (quant.preset().rfind("Q2", 0) == 0 ? 4 : 16);
+  if (quant.lut_init().empty() && !defaults->lut_init.empty() && lut_size <= 4) {
     train_.mutable_quant()->set_lut_init(defaults->lut_init);
   }
   const double scales_lr = scales_lr_.value_or(defaults->scales_lr);

@@ -184,6 +184,7 @@ absl::Status RunDataParallel(const v1::WorkerTask& task, jobs::Reporter& reporte
   options.rank = 0;
   options.world_size = world;
   options.timeout = DistTimeout();
+  if (task.devices_size() == 0 || task.devices(0) == "cpu") options.device = "cpu";  // Gloo, even where a GPU is visible
   absl::StatusOr<std::unique_ptr<train::DistGroup>> group = train::DistGroup::Create(options);
   if (!group.ok()) return group.status();
   // The ranks read the same task from the job's directory (the daemon's task file may live
@@ -277,6 +278,7 @@ int RunPeerRank(const PeerRankArgs& args, const JobRegistry& registry) {
   train::DistOptions options;
   options.rank = args.rank;
   options.world_size = args.world;
+  if (task.devices_size() == 0 || task.devices(0) == "cpu") options.device = "cpu";
   options.store_host = args.store_host;
   options.store_port = args.store_port;
   options.gloo_hostname = args.gloo_hostname;

@@ -1,6 +1,7 @@
 #include "core/train/grad_reducer.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include <exception>
 #include <map>
@@ -61,7 +62,7 @@ struct GradReducer::State {
     if (!armed || !error.ok() || written[i]) return;
     try {
       const at::Tensor& p = params[i];
-      at::NoGradGuard no_grad;
+      c10::AutoGradMode no_grad(false);
       at::Tensor slot = Slot(i, p);
       const at::Tensor& so_far = p.grad();
       if (so_far.defined() && grad.defined()) {
@@ -163,7 +164,7 @@ absl::Status GradReducer::Finish() {
   absl::Status status = state_->error;
   if (status.ok()) {
     // Slots no hook wrote: .grad already holds the whole local gradient.
-    at::NoGradGuard no_grad;
+    c10::AutoGradMode no_grad(false);
     for (size_t b = state_->next; b < state_->buckets.size(); ++b) {
       State::Bucket& bucket = state_->buckets[b];
       for (int i : bucket.members) {
@@ -186,7 +187,7 @@ absl::Status GradReducer::Finish() {
   absl::Status waited = dist_.WaitPending();
   if (status.ok()) status = waited;
   if (status.ok()) {
-    at::NoGradGuard no_grad;
+    c10::AutoGradMode no_grad(false);
     for (size_t i = 0; i < params_.size(); ++i) {
       at::Tensor& g = params_[i].mutable_grad();
       if (!g.defined()) g = at::empty_like(params_[i]);

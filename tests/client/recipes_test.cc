@@ -182,8 +182,15 @@ TEST(Recipes, Q2IsTheProgressivePipeline) {
 TEST(Recipes, QatdDefaultsAreTheBenchmarksWinnersAndSeedKeepsTheSeeds) {
   const v1::PipelineSpec q4 = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d"});
   EXPECT_DOUBLE_EQ(Stage(q4, "scales").spec().qat().lr(), 1e-4);
-  for (const char* stage : {"scales", "weights", "both", "snap"}) {
-    EXPECT_EQ(Stage(q4, stage).spec().qat().quant().lut_init(), "kmeans") << stage;
+  EXPECT_EQ(Stage(q4, "weights").spec().qat().quant().lut_init(), "");  // 16 entries: uniform
+  for (const std::vector<std::string>& two_bit : {std::vector<std::string>{"--lut-size", "4"},
+                                                  std::vector<std::string>{"--preset", "Q2_A4"}}) {
+    std::vector<std::string> args{"--model", "/m", "--dataset", "/d"};
+    args.insert(args.end(), two_bit.begin(), two_bit.end());
+    const v1::PipelineSpec q2v1 = BuildOk(Recipe::kQ4, args);
+    for (const char* stage : {"scales", "weights", "both", "snap"}) {
+      EXPECT_EQ(Stage(q2v1, stage).spec().qat().quant().lut_init(), "kmeans") << stage << " " << two_bit[0];
+    }
   }
   const v1::PipelineSpec q2 = BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d"});
   EXPECT_DOUBLE_EQ(Stage(q2, "scales").spec().qat().lr(), 1e-4);
@@ -197,7 +204,7 @@ TEST(Recipes, QatdDefaultsAreTheBenchmarksWinnersAndSeedKeepsTheSeeds) {
   EXPECT_FALSE(Stage(seed2, "v2").spec().qat().has_lr());
 
   const v1::PipelineSpec given = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--scales-lr", "3e-3",
-                                                      "--lut-init", "uniform"});
+                                                      "--lut-size", "4", "--lut-init", "uniform"});
   EXPECT_DOUBLE_EQ(Stage(given, "scales").spec().qat().lr(), 3e-3);
   EXPECT_EQ(Stage(given, "weights").spec().qat().quant().lut_init(), "uniform");
   const v1::PipelineSpec given2 =

@@ -121,6 +121,7 @@ struct TwoRankRun {
 void RunTwoRanks(const jobs::KdCacheOptions& o, const std::vector<DurableHook>& hooks, TwoRankRun& run) {
   train::DistOptions d0;
   d0.world_size = 2;
+  d0.device = "cpu";  // Gloo, also where a GPU is visible
   d0.timeout = 60s;
   auto g0 = train::DistGroup::Create(d0);
   ASSERT_TRUE(g0.ok()) << g0.status();

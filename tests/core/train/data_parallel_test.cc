@@ -20,6 +20,7 @@ using namespace std::chrono_literals;
 // Rank 0 hosts the store on an ephemeral port; rank 1 joins it. Returns both, connected.
 std::pair<std::unique_ptr<DistGroup>, std::unique_ptr<DistGroup>> TwoRanks(const std::string& version1 = "") {
   DistOptions o0;
+  o0.device = "cpu";  // Gloo on CPU tensors, also on a host with GPUs (auto would pick NCCL)
   o0.world_size = 2;
   o0.timeout = 60s;
   auto g0 = DistGroup::Create(o0);
@@ -72,6 +73,7 @@ TEST(DistGroupTest, CollectivesOverGloo) {
 
 TEST(DistGroupTest, RanksOfDifferentBuildsAreRefusedNamingBoth) {
   DistOptions o0;
+  o0.device = "cpu";  // Gloo on CPU tensors, also on a host with GPUs (auto would pick NCCL)
   o0.world_size = 2;
   o0.timeout = 30s;
   auto g0 = DistGroup::Create(o0);

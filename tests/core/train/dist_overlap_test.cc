@@ -22,6 +22,7 @@ using namespace std::chrono_literals;
 std::pair<std::unique_ptr<DistGroup>, std::unique_ptr<DistGroup>> TwoRanks(DistOptions o0) {
   o0.world_size = 2;
   o0.timeout = 60s;
+  o0.device = "cpu";  // Gloo on CPU tensors, also on a host with GPUs (auto would pick NCCL)
   auto g0 = DistGroup::Create(o0);
   EXPECT_TRUE(g0.ok()) << g0.status();
   if (!g0.ok()) return {};

@@ -436,6 +436,7 @@ TEST(LblTrainer, TwoGlooRanksTrainTheWeightsOfOneProcessWithTheGlobalBatch) {
 
   DistOptions d0;
   d0.world_size = 2;
+  d0.device = "cpu";  // Gloo, also where a GPU is visible
   d0.timeout = std::chrono::seconds(120);
   auto g0 = DistGroup::Create(d0);
   ASSERT_TRUE(g0.ok()) << g0.status();

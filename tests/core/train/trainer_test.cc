@@ -377,6 +377,7 @@ TEST(E2eTrainer, ResumeAfterKillEqualsUninterrupted) {
 absl::StatusOr<E2eResult> TrainOnTwoRanks(E2eOptions o, Student& s0) {
   DistOptions d0;
   d0.world_size = 2;
+  d0.device = "cpu";  // Gloo, also where a GPU is visible
   d0.timeout = std::chrono::seconds(60);
   auto g0 = DistGroup::Create(d0);
   if (!g0.ok()) return g0.status();
