@@ -193,20 +193,21 @@ row() { printf '  %-44s %-12s %s\n' "$1" "$2" "${3:-}"; }
 num() { [[ -n $1 ]] && printf '%.6f' "$1" || printf '%s' "-"; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.3f MB", b / 1e6 }'; }
 steps() { stage "$1" "$2" | jq -r '"\(.progress.done // 0) steps"'; }
+lr() { stage "$1" "$2" | jq -r '.spec.qat.lr // "default"'; }  # the lr the recipe gave the stage
 
 say "summary"
 echo "Held-out KD loss (KL to the teacher's top-$TOPK, T=2, on the cache's last $EVAL_SEQS sequences; lower is better)"
 echo
 row "q4 (4-bit LUT, rank-4 scales)" "KD loss" "stage"
 row "initial quantized model" "$(num "$(metric "$Q4" scales eval/kd_initial)")"
-row "after scales" "$(num "$(metric "$Q4" scales eval/kd_final)")" "$(steps "$Q4" scales), lr 1e-3"
-row "after weights" "$(num "$(metric "$Q4" weights eval/kd_final)")" "$(steps "$Q4" weights), lr 5e-6, hard top-1 0.1"
-row "after both" "$(num "$(metric "$Q4" both eval/kd_final)")" "$(steps "$Q4" both), lr 1e-6"
+row "after scales" "$(num "$(metric "$Q4" scales eval/kd_final)")" "$(steps "$Q4" scales), lr $(lr "$Q4" scales)"
+row "after weights" "$(num "$(metric "$Q4" weights eval/kd_final)")" "$(steps "$Q4" weights), lr $(lr "$Q4" weights), hard top-1 0.1"
+row "after both" "$(num "$(metric "$Q4" both eval/kd_final)")" "$(steps "$Q4" both), lr $(lr "$Q4" both)"
 row "snapped (final q4 model)" "$(num "$Q4_SNAP_KD")" "LUT snap"
 echo
 row "q2 (Q4 -> 2-bit MLP LUT, rank 32)" "KD loss" "stage"
 row "initial quantized model (Q4)" "$(num "$(metric "$Q2" scales eval/kd_initial)")"
-row "after scales (Q4)" "$(num "$(metric "$Q2" scales eval/kd_final)")" "$(steps "$Q2" scales), lr 1e-3"
+row "after scales (Q4)" "$(num "$(metric "$Q2" scales eval/kd_final)")" "$(steps "$Q2" scales), lr $(lr "$Q2" scales)"
 row "converted to Q2" "$(num "$(metric "$Q2" v2 eval/kd_initial)")" "CONVERT q4-to-q2"
 row "V2 trained" "$(num "$(metric "$Q2" v2 eval/kd_final)")" "$(steps "$Q2" v2)"
 row "snapped (final q2 model)" "$(num "$Q2_SNAP_KD")" "SNAP (V2 export)"
