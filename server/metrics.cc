@@ -170,7 +170,7 @@ DaemonMetrics::DaemonMetrics(DaemonMetricsOptions options)
                          .Register(*registry_)),
       job_rank_step_(BuildGauge()
                          .Name("qatd_job_rank_step_seconds")
-                         .Help("Mean training-step wall time of one rank of a data-parallel job over its latest log window")
+                         .Help("Mean seconds per training step one rank of a data-parallel job spends outside its collectives (its step wall time minus its waits for the other ranks) over its latest log window: the straggler is the largest")
                          .Register(*registry_)),
       job_learning_rate_(
           BuildGauge().Name("qatd_job_learning_rate").Help("Latest learning rate of the job").Register(*registry_)),

@@ -5,6 +5,7 @@
 #include <torch/version.h>
 
 #include <deque>
+#include <chrono>
 #include <exception>
 #include <map>
 #include <utility>
@@ -63,6 +64,14 @@ struct DistGroup::Impl {
 namespace {
 
 // Runs a c10d call; a c10d/Gloo/NCCL exception (a peer gone, a timeout) becomes ABORTED naming it.
+// Adds the wall time of its scope to `total` (DistGroup::collective_seconds).
+struct CollectiveTimer {
+  explicit CollectiveTimer(double& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
+  ~CollectiveTimer() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+  double& total_;
+  std::chrono::steady_clock::time_point start_;
+};
+
 template <typename F>
 absl::Status Guard(const char* what, int rank, F&& f) {
   try {
@@ -226,6 +235,7 @@ absl::Status DistGroup::AllReduce(at::Tensor& tensor, ReduceOp op) {
 #ifdef QATD_HAVE_C10D
   if (!impl_->pg) return absl::FailedPreconditionError("DistGroup: Connect() first");
   ++collectives_;
+  CollectiveTimer timer(collective_seconds_);
   return Guard("all-reduce", rank(), [&] {
     c10d::AllreduceOptions o;
     o.reduceOp = ToC10d(op);
@@ -267,6 +277,7 @@ absl::Status DistGroup::WaitPending() {
   while (!impl_->pending.empty()) {
     Impl::Pending p = std::move(impl_->pending.front());
     impl_->pending.pop_front();
+    CollectiveTimer timer(collective_seconds_);
     absl::Status s = Guard("waiting for an all-reduce", rank(), [&] {
       p.work->wait();
       if (!p.staged.is_same(p.original)) p.original.copy_(p.staged);
@@ -327,6 +338,7 @@ absl::Status DistGroup::Broadcast(at::Tensor& tensor, int root) {
 #ifdef QATD_HAVE_C10D
   if (!impl_->pg) return absl::FailedPreconditionError("DistGroup: Connect() first");
   ++collectives_;
+  CollectiveTimer timer(collective_seconds_);
   return Guard("broadcast", rank(), [&] {
     c10d::BroadcastOptions o;
     o.rootRank = root;

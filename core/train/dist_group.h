@@ -138,6 +138,10 @@ class DistGroup {
 
   // The number of collectives run or started so far (tests, metrics).
   int64_t collectives() const { return collectives_; }
+  // Host wall seconds spent so far inside blocking collectives (AllReduce, Broadcast and the
+  // waits for started all-reduces): the time a rank waited for the others, which the per-rank
+  // step time leaves out (rank_step_time.h).
+  double collective_seconds() const { return collective_seconds_; }
   GradSyncStats& grad_sync_stats() { return grad_sync_stats_; }
   // The gradient all-reduce of this group's steps, kept here so that its hooks are registered
   // once (train_step.cc builds it at the first step and rebuilds it for other parameters).
@@ -152,6 +156,7 @@ class DistGroup {
   at::Device device_{at::kCPU};
   int port_ = 0;
   int64_t collectives_ = 0;
+  double collective_seconds_ = 0;
   GradSyncStats grad_sync_stats_;
   std::unique_ptr<Impl> impl_;
   std::unique_ptr<GradReducer> grad_reducer_;  // declared after impl_: destroyed before it

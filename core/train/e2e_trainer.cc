@@ -256,6 +256,7 @@ absl::Status E2eTrainer::TrainLoop() {
       return absl::CancelledError(absl::StrCat("cancelled at step ", step_, "; resume checkpoint in ", paths_.resume));
     }
     const Clock::time_point t0 = Clock::now();
+    const double waited0 = dist_ != nullptr ? dist_->collective_seconds() : 0.0;
     QATD_ASSIGN_OR_RETURN(LossValues values, RunMicroBatches(*micro_, *stream_, o_.grad_accum, *adam_, dist_));
     const double lr = o_.lr * schedule_.Factor(step_);
     QATD_RETURN_IF_ERROR(ApplyStep(*adam_, lr, o_.clip_grad_norm, values, step_ + 1, dist_));
@@ -263,7 +264,7 @@ absl::Status E2eTrainer::TrainLoop() {
     ++steps_this_run_;
     const double step_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     train_seconds_ += step_seconds;
-    step_times_.Add(step_seconds);
+    step_times_.Add(step_seconds, dist_ != nullptr ? dist_->collective_seconds() - waited0 : 0.0);
     QATD_RETURN_IF_ERROR(AfterStep(values, lr));
   }
   return absl::OkStatus();

@@ -352,6 +352,7 @@ absl::Status LayerwiseTrainer::BeginLayer(LayerRun& run) {
 
 absl::Status LayerwiseTrainer::Step(LayerRun& run, const LblMicroContext& ctx) {
   const Clock::time_point t0 = Clock::now();
+  const double waited0 = dist_ != nullptr ? dist_->collective_seconds() : 0.0;
   QATD_ASSIGN_OR_RETURN(LossValues values, RunLblMicroBatches(ctx, *stream_, *run.adam, global_step_ * o_.grad_accum, dist_));
   QATD_RETURN_IF_ERROR(ApplyStep(*run.adam, o_.lr, /*clip_grad_norm=*/0, values, global_step_ + 1));
   ++step_in_layer_;
@@ -359,7 +360,7 @@ absl::Status LayerwiseTrainer::Step(LayerRun& run, const LblMicroContext& ctx) {
   ++steps_this_run_;
   const double step_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   train_seconds_ += step_seconds;
-  step_times_.Add(step_seconds);
+  step_times_.Add(step_seconds, dist_ != nullptr ? dist_->collective_seconds() - waited0 : 0.0);
   window_.Add(values);
   if (step_in_layer_ == 1) {
     running_.local_first = values.local;

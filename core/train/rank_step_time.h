@@ -7,11 +7,11 @@
 // The daemon exports it as qatd_job_rank_step_seconds{job_id, rank} and `qat status` lists it
 // with the job's ranks. A one-rank job reports nothing.
 //
-// A step's wall time includes the time the rank waits inside the step's collectives (the
-// gradient all-reduce, ZeRO-1's broadcasts), so ranks of one synchronous step take about as
-// long; a rank's value stands out when its work outside them does (data loading, evaluation
-// split, a slow node's host side), and every rank's value rises together when one of them
-// straggles inside them. Not thread-safe (the trainer's thread).
+// The time reported is the step's wall time minus the time the rank waited inside the step's
+// blocking collectives (DistGroup::collective_seconds: the gradient all-reduce, ZeRO-1's
+// broadcasts): in synchronous data parallel every rank's wall time is the slowest rank's, so
+// only the rank's own work shows which one straggles (a slow GPU, data loading, a slow node's
+// host side). Not thread-safe (the trainer's thread).
 
 #include <cstdint>
 
@@ -24,9 +24,9 @@ class DistGroup;
 
 class RankStepTimes {
  public:
-  // One step of this rank took `seconds` (wall time).
-  void Add(double seconds) {
-    sum_ += seconds;
+  // One step of this rank took `seconds` (wall time), `waited` of them inside collectives.
+  void Add(double seconds, double waited = 0) {
+    sum_ += seconds > waited ? seconds - waited : 0.0;
     ++count_;
   }
   // Every rank, at the same `step`: gathers the windows' means on rank 0, which reports them;

@@ -39,6 +39,26 @@ std::pair<std::unique_ptr<DistGroup>, std::unique_ptr<DistGroup>> TwoRanks(const
   return {*std::move(g0), *std::move(g1)};
 }
 
+// Issue #15's straggler gauge: the rank that waits for a slow peer counts the wait as
+// collective time, so its own work (step time minus that) stays small while the slow rank's
+// does not (rank_step_time.h).
+TEST(DistGroupTest, TheRankThatWaitsForASlowPeerCountsItAsCollectiveTime) {
+  auto [g0, g1] = TwoRanks();
+  ASSERT_TRUE(g0 && g1);
+  const double before0 = g0->collective_seconds();
+  const double before1 = g1->collective_seconds();
+  auto slow = std::async(std::launch::async, [&g1 = *g1] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));  // rank 1 straggles
+    at::Tensor t = at::ones({4});
+    return g1.AllReduce(t);
+  });
+  at::Tensor t = at::ones({4});
+  ASSERT_TRUE(g0->AllReduce(t).ok());
+  ASSERT_TRUE(slow.get().ok());
+  EXPECT_GE(g0->collective_seconds() - before0, 0.3);  // waited for rank 1
+  EXPECT_LT(g1->collective_seconds() - before1, 0.3);  // found rank 0 already there
+}
+
 TEST(DistGroupTest, CollectivesOverGloo) {
   auto [g0, g1] = TwoRanks();
   ASSERT_TRUE(g0 && g1);
