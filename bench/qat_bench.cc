@@ -6,7 +6,7 @@
 //
 //   qat_bench [--config PATH] [--device auto|cpu|cuda] [--batch 32] [--seq 128] [--topk 32]
 //             [--steps 10] [--warmup 3] [--dtype bf16] [--variants v1_scales,v1_weights,v2_q2]
-//             [--threads N] [--dist]
+//             [--threads N] [--dist [--bucket-mb 25]]
 //
 // Variants:
 //   v1_scales   V1 Q4_A4 (LUT16, group 32, rank 4; MLP + attention), scale_A/scale_B trainable
@@ -109,6 +109,8 @@ int main(int argc, char** argv) {
   app.add_flag("--dist", dist,
                "also time the trainer's step without a process group and through a forced one-rank group "
                "(NCCL on CUDA, Gloo on CPU) and report the ratio");
+  double bucket_mb = 25;
+  app.add_option("--bucket-mb", bucket_mb, "--dist: gradient all-reduce bucket size in MB (DistOptions::bucket_bytes)");
   CLI11_PARSE(app, argc, argv);
   if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
   at::set_num_threads(static_cast<int>(threads));
@@ -129,6 +131,7 @@ int main(int argc, char** argv) {
     qatd::train::DistOptions o;
     o.force_group = true;
     o.device = device.str();
+    o.bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
     o.timeout = std::chrono::minutes(5);
     auto made = qatd::train::DistGroup::Create(o);
     absl::Status st = made.ok() ? (*made)->Connect() : made.status();

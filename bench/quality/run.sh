@@ -18,7 +18,8 @@
 #   SHA (the source's git sha, when ROOT is an export without .git), LOGS (default $WORK/quality-logs),
 #   LORA_RANKS (e.g. "8 16 32": after a recipe, one `qat lora` per rank on its snapped checkpoint,
 #   LORA_STEPS (default 1000) x the step scale each, LORA_FLAGS more flags; a pipeline's own
-#   `--recover-steps` stage, given in EXTRA or *_FLAGS, is scored too, with its adapter applied).
+#   `--recover-steps` stage, given in EXTRA or *_FLAGS, is scored too, with its adapter applied),
+#   LORA_SNAP (a snapped q2 checkpoint: run no recipe, score it and run LORA_RANKS on it).
 # CPU plumbing check without a GPU or torch: TEACHER=<HF folder> REF_TRAIN=<.pt cache> REF_EVAL=<.pt cache>
 #   skip make_bench.sh and use those (see README.md).
 set -euo pipefail
@@ -132,6 +133,33 @@ adapter_mb() {  # the adapter's safetensors size in MB (10^6 bytes)
   [[ -f $f ]] && awk -v b="$(stat -c %s "$f")" 'BEGIN { printf "%.3f", b / 1e6 }' || echo null
 }
 
+# More LoRA ranks on the snapped checkpoint $SNAP_CK (LORA_RANKS, LORA_STEPS x SCALE steps each);
+# appends to the caller's $rows.
+run_loras() {  # label pipe
+  local label=$1 pipe=$2 e
+  local r
+  for r in ${LORA_RANKS:-}; do
+    [[ -n ${SNAP_CK:-} ]] || break
+    local lout llog=$LOG/lora-$label-r$r.log lid lst lsec
+    stamp "recipe $label: qat lora --rank $r on $SNAP_CK"
+    "$QAT" lora --model "$TEACHER" --checkpoint "$SNAP_CK" --kd-cache "$CACHE" --eval-samples "$EVAL_N" --rank "$r" \
+      --max-steps "$(awk -v s="${LORA_STEPS:-1000}" -v k="$SCALE" 'BEGIN { n = int(s * k + 0.5); print (n < 1 ? 1 : n) }')" \
+      --name "$label-lora-r$r" ${LORA_FLAGS:-} --wait >"$llog" 2>&1 || { tail -20 "$llog" >&2; continue; }
+    lid=$(sed -n 's/^submitted job \([0-9]*\).*/\1/p' "$llog" | head -1)
+    lst=$("$QAT" --json status "$lid")
+    lsec=$(jq "$secs" <<<"$lst" 2>/dev/null || echo null)
+    lout=$(jq -r '[.artifacts[]? | select(.kind == "adapter")][-1].path // empty' <<<"$lst")
+    [[ -n $lout ]] || { echo "qat lora --rank $r: no adapter artifact" >&2; continue; }
+    e=$(score "$SNAP_CK" "$([[ $pipe == q2 ]] && echo --v2)" "$lout")
+    rows=$(jq --argjson e "$e" --arg r "$label" --arg st "lora-r$r" --arg a "$lout" --argjson mb "$(adapter_mb "$lout")" \
+      --argjson sec "${lsec:-null}" --argjson job "$lst" \
+      '. + [{recipe: $r, stage: $st, state: $job.state, steps: (($job.progress.done // null) | if . == null then null else tonumber end),
+        seconds: $sec, eval: $e, adapter: $a, adapter_mb: $mb,
+        trainer: ($job.result.metrics // {} | {kd_initial: .["eval/kd_initial"], kd_best: .["eval/kd_best"], kd_last: .["eval/kd"],
+                  top1_last: .["eval/top1"], tokens_per_second: .["train/tokens_per_second"]})}]' <<<"$rows")
+  done
+}
+
 run_recipe() {  # name pipeline flags...
   local name=$1 pipe=$2; shift 2
   local label=$name${TAG:+-$TAG} log=$LOG/$name${TAG:+-$TAG}.log id P start
@@ -183,33 +211,23 @@ run_recipe() {  # name pipeline flags...
         checkpoint: $ck}]' <<<"$rows")
     [[ -n $adapter ]] && rows=$(jq --arg a "$adapter" --argjson mb "$mb" '.[-1] += {adapter: $a, adapter_mb: $mb}' <<<"$rows")
   done
-  # More LoRA ranks on the same snapped checkpoint (LORA_RANKS, LORA_STEPS x SCALE steps each).
-  local r
-  for r in ${LORA_RANKS:-}; do
-    [[ -n ${SNAP_CK:-} ]] || break
-    local lout llog=$LOG/lora-$label-r$r.log lid lst lsec
-    stamp "recipe $label: qat lora --rank $r on $SNAP_CK"
-    "$QAT" lora --model "$TEACHER" --checkpoint "$SNAP_CK" --kd-cache "$CACHE" --eval-samples "$EVAL_N" --rank "$r" \
-      --max-steps "$(awk -v s="${LORA_STEPS:-1000}" -v k="$SCALE" 'BEGIN { n = int(s * k + 0.5); print (n < 1 ? 1 : n) }')" \
-      --name "$label-lora-r$r" ${LORA_FLAGS:-} --wait >"$llog" 2>&1 || { tail -20 "$llog" >&2; continue; }
-    lid=$(sed -n 's/^submitted job \([0-9]*\).*/\1/p' "$llog" | head -1)
-    lst=$("$QAT" --json status "$lid")
-    lsec=$(jq "$secs" <<<"$lst" 2>/dev/null || echo null)
-    lout=$(jq -r '[.artifacts[]? | select(.kind == "adapter")][-1].path // empty' <<<"$lst")
-    [[ -n $lout ]] || { echo "qat lora --rank $r: no adapter artifact" >&2; continue; }
-    e=$(score "$SNAP_CK" "$([[ $pipe == q2 ]] && echo --v2)" "$lout")
-    rows=$(jq --argjson e "$e" --arg r "$label" --arg st "lora-r$r" --arg a "$lout" --argjson mb "$(adapter_mb "$lout")" \
-      --argjson sec "${lsec:-null}" --argjson job "$lst" \
-      '. + [{recipe: $r, stage: $st, state: $job.state, steps: (($job.progress.done // null) | if . == null then null else tonumber end),
-        seconds: $sec, eval: $e, adapter: $a, adapter_mb: $mb,
-        trainer: ($job.result.metrics // {} | {kd_initial: .["eval/kd_initial"], kd_best: .["eval/kd_best"], kd_last: .["eval/kd"],
-                  top1_last: .["eval/top1"], tokens_per_second: .["train/tokens_per_second"]})}]' <<<"$rows")
-  done
+  run_loras "$label" "$pipe"
   jq --argjson rows "$rows" --arg flags "$pipe $* ${EXTRA:-}" --argjson scale "$SCALE" --argjson total "$total" \
     --arg lab "$label" '.rows += ($rows | map(. + {flags: $flags, steps_scale: $scale})) | .recipes[$lab] = {flags: $flags, steps_scale: $scale, seconds: $total}' \
     "$RESULTS" >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS"
   stamp "recipe $label done in ${total}s"
 }
+
+# LORA_SNAP=<snapped V2 checkpoint>: no recipe; score it and run LORA_RANKS on it (label TAG).
+lora_only() {
+  local label=${TAG:-lora} rows e
+  SNAP_CK=$LORA_SNAP
+  e=$(score "$SNAP_CK" --v2)
+  rows=$(jq -n --argjson e "$e" --arg r "$label" --arg ck "$SNAP_CK" '[{recipe: $r, stage: "snap", eval: $e, checkpoint: $ck}]')
+  run_loras "$label" q2
+  jq --argjson rows "$rows" --arg lab "$label" '.rows += $rows' "$RESULTS" >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS"
+}
+[[ -n ${LORA_SNAP:-} ]] && { lora_only; RECIPES=""; }
 
 for r in $RECIPES; do
   # shellcheck disable=SC2086  # the *_FLAGS are lists of flags

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <exception>
 #include <map>
+#include <stdexcept>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -49,6 +51,7 @@ struct DistGroup::Impl {
   struct Pending {
     c10::intrusive_ptr<c10d::Work> work;
     at::Tensor staged, original;  // staged: the copy on the group's device, when `original` is not
+    std::chrono::steady_clock::time_point started;
   };
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<internal::CollectiveBackend> pg;
@@ -84,6 +87,32 @@ absl::Status Guard(const char* what, int rank, F&& f) {
                                            message));
   }
 }
+
+#ifdef QATD_HAVE_C10D
+// Waits for a started collective. Gloo: wait() blocks, bounded by the group's timeout. NCCL
+// (no blocking wait, dist_group.h): the host polls the work until its kernels finished, or
+// throws once `timeout` passed since `started`; then wait() orders the current stream after
+// it (and rethrows an error the work recorded). Polling yields for the first 2 ms, then sleeps
+// 50 us per look, so a finished all-reduce is seen within microseconds, not a sleep quantum.
+void WaitWork(const c10::intrusive_ptr<c10d::Work>& work, bool nccl, std::chrono::milliseconds timeout,
+              std::chrono::steady_clock::time_point started) {
+  if (nccl) {
+    const auto polling = std::chrono::steady_clock::now();
+    while (!work->isCompleted()) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - started > timeout) {
+        throw std::runtime_error(absl::StrCat("the collective did not finish within the ", timeout.count(), " ms timeout"));
+      }
+      if (now - polling < std::chrono::milliseconds(2)) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+  }
+  work->wait();
+}
+#endif
 
 }  // namespace
 
@@ -241,7 +270,7 @@ absl::Status DistGroup::AllReduce(at::Tensor& tensor, ReduceOp op) {
     o.reduceOp = ToC10d(op);
     at::Tensor staged = Staged(tensor, impl_->nccl, device_);
     std::vector<at::Tensor> list{staged};
-    impl_->pg->allreduce(list, o)->wait();
+    WaitWork(impl_->pg->allreduce(list, o), impl_->nccl, options_.timeout, std::chrono::steady_clock::now());
     if (!staged.is_same(tensor)) tensor.copy_(staged);
   });
 #else
@@ -262,6 +291,7 @@ absl::Status DistGroup::StartAllReduceSum(at::Tensor& tensor) {
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
     std::vector<at::Tensor> list{p.staged};
+    p.started = std::chrono::steady_clock::now();
     p.work = impl_->pg->allreduce(list, o);
     impl_->pending.push_back(std::move(p));
   });
@@ -279,7 +309,7 @@ absl::Status DistGroup::WaitPending() {
     impl_->pending.pop_front();
     CollectiveTimer timer(collective_seconds_);
     absl::Status s = Guard("waiting for an all-reduce", rank(), [&] {
-      p.work->wait();
+      WaitWork(p.work, impl_->nccl, options_.timeout, p.started);
       if (!p.staged.is_same(p.original)) p.original.copy_(p.staged);
     });
     if (first.ok()) first = s;  // the rest still wait: their buffers must outlive them
@@ -344,7 +374,7 @@ absl::Status DistGroup::Broadcast(at::Tensor& tensor, int root) {
     o.rootRank = root;
     at::Tensor staged = Staged(tensor, impl_->nccl, device_);
     std::vector<at::Tensor> list{staged};
-    impl_->pg->broadcast(list, o)->wait();
+    WaitWork(impl_->pg->broadcast(list, o), impl_->nccl, options_.timeout, std::chrono::steady_clock::now());
     if (!staged.is_same(tensor)) tensor.copy_(staged);
   });
 #else

@@ -23,14 +23,13 @@
 // Every collective is bounded by `timeout`: a rank that died makes the others' next collective
 // fail (Gloo: at once, its sockets close), a rank that hangs makes it fail after the timeout;
 // either way the call returns ABORTED naming the collective, never spins forever. NCCL: the
-// group is built with blocking wait (TORCH_NCCL_BLOCKING_WAIT=1 unless the environment already
-// sets it), so wait() blocks the calling thread until the collective finished or the timeout
-// passed and then throws, which becomes ABORTED. LibTorch turns its async error handling (the
-// watchdog that tears the process down) off while blocking wait is on. Setting
-// TORCH_NCCL_BLOCKING_WAIT=0 in the environment trades that for stream-ordered waits (the host
-// does not wait for the all-reduces before the optimizer is launched); a hang is then ended by
-// the watchdog (TORCH_NCCL_ASYNC_ERROR_HANDLING, LibTorch's default tears the process down
-// after the timeout) instead of an ABORTED status.
+// group is built without torch's blocking wait (TORCH_NCCL_BLOCKING_WAIT=0 unless the
+// environment sets it); DistGroup waits itself: the host polls the work until its kernels
+// finished (yielding, then 50 us sleeps) or the timeout passed since the collective started
+// (then ABORTED), and wait() orders the current stream after it. So a blocking collective
+// still blocks the host, and collective_seconds() still measures how long this rank waited
+// for the others. LibTorch's watchdog stays on, with a timeout a little longer than ours, as
+// the backstop that tears the process down if a collective never ends.
 //
 // A world of one has no process group and every collective is a no-op, so the one-rank path
 // costs nothing, unless DistOptions::force_group asks for a real one-rank group (the store and

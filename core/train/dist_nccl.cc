@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <exception>
 
@@ -35,15 +36,19 @@ absl::StatusOr<at::Device> NcclDevice(const std::string& device, int rank) {
 }
 
 void SetNcclBlockingWaitDefault() {
-  // Blocking wait: WorkNCCL::wait() blocks the calling thread until the collective finished or
-  // the timeout passed, then throws (DistGroup's Guard: ABORTED naming the collective). The
-  // ProcessGroupNCCL constructor reads the variable; a value already in the environment wins.
+  // No blocking wait: WorkNCCL::wait() only orders the current stream after the collective,
+  // and DistGroup polls the work itself (dist_group.cc WaitWork) with its own deadline. Torch's
+  // blocking wait sleeps between looks at the work (a sleep quantum per wait, several per
+  // step: measured 0.90x of the plain step through a one-rank group on an H200). With it off,
+  // LibTorch's watchdog (async error handling) stays on as the backstop: its timeout is set a
+  // little past DistGroup's, so DistGroup's ABORTED comes first. The ProcessGroupNCCL
+  // constructor reads the variable; a value already in the environment wins.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 2)
   const char* blocking_wait = "TORCH_NCCL_BLOCKING_WAIT";
 #else
   const char* blocking_wait = "NCCL_BLOCKING_WAIT";
 #endif
-  setenv(blocking_wait, "1", /*overwrite=*/0);
+  setenv(blocking_wait, "0", /*overwrite=*/0);
 }
 
 c10::intrusive_ptr<CollectiveBackend> MakeNcclBackend(const c10::intrusive_ptr<c10d::Store>& store, int rank,
@@ -52,7 +57,7 @@ c10::intrusive_ptr<CollectiveBackend> MakeNcclBackend(const c10::intrusive_ptr<c
   // trainer launches without a guard go to the current device.
   c10::cuda::set_device(device.index());
   c10::intrusive_ptr<c10d::ProcessGroupNCCL::Options> options = c10d::ProcessGroupNCCL::Options::create();
-  options->timeout = timeout;
+  options->timeout = timeout + std::max(std::chrono::milliseconds(30000), timeout / 10);  // the watchdog: after DistGroup's own deadline
   return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
 }
 

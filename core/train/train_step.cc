@@ -28,6 +28,9 @@ absl::StatusOr<LossValues> RunMicroBatches(MicroStep& micro, const NextBatch& ne
       dist->set_grad_reducer(std::make_unique<GradReducer>(*dist, adam.params(), bucket_bytes));
     }
     reducer = dist->grad_reducer();
+    // The gradients are views of the reducer's buckets (grad_reducer.h): zeroed in place, and
+    // bound again where something replaced one.
+    adam.set_zero_grads_in_place(true);
   }
   // Hooks do not run when a captured graph replays (and must not start collectives inside a
   // capture): a micro-step that may be graphed keeps the all-reduces after the backward.
@@ -42,6 +45,9 @@ absl::StatusOr<LossValues> RunMicroBatches(MicroStep& micro, const NextBatch& ne
   } disarm{reducer};
   QATD_RETURN_IF_ERROR(CatchTorch("training step", [&]() -> absl::Status {
     adam.ZeroGrad();
+    // A graph captured before the gradients were bound (steps without the group) writes the
+    // old ones: captured again at the next micro-batch.
+    if (reducer != nullptr && reducer->Bind() > 0) micro.Reset();
     at::Tensor sums;  // [4] float: total, kd, top1, full
     for (int64_t micro_batch = 0; micro_batch < grad_accum; ++micro_batch) {
       QATD_ASSIGN_OR_RETURN(kd::KdBatch batch, next());
