@@ -166,9 +166,13 @@ run_recipe() {  # name pipeline flags...
   SNAP_CK=""
   stamp "recipe $label: qat pipeline run $pipe $* (steps x $SCALE)"
   start=$(date +%s)
+  if [[ -n ${REUSE:-} ]] && grep -q '^submitted pipeline' "$log" 2>/dev/null; then
+    stamp "recipe $label: REUSE: scoring the pipeline its log names"  # a run whose scoring was cut short
+  else
   # shellcheck disable=SC2086  # EXTRA is a list of flags
   "$QAT" pipeline run "$pipe" --model "$TEACHER" --kd-cache "$CACHE" --eval-samples "$EVAL_N" --steps-scale "$SCALE" \
     --name "$label" --max-new-tokens 32 "$@" ${EXTRA:-} --wait >"$log" 2>&1 || { tail -30 "$log" >&2; }
+  fi
   local total=$(( $(date +%s) - start ))
   cp "$log" "$OUT/" 2>/dev/null || true
   id=$(sed -n 's/^submitted pipeline \([0-9]*\).*/\1/p' "$log" | head -1)

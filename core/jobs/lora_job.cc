@@ -120,6 +120,8 @@ absl::Status RunLora(const LoraJobOptions& o, Reporter& reporter, CancelToken& c
     reporter.Log(LogLevel::kInfo, absl::StrFormat("merged %s export: %d tensors (%d materialised) in %s",
                                                   DtypeName(o.merged_dtype), summary.tensors, summary.materialised,
                                                   merged_dir));
+    // The export reported its tensors as progress: the job's progress is its steps again.
+    reporter.Progress(r.steps, t.max_steps, "steps", 0, 0);
   }
 
   QATD_RETURN_IF_ERROR(adapters->Detach());
