@@ -177,6 +177,11 @@ run_recipe() {  # name pipeline flags...
   cp "$log" "$OUT/" 2>/dev/null || true
   id=$(sed -n 's/^submitted pipeline \([0-9]*\).*/\1/p' "$log" | head -1)
   [[ -n $id ]] || { echo "recipe $label: not submitted" >&2; tail -20 "$log" >&2; return; }
+  if [[ -n ${REUSE:-} ]]; then  # the restarted daemon resumes what was running: wait for the pipeline to end
+    until "$QAT" --json pipeline status "$id" | jq -e '.state | tostring | test("SUCCEEDED|FAILED|CANCELLED")' >/dev/null; do
+      sleep 5
+    done
+  fi
   P=$("$QAT" --json pipeline status "$id")
   echo "$P" >"$LOG/$label-pipeline.json"
   # PTQ (round-to-nearest): the first training stage's initial held-out eval, from its log.
