@@ -36,11 +36,13 @@ std::chrono::milliseconds DistTimeout() {
   return std::chrono::milliseconds(static_cast<int64_t>(std::max(1.0, seconds) * 1000));
 }
 
-// Intra-op threads of one of `world` CPU ranks sharing this host's cores.
+// Intra-op threads of one of `world` CPU ranks sharing this host: the ranks split the thread
+// budget one process would use (LibTorch's intra-op count: OMP_NUM_THREADS when set, else the
+// cores), so OMP_NUM_THREADS=1 gives every rank and a one-rank job the same single thread (CPU
+// BLAS results can depend on the thread partition).
 void ShareCpuThreads(const std::string& device, int world) {
   if (device != "cpu" || world <= 1) return;
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  at::set_num_threads(static_cast<int>(std::max(1u, cores / static_cast<unsigned>(world))));
+  at::set_num_threads(std::max(1, at::get_num_threads() / world));
 }
 
 std::string DescribeWait(int status) {
