@@ -32,11 +32,13 @@ using CollectiveBackend = c10d::ProcessGroup;
 // or "cuda": cuda:(rank % visible devices)). FAILED_PRECONDITION when no CUDA device is
 // visible, INVALID_ARGUMENT for a device that is not a visible CUDA device.
 absl::StatusOr<at::Device> NcclDevice(const std::string& device, int rank);
-// TORCH_NCCL_BLOCKING_WAIT=1 unless the environment sets it (dist_group.h). Create() calls it
-// on the caller's thread, before any rank's Connect() (setenv is not thread-safe).
+// TORCH_NCCL_BLOCKING_WAIT=0 unless the environment sets it: DistGroup polls the work itself
+// (dist_group.h). Create() calls it on the caller's thread, before any rank's Connect()
+// (setenv is not thread-safe).
 void SetNcclBlockingWaitDefault();
 // Makes `device` the current CUDA device (of the calling thread) and builds a
-// ProcessGroupNCCL (the timeout as its operation timeout). Throws what c10d throws.
+// ProcessGroupNCCL (its watchdog timeout a little past `timeout`, so DistGroup's own deadline
+// fires first). Throws what c10d throws.
 c10::intrusive_ptr<CollectiveBackend> MakeNcclBackend(const c10::intrusive_ptr<c10d::Store>& store, int rank,
                                                       int size, std::chrono::milliseconds timeout, at::Device device);
 
