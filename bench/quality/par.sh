@@ -8,7 +8,8 @@
 #   default $BUILD/qb; built with make_bench.sh if missing), CAP_SECONDS (stop waiting after this
 #   many seconds, default 540: a lent device machine runs a command for at most 600 s), SHA,
 #   LORA_OF (a LABEL), LORA_RANKS (default "8 16 32"), LORA_STEPS (default 1000 x the step scale).
-# Variant LABEL writes $BUILD/o-LABEL/{quality.json,run.log} and works in $BUILD/w-LABEL. Run the
+# Variant LABEL writes $BUILD/o-LABEL/{quality.json,run.log} and works in $BUILD/w-LABEL; what
+# ended when is appended to $BUILD/par.log. Run the
 # same command again (on the same, still warm, machine) and every variant whose pipeline was
 # submitted is scored again without training again (run.sh REUSE): a call cut short by the
 # limit loses no training. LoRA rank R writes $BUILD/o-LABEL-loraR.
@@ -47,7 +48,7 @@ variant() {  # label recipe flags
   case $recipe in q4) var=Q4_FLAGS ;; q2v1) var=Q2V1_FLAGS ;; q2prog) var=Q2P_FLAGS ;; *) echo "unknown recipe $recipe" >&2; return 2 ;; esac
   mkdir -p "$BUILD/o-$label"
   rm -f "$BUILD/w-$label/d/qatd.port"
-  env "${common[@]}" "$var=$flags" RECIPES="$recipe" TAG="$label" WORK="$BUILD/w-$label" OUT="$BUILD/o-$label" \
+  env "${common[@]}" LORA_RANKS= "$var=$flags" RECIPES="$recipe" TAG="$label" WORK="$BUILD/w-$label" OUT="$BUILD/o-$label" \
     bash "$ROOT/bench/quality/run.sh" "$MODE" >>"$BUILD/o-$label/run.log" 2>&1
   stamp "$label ($recipe $flags) ended: rc $?"
 }
@@ -64,7 +65,7 @@ wait_all() {  # pids...: until all ended or the cap
 pids=()
 for spec in "$@"; do
   IFS=: read -r label recipe flags <<<"$spec"
-  variant "$label" "$recipe" "$flags" &
+  variant "$label" "$recipe" "$flags" >>"$BUILD/par.log" 2>&1 &  # not our stdout: a capped run must not hold it
   pids+=($!)
 done
 (( ${#pids[@]} )) && wait_all "${pids[@]}"
@@ -79,10 +80,11 @@ if [[ -n ${LORA_OF:-} ]]; then
       mkdir -p "$BUILD/o-$LORA_OF-lora$r"
       ( env "${common[@]}" LORA_SNAP="$snap" LORA_RANKS="$r" TAG="$LORA_OF" WORK="$BUILD/w-$LORA_OF-lora$r" \
           OUT="$BUILD/o-$LORA_OF-lora$r" bash "$ROOT/bench/quality/run.sh" "$MODE" >>"$BUILD/o-$LORA_OF-lora$r/run.log" 2>&1
-        stamp "lora rank $r on $LORA_OF ended: rc $?" ) &
+        stamp "lora rank $r on $LORA_OF ended: rc $?" ) >>"$BUILD/par.log" 2>&1 &
       lpids+=($!)
     done
     wait_all "${lpids[@]}"
   fi
 fi
+cat "$BUILD/par.log" 2>/dev/null
 for f in "$BUILD"/o-*/quality.json; do bash "$ROOT/bench/quality/table.sh" "$f" 2>/dev/null; echo; done

@@ -164,21 +164,24 @@ run_recipe() {  # name pipeline flags...
   local name=$1 pipe=$2; shift 2
   local label=$name${TAG:+-$TAG} log=$LOG/$name${TAG:+-$TAG}.log id P start
   SNAP_CK=""
+  local reused=""
   stamp "recipe $label: qat pipeline run $pipe $* (steps x $SCALE)"
   start=$(date +%s)
   if [[ -n ${REUSE:-} ]] && grep -q '^submitted pipeline' "$log" 2>/dev/null; then
     stamp "recipe $label: REUSE: scoring the pipeline its log names"  # a run whose scoring was cut short
+    reused=1
   else
   # shellcheck disable=SC2086  # EXTRA is a list of flags
   "$QAT" pipeline run "$pipe" --model "$TEACHER" --kd-cache "$CACHE" --eval-samples "$EVAL_N" --steps-scale "$SCALE" \
     --name "$label" --max-new-tokens 32 "$@" ${EXTRA:-} --wait >"$log" 2>&1 || { tail -30 "$log" >&2; }
   fi
   local total=$(( $(date +%s) - start ))
+  [[ -n ${reused:-} ]] && total=null  # trained in an earlier call: its end-to-end time is unknown
   cp "$log" "$OUT/" 2>/dev/null || true
   id=$(sed -n 's/^submitted pipeline \([0-9]*\).*/\1/p' "$log" | head -1)
   [[ -n $id ]] || { echo "recipe $label: not submitted" >&2; tail -20 "$log" >&2; return; }
   if [[ -n ${REUSE:-} ]]; then  # the restarted daemon resumes what was running: wait for the pipeline to end
-    until "$QAT" --json pipeline status "$id" | jq -e '.state | tostring | test("SUCCEEDED|FAILED|CANCELLED")' >/dev/null; do
+    until "$QAT" --json pipeline status "$id" | jq -e '(.pipeline.state // .state) | tostring | test("SUCCEEDED|FAILED|CANCELLED")' >/dev/null; do
       sleep 5
     done
   fi
@@ -222,7 +225,7 @@ run_recipe() {  # name pipeline flags...
   done
   run_loras "$label" "$pipe"
   jq --argjson rows "$rows" --arg flags "$pipe $* ${EXTRA:-}" --argjson scale "$SCALE" --argjson total "$total" \
-    --arg lab "$label" '.rows += ($rows | map(. + {flags: $flags, steps_scale: $scale})) | .recipes[$lab] = {flags: $flags, steps_scale: $scale, seconds: $total}' \
+    --arg lab "$label" '.rows |= map(select(.recipe != $lab)) | .rows += ($rows | map(. + {flags: $flags, steps_scale: $scale})) | .recipes[$lab] = {flags: $flags, steps_scale: $scale, seconds: $total}' \
     "$RESULTS" >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS"
   stamp "recipe $label done in ${total}s"
 }
