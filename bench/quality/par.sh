@@ -47,6 +47,9 @@ variant() {  # label recipe flags
   local label=$1 recipe=$2 flags=$3 var
   case $recipe in q4) var=Q4_FLAGS ;; q2v1) var=Q2V1_FLAGS ;; q2prog) var=Q2P_FLAGS ;; *) echo "unknown recipe $recipe" >&2; return 2 ;; esac
   mkdir -p "$BUILD/o-$label"
+  if jq -e '.recipes // {} | length > 0' "$BUILD/o-$label/quality.json" >/dev/null 2>&1; then
+    stamp "$label: already scored by an earlier call"; return 0
+  fi
   rm -f "$BUILD/w-$label/d/qatd.port"
   env "${common[@]}" LORA_RANKS= "$var=$flags" RECIPES="$recipe" TAG="$label" WORK="$BUILD/w-$label" OUT="$BUILD/o-$label" \
     bash "$ROOT/bench/quality/run.sh" "$MODE" >>"$BUILD/o-$label/run.log" 2>&1
@@ -62,29 +65,35 @@ wait_all() {  # pids...: until all ended or the cap
   stamp "cap of ${CAP}s reached: the rest goes on only while this command runs (run par.sh again to score it)"
   return 1
 }
+lora_of() {  # waits (up to the cap) for LORA_OF's scored snap, then one LoRA per rank, side by side
+  local snap="" lpids=() r
+  while (( $(date +%s) - t0 < CAP )); do
+    snap=$(jq -r '[.rows[] | select(.stage == "snap") | .checkpoint // empty][-1] // empty' "$BUILD/o-$LORA_OF/quality.json" 2>/dev/null)
+    [[ -n $snap ]] && break
+    sleep 5
+  done
+  [[ -n $snap ]] || { stamp "LORA_OF=$LORA_OF: no scored snap stage in $BUILD/o-$LORA_OF/quality.json"; return 1; }
+  stamp "LoRA ranks ${LORA_RANKS:-8 16 32} on $LORA_OF's snap $snap"
+  for r in ${LORA_RANKS:-8 16 32}; do
+    mkdir -p "$BUILD/o-$LORA_OF-lora$r"
+    jq -e '[.rows[] | select(.adapter != null)] | length > 0' "$BUILD/o-$LORA_OF-lora$r/quality.json" >/dev/null 2>&1 && continue
+    rm -f "$BUILD/w-$LORA_OF-lora$r/d/qatd.port"
+    ( env "${common[@]}" LORA_SNAP="$snap" LORA_RANKS="$r" TAG="$LORA_OF" WORK="$BUILD/w-$LORA_OF-lora$r" \
+        OUT="$BUILD/o-$LORA_OF-lora$r" bash "$ROOT/bench/quality/run.sh" "$MODE" >>"$BUILD/o-$LORA_OF-lora$r/run.log" 2>&1
+      stamp "lora rank $r on $LORA_OF ended: rc $?" ) &
+    lpids+=($!)
+  done
+  wait "${lpids[@]}"
+}
 pids=()
 for spec in "$@"; do
   IFS=: read -r label recipe flags <<<"$spec"
   variant "$label" "$recipe" "$flags" >>"$BUILD/par.log" 2>&1 &  # not our stdout: a capped run must not hold it
   pids+=($!)
 done
+# LoRA starts as soon as its variant is scored (or at once when an earlier call scored it),
+# beside the other variants still training.
+[[ -n ${LORA_OF:-} ]] && { lora_of >>"$BUILD/par.log" 2>&1 & pids+=($!); }
 (( ${#pids[@]} )) && wait_all "${pids[@]}"
-
-if [[ -n ${LORA_OF:-} ]]; then
-  snap=$(jq -r '[.rows[] | select(.stage == "snap") | .checkpoint // empty][-1] // empty' "$BUILD/o-$LORA_OF/quality.json" 2>/dev/null)
-  if [[ -z $snap ]]; then
-    echo "LORA_OF=$LORA_OF: no scored snap stage in $BUILD/o-$LORA_OF/quality.json" >&2
-  else
-    lpids=()
-    for r in ${LORA_RANKS:-8 16 32}; do
-      mkdir -p "$BUILD/o-$LORA_OF-lora$r"
-      ( env "${common[@]}" LORA_SNAP="$snap" LORA_RANKS="$r" TAG="$LORA_OF" WORK="$BUILD/w-$LORA_OF-lora$r" \
-          OUT="$BUILD/o-$LORA_OF-lora$r" bash "$ROOT/bench/quality/run.sh" "$MODE" >>"$BUILD/o-$LORA_OF-lora$r/run.log" 2>&1
-        stamp "lora rank $r on $LORA_OF ended: rc $?" ) >>"$BUILD/par.log" 2>&1 &
-      lpids+=($!)
-    done
-    wait_all "${lpids[@]}"
-  fi
-fi
 cat "$BUILD/par.log" 2>/dev/null
 for f in "$BUILD"/o-*/quality.json; do bash "$ROOT/bench/quality/table.sh" "$f" 2>/dev/null; echo; done

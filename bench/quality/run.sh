@@ -142,10 +142,16 @@ run_loras() {  # label pipe
     [[ -n ${SNAP_CK:-} ]] || break
     local lout llog=$LOG/lora-$label-r$r.log lid lst lsec
     stamp "recipe $label: qat lora --rank $r on $SNAP_CK"
+    if [[ -n ${REUSE:-} ]] && grep -q '^submitted job' "$llog" 2>/dev/null; then
+      lid=$(sed -n 's/^submitted job \([0-9]*\).*/\1/p' "$llog" | head -1)
+      stamp "recipe $label: REUSE: lora job $lid (the restarted daemon resumes it)"
+      until "$QAT" --json status "$lid" | jq -e '.state | tostring | test("SUCCEEDED|FAILED|CANCELLED")' >/dev/null; do sleep 5; done
+    else
     "$QAT" lora --model "$TEACHER" --checkpoint "$SNAP_CK" --kd-cache "$CACHE" --eval-samples "$EVAL_N" --rank "$r" \
       --max-steps "$(awk -v s="${LORA_STEPS:-1000}" -v k="$SCALE" 'BEGIN { n = int(s * k + 0.5); print (n < 1 ? 1 : n) }')" \
       --name "$label-lora-r$r" ${LORA_FLAGS:-} --wait >"$llog" 2>&1 || { tail -20 "$llog" >&2; continue; }
     lid=$(sed -n 's/^submitted job \([0-9]*\).*/\1/p' "$llog" | head -1)
+    fi
     lst=$("$QAT" --json status "$lid")
     lsec=$(jq "$secs" <<<"$lst" 2>/dev/null || echo null)
     lout=$(jq -r '[.artifacts[]? | select(.kind == "adapter")][-1].path // empty' <<<"$lst")
@@ -237,7 +243,8 @@ lora_only() {
   e=$(score "$SNAP_CK" --v2)
   rows=$(jq -n --argjson e "$e" --arg r "$label" --arg ck "$SNAP_CK" '[{recipe: $r, stage: "snap", eval: $e, checkpoint: $ck}]')
   run_loras "$label" q2
-  jq --argjson rows "$rows" --arg lab "$label" '.rows += $rows' "$RESULTS" >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS"
+  jq --argjson rows "$rows" --arg lab "$label" '.rows |= map(select(.recipe != $lab)) | .rows += $rows' "$RESULTS" >"$RESULTS.tmp" \
+    && mv "$RESULTS.tmp" "$RESULTS"
 }
 [[ -n ${LORA_SNAP:-} ]] && { lora_only; RECIPES=""; }
 
