@@ -34,6 +34,17 @@ class ConvertCommand : public SpecCommand {
                  [c](const int& v) { c()->set_q2_mlp_lut_size(v); });
     f.Value<int>("--q2-attn-lut-size", "q4-to-q2: attention LUT entries of the Q2 model (default 16)",
                  [c](const int& v) { c()->set_q2_attn_lut_size(v); });
+    f.Value<std::string>("--q2-rounding",
+                         "q4-to-q2: how the Q2 indices are chosen: nearest (default: the nearest LUT entry of W / S) or "
+                         "gptq (GPTQ error feedback with each layer's input Hessian from --kd-cache-dir's training "
+                         "sequences: all but the last --eval-samples; needs --kd-cache-dir)",
+                         [c](const std::string& v) { c()->set_rounding(v); });
+    f.Value<int>("--q2-calibration-sequences", "q4-to-q2: sequences GPTQ calibrates on with --q2-rounding gptq (default 128)",
+                 [c](const int& v) { c()->set_calibration_sequences(v); });
+    f.Value<std::string>("--q2-lut-init",
+                         "q4-to-q2: each reduced (MLP) LUT: values (default: k-means of the 16 LUT values, the same for "
+                         "every layer, spec 11) or kmeans (fitted to each layer's own W / S)",
+                         [c](const std::string& v) { c()->set_lut_init(v); });
     // v1-to-v2 describes the source checkpoint with the V1 LUT flags.
     AddQuantFlags(f, [c] { return c()->mutable_source_quant(); });
     f.Flag("--eval", "Evaluate the converted model on --kd-cache-dir", [c](bool v) { c()->set_eval(v); });

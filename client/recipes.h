@@ -46,6 +46,14 @@ struct RecipeDefaults {
   double scales_lr = 1e-3;     // scales stage (q4 and q2)
   std::optional<double> v2_lr;  // q2 v2 stage; unset = the V2 trainer's own default (5e-5)
   std::string lut_init;        // q4 V1 stages' QuantSettings.lut_init when --lut-init is not given ("" = uniform)
+  // q4 weights / both stages; a 2-bit LUT (--lut-size 4, Q2 presets) uses the *_2bit values.
+  double weights_lr = 5e-6;
+  double both_lr = 1e-6;
+  double weights_lr_2bit = 5e-6;
+  double both_lr_2bit = 1e-6;
+  bool v2_train_lut = false;   // q2 v2 stage: QatSpec.train_lut
+  std::string convert_rounding;  // q2 convert: ConvertSpec.rounding ("" = nearest)
+  std::string convert_lut_init;  // q2 convert: ConvertSpec.lut_init ("" = values)
 };
 // "qatd" or "seed"; nullopt for anything else.
 std::optional<RecipeDefaults> RecipeDefaultsFor(const std::string& name, Recipe recipe);
@@ -83,15 +91,17 @@ class RecipeFlags {
   std::string defaults_name_ = "qatd";  // --recipe
   std::optional<double> scales_lr_;
   int weights_steps_ = 3000;
-  double weights_lr_ = 5e-6;
+  std::optional<double> weights_lr_;
   double weights_hard_top1_ = 0.1;
   double weights_hard_full_ = 0.0005;
   int both_steps_ = 1000;
-  double both_lr_ = 1e-6;
+  std::optional<double> both_lr_;
   int v2_steps_ = 1000;
   std::optional<double> v2_lr_;
   bool v2_mlp_only_ = false;
-  bool v2_train_lut_ = false;
+  std::optional<bool> v2_train_lut_;
+  std::string convert_rounding_;
+  std::string convert_lut_init_;
   double steps_scale_ = 1.0;
   int recover_steps_ = 0;        // 0 = no recover stage
   std::optional<int> recover_rank_;

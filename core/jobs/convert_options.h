@@ -34,6 +34,11 @@ struct ConvertOptions {
   int64_t eval_samples = 40;      // the cache's last sequences scored before and after
   std::string device = "auto";
   uint64_t seed = 0;              // random init of the new rank components
+  // q4_to_q2: the Q2 indices by GPTQ (needs kd_cache_dir) instead of the nearest entry, and
+  // each reduced LUT fitted to its layer (kmeans) instead of reduced from the LUT values.
+  quant::Rounding rounding = quant::Rounding::kNearest;
+  int64_t calibration_sequences = 128;
+  bool fit_luts = false;          // lut_init "kmeans"
   std::string output_dir;         // required
   // The spec's fields over these defaults. `task` (null at submit time) places the job:
   // device, output directory, resume on a re-run.

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,8 +16,12 @@
 #include "core/model/chat_template.h"
 #include "core/model/tokenizer.h"
 #include "core/quant/export.h"
+#include "core/quant/lut_fit.h"
+#include "core/quant/quant_linear_v2.h"
 #include "core/quant/quantize_model.h"
 #include "core/train/evaluate.h"
+#include "core/train/gptq_init.h"
+#include "core/train/held_out.h"
 #include "core/train/lora.h"
 #include "core/train/peft_adapter.h"
 #include "core/train/seed_state.h"
@@ -151,6 +156,50 @@ absl::StatusOr<GenerateResult> GenerateText(train::Student& s, const model::Toke
 // ---- CONVERT ------------------------------------------------------------------------------
 
 
+namespace {
+
+// lut_init kmeans: each LUT the conversion reduced (its size changed) is fitted to its layer's
+// own W / S instead (the indices are not frozen yet).
+absl::Status FitReducedLuts(train::Student& s, const std::map<std::string, int64_t>& lut_before, Reporter& reporter) {
+  int layers = 0;
+  double mse_before = 0, mse_after = 0;
+  for (const auto& [name, layer] : quant::QuantizedLayers(*s.registry)) {
+    auto v2 = std::dynamic_pointer_cast<quant::QuantLinearV2>(layer);
+    auto it = lut_before.find(name);
+    if (v2 == nullptr || it == lut_before.end() || it->second == v2->lut.numel()) continue;
+    absl::StatusOr<quant::LutFit> fit = quant::FitLayerLutV2(*v2);
+    if (!fit.ok()) return absl::Status(fit.status().code(), absl::StrCat(name, ": ", fit.status().message()));
+    ++layers;
+    mse_before += fit->mse_uniform;
+    mse_after += fit->mse_fitted;
+  }
+  reporter.Log(LogLevel::kInfo,
+               absl::StrFormat("lut_init kmeans: %d reduced LUTs fitted to their layers' W / S (S^2-weighted rounding "
+                               "MSE summed over layers: uniform grid %.4g -> fitted %.4g)",
+                               layers, mse_before, mse_after));
+  return absl::OkStatus();
+}
+
+// rounding gptq: the Q2 indices of every V2 layer by GPTQ on the cache's training split.
+absl::Status GptqRoundConverted(train::Student& s, const ConvertOptions& o, Reporter& reporter) {
+  QATD_ASSIGN_OR_RETURN(auto reader, kd::KdCacheReader::Open(o.kd_cache_dir, {.model_vocab_size = s.config.vocab_size}));
+  QATD_ASSIGN_OR_RETURN(kd::KdSplits splits, train::HeldOutSplits(*reader, o.eval_samples));
+  train::GptqInitOptions g;
+  g.sequences = o.calibration_sequences;
+  QATD_ASSIGN_OR_RETURN(train::GptqInitReport r, train::GptqInitialize(*s.model, *s.registry, *reader, splits.train, g));
+  const double changed = r.weights > 0 ? static_cast<double>(r.indices_changed) / static_cast<double>(r.weights) : 0.0;
+  reporter.Log(LogLevel::kInfo,
+               absl::StrFormat("rounding gptq: %d layers on %d calibration sequences (%d tokens): layer output error "
+                               "%.4g (nearest) -> %.4g, %.1f%% of the indices changed, %d dead columns",
+                               r.layers, r.sequence_ids.size(), r.tokens, r.error_nearest, r.error_gptq,
+                               100.0 * changed, r.dead_columns));
+  reporter.Metric("convert/gptq_error_nearest", 0, r.error_nearest);
+  reporter.Metric("convert/gptq_error", 0, r.error_gptq);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status RunConvert(const ConvertOptions& o, Reporter& reporter, CancelToken& cancel) {
   QATD_RETURN_IF_ERROR(o.Validate());
   train::StudentOptions so;
@@ -197,12 +246,18 @@ absl::Status RunConvert(const ConvertOptions& o, Reporter& reporter, CancelToken
     QATD_RETURN_IF_ERROR(q2.Validate());
     // k-means LUT reduction, rank expansion; indices are recomputed against the actual new
     // LUT by FreezeAllQ (true nearest entry, spec §17.5), not the uniform grid.
+    std::map<std::string, int64_t> lut_before;
+    for (const auto& [name, layer] : quant::QuantizedLayers(*s.registry)) {
+      if (auto v2 = std::dynamic_pointer_cast<quant::QuantLinearV2>(layer)) lut_before[name] = v2->lut.numel();
+    }
     QATD_RETURN_IF_ERROR(quant::ConvertAllLutAndRank(*s.registry, q2, o.seed));
     s.quant_v2 = q2;
     reporter.Log(LogLevel::kInfo, absl::StrFormat("Q4 -> Q2: MLP lut %d rank %d, attention lut %d rank %d", q2.lut_size,
                                                   q2.scale_rank, q2.attn_lut_size, q2.attn_scale_rank));
+    if (o.fit_luts) QATD_RETURN_IF_ERROR(FitReducedLuts(s, lut_before, reporter));
   }
   QATD_RETURN_IF_ERROR(quant::FreezeAllQ(*s.registry));
+  if (o.rounding == quant::Rounding::kGptq) QATD_RETURN_IF_ERROR(GptqRoundConverted(s, o, reporter));
   s.registry->FreezeAllParameters();
   QATD_RETURN_IF_ERROR(eval("_after"));
   const std::string final_dir = (fs::path(o.output_dir) / "final").string();

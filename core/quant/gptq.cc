@@ -12,6 +12,7 @@
 #include "core/quant/fake_quant.h"
 #include "core/quant/lut.h"
 #include "core/quant/quant_linear_v1.h"
+#include "core/quant/quant_linear_v2.h"
 
 namespace qatd::quant {
 namespace {
@@ -66,7 +67,12 @@ absl::StatusOr<GptqResult> GptqRound(const at::Tensor& weight, const at::Tensor&
     const int64_t in = weight.size(1);
     const at::Device device = weight.device();
     const at::Tensor w0 = weight.detach().to(at::kFloat);
-    const at::Tensor s = scales.detach().narrow(1, 0, in).to(device, at::kFloat).clamp_min(kMinScale);
+    at::Tensor s = scales.detach().narrow(1, 0, in).to(device, at::kFloat);
+    if (options.signed_scales) {
+      s = at::where(s.abs() < kMinScale, at::where(s < 0, -kMinScale, kMinScale), s);
+    } else {
+      s = s.clamp_min(kMinScale);
+    }
     const at::Tensor values = lut.detach().to(device, at::kFloat);
     const at::Tensor boundaries = LutBoundaries(lut).to(device);
     const at::Tensor h0 = hessian.detach().to(device, at::kFloat);
@@ -150,6 +156,28 @@ absl::StatusOr<GptqLayerReport> ApplyGptqRounding(QuantLinearV1& layer, const at
     report.dead_columns = r.dead_columns;
     report.indices_changed = before.ne(r.indices).sum().item<int64_t>();
     report.index_mismatches = layer.ComputeIndices().to(at::kLong).ne(r.indices).sum().item<int64_t>();
+    return report;
+  });
+}
+
+absl::StatusOr<GptqLayerReport> ApplyGptqRoundingV2(QuantLinearV2& layer, const at::Tensor& hessian,
+                                                    GptqOptions options) {
+  if (layer.scales_baked()) {
+    return absl::FailedPreconditionError("GPTQ: the V2 layer is baked (snapped); round it before snapping");
+  }
+  options.signed_scales = true;
+  at::NoGradGuard no_grad;
+  const at::Tensor scales = layer.EffectiveScales().detach();
+  const at::Tensor before = layer.Indices().to(at::kLong);
+  QATD_ASSIGN_OR_RETURN(GptqResult r, GptqRound(layer.weight, scales, layer.lut, hessian, options));
+  return CatchTorchOr<GptqLayerReport>("GPTQ", [&]() -> absl::StatusOr<GptqLayerReport> {
+    layer.SetFrozenIndices(r.indices);
+    GptqLayerReport report;
+    report.error_nearest = r.error_nearest;
+    report.error_gptq = r.error_gptq;
+    report.dead_columns = r.dead_columns;
+    report.indices_changed = before.ne(r.indices).sum().item<int64_t>();
+    report.index_mismatches = layer.Indices().to(at::kLong).ne(r.indices).sum().item<int64_t>();
     return report;
   });
 }

@@ -33,11 +33,16 @@
 namespace qatd::quant {
 
 class QuantLinearV1;
+class QuantLinearV2;
 
 struct GptqOptions {
   double damp = 0.01;        // fraction of mean(diag H) added to the diagonal; > 0
   int64_t block_size = 128;  // columns per lazy batch update; >= 1
   bool act_order = false;    // descending diag(H) column order
+  // V2 scales (A diag g) B are signed: divide by S as it is, only moving |S| < kMinScale out
+  // to +-kMinScale (keeping the sign; 0 becomes +kMinScale) so that nothing divides by zero.
+  // Off (V1): S is clamped to >= kMinScale as the V1 layer does.
+  bool signed_scales = false;
 };
 
 struct GptqResult {
@@ -70,5 +75,14 @@ struct GptqLayerReport {
 // (a value that the weight dtype rounds across a boundary). Scales, LUT and bias are unchanged.
 absl::StatusOr<GptqLayerReport> ApplyGptqRounding(QuantLinearV1& layer, const at::Tensor& hessian,
                                                   const GptqOptions& options = {});
+
+// V2 (the Q4 -> Q2 conversion's rounding): GptqRound of the layer's latent weight with its
+// signed S = (A diag g) B (options.signed_scales is forced on) and its LUT, then the result
+// becomes the layer's frozen indices (SetFrozenIndices: _Q = LUT[idx]); weight, scales, LUT
+// and bias are unchanged. indices_changed counts against the layer's nearest indices (frozen
+// ones, or those FreezeQ would compute); index_mismatches is 0 by construction. Not for a
+// baked (snapped) layer.
+absl::StatusOr<GptqLayerReport> ApplyGptqRoundingV2(QuantLinearV2& layer, const at::Tensor& hessian,
+                                                    GptqOptions options = {});
 
 }  // namespace qatd::quant

@@ -9,8 +9,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/common/status_macros.h"
+#include "core/quant/fake_quant.h"
 #include "core/quant/lut.h"
 #include "core/quant/quant_linear_v1.h"
+#include "core/quant/quant_linear_v2.h"
 
 namespace qatd::quant {
 namespace {
@@ -146,6 +148,30 @@ absl::StatusOr<LutFit> FitLayerLut(QuantLinearV1& layer, const LutFitOptions& op
   LutFitOptions o = options;
   o.include_zero = layer.spec().lut_include_zero;
   // Weighted by S^2: the error of W itself, (u - LUT[idx])^2 * S^2, is what the fit lowers.
+  QATD_ASSIGN_OR_RETURN(LutFit fit, FitLutKMeans(u, static_cast<int>(layer.lut.numel()), o, scales.square()));
+  at::Tensor values = at::tensor(fit.values, at::kFloat).to(layer.lut.device(), layer.lut.scalar_type());
+  absl::Status ok = CheckLut(values);
+  if (!ok.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("LUT fit: the fitted entries do not survive rounding to the layer's ",
+                                                   std::string(c10::toString(layer.lut.scalar_type())), ": ",
+                                                   ok.message()));
+  }
+  layer.lut.copy_(values);
+  layer.SyncFromBuffers();
+  return fit;
+}
+
+absl::StatusOr<LutFit> FitLayerLutV2(QuantLinearV2& layer, const LutFitOptions& options) {
+  if (layer.scales_baked()) return absl::FailedPreconditionError("LUT fit: the V2 layer is baked (snapped)");
+  if (layer.q_frozen()) {
+    return absl::FailedPreconditionError("LUT fit: the V2 layer's indices are already frozen; fit its LUT before FreezeQ");
+  }
+  at::NoGradGuard no_grad;
+  at::Tensor scales = layer.EffectiveScales().detach().to(at::kFloat);
+  scales = at::where(scales.abs() < kMinScale, at::where(scales < 0, -kMinScale, kMinScale), scales);
+  const at::Tensor u = layer.weight.detach().to(at::kFloat) / scales;
+  LutFitOptions o = options;
+  o.include_zero = layer.spec().lut_include_zero;
   QATD_ASSIGN_OR_RETURN(LutFit fit, FitLutKMeans(u, static_cast<int>(layer.lut.numel()), o, scales.square()));
   at::Tensor values = at::tensor(fit.values, at::kFloat).to(layer.lut.device(), layer.lut.scalar_type());
   absl::Status ok = CheckLut(values);

@@ -29,6 +29,7 @@
 namespace qatd::quant {
 
 class QuantLinearV1;
+class QuantLinearV2;
 
 struct LutFitOptions {
   int iterations = 30;             // Lloyd iterations at most (stops early when nothing moves)
@@ -53,5 +54,11 @@ absl::StatusOr<LutFit> FitLutKMeans(const at::Tensor& u, int lut_size, const Lut
 // so that the fit minimises the squared error of the quantized weight W_q = LUT[idx] * S
 // itself. Returns the fit.
 absl::StatusOr<LutFit> FitLayerLut(QuantLinearV1& layer, const LutFitOptions& options = {});
+
+// The same for a V2 layer (the Q4 -> Q2 conversion's `lut_init: kmeans`): u = W / S with the
+// layer's signed S = (A diag g) B (|S| < kMinScale moved out to +-kMinScale), weighted by S^2.
+// Refuses a layer whose indices are already frozen (they would no longer be the nearest
+// entries of the new LUT) or that is baked. Call FreezeQ (or GPTQ) afterwards.
+absl::StatusOr<LutFit> FitLayerLutV2(QuantLinearV2& layer, const LutFitOptions& options = {});
 
 }  // namespace qatd::quant

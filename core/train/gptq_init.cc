@@ -15,20 +15,27 @@
 #include "core/common/status_macros.h"
 #include "core/common/torch_status.h"
 #include "core/quant/quant_linear_v1.h"
+#include "core/quant/quant_linear_v2.h"
 #include "core/quant/quantize_model.h"
 
 namespace qatd::train {
 namespace {
 
-// Passes x through `inner` and, when `hessian` is set, adds x^T x (fp32) to it first.
+// Passes x through `inner` (or, with a `latent` weight, through the unquantized x W^T + b:
+// how a V2 layer, which has no fake-quant switch, runs unquantized) and, when `hessian` is set,
+// adds x^T x (fp32) to it first.
 class HessianRecorder final : public model::LinearLayer {
  public:
-  HessianRecorder(std::shared_ptr<model::LinearLayer> inner, at::Tensor hessian)
-      : inner_(std::move(inner)), hessian_(std::move(hessian)) {}
+  HessianRecorder(std::shared_ptr<model::LinearLayer> inner, at::Tensor hessian, at::Tensor latent = {},
+                  at::Tensor bias = {})
+      : inner_(std::move(inner)), hessian_(std::move(hessian)), latent_(std::move(latent)), bias_(std::move(bias)) {}
   at::Tensor forward(const at::Tensor& x) override {
     if (hessian_.defined()) {
       const at::Tensor rows = x.detach().reshape({-1, x.size(-1)}).to(at::kFloat);
       hessian_.addmm_(rows.t(), rows);
+    }
+    if (latent_.defined()) {
+      return at::linear(x, latent_.to(x.scalar_type()), bias_.defined() ? bias_.to(x.scalar_type()) : bias_);
     }
     return inner_->forward(x);
   }
@@ -39,6 +46,8 @@ class HessianRecorder final : public model::LinearLayer {
  private:
   std::shared_ptr<model::LinearLayer> inner_;
   at::Tensor hessian_;
+  at::Tensor latent_;
+  at::Tensor bias_;
 };
 
 // Layers reading the same input share one Hessian: q/k/v, gate/up.
@@ -50,16 +59,22 @@ std::string InputGroup(const std::string& name) {
   return name;
 }
 
-struct V1Layer {
+// A V1 layer (GPTQ sets its latent weight) or a V2 layer (GPTQ sets its frozen indices).
+struct QLayer {
   std::string name;
-  std::shared_ptr<quant::QuantLinearV1> layer;
+  std::shared_ptr<quant::QuantLinearV1> v1;
+  std::shared_ptr<quant::QuantLinearV2> v2;
+  std::shared_ptr<model::LinearLayer> base() const {
+    return v1 ? std::static_pointer_cast<model::LinearLayer>(v1) : std::static_pointer_cast<model::LinearLayer>(v2);
+  }
+  const at::Tensor& weight() const { return v1 ? v1->weight : v2->weight; }
 };
 
-void AddLayerReport(const quant::GptqLayerReport& r, const quant::QuantLinearV1& layer, GptqInitReport* report) {
+void AddLayerReport(const quant::GptqLayerReport& r, const QLayer& layer, GptqInitReport* report) {
   ++report->layers;
   report->error_nearest += r.error_nearest;
   report->error_gptq += r.error_gptq;
-  report->weights += layer.weight.numel();
+  report->weights += layer.weight().numel();
   report->indices_changed += r.indices_changed;
   report->index_mismatches += r.index_mismatches;
   report->dead_columns += r.dead_columns;
@@ -70,36 +85,42 @@ void AddLayerReport(const quant::GptqLayerReport& r, const quant::QuantLinearV1&
 // layer's outputs (through the rounded layers with quantized_inputs).
 absl::StatusOr<std::vector<at::Tensor>> RoundDecoderLayer(model::Qwen3ModelImpl& model,
                                                           quant::LinearRegistry& registry, int64_t index,
-                                                          const std::vector<V1Layer>& layers,
+                                                          const std::vector<QLayer>& layers,
                                                           const std::vector<at::Tensor>& xs,
                                                           const GptqInitOptions& options, GptqInitReport* report) {
   std::map<std::string, at::Tensor> hessians;
-  for (const V1Layer& l : layers) {
+  for (const QLayer& l : layers) {
     const std::string group = InputGroup(l.name);
     at::Tensor h;
     if (!hessians.count(group)) {
-      const int64_t in = l.layer->in_features();
-      h = at::zeros({in, in}, l.layer->weight.options().dtype(at::kFloat));
+      const int64_t in = l.base()->in_features();
+      h = at::zeros({in, in}, l.weight().options().dtype(at::kFloat));
       hessians[group] = h;
     }
-    l.layer->set_fake_quant(false);
-    QATD_RETURN_IF_ERROR(registry.ReplaceLinear(l.name, std::make_shared<HessianRecorder>(l.layer, h)));
+    std::shared_ptr<HessianRecorder> recorder;
+    if (l.v1) {
+      l.v1->set_fake_quant(false);
+      recorder = std::make_shared<HessianRecorder>(l.v1, h);
+    } else {
+      recorder = std::make_shared<HessianRecorder>(l.v2, h, l.v2->weight, l.v2->bias);
+    }
+    QATD_RETURN_IF_ERROR(registry.ReplaceLinear(l.name, recorder));
   }
   std::vector<at::Tensor> ys;
   absl::Status ran = CatchTorch("GPTQ calibration forward", [&]() -> absl::Status {
     for (const at::Tensor& x : xs) ys.push_back(model.RunLayer(index, x));
     return absl::OkStatus();
   });
-  for (const V1Layer& l : layers) {  // restore before anything can return
-    l.layer->set_fake_quant(true);
-    QATD_RETURN_IF_ERROR(registry.ReplaceLinear(l.name, l.layer));
+  for (const QLayer& l : layers) {  // restore before anything can return
+    if (l.v1) l.v1->set_fake_quant(true);
+    QATD_RETURN_IF_ERROR(registry.ReplaceLinear(l.name, l.base()));
   }
   QATD_RETURN_IF_ERROR(ran);
-  for (const V1Layer& l : layers) {
+  for (const QLayer& l : layers) {
     const at::Tensor h = hessians.at(InputGroup(l.name)) / static_cast<double>(report->tokens);
-    auto r = quant::ApplyGptqRounding(*l.layer, h, options.gptq);
+    auto r = l.v1 ? quant::ApplyGptqRounding(*l.v1, h, options.gptq) : quant::ApplyGptqRoundingV2(*l.v2, h, options.gptq);
     if (!r.ok()) return absl::Status(r.status().code(), absl::StrCat(l.name, ": ", r.status().message()));
-    AddLayerReport(*r, *l.layer, report);
+    AddLayerReport(*r, l, report);
   }
   hessians.clear();
   if (options.quantized_inputs) {
@@ -133,16 +154,17 @@ absl::StatusOr<GptqInitReport> GptqInitialize(model::Qwen3ModelImpl& model, quan
   GptqInitReport report;
   report.sequence_ids = CalibrationSequences(split, options.sequences);
 
-  std::vector<V1Layer> v1;
+  std::vector<QLayer> all;
   for (const auto& [name, layer] : quant::QuantizedLayers(registry)) {
-    auto p = std::dynamic_pointer_cast<quant::QuantLinearV1>(layer);
-    if (p == nullptr) continue;
-    if (p->snapped_mode() != quant::SnapMode::kNone) {
+    QLayer l{name, std::dynamic_pointer_cast<quant::QuantLinearV1>(layer),
+             std::dynamic_pointer_cast<quant::QuantLinearV2>(layer)};
+    if (l.v1 == nullptr && l.v2 == nullptr) continue;
+    if ((l.v1 && l.v1->snapped_mode() != quant::SnapMode::kNone) || (l.v2 && l.v2->scales_baked())) {
       return absl::FailedPreconditionError(absl::StrCat("GPTQ: ", name, " is snapped"));
     }
-    v1.push_back({name, p});
+    all.push_back(std::move(l));
   }
-  if (v1.empty()) return report;
+  if (all.empty()) return report;
 
   std::vector<at::Tensor> xs;  // the hidden states entering the current decoder layer
   const std::span<const int64_t> ids(report.sequence_ids);
@@ -158,17 +180,18 @@ absl::StatusOr<GptqInitReport> GptqInitialize(model::Qwen3ModelImpl& model, quan
   }
   for (int64_t i = 0; i < model.num_layers(); ++i) {
     const std::string prefix = absl::StrCat("model.layers.", i, ".");
-    std::vector<V1Layer> here;
-    for (const V1Layer& l : v1) {
+    std::vector<QLayer> here;
+    for (const QLayer& l : all) {
       if (absl::StartsWith(l.name, prefix)) here.push_back(l);
     }
     QATD_ASSIGN_OR_RETURN(xs, RoundDecoderLayer(model, registry, i, here, xs, options, &report));
   }
-  for (const V1Layer& l : v1) {
+  for (const QLayer& l : all) {
     if (l.name != "lm_head") continue;
     at::Tensor h;
     QATD_RETURN_IF_ERROR(CatchTorch("GPTQ calibration lm_head", [&]() -> absl::Status {
-      h = at::zeros({l.layer->in_features(), l.layer->in_features()}, l.layer->weight.options().dtype(at::kFloat));
+      const int64_t in = l.base()->in_features();
+      h = at::zeros({in, in}, l.weight().options().dtype(at::kFloat));
       for (const at::Tensor& x : xs) {
         const at::Tensor rows = model.FinalNorm(x).reshape({-1, x.size(-1)}).to(at::kFloat);
         h.addmm_(rows.t(), rows);
@@ -176,8 +199,9 @@ absl::StatusOr<GptqInitReport> GptqInitialize(model::Qwen3ModelImpl& model, quan
       h.div_(static_cast<double>(report.tokens));
       return absl::OkStatus();
     }));
-    QATD_ASSIGN_OR_RETURN(quant::GptqLayerReport r, quant::ApplyGptqRounding(*l.layer, h, options.gptq));
-    AddLayerReport(r, *l.layer, &report);
+    QATD_ASSIGN_OR_RETURN(quant::GptqLayerReport r, l.v1 ? quant::ApplyGptqRounding(*l.v1, h, options.gptq)
+                                                         : quant::ApplyGptqRoundingV2(*l.v2, h, options.gptq));
+    AddLayerReport(r, l, &report);
   }
   return report;
 }

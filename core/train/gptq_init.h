@@ -2,7 +2,10 @@
 // GPTQ initialisation of a fresh V1 student (issue #18, quant rounding "gptq"; the rounding
 // itself is core/quant/gptq.h). Before any training, each quantized layer's latent weight is
 // replaced by its GPTQ rounding, computed with the layer's input Hessian H = X^T X / tokens from
-// calibration sequences of the KD cache's TRAINING split.
+// calibration sequences of the KD cache's TRAINING split. V2 layers (the Q4 -> Q2 conversion's
+// `rounding: gptq`) are rounded the same way, with their signed scales, and GPTQ's indices
+// become their frozen indices (ApplyGptqRoundingV2); while H is recorded a V2 layer runs
+// unquantized as x W^T + b with its latent weight.
 //
 // Calibration, decoder layer by decoder layer (Qwen3ModelImpl::Embed / RunLayer / FinalNorm):
 //   - the hidden states of the calibration sequences enter layer i as the *unquantized* model
@@ -56,7 +59,7 @@ struct GptqInitReport {
 // The calibration sequences: min(count, split.size()) indices evenly strided over `split`.
 std::vector<int64_t> CalibrationSequences(kd::KdSplit split, int64_t count);
 
-// Rounds every V1 layer of the model (QuantLinearV1 in `registry`, none snapped) with GPTQ.
+// Rounds every V1 and V2 layer of the model (in `registry`, none snapped) with GPTQ.
 // INVALID_ARGUMENT for an empty split or bad options; the cache's errors as they come.
 absl::StatusOr<GptqInitReport> GptqInitialize(model::Qwen3ModelImpl& model, quant::LinearRegistry& registry,
                                               const kd::KdCacheReader& reader, kd::KdSplit split,

@@ -191,17 +191,37 @@ TEST(Recipes, QatdDefaultsAreTheBenchmarksWinnersAndSeedKeepsTheSeeds) {
     for (const char* stage : {"scales", "weights", "both", "snap"}) {
       EXPECT_EQ(Stage(q2v1, stage).spec().qat().quant().lut_init(), "kmeans") << stage << " " << two_bit[0];
     }
+    // A 2-bit weights stage needs a larger lr to move weights across the wide LUT cells.
+    EXPECT_DOUBLE_EQ(Stage(q2v1, "weights").spec().qat().lr(), 3e-5) << two_bit[0];
+    EXPECT_DOUBLE_EQ(Stage(q2v1, "both").spec().qat().lr(), 5e-6) << two_bit[0];
   }
+  EXPECT_DOUBLE_EQ(Stage(q4, "weights").spec().qat().lr(), 5e-6);
+  EXPECT_DOUBLE_EQ(Stage(q4, "both").spec().qat().lr(), 1e-6);
   const v1::PipelineSpec q2 = BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d"});
   EXPECT_DOUBLE_EQ(Stage(q2, "scales").spec().qat().lr(), 1e-4);
   EXPECT_DOUBLE_EQ(Stage(q2, "v2").spec().qat().lr(), 2e-4);
   EXPECT_EQ(Stage(q2, "scales").spec().qat().quant().lut_init(), "");  // convert reads the Q4 grid
+  EXPECT_TRUE(Stage(q2, "v2").spec().qat().train_lut());
+  EXPECT_FALSE(Stage(BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d", "--no-v2-train-lut"}), "v2")
+                   .spec()
+                   .qat()
+                   .train_lut());
 
   const v1::PipelineSpec seed = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--recipe", "seed"});
   EXPECT_DOUBLE_EQ(Stage(seed, "scales").spec().qat().lr(), 1e-3);
   EXPECT_EQ(Stage(seed, "weights").spec().qat().quant().lut_init(), "");
   const v1::PipelineSpec seed2 = BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d", "--recipe", "seed"});
   EXPECT_FALSE(Stage(seed2, "v2").spec().qat().has_lr());
+  EXPECT_FALSE(Stage(seed2, "v2").spec().qat().train_lut());
+  EXPECT_TRUE(Stage(BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d", "--recipe", "seed", "--v2-train-lut"}),
+                    "v2")
+                  .spec()
+                  .qat()
+                  .train_lut());
+  const v1::PipelineSpec seed3 =
+      BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--recipe", "seed", "--lut-size", "4"});
+  EXPECT_DOUBLE_EQ(Stage(seed3, "weights").spec().qat().lr(), 5e-6);
+  EXPECT_DOUBLE_EQ(Stage(seed3, "both").spec().qat().lr(), 1e-6);
 
   const v1::PipelineSpec given = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--scales-lr", "3e-3",
                                                       "--lut-size", "4", "--lut-init", "uniform"});
@@ -210,6 +230,32 @@ TEST(Recipes, QatdDefaultsAreTheBenchmarksWinnersAndSeedKeepsTheSeeds) {
   const v1::PipelineSpec given2 =
       BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d", "--recipe", "seed", "--v2-lr", "1e-4"});
   EXPECT_DOUBLE_EQ(Stage(given2, "v2").spec().qat().lr(), 1e-4);
+}
+
+// --convert-rounding gptq calibrates on the KD cache: the convert stage is fed the cache (or
+// given --kd-cache) and keeps the stages' held-out sequences out; --convert-lut-init passes on.
+TEST(Recipes, ConvertRoundingAndLutInitReachTheConvertStage) {
+  const v1::PipelineSpec plain = BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d"});
+  EXPECT_TRUE(Stage(plain, "convert").spec().convert().rounding().empty());
+  EXPECT_TRUE(Stage(plain, "convert").spec().convert().lut_init().empty());
+  EXPECT_EQ(Inputs(Stage(plain, "convert")), (std::set<std::string>{"scales:checkpoint->checkpoint"}));
+
+  const v1::PipelineSpec p =
+      BuildOk(Recipe::kQ2, {"--model", "/m", "--dataset", "/d", "--convert-rounding", "gptq", "--convert-lut-init",
+                            "kmeans", "--eval-samples", "50", "--calibration-sequences", "64"});
+  ExpectValidDag(p);
+  const v1::ConvertSpec& c = Stage(p, "convert").spec().convert();
+  EXPECT_EQ(c.rounding(), "gptq");
+  EXPECT_EQ(c.lut_init(), "kmeans");
+  EXPECT_EQ(c.eval_samples(), 50);
+  EXPECT_EQ(c.calibration_sequences(), 64);
+  EXPECT_EQ(Inputs(Stage(p, "convert")),
+            (std::set<std::string>{"scales:checkpoint->checkpoint", "cache:kd_cache->kd_cache_dir"}));
+
+  const v1::PipelineSpec given =
+      BuildOk(Recipe::kQ2, {"--model", "/m", "--kd-cache", "/c", "--convert-rounding", "gptq"});
+  EXPECT_EQ(Stage(given, "convert").spec().convert().kd_cache_dir(), "/c");
+  EXPECT_EQ(Inputs(Stage(given, "convert")), (std::set<std::string>{"scales:checkpoint->checkpoint"}));
 }
 
 TEST(Recipes, AnUnknownRecipeIsRefusedByTheParser) {

@@ -18,6 +18,7 @@
 #include "core/quant/lut_fit.h"
 #include "core/quant/quant_config.h"
 #include "core/quant/quant_linear_v1.h"
+#include "core/quant/quant_linear_v2.h"
 #include "core/train/evaluate.h"
 #include "core/train/gptq_init.h"
 #include "core/train/held_out.h"
@@ -131,6 +132,58 @@ TEST(Gptq, DeadInputsKeepNearestRoundingAndBadInputIsRefused) {
   EXPECT_EQ(quant::GptqRound(w, s, layer->lut, nan).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(quant::GptqRound(w, s, layer->lut, at::eye(64), {.damp = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// V2 (the Q4 -> Q2 conversion's rounding): S = (A diag g) B is signed; the fitted LUT and
+// GPTQ's frozen indices both lower the layer's output error, and GPTQ's indices are what the
+// layer then computes with; its latent weight is untouched.
+TEST(Gptq, V2LayerWithSignedScalesTakesAFittedLutAndGptqIndices) {
+  at::NoGradGuard g;
+  const at::Tensor x = CorrelatedInputs(2048, 64, 21);
+  at::manual_seed(22);
+  const at::Tensor w = at::randn({32, 64}) * 0.05;
+  quant::LayerQuantSpecV2 spec;
+  spec.lut_size = 4;
+  spec.scale_rank = 4;
+  spec.force_positive_scales = false;
+  spec.magnitude_activation = quant::MagnitudeActivation::kIdentity;
+  auto make = [&] {
+    auto layer = quant::QuantLinearV2::Create(w, at::Tensor(), spec);
+    EXPECT_TRUE(layer.ok()) << layer.status();
+    return *layer;
+  };
+  const at::Tensor h = at::matmul(x.t(), x) / x.size(0);
+  auto nearest = make();
+  ASSERT_TRUE((nearest->EffectiveScales() < 0).any().item<bool>());  // the signed case is exercised
+  nearest->FreezeQ();
+  const double e_nearest = OutputError(x, w, nearest->EffectiveWeight());
+
+  auto fitted = make();
+  auto fit = quant::FitLayerLutV2(*fitted);
+  ASSERT_TRUE(fit.ok()) << fit.status();
+  EXPECT_LE(fit->mse_fitted, fit->mse_uniform);
+  fitted->FreezeQ();
+  const double e_fitted = OutputError(x, w, fitted->EffectiveWeight());
+  EXPECT_EQ(quant::FitLayerLutV2(*fitted).status().code(), absl::StatusCode::kFailedPrecondition);  // frozen
+
+  auto rounded = make();
+  ASSERT_TRUE(quant::FitLayerLutV2(*rounded).ok());
+  rounded->FreezeQ();
+  auto r = quant::ApplyGptqRoundingV2(*rounded, h);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_LT(r->error_gptq, r->error_nearest);
+  EXPECT_EQ(r->index_mismatches, 0);
+  EXPECT_GT(r->indices_changed, 0);
+  EXPECT_TRUE(at::equal(rounded->weight, w));
+  const double e_gptq = OutputError(x, w, rounded->EffectiveWeight());
+  std::printf("V2 layer ||XW^T - XQ^T||: nearest %.4f, fitted LUT %.4f, fitted + gptq %.4f\n", e_nearest, e_fitted,
+              e_gptq);
+  EXPECT_LT(e_fitted, e_nearest);
+  EXPECT_LT(e_gptq, 0.8 * e_fitted);
+  // What the layer computes is S * LUT[GPTQ's indices].
+  const at::Tensor idx = rounded->Indices().to(at::kLong);
+  const at::Tensor q = rounded->lut.index_select(0, idx.reshape({-1})).reshape(idx.sizes()) * rounded->EffectiveScales();
+  EXPECT_LT((rounded->EffectiveWeight() - q).abs().max().item<double>(), 1e-6);
 }
 
 StudentOptions Q2(quant::LutInit init, quant::Rounding rounding) {

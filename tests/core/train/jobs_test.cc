@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
+#include "core/jobs/convert_options.h"
 #include "core/jobs/model_jobs.h"
 #include "core/jobs/qat_job.h"
 #include "core/train/student.h"
@@ -187,6 +189,46 @@ TEST(Jobs, Q4ToQ2ProgressivePath) {
   EXPECT_NEAR(erep.Last("eval/kd"), b.best, 0.05 * b.best + 0.01);
 }
 
+// Issue #18: the Q4 -> Q2 conversion with each reduced MLP LUT fitted to its layer (lut_init
+// kmeans) and the Q2 indices chosen by GPTQ (rounding gptq) starts V2 training lower than the
+// spec's conversion (LUT-value k-means, nearest indices) of the same Q4 checkpoint, and each
+// of the two helps on its own.
+TEST(Jobs, Q4ToQ2ConvertWithFittedLutsAndGptqStartsLower) {
+  jobs::QatOptions q4 = V1Stage("q2g_q4", "");
+  q4.train.train_scales = true;
+  q4.train.lr = 2e-3;
+  StageResult a = RunStage(q4);
+  auto convert = [&](const std::string& name, bool fit, bool gptq) {
+    jobs::ConvertOptions c;
+    c.model = Teacher().teacher;
+    c.checkpoint = a.checkpoint;
+    c.eval = true;
+    c.kd_cache_dir = Teacher().cache;
+    c.eval_samples = 12;
+    c.device = "cpu";
+    c.q2_mlp_rank = 8;
+    c.q2_attn_rank = 4;
+    c.fit_luts = fit;
+    if (gptq) c.rounding = quant::Rounding::kGptq;
+    c.calibration_sequences = 32;
+    c.output_dir = Scratch().File(name);
+    QuietReporter rep;
+    jobs::CancelToken cancel;
+    absl::Status s = jobs::RunConvert(c, rep, cancel);
+    EXPECT_TRUE(s.ok()) << s;
+    if (gptq) EXPECT_LT(rep.Last("convert/gptq_error"), rep.Last("convert/gptq_error_nearest"));
+    return rep.Last("eval/kd_after");
+  };
+  const double spec = convert("q2g_spec", false, false);
+  const double fitted = convert("q2g_fit", true, false);
+  const double gptq = convert("q2g_gptq", false, true);
+  const double both = convert("q2g_both", true, true);
+  std::printf("Q4 -> Q2 held-out kd: spec %.4f, fitted LUTs %.4f, GPTQ %.4f, both %.4f\n", spec, fitted, gptq, both);
+  EXPECT_LT(fitted, spec);
+  EXPECT_LT(gptq, spec);
+  EXPECT_LT(both, spec);
+}
+
 TEST(Jobs, OptionsNameTheBadField) {
   jobs::QatOptions o = V1Stage("bad", "");
   EXPECT_NE(o.Validate().message().find("train_weights or train_scales"), std::string::npos);
@@ -202,6 +244,22 @@ TEST(Jobs, OptionsNameTheBadField) {
   c.output_dir = "o";
   c.q2_mlp_lut_size = 3;
   EXPECT_NE(c.Validate().message().find("q2_mlp_lut_size"), std::string::npos);
+  c.q2_mlp_lut_size = 4;
+  c.rounding = quant::Rounding::kGptq;
+  EXPECT_NE(c.Validate().message().find("kd_cache_dir is required with rounding gptq"), std::string::npos);
+  c.kd_cache_dir = "k";
+  c.calibration_sequences = 0;
+  EXPECT_NE(c.Validate().message().find("calibration_sequences"), std::string::npos);
+  c.calibration_sequences = 8;
+  EXPECT_TRUE(c.Validate().ok());
+  c.mode = jobs::ConvertMode::kV1ToV2;
+  EXPECT_NE(c.Validate().message().find("q4_to_q2 conversions only"), std::string::npos);
+  v1::ConvertSpec cs;
+  cs.set_lut_init("kmean");
+  EXPECT_NE(jobs::ConvertOptions::FromProto(cs).status().message().find("convert.lut_init"), std::string::npos);
+  cs.set_lut_init("kmeans");
+  cs.set_rounding("gptqq");
+  EXPECT_NE(jobs::ConvertOptions::FromProto(cs).status().message().find("convert.rounding"), std::string::npos);
   jobs::GenerateJobOptions g;
   g.model = "m";
   EXPECT_NE(g.Validate().message().find("prompt"), std::string::npos);
