@@ -163,9 +163,6 @@ absl::StatusOr<LutFit> FitLayerLut(QuantLinearV1& layer, const LutFitOptions& op
 
 absl::StatusOr<LutFit> FitLayerLutV2(QuantLinearV2& layer, const LutFitOptions& options) {
   if (layer.scales_baked()) return absl::FailedPreconditionError("LUT fit: the V2 layer is baked (snapped)");
-  if (layer.q_frozen()) {
-    return absl::FailedPreconditionError("LUT fit: the V2 layer's indices are already frozen; fit its LUT before FreezeQ");
-  }
   at::NoGradGuard no_grad;
   at::Tensor scales = layer.EffectiveScales().detach().to(at::kFloat);
   scales = at::where(scales.abs() < kMinScale, at::where(scales < 0, -kMinScale, kMinScale), scales);
@@ -180,8 +177,10 @@ absl::StatusOr<LutFit> FitLayerLutV2(QuantLinearV2& layer, const LutFitOptions& 
                                                    std::string(c10::toString(layer.lut.scalar_type())), ": ",
                                                    ok.message()));
   }
+  const bool frozen = layer.q_frozen();
   layer.lut.copy_(values);
   layer.SyncFromBuffers();
+  if (frozen) layer.FreezeQ();  // the nearest entries of the new LUT
   return fit;
 }
 

@@ -57,8 +57,8 @@ absl::StatusOr<LutFit> FitLayerLut(QuantLinearV1& layer, const LutFitOptions& op
 
 // The same for a V2 layer (the Q4 -> Q2 conversion's `lut_init: kmeans`): u = W / S with the
 // layer's signed S = (A diag g) B (|S| < kMinScale moved out to +-kMinScale), weighted by S^2.
-// Refuses a layer whose indices are already frozen (they would no longer be the nearest
-// entries of the new LUT) or that is baked. Call FreezeQ (or GPTQ) afterwards.
+// Frozen indices are frozen again as the nearest entries of the new LUT (FreezeQ); unfrozen
+// ones stay unfrozen. Refuses a baked (snapped) layer.
 absl::StatusOr<LutFit> FitLayerLutV2(QuantLinearV2& layer, const LutFitOptions& options = {});
 
 }  // namespace qatd::quant

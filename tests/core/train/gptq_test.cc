@@ -150,6 +150,9 @@ TEST(Gptq, V2LayerWithSignedScalesTakesAFittedLutAndGptqIndices) {
   auto make = [&] {
     auto layer = quant::QuantLinearV2::Create(w, at::Tensor(), spec);
     EXPECT_TRUE(layer.ok()) << layer.status();
+    // The SVD init of |W|'s group scales is positive; flipped rows of A make S negative there,
+    // as training may (V1's clamp to >= kMinScale would wreck those rows).
+    (*layer)->scale_A.narrow(0, 0, 8).neg_();
     return *layer;
   };
   const at::Tensor h = at::matmul(x.t(), x) / x.size(0);
@@ -164,7 +167,11 @@ TEST(Gptq, V2LayerWithSignedScalesTakesAFittedLutAndGptqIndices) {
   EXPECT_LE(fit->mse_fitted, fit->mse_uniform);
   fitted->FreezeQ();
   const double e_fitted = OutputError(x, w, fitted->EffectiveWeight());
-  EXPECT_EQ(quant::FitLayerLutV2(*fitted).status().code(), absl::StatusCode::kFailedPrecondition);  // frozen
+  // Fitting a frozen layer again re-freezes it on the nearest entries of the (same) fitted LUT.
+  const at::Tensor frozen_idx = fitted->Indices().clone();
+  ASSERT_TRUE(quant::FitLayerLutV2(*fitted).ok());
+  EXPECT_TRUE(fitted->q_frozen());
+  EXPECT_TRUE(at::equal(fitted->Indices(), frozen_idx));
 
   auto rounded = make();
   ASSERT_TRUE(quant::FitLayerLutV2(*rounded).ok());
