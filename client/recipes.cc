@@ -32,7 +32,8 @@ std::optional<RecipeDefaults> RecipeDefaultsFor(const std::string& name, Recipe 
   // (applied by Build() to 2-bit LUTs only).
   // Stop 19 (same benchmark, full budgets): a 2-bit V1 weights stage at 3e-5 (both 5e-6) ends
   // at kd 0.644 instead of 0.824 at the seed's 5e-6 / 1e-6; trained V2 LUTs end q2 at 0.724
-  // instead of 0.743.
+  // instead of 0.743; the conversion's GPTQ indices on per-layer fitted LUTs start V2 at 0.664
+  // instead of 1.009 and end q2 at 0.537 (top-1 0.771 instead of 0.724).
   RecipeDefaults d;
   d.scales_lr = 1e-4;
   d.v2_lr = 2e-4;
@@ -40,6 +41,8 @@ std::optional<RecipeDefaults> RecipeDefaultsFor(const std::string& name, Recipe 
   d.weights_lr_2bit = 3e-5;
   d.both_lr_2bit = 5e-6;
   d.v2_train_lut = true;
+  d.convert_rounding = recipe == Recipe::kQ2 ? "gptq" : "";
+  d.convert_lut_init = recipe == Recipe::kQ2 ? "kmeans" : "";
   return d;
 }
 
@@ -121,12 +124,12 @@ void RecipeFlags::Register(CLI::App* app) {
          "q2 v2: also train each layer's LUT values (QatSpec.train_lut; default on, --recipe seed: off)",
          [this](bool v) { v2_train_lut_ = v; });
   f.Value<std::string>("--convert-rounding",
-                       "q2 convert: how the Q2 indices are chosen: nearest (the nearest LUT entry) or gptq (GPTQ error "
-                       "feedback on the KD cache's training sequences)",
+                       "q2 convert: how the Q2 indices are chosen: gptq (default: GPTQ error feedback on the KD cache's "
+                       "training sequences) or nearest (the nearest LUT entry; --recipe seed)",
                        [this](const std::string& v) { convert_rounding_ = v; });
   f.Value<std::string>("--convert-lut-init",
-                       "q2 convert: each reduced MLP LUT: values (k-means of the 16 LUT values, spec 11) or kmeans "
-                       "(fitted to each layer's own W / S)",
+                       "q2 convert: each reduced MLP LUT: kmeans (default: fitted to each layer's own W / S) or values "
+                       "(k-means of the 16 LUT values, spec 11; --recipe seed)",
                        [this](const std::string& v) { convert_lut_init_ = v; });
   f.Flag("--ane,--fp16", "q2 snap: fp16 snap for the ANE", [this](bool v) { snap_.set_fp16(v); });
   app->add_option("--recover-steps", recover_steps_,
