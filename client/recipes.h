@@ -44,6 +44,7 @@ enum class Recipe { kQ4, kQ2 };
 // The hyperparameters --recipe chooses (flags override each).
 struct RecipeDefaults {
   double scales_lr = 1e-3;     // scales stage (q4 and q2)
+  double scales_lr_2bit = 1e-3;  // the same with a 2-bit LUT (--lut-size 4, Q2 presets)
   std::optional<double> v2_lr;  // q2 v2 stage; unset = the V2 trainer's own default (5e-5)
   std::string lut_init;        // q4 V1 stages' QuantSettings.lut_init when --lut-init is not given ("" = uniform)
   // q4 weights / both stages; a 2-bit LUT (--lut-size 4, Q2 presets) uses the *_2bit values.

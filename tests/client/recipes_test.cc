@@ -181,7 +181,7 @@ TEST(Recipes, Q2IsTheProgressivePipeline) {
 // keeps the seed's values; an explicit flag wins over both.
 TEST(Recipes, QatdDefaultsAreTheBenchmarksWinnersAndSeedKeepsTheSeeds) {
   const v1::PipelineSpec q4 = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d"});
-  EXPECT_DOUBLE_EQ(Stage(q4, "scales").spec().qat().lr(), 1e-4);
+  EXPECT_DOUBLE_EQ(Stage(q4, "scales").spec().qat().lr(), 1e-3);  // 16 entries: the seed's (measured better)
   EXPECT_EQ(Stage(q4, "weights").spec().qat().quant().lut_init(), "");  // 16 entries: uniform
   for (const std::vector<std::string>& two_bit : {std::vector<std::string>{"--lut-size", "4"},
                                                   std::vector<std::string>{"--preset", "Q2_A4"}}) {
@@ -191,6 +191,7 @@ TEST(Recipes, QatdDefaultsAreTheBenchmarksWinnersAndSeedKeepsTheSeeds) {
     for (const char* stage : {"scales", "weights", "both", "snap"}) {
       EXPECT_EQ(Stage(q2v1, stage).spec().qat().quant().lut_init(), "kmeans") << stage << " " << two_bit[0];
     }
+    EXPECT_DOUBLE_EQ(Stage(q2v1, "scales").spec().qat().lr(), 1e-4) << two_bit[0];
     // A 2-bit weights stage needs a larger lr to move weights across the wide LUT cells.
     EXPECT_DOUBLE_EQ(Stage(q2v1, "weights").spec().qat().lr(), 3e-5) << two_bit[0];
     EXPECT_DOUBLE_EQ(Stage(q2v1, "both").spec().qat().lr(), 5e-6) << two_bit[0];
