@@ -445,10 +445,16 @@ absl::Status CheckConvert(const std::string& p, const v1::ConvertSpec& s, const 
       .Range("q2_attn_rank", s.has_q2_attn_rank(), s.q2_attn_rank(), 1, kMaxInt32)
       .PowerOfTwo("q2_mlp_lut_size", s.has_q2_mlp_lut_size(), s.q2_mlp_lut_size(), 2, 256)
       .PowerOfTwo("q2_attn_lut_size", s.has_q2_attn_lut_size(), s.q2_attn_lut_size(), 2, 256)
-      .Path("kd_cache_dir", s.kd_cache_dir(), s.eval())
-      .Range("eval_samples", s.has_eval_samples(), s.eval_samples(), 1, kMaxInt32);
+      .Path("kd_cache_dir", s.kd_cache_dir(), s.eval() || s.rounding() == "gptq")
+      .Range("eval_samples", s.has_eval_samples(), s.eval_samples(), 1, kMaxInt32)
+      .Range("calibration_sequences", s.has_calibration_sequences(), s.calibration_sequences(), 1, kMaxInt32);
+  c.Require(s.rounding().empty() || s.rounding() == "nearest" || s.rounding() == "gptq", "rounding",
+            absl::StrCat("must be 'nearest' or 'gptq', got '", s.rounding(), "'"));
+  c.Require(s.lut_init().empty() || s.lut_init() == "values" || s.lut_init() == "kmeans", "lut_init",
+            absl::StrCat("must be 'values' or 'kmeans', got '", s.lut_init(), "'"));
+  const bool reads_cache = s.eval() || s.rounding() == "gptq";
   (void)c.ModelConfig("model", s.model());
-  c.ModelMatches(s.model(), "kd_cache_dir", s.eval() ? s.kd_cache_dir() : "", {{"checkpoint", s.checkpoint()}});
+  c.ModelMatches(s.model(), "kd_cache_dir", reads_cache ? s.kd_cache_dir() : "", {{"checkpoint", s.checkpoint()}});
   c.OutputDir("output_dir", s.output_dir(), false);
   if (!c.ok()) return c.status();
   return CheckQuant(p + ".source_quant", s.source_quant(), ctx);

@@ -241,6 +241,18 @@ TEST_F(SpecInputsTest, IgnoredFieldsAreRefused) {
   convert.mutable_convert()->set_checkpoint(v1_ckpt);
   convert.mutable_convert()->set_eval_samples(0);
   EXPECT_EQ(Error(convert), "spec.convert.eval_samples must be in [1, 2147483647], got 0");
+  // The conversion's GPTQ calibrates on a KD cache: required at submit, bad words named.
+  convert.mutable_convert()->clear_eval_samples();
+  convert.mutable_convert()->set_rounding("gptq");
+  EXPECT_EQ(Error(convert), "spec.convert.kd_cache_dir is required");
+  convert.mutable_convert()->set_rounding("gptqq");
+  EXPECT_EQ(Error(convert), "spec.convert.rounding must be 'nearest' or 'gptq', got 'gptqq'");
+  convert.mutable_convert()->set_rounding("nearest");
+  convert.mutable_convert()->set_lut_init("uniform");
+  EXPECT_EQ(Error(convert), "spec.convert.lut_init must be 'values' or 'kmeans', got 'uniform'");
+  convert.mutable_convert()->set_lut_init("kmeans");
+  convert.mutable_convert()->set_calibration_sequences(0);
+  EXPECT_THAT(Error(convert), HasSubstr("spec.convert.calibration_sequences must be in [1, 2147483647], got 0"));
 }
 
 }  // namespace
