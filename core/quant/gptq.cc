@@ -57,6 +57,17 @@ absl::Status CheckInputs(const at::Tensor& weight, const at::Tensor& scales, con
   return absl::OkStatus();
 }
 
+// The per-layer report: `before` are the layer's nearest indices, `after` what it computes now.
+GptqLayerReport LayerReport(const GptqResult& r, const at::Tensor& before, const at::Tensor& after) {
+  GptqLayerReport report;
+  report.error_nearest = r.error_nearest;
+  report.error_gptq = r.error_gptq;
+  report.dead_columns = r.dead_columns;
+  report.indices_changed = before.ne(r.indices).sum().item<int64_t>();
+  report.index_mismatches = after.to(at::kLong).ne(r.indices).sum().item<int64_t>();
+  return report;
+}
+
 }  // namespace
 
 absl::StatusOr<GptqResult> GptqRound(const at::Tensor& weight, const at::Tensor& scales, const at::Tensor& lut,
@@ -150,13 +161,7 @@ absl::StatusOr<GptqLayerReport> ApplyGptqRounding(QuantLinearV1& layer, const at
   return CatchTorchOr<GptqLayerReport>("GPTQ", [&]() -> absl::StatusOr<GptqLayerReport> {
     layer.weight.copy_(r.q.to(layer.weight.scalar_type()));
     layer.ClearCache();
-    GptqLayerReport report;
-    report.error_nearest = r.error_nearest;
-    report.error_gptq = r.error_gptq;
-    report.dead_columns = r.dead_columns;
-    report.indices_changed = before.ne(r.indices).sum().item<int64_t>();
-    report.index_mismatches = layer.ComputeIndices().to(at::kLong).ne(r.indices).sum().item<int64_t>();
-    return report;
+    return LayerReport(r, before, layer.ComputeIndices());
   });
 }
 
@@ -172,13 +177,7 @@ absl::StatusOr<GptqLayerReport> ApplyGptqRoundingV2(QuantLinearV2& layer, const 
   QATD_ASSIGN_OR_RETURN(GptqResult r, GptqRound(layer.weight, scales, layer.lut, hessian, options));
   return CatchTorchOr<GptqLayerReport>("GPTQ", [&]() -> absl::StatusOr<GptqLayerReport> {
     layer.SetFrozenIndices(r.indices);
-    GptqLayerReport report;
-    report.error_nearest = r.error_nearest;
-    report.error_gptq = r.error_gptq;
-    report.dead_columns = r.dead_columns;
-    report.indices_changed = before.ne(r.indices).sum().item<int64_t>();
-    report.index_mismatches = layer.Indices().to(at::kLong).ne(r.indices).sum().item<int64_t>();
-    return report;
+    return LayerReport(r, before, layer.Indices());
   });
 }
 

@@ -137,6 +137,29 @@ absl::StatusOr<LutFit> FitLutKMeans(const at::Tensor& u, int lut_size, const Lut
   return fit;
 }
 
+namespace {
+
+// The S^2-weighted fit of u = W / S to `lut`'s size, written into `lut` (its dtype); the
+// caller refreshes the layer's derived state. Weighted by S^2: the error of W itself,
+// (u - LUT[idx])^2 * S^2, is what the fit lowers.
+absl::StatusOr<LutFit> FitInto(at::Tensor& lut, const at::Tensor& u, const at::Tensor& scales, bool include_zero,
+                               const LutFitOptions& options) {
+  LutFitOptions o = options;
+  o.include_zero = include_zero;
+  QATD_ASSIGN_OR_RETURN(LutFit fit, FitLutKMeans(u, static_cast<int>(lut.numel()), o, scales.square()));
+  at::Tensor values = at::tensor(fit.values, at::kFloat).to(lut.device(), lut.scalar_type());
+  absl::Status ok = CheckLut(values);
+  if (!ok.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("LUT fit: the fitted entries do not survive rounding to the layer's ",
+                                                   std::string(c10::toString(lut.scalar_type())), ": ",
+                                                   ok.message()));
+  }
+  lut.copy_(values);
+  return fit;
+}
+
+}  // namespace
+
 absl::StatusOr<LutFit> FitLayerLut(QuantLinearV1& layer, const LutFitOptions& options) {
   if (layer.snapped_mode() != SnapMode::kNone) {
     return absl::FailedPreconditionError("LUT fit: the layer is snapped; fit its LUT before snapping");
@@ -145,18 +168,7 @@ absl::StatusOr<LutFit> FitLayerLut(QuantLinearV1& layer, const LutFitOptions& op
   const int64_t in = layer.in_features();
   at::Tensor scales = layer.EffectiveScales().detach().slice(1, 0, in).to(at::kFloat);
   at::Tensor u = layer.weight.detach().to(at::kFloat) / scales;
-  LutFitOptions o = options;
-  o.include_zero = layer.spec().lut_include_zero;
-  // Weighted by S^2: the error of W itself, (u - LUT[idx])^2 * S^2, is what the fit lowers.
-  QATD_ASSIGN_OR_RETURN(LutFit fit, FitLutKMeans(u, static_cast<int>(layer.lut.numel()), o, scales.square()));
-  at::Tensor values = at::tensor(fit.values, at::kFloat).to(layer.lut.device(), layer.lut.scalar_type());
-  absl::Status ok = CheckLut(values);
-  if (!ok.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("LUT fit: the fitted entries do not survive rounding to the layer's ",
-                                                   std::string(c10::toString(layer.lut.scalar_type())), ": ",
-                                                   ok.message()));
-  }
-  layer.lut.copy_(values);
+  QATD_ASSIGN_OR_RETURN(LutFit fit, FitInto(layer.lut, u, scales, layer.spec().lut_include_zero, options));
   layer.SyncFromBuffers();
   return fit;
 }
@@ -167,18 +179,8 @@ absl::StatusOr<LutFit> FitLayerLutV2(QuantLinearV2& layer, const LutFitOptions& 
   at::Tensor scales = layer.EffectiveScales().detach().to(at::kFloat);
   scales = at::where(scales.abs() < kMinScale, at::where(scales < 0, -kMinScale, kMinScale), scales);
   const at::Tensor u = layer.weight.detach().to(at::kFloat) / scales;
-  LutFitOptions o = options;
-  o.include_zero = layer.spec().lut_include_zero;
-  QATD_ASSIGN_OR_RETURN(LutFit fit, FitLutKMeans(u, static_cast<int>(layer.lut.numel()), o, scales.square()));
-  at::Tensor values = at::tensor(fit.values, at::kFloat).to(layer.lut.device(), layer.lut.scalar_type());
-  absl::Status ok = CheckLut(values);
-  if (!ok.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("LUT fit: the fitted entries do not survive rounding to the layer's ",
-                                                   std::string(c10::toString(layer.lut.scalar_type())), ": ",
-                                                   ok.message()));
-  }
   const bool frozen = layer.q_frozen();
-  layer.lut.copy_(values);
+  QATD_ASSIGN_OR_RETURN(LutFit fit, FitInto(layer.lut, u, scales, layer.spec().lut_include_zero, options));
   layer.SyncFromBuffers();
   if (frozen) layer.FreezeQ();  // the nearest entries of the new LUT
   return fit;

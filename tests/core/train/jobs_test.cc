@@ -123,22 +123,28 @@ TEST(Jobs, Recommended4BitPipelineEndToEnd) {
   EXPECT_NEAR(erep2.Last("eval/kd"), d.final_kd, 1e-4);
 }
 
-TEST(Jobs, Q4ToQ2ProgressivePath) {
-  jobs::QatOptions q4 = V1Stage("q2_q4", "");
-  q4.train.train_scales = true;
-  q4.train.lr = 2e-3;
-  StageResult a = RunStage(q4);
-
+// Q4 -> Q2 of `checkpoint` on the tiny teacher, evaluated before and after, into `name`.
+jobs::ConvertOptions Q2Convert(const std::string& checkpoint, const std::string& name) {
   jobs::ConvertOptions c;
   c.model = Teacher().teacher;
-  c.checkpoint = a.checkpoint;
+  c.checkpoint = checkpoint;
   c.eval = true;
   c.kd_cache_dir = Teacher().cache;
   c.eval_samples = 12;
   c.device = "cpu";
   c.q2_mlp_rank = 8;
   c.q2_attn_rank = 4;
-  c.output_dir = Scratch().File("q2_convert");
+  c.output_dir = Scratch().File(name);
+  return c;
+}
+
+TEST(Jobs, Q4ToQ2ProgressivePath) {
+  jobs::QatOptions q4 = V1Stage("q2_q4", "");
+  q4.train.train_scales = true;
+  q4.train.lr = 2e-3;
+  StageResult a = RunStage(q4);
+
+  jobs::ConvertOptions c = Q2Convert(a.checkpoint, "q2_convert");
   QuietReporter crep;
   jobs::CancelToken cancel;
   ASSERT_TRUE(jobs::RunConvert(c, crep, cancel).ok());
@@ -198,19 +204,10 @@ TEST(Jobs, Q4ToQ2ConvertWithFittedLutsAndGptqStartsLower) {
   q4.train.lr = 2e-3;
   StageResult a = RunStage(q4);
   auto convert = [&](const std::string& name, bool fit, bool gptq) {
-    jobs::ConvertOptions c;
-    c.model = Teacher().teacher;
-    c.checkpoint = a.checkpoint;
-    c.eval = true;
-    c.kd_cache_dir = Teacher().cache;
-    c.eval_samples = 12;
-    c.device = "cpu";
-    c.q2_mlp_rank = 8;
-    c.q2_attn_rank = 4;
+    jobs::ConvertOptions c = Q2Convert(a.checkpoint, name);
     c.fit_luts = fit;
     if (gptq) c.rounding = quant::Rounding::kGptq;
     c.calibration_sequences = 32;
-    c.output_dir = Scratch().File(name);
     QuietReporter rep;
     jobs::CancelToken cancel;
     absl::Status s = jobs::RunConvert(c, rep, cancel);
