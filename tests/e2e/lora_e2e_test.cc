@@ -4,7 +4,9 @@
 // with adapters must be below the snapped model's, its PEFT files and merged folder exist, and
 // EVAL with the adapter reproduces the recovered KD. Then `qat lora` on its own (rank 4 on the
 // attention projections, bf16 adapters, no merged folder) writes the adapter config it was asked for,
-// and LORA on 2 data-parallel ranks matches 1 rank.
+// and LORA on 2 data-parallel ranks matches 1 rank. On the way, a CONVERT job with the qatd
+// conversion (GPTQ indices on fitted LUTs, issue #18) runs through the daemon on the pipeline's
+// Q4 checkpoint and its cache.
 #include <sys/wait.h>
 
 #include <gtest/gtest.h>
@@ -55,7 +57,9 @@ TEST(LoraE2eTest, PipelineQ2WithRecoverStepsEndsWithAdaptersThatLowerHeldOutKd) 
   ASSERT_TRUE(daemon.Start());
   const std::string log = dir.File("qat-pipeline.out");
   ChildProcess child({QAT_BINARY, "--address", "127.0.0.1:" + std::to_string(daemon.port()), "pipeline", "run", "q2",
-                      "--model", model, "--dataset", dataset, "--dataset-format", "plain", "--max-length", "16",
+                      // The seed's recipe: the qatd conversion (GPTQ, fitted LUTs) leaves this tiny
+                      // model at kd ~5e-5, too close to its teacher for adapters to win anything.
+                      "--recipe", "seed", "--model", model, "--dataset", dataset, "--dataset-format", "plain", "--max-length", "16",
                       "--top-k", "8", "--num-samples", "48", "--cache-batch-size", "8", "--batch-size", "8",
                       "--eval-samples", "8", "--eval-steps", "10", "--logging-steps", "5", "--scales-steps", "4",
                       "--v2-steps", "4", "--recover-steps", "40", "--recover-rank", "8", "--recover-lr", "3e-3",
@@ -71,10 +75,11 @@ TEST(LoraE2eTest, PipelineQ2WithRecoverStepsEndsWithAdaptersThatLowerHeldOutKd) 
   request.set_page_size(100);
   v1::ListJobsResponse response;
   ASSERT_TRUE(daemon.Stub()->ListJobs(daemon.Context().get(), request, &response).ok());
-  std::optional<v1::Job> recover, infer;  // GetJob: the listing leaves artifacts out
+  std::optional<v1::Job> recover, infer, scales;  // GetJob: the listing leaves artifacts out
   for (const v1::Job& j : response.jobs()) {
     if (j.stage() == "recover") recover = GetJobFrom(daemon, j.id());
     if (j.stage() == "infer") infer = GetJobFrom(daemon, j.id());
+    if (j.stage() == "scales") scales = GetJobFrom(daemon, j.id());
   }
   ASSERT_TRUE(recover.has_value()) << output;
   ASSERT_TRUE(infer.has_value()) << output;
@@ -146,6 +151,29 @@ TEST(LoraE2eTest, PipelineQ2WithRecoverStepsEndsWithAdaptersThatLowerHeldOutKd) 
             (std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"}));
   EXPECT_EQ(adapter_config["qatd"]["dtype"].get<std::string>(), "bf16");
   EXPECT_FALSE(fs::exists(lora_out / "merged"));
+
+  // The qatd conversion (issue #18) through the daemon on the pipeline's Q4 checkpoint: GPTQ
+  // indices on fitted LUTs, calibrated on the cache; its layer output error is below nearest's.
+  ASSERT_TRUE(scales.has_value());
+  std::string q4_checkpoint;
+  for (const auto& a : scales->artifacts()) {
+    if (a.kind() == "checkpoint") q4_checkpoint = a.path();
+  }
+  v1::JobSpec convert;
+  v1::ConvertSpec* c = convert.mutable_convert();
+  c->set_mode(v1::CONVERT_MODE_Q4_TO_Q2);
+  c->set_model(model);
+  c->set_checkpoint(q4_checkpoint);
+  c->set_kd_cache_dir(recover->spec().lora().kd_cache_dir());
+  c->set_eval_samples(8);
+  c->set_rounding("gptq");
+  c->set_lut_init("kmeans");
+  c->set_calibration_sequences(16);
+  const v1::Job converted = RunToEnd(daemon, convert, 300s);
+  ASSERT_EQ(converted.state(), v1::JOB_STATE_SUCCEEDED) << converted.ShortDebugString();
+  const auto& cm = converted.result().metrics();
+  ASSERT_TRUE(cm.count("convert/gptq_error") && cm.count("convert/gptq_error_nearest"));
+  EXPECT_LT(cm.at("convert/gptq_error"), cm.at("convert/gptq_error_nearest"));
 
   // Data parallel: 2 Gloo ranks with batch 4 each train like 1 rank with batch 8 (the same
   // global batches), so the best held-out KD agrees to fp32 reduction noise.
