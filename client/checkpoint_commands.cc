@@ -50,7 +50,7 @@ class ConvertCommand : public SpecCommand {
     f.Flag("--eval", "Evaluate the converted model on --kd-cache-dir", [c](bool v) { c()->set_eval(v); });
     f.Value<int>("--eval-samples", "--eval: the cache's last sequences to score (default 40)",
                  [c](const int& v) { c()->set_eval_samples(v); });
-    f.Path("--kd-cache-dir,--kd-cache,--cache-dir", "KD cache for --eval",
+    f.Path("--kd-cache-dir,--kd-cache,--cache-dir", "KD cache for --eval and --q2-rounding gptq",
            [c](const std::string& v) { c()->set_kd_cache_dir(v); });
     f.Path("--output-dir,--output", "Where the converted checkpoint goes (default: the job's directory; else a new or empty directory under one of the daemon's --allow-output-root)",
            [c](const std::string& v) { c()->set_output_dir(v); });
