@@ -159,7 +159,7 @@ absl::StatusOr<GenerateResult> GenerateText(train::Student& s, const model::Toke
 namespace {
 
 // lut_init kmeans: each LUT the conversion reduced (its size changed) is fitted to its layer's
-// own W / S instead (the indices are not frozen yet).
+// own W / S instead; the layer's indices are frozen again on the fitted LUT's nearest entries.
 absl::Status FitReducedLuts(train::Student& s, const std::map<std::string, int64_t>& lut_before, Reporter& reporter) {
   int layers = 0;
   double mse_before = 0, mse_after = 0;
