@@ -57,6 +57,10 @@ class QatCommand : public SpecCommand {
            "V2: also train each layer's LUT values (4 or 16 per layer) with the same lr; the indices stay frozen "
            "and snaps use the trained values",
            [q](bool v) { q()->set_train_lut(v); });
+    f.Flag("--kd-rand-neg",
+           "KD over the cached top-K plus the cache's random negatives (a cache made with --rand-neg); held-out "
+           "evaluation stays over the top-K",
+           [q](bool v) { q()->set_kd_rand_neg(v); });
     f.Flag("--train-mlp-only,--mlp-only", "Train only the MLP layers", [q](bool v) { q()->set_train_mlp_only(v); });
     f.Value<int>("--max-steps", "Training steps (default 1000)", [q](const int& v) { q()->set_max_steps(v); });
     f.Value<int>("--batch-size", "Batch size (default V1 32, V2 8)", [q](const int& v) { q()->set_batch_size(v); });

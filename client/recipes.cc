@@ -96,6 +96,10 @@ void RecipeFlags::Register(CLI::App* app) {
                [this](const int& v) { train_.set_eval_steps(v); });
   f.Value<int>("--logging-steps", "Training stages: steps between logged losses (default V1 50, V2 20)",
                [this](const int& v) { train_.set_logging_steps(v); });
+  f.Flag("--kd-rand-neg",
+         "Training stages: KD over the top-K plus the cache's random negatives (needs a cache made with --rand-neg; "
+         "QatSpec.kd_rand_neg)",
+         [this](bool v) { train_.set_kd_rand_neg(v); });
   f.Enum("--dtype",
          "Model dtype of every stage after the cache: training, convert's evaluation, snap, infer (default auto = "
          "bf16 on CUDA (V2 training: fp32), fp32 on the CPU)",
@@ -118,6 +122,11 @@ void RecipeFlags::Register(CLI::App* app) {
   app->add_option("--weights-hard-top1", weights_hard_top1_, "q4 weights: hard top-1 weight")->capture_default_str();
   app->add_option("--weights-hard-full", weights_hard_full_, "q4 weights: full-vocabulary hard weight")
       ->capture_default_str();
+  app->add_option("--lbl-steps", lbl_steps_,
+                  "q4: a layerwise stage between scales and weights training each layer's weights for this many "
+                  "steps (LAYERWISE job, local + global KD, hard 0.1 / 0.0005 as the seed's notebook); 0 = none")
+      ->capture_default_str();
+  app->add_option("--lbl-lr", lbl_lr_, "q4 layerwise stage: learning rate")->capture_default_str();
   app->add_option("--both-steps", both_steps_, "q4 both: steps")->capture_default_str();
   f.Value<double>("--both-lr", "q4 both: learning rate (default 1e-6; 2-bit LUT: 5e-6, --recipe seed: 1e-6)",
                   [this](const double& v) { both_lr_ = v; });
@@ -210,6 +219,11 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   }
   if (!(steps_scale_ > 0)) return absl::InvalidArgumentError("--steps-scale must be > 0");
   if (recover_steps_ < 0) return absl::InvalidArgumentError("--recover-steps must be >= 0 (0 = no recover stage)");
+  if (lbl_steps_ < 0) return absl::InvalidArgumentError("--lbl-steps must be >= 0 (0 = no layerwise stage)");
+  if (lbl_steps_ > 0 && recipe != Recipe::kQ4) {
+    return absl::InvalidArgumentError("--lbl-steps: the layerwise stage is part of the q4 recipe only");
+  }
+  if (!(lbl_lr_ > 0)) return absl::InvalidArgumentError("--lbl-lr must be > 0");
   const std::string& model = train_.model();
   const std::optional<RecipeDefaults> defaults = RecipeDefaultsFor(defaults_name_, recipe);
   if (!defaults.has_value()) return absl::InvalidArgumentError("--recipe must be qatd or seed, not " + defaults_name_);
@@ -275,13 +289,37 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   infer.mutable_generate()->set_dtype(train_.dtype());
 
   if (recipe == Recipe::kQ4) {
+    std::string before_weights = "scales";
+    if (lbl_steps_ > 0) {  // layer-by-layer weight training before E2E (issue #18)
+      v1::JobSpec lbl;
+      v1::LayerwiseSpec* l = lbl.mutable_layerwise();
+      l->set_model(model);
+      *l->mutable_quant() = train_.quant();
+      // The E2E stages' group size (QAT default 32), not the layerwise job's own default (128);
+      // a preset sets its own for both.
+      if (!l->quant().has_group_size() && l->quant().preset().empty()) l->mutable_quant()->set_group_size(32);
+      l->set_dtype(train_.dtype());
+      l->set_train_scales(false);
+      l->set_train_weights(true);
+      l->set_lr(lbl_lr_);
+      l->set_steps_per_layer(Scaled(lbl_steps_));
+      l->set_hard_top1_weight(0.1);
+      l->set_hard_full_weight(0.0005);
+      if (train_.has_batch_size()) l->set_batch_size(train_.batch_size());
+      if (train_.has_eval_samples()) l->set_eval_samples(train_.eval_samples());
+      if (!kd_cache_dir_.empty()) l->set_kd_cache_dir(kd_cache_dir_);
+      v1::PipelineStage* stage = AddStage(pipeline, "layerwise", lbl);
+      feed_cache(stage);
+      Feed(stage, "scales", kCheckpointArtifact, "init_state");
+      before_weights = "layerwise";
+    }
     v1::JobSpec weights = TrainStage(weights_steps_, weights_lr);
     weights.mutable_qat()->set_train_weights(true);
     weights.mutable_qat()->set_hard_top1_weight(weights_hard_top1_);
     weights.mutable_qat()->set_hard_full_weight(weights_hard_full_);
     v1::PipelineStage* stage = AddStage(pipeline, "weights", weights);
     feed_cache(stage);
-    Feed(stage, "scales", kCheckpointArtifact, "init_state");
+    Feed(stage, before_weights, kCheckpointArtifact, "init_state");
 
     v1::JobSpec both = TrainStage(both_steps_, both_lr);
     both.mutable_qat()->set_train_weights(true);
@@ -337,6 +375,7 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   q->set_train_scales(true);
   q->set_train_mlp_only(v2_mlp_only_);
   if (v2_train_lut) q->set_train_lut(true);
+  q->set_kd_rand_neg(train_.kd_rand_neg());
   q->set_max_steps(Scaled(v2_steps_));
   if (v2_lr.has_value()) q->set_lr(*v2_lr);
   q->set_early_stop_patience(train_.early_stop_patience() != 0 ? train_.early_stop_patience() : kRecipeEarlyStopPatience);

@@ -95,6 +95,8 @@ class RecipeFlags {
   std::optional<double> weights_lr_;
   double weights_hard_top1_ = 0.1;
   double weights_hard_full_ = 0.0005;
+  int lbl_steps_ = 0;  // steps per layer of a layerwise weights stage before E2E; 0 = none
+  double lbl_lr_ = 2e-5;
   int both_steps_ = 1000;
   std::optional<double> both_lr_;
   int v2_steps_ = 1000;

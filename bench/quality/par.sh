@@ -2,7 +2,7 @@
 # Runs several recipe variants of bench/quality/run.sh side by side on one GPU host, each with its
 # own daemon, work dir and results, on one shared teacher + cache; then (LORA_OF) recovery LoRA at
 # several ranks on one variant's snapped checkpoint, also side by side. README.md here.
-#   bench/quality/par.sh full|short LABEL:RECIPE:FLAGS ...
+#   bench/quality/par.sh full|short LABEL:RECIPE:FLAGS[:K/R] ...   (K/R: train on a recache.py cache)
 #   e.g. bench/quality/par.sh full "r1:q2prog:--preset Q4_A4" "r3:q2v1:--lut-size 4 --quantize-attn --rounding gptq"
 # Env: BUILD (default ./build-gpu; built first if missing), QB (the teacher + cache work dir,
 #   default $BUILD/qb; built with make_bench.sh if missing), CAP_SECONDS (stop waiting after this
@@ -43,15 +43,34 @@ if [[ -n $BP ]]; then wait "$BP" || { tail -30 "$BUILD/par-build.log" >&2; exit 
 stamp "qatd and the teacher are ready"
 
 common=(TEACHER="$QB/teacher" REF_TRAIN="$QB/kd/train" REF_EVAL="$QB/kd/eval" BUILD="$BUILD" SHA="$SHA" REUSE=1)
-variant() {  # label recipe flags
-  local label=$1 recipe=$2 flags=$3 var
+# A variant's fourth field K/R (e.g. 32/64): train on the benchmark's sequences re-cached with the
+# teacher's top-K and R random negatives (recache.py, once per K/R, into $QB/kd-K-R).
+recache() {  # K/R: prints the folder
+  local k=${1%/*} r=${1#*/} d
+  d=$QB/kd-$k-$r
+  (
+    flock 9
+    if [[ ! -f $d/eval/meta.json ]]; then
+      QUALITY=$QUALITY python3 "$ROOT/bench/quality/recache.py" --teacher "$QB/teacher" --src "$QB/kd" --out "$d" \
+        --topk "$k" --rand-neg "$r" >"$BUILD/recache-$k-$r.log" 2>&1 || { tail -5 "$BUILD/recache-$k-$r.log" >&2; exit 1; }
+    fi
+  ) 9>"$BUILD/recache.lock" || return 1
+  echo "$d"
+}
+variant() {  # label recipe flags [K/R]
+  local label=$1 recipe=$2 flags=$3 cache=${4:-} var tc=()
   case $recipe in q4) var=Q4_FLAGS ;; q2v1) var=Q2V1_FLAGS ;; q2prog) var=Q2P_FLAGS ;; *) echo "unknown recipe $recipe" >&2; return 2 ;; esac
   mkdir -p "$BUILD/o-$label"
   if jq -e '.recipes // {} | length > 0' "$BUILD/o-$label/quality.json" >/dev/null 2>&1; then
     stamp "$label: already scored by an earlier call"; return 0
   fi
+  if [[ -n $cache ]]; then
+    local d
+    d=$(recache "$cache") || { stamp "$label: recache.py $cache failed"; return 1; }
+    tc=(TRAIN_REF_TRAIN="$d/train" TRAIN_REF_EVAL="$d/eval")
+  fi
   rm -f "$BUILD/w-$label/d/qatd.port"
-  env "${common[@]}" LORA_RANKS= "$var=$flags" RECIPES="$recipe" TAG="$label" WORK="$BUILD/w-$label" OUT="$BUILD/o-$label" \
+  env "${common[@]}" "${tc[@]}" LORA_RANKS= "$var=$flags" RECIPES="$recipe" TAG="$label" WORK="$BUILD/w-$label" OUT="$BUILD/o-$label" \
     bash "$ROOT/bench/quality/run.sh" "$MODE" >>"$BUILD/o-$label/run.log" 2>&1
   stamp "$label ($recipe $flags) ended: rc $?"
 }
@@ -87,8 +106,8 @@ lora_of() {  # waits (up to the cap) for LORA_OF's scored snap, then one LoRA pe
 }
 pids=()
 for spec in "$@"; do
-  IFS=: read -r label recipe flags <<<"$spec"
-  variant "$label" "$recipe" "$flags" >>"$BUILD/par.log" 2>&1 &  # not our stdout: a capped run must not hold it
+  IFS=: read -r label recipe flags cache <<<"$spec"
+  variant "$label" "$recipe" "$flags" "$cache" >>"$BUILD/par.log" 2>&1 &  # not our stdout: a capped run must not hold it
   pids+=($!)
 done
 # LoRA starts as soon as its variant is scored (or at once when an earlier call scored it),

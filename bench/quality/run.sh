@@ -19,7 +19,9 @@
 #   LORA_RANKS (e.g. "8 16 32": after a recipe, one `qat lora` per rank on its snapped checkpoint,
 #   LORA_STEPS (default 1000) x the step scale each, LORA_FLAGS more flags; a pipeline's own
 #   `--recover-steps` stage, given in EXTRA or *_FLAGS, is scored too, with its adapter applied),
-#   LORA_SNAP (a snapped q2 checkpoint: run no recipe, score it and run LORA_RANKS on it).
+#   LORA_SNAP (a snapped q2 checkpoint: run no recipe, score it and run LORA_RANKS on it),
+#   TRAIN_REF_TRAIN / TRAIN_REF_EVAL (train on this reference cache instead, e.g. recache.py's
+#   top-64 or random negatives; the scores stay on the benchmark's own cache).
 # CPU plumbing check without a GPU or torch: TEACHER=<HF folder> REF_TRAIN=<.pt cache> REF_EVAL=<.pt cache>
 #   skip make_bench.sh and use those (see README.md).
 set -euo pipefail
@@ -94,6 +96,25 @@ if [[ ! -f $CACHE/meta.json ]]; then
   "$BUILD/tools/qat-kd-cache" --import-reference "$ALL" --output-dir "$CACHE" >&2
 fi
 stamp "cache $CACHE: the last $EVAL_N sequences are held out"
+# TRAIN_REF_TRAIN / TRAIN_REF_EVAL (par.sh's fourth field, recache.py): the recipes train on this
+# cache (the same sequences with more candidates); every stage is still scored on $CACHE.
+TRAIN_CACHE=$CACHE
+if [[ -n ${TRAIN_REF_TRAIN:-} ]]; then
+  TRAIN_CACHE=$WORK/cache-train
+  if [[ ! -f $TRAIN_CACHE/meta.json ]]; then
+    ALL=$WORK/ref-all-train
+    rm -rf "$ALL" && mkdir -p "$ALL"
+    i=0
+    for f in "$TRAIN_REF_TRAIN"/shard_*.pt "${TRAIN_REF_EVAL:?TRAIN_REF_TRAIN needs TRAIN_REF_EVAL}"/shard_*.pt; do
+      ln -s "$(readlink -f "$f")" "$ALL/$(printf 'shard_%05d.pt' $i)"; i=$((i + 1))
+    done
+    n=$(( $(jq -r '.num_sequences' "$TRAIN_REF_TRAIN/meta.json") + $(jq -r '.num_sequences' "$TRAIN_REF_EVAL/meta.json") ))
+    jq --argjson n "$n" '.num_sequences = $n | .total_sequences = $n' "$TRAIN_REF_TRAIN/meta.json" >"$ALL/meta.json"
+    jq -n --argjson n "$n" --argjson s "$i" '{n_written: $n, next_shard_id: $s, done: true}' >"$ALL/progress.json"
+    "$BUILD/tools/qat-kd-cache" --import-reference "$ALL" --output-dir "$TRAIN_CACHE" >&2
+  fi
+  stamp "training cache $TRAIN_CACHE (top-$(jq -r '.top_k // .topk' "$TRAIN_CACHE/meta.json"), $(jq -r '.rand_neg // 0' "$TRAIN_CACHE/meta.json") random negatives)"
+fi
 
 # --- 3: the daemon and the recipes ---------------------------------------------------------------
 "$BUILD/server/qatd" --listen 127.0.0.1:0 --metrics-address 127.0.0.1:0 --data-dir "$WORK/d" >>"$LOG/qatd.log" 2>&1 &
@@ -178,7 +199,7 @@ run_recipe() {  # name pipeline flags...
     reused=1
   else
   # shellcheck disable=SC2086  # EXTRA is a list of flags
-  "$QAT" pipeline run "$pipe" --model "$TEACHER" --kd-cache "$CACHE" --eval-samples "$EVAL_N" --steps-scale "$SCALE" \
+  "$QAT" pipeline run "$pipe" --model "$TEACHER" --kd-cache "$TRAIN_CACHE" --eval-samples "$EVAL_N" --steps-scale "$SCALE" \
     --name "$label" --max-new-tokens 32 "$@" ${EXTRA:-} --wait >"$log" 2>&1 || { tail -30 "$log" >&2; }
   fi
   local total=$(( $(date +%s) - start ))
@@ -230,7 +251,7 @@ run_recipe() {  # name pipeline flags...
     [[ -n $adapter ]] && rows=$(jq --arg a "$adapter" --argjson mb "$mb" '.[-1] += {adapter: $a, adapter_mb: $mb}' <<<"$rows")
   done
   run_loras "$label" "$pipe"
-  jq --argjson rows "$rows" --arg flags "$pipe $* ${EXTRA:-}" --argjson scale "$SCALE" --argjson total "$total" \
+  jq --argjson rows "$rows" --arg flags "$pipe $* ${EXTRA:-}${TRAIN_REF_TRAIN:+ (trained on $TRAIN_CACHE)}" --argjson scale "$SCALE" --argjson total "$total" \
     --arg lab "$label" '.rows |= map(select(.recipe != $lab)) | .rows += ($rows | map(. + {flags: $flags, steps_scale: $scale})) | .recipes[$lab] = {flags: $flags, steps_scale: $scale, seconds: $total}' \
     "$RESULTS" >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS"
   stamp "recipe $label done in ${total}s"

@@ -36,6 +36,7 @@ absl::StatusOr<QatOptions> QatOptions::FromProto(const v1::QatSpec& s, const v1:
   t.train_scales = s.train_scales();
   t.train_g_only = s.train_g_only();
   t.train_mlp_only = s.train_mlp_only();
+  t.kd_rand_neg = s.kd_rand_neg();
   t.output_dir = OutputDirOf(s.output_dir(), task);
   // A re-run after a daemon restart continues from the resume checkpoint.
   t.resume = IsRerun(task);

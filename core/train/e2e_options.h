@@ -31,6 +31,9 @@ struct E2eOptions {
   double temperature = 2.0;
   double hard_top1_weight = 0.0;
   double hard_full_weight = 0.0005;
+  // KD over the top-K plus the cache's R random negatives (K + R candidates); the cache must
+  // hold them. Evaluation stays over the top-K.
+  bool kd_rand_neg = false;
   int64_t logging_steps = 50;
   int64_t eval_steps = 200;      // 0 = evaluate only at the start and the end
   int64_t save_steps = 0;        // resume checkpoint every N steps (0 = only at evaluations / cancel)

@@ -120,6 +120,11 @@ absl::Status E2eTrainer::Prepare() {
   QATD_RETURN_IF_ERROR(o_.Validate());
   QATD_ASSIGN_OR_RETURN(reader_, kd::KdCacheReader::Open(o_.kd_cache_dir, {.model_vocab_size = s_.config.vocab_size}));
   QATD_ASSIGN_OR_RETURN(splits_, HeldOutSplits(*reader_, o_.eval_samples));
+  if (o_.kd_rand_neg && reader_->rand_neg() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("kd_rand_neg: the KD cache ", o_.kd_cache_dir,
+                                                   " holds no random negatives (rand_neg 0 in meta.json); make one with "
+                                                   "`qat cache --rand-neg N`"));
+  }
   if (o_.external != nullptr) {
     params_ = o_.external->Parameters();  // the quantized layers stay frozen
   } else {
@@ -163,6 +168,7 @@ absl::Status E2eTrainer::BuildOptimizerAndStream() {
   stream_options.shard_index = dist_ != nullptr ? dist_->rank() : 0;
   stream_options.shard_count = world_;
   stream_options.seed = o_.seed;
+  stream_options.with_rand = o_.kd_rand_neg;
   QATD_ASSIGN_OR_RETURN(kd::KdBatchStream stream, kd::KdBatchStream::Create(reader_, splits_.train, stream_options));
   stream_.emplace(std::move(stream));
   return absl::OkStatus();

@@ -58,8 +58,12 @@ absl::StatusOr<LossValues> RunMicroBatches(MicroStep& micro, const NextBatch& ne
       // The last micro-batch's backward starts each gradient bucket's all-reduce as soon as
       // the bucket is complete (grad_reducer.h).
       if (overlap && micro_batch == grad_accum - 1) reducer->Arm();
-      QATD_ASSIGN_OR_RETURN(at::Tensor row, micro.Run(batch.input_ids, batch.topk_idx, batch.topk_logits,
-                                                      share / static_cast<double>(grad_accum)));
+      // kd_rand_neg: the random negatives join the candidates after the top-K (candidate 0, the
+      // teacher's top-1, stays first for the hard top-1 loss).
+      const bool rand = batch.rand_idx.defined();
+      const at::Tensor idx = rand ? at::cat({batch.topk_idx, batch.rand_idx}, -1) : batch.topk_idx;
+      const at::Tensor logits = rand ? at::cat({batch.topk_logits, batch.rand_logits}, -1) : batch.topk_logits;
+      QATD_ASSIGN_OR_RETURN(at::Tensor row, micro.Run(batch.input_ids, idx, logits, share / static_cast<double>(grad_accum)));
       if (sharded) row = row * share;
       sums = sums.defined() ? sums + row : row;
     }

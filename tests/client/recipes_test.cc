@@ -268,6 +268,58 @@ TEST(Recipes, ConvertRoundingAndLutInitReachTheConvertStage) {
   EXPECT_EQ(Inputs(Stage(given, "convert")), (std::set<std::string>{"scales:checkpoint->checkpoint"}));
 }
 
+TEST(Recipes, LayerwiseStageBeforeWeightsOnlyWithLblSteps) {
+  const v1::PipelineSpec plain = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d"});
+  EXPECT_EQ(StageNames(plain), (std::vector<std::string>{"cache", "scales", "weights", "both", "snap", "infer"}));
+
+  const v1::PipelineSpec p = BuildOk(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--lut-size", "4",
+                                                   "--quantize-attn", "--lbl-steps", "200", "--lbl-lr", "1e-5",
+                                                   "--steps-scale", "0.5", "--batch-size", "16", "--eval-samples",
+                                                   "50"});
+  ExpectValidDag(p);
+  EXPECT_EQ(StageNames(p),
+            (std::vector<std::string>{"cache", "scales", "layerwise", "weights", "both", "snap", "infer"}));
+  const v1::LayerwiseSpec& l = Stage(p, "layerwise").spec().layerwise();
+  EXPECT_EQ(l.model(), "/m");
+  EXPECT_TRUE(l.train_weights());
+  ASSERT_TRUE(l.has_train_scales());
+  EXPECT_FALSE(l.train_scales());
+  EXPECT_EQ(l.steps_per_layer(), 100);
+  EXPECT_DOUBLE_EQ(l.lr(), 1e-5);
+  EXPECT_EQ(l.batch_size(), 16);
+  EXPECT_EQ(l.eval_samples(), 50);
+  // The E2E stages' quantization, with their group size (the layerwise job's own default is 128).
+  EXPECT_EQ(l.quant().lut_size(), 4);
+  EXPECT_TRUE(l.quant().quantize_attn());
+  EXPECT_EQ(l.quant().group_size(), 32);
+  EXPECT_EQ(Inputs(Stage(p, "layerwise")),
+            (std::set<std::string>{"scales:checkpoint->init_state", "cache:kd_cache->kd_cache_dir"}));
+  EXPECT_EQ(Inputs(Stage(p, "weights")),
+            (std::set<std::string>{"layerwise:checkpoint->init_state", "cache:kd_cache->kd_cache_dir"}));
+
+  absl::StatusOr<v1::PipelineSpec> bad = BuildRecipe(Recipe::kQ2, {"--model", "/m", "--dataset", "/d", "--lbl-steps", "5"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--lbl-steps"), std::string::npos) << bad.status();
+  bad = BuildRecipe(Recipe::kQ4, {"--model", "/m", "--dataset", "/d", "--lbl-steps", "-1"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--lbl-steps"), std::string::npos) << bad.status();
+}
+
+TEST(Recipes, KdRandNegReachesEveryTrainingStage) {
+  for (Recipe r : {Recipe::kQ4, Recipe::kQ2}) {
+    const v1::PipelineSpec off = BuildOk(r, {"--model", "/m", "--kd-cache", "/c"});
+    const v1::PipelineSpec on = BuildOk(r, {"--model", "/m", "--kd-cache", "/c", "--kd-rand-neg"});
+    int training = 0;
+    for (int i = 0; i < on.stages_size(); ++i) {
+      if (!on.stages(i).spec().has_qat() || on.stages(i).spec().qat().skip_training()) continue;
+      ++training;
+      EXPECT_TRUE(on.stages(i).spec().qat().kd_rand_neg()) << on.stages(i).name();
+      EXPECT_FALSE(off.stages(i).spec().qat().kd_rand_neg()) << off.stages(i).name();
+    }
+    EXPECT_EQ(training, r == Recipe::kQ4 ? 3 : 2);
+  }
+}
+
 TEST(Recipes, AnUnknownRecipeIsRefusedByTheParser) {
   CLI::App app{"test"};
   RecipeFlags flags;

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
 
 #include "core/jobs/kd_cache_job.h"
@@ -550,6 +551,73 @@ TEST(E2eTrainer, BadOptionsNameTheField) {
   jobs::CancelToken cancel;
   auto r = TrainE2e(*s, o, rep, cancel);
   EXPECT_NE(r.status().message().find("eval_samples"), std::string::npos) << r.status();
+}
+
+// KD over the top-K plus the cache's random negatives (issue #18): the training loss is over
+// other candidates, the held-out metric is not; a cache without negatives is refused by name.
+TEST(E2eTrainer, KdRandNegTrainsOverTheNegativesAndKeepsTheMetric) {
+  const std::string neg_cache = Scratch().File("cache_neg");
+  {
+    jobs::KdCacheOptions c;
+    c.teacher_model = Teacher().teacher;
+    c.tokenizer = kTokenizer;
+    c.dataset = kData + "/kd/job_alpaca.json";
+    c.dataset_format = kd::DatasetFormat::kAlpacaChat;
+    c.enable_thinking = kd::ThinkingMode::kBoth;
+    c.max_length = 24;
+    c.topk = 16;
+    c.rand_neg = 8;
+    c.num_sequences = 72;
+    c.batch_size = 8;
+    c.shard_size = 32;
+    c.device = "cpu";
+    c.dtype = jobs::Dtype::kFp32;
+    c.output_dir = neg_cache;
+    QuietReporter rep;
+    jobs::CancelToken cancel;
+    ASSERT_TRUE(jobs::RunKdCache(c, rep, cancel).ok());
+  }
+  std::map<std::string, double> first_kd;
+  auto run = [&](const std::string& cache, bool rand_neg, const std::string& out) -> absl::StatusOr<E2eResult> {
+    auto s = LoadStudent(Q2Student());
+    if (!s.ok()) return s.status();
+    E2eOptions o = BaseE2e(Scratch().File(out));
+    o.kd_cache_dir = cache;
+    o.kd_rand_neg = rand_neg;
+    o.train_scales = true;
+    o.lr = 2e-3;
+    o.max_steps = 8;
+    o.logging_steps = 1;
+    QuietReporter rep;
+    jobs::CancelToken cancel;
+    absl::StatusOr<E2eResult> r = TrainE2e(*s, o, rep, cancel);
+    if (r.ok()) {
+      EXPECT_FALSE(std::isnan(rep.Last("loss/kd")));
+      first_kd[out] = std::nan("");
+      for (const auto& [name, step, value] : rep.metrics) {
+        if (name == "loss/kd") {
+          first_kd[out] = value;
+          break;
+        }
+      }
+    }
+    return r;
+  };
+  auto topk = run(neg_cache, false, "e2e_topk");
+  auto neg = run(neg_cache, true, "e2e_neg");
+  ASSERT_TRUE(topk.ok()) << topk.status();
+  ASSERT_TRUE(neg.ok()) << neg.status();
+  // The same student and held-out split: the same initial metric, over the top-K only.
+  EXPECT_DOUBLE_EQ(topk->initial.kd, neg->initial.kd);
+  // The first step's KD term is over 16 + 8 candidates: a different number.
+  EXPECT_GT(std::abs(first_kd["e2e_topk"] - first_kd["e2e_neg"]), 1e-6 * std::abs(first_kd["e2e_topk"]))
+      << first_kd["e2e_topk"] << " vs " << first_kd["e2e_neg"];
+  EXPECT_LT(neg->best.kd, neg->initial.kd);
+
+  auto none = run(Teacher().cache, true, "e2e_neg_refused");
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(none.status().message().find("kd_rand_neg"), std::string::npos) << none.status();
 }
 
 }  // namespace
