@@ -46,6 +46,7 @@ struct RecipeDefaults {
   double scales_lr = 1e-3;     // scales stage (q4 and q2)
   double scales_lr_2bit = 1e-3;  // the same with a 2-bit LUT (--lut-size 4, Q2 presets)
   std::optional<double> v2_lr;  // q2 v2 stage; unset = the V2 trainer's own default (5e-5)
+  int v2_steps = 1000;          // q2 v2 stage: steps (before --steps-scale)
   std::string lut_init;        // q4 V1 stages' QuantSettings.lut_init when --lut-init is not given ("" = uniform)
   // q4 weights / both stages; a 2-bit LUT (--lut-size 4, Q2 presets) uses the *_2bit values.
   double weights_lr = 5e-6;
@@ -99,7 +100,7 @@ class RecipeFlags {
   double lbl_lr_ = 2e-5;
   int both_steps_ = 1000;
   std::optional<double> both_lr_;
-  int v2_steps_ = 1000;
+  std::optional<int> v2_steps_;  // unset: the recipe's (RecipeDefaults::v2_steps)
   std::optional<double> v2_lr_;
   bool v2_mlp_only_ = false;
   std::optional<bool> v2_train_lut_;

@@ -96,7 +96,8 @@ void AddQuantFlags(SpecFlags& flags, std::function<v1::QuantSettings*()> target)
              [target](bool v) { target()->set_lut_include_zero(v); });
   flags.Value<std::string>("--lut-init",
                            "How each layer's LUT starts: uniform (the reference's grid) or kmeans (fitted to the "
-                           "layer's own weights; lowers the 2-bit round-to-nearest error)",
+                           "layer's own weights; lowers the round-to-nearest error, most at 2 bits; the default of "
+                           "`qat pipeline run q4`)",
                            [target](const std::string& v) { target()->set_lut_init(v); });
   flags.Value<std::string>("--rounding",
                            "How a fresh student's weights are rounded onto the LUT before training: nearest (round "
