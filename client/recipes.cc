@@ -100,6 +100,8 @@ void RecipeFlags::Register(CLI::App* app) {
                [this](const int& v) { train_.set_eval_steps(v); });
   f.Value<int>("--logging-steps", "Training stages: steps between logged losses (default V1 50, V2 20)",
                [this](const int& v) { train_.set_logging_steps(v); });
+  f.Value<int64_t>("--train-seed", "Training stages: seed of the data order (QatSpec.seed, default 0)",
+                   [this](const int64_t& v) { train_.set_seed(v); });
   f.Flag("--kd-rand-neg",
          "Training stages: KD over the top-K plus the cache's random negatives (needs a cache made with --rand-neg; "
          "QatSpec.kd_rand_neg)",
@@ -112,10 +114,10 @@ void RecipeFlags::Register(CLI::App* app) {
   // Per stage.
   app->add_option("--scales-steps", scales_steps_, "scales: steps")->capture_default_str();
   app->add_option("--recipe", defaults_name_,
-                  "Defaults of the stage flags below: qatd (what bench/quality measured better: for a 2-bit q4 "
-                  "pipeline k-means LUTs, scales lr 1e-4, weights lr 3e-5, both lr 5e-6; for q2 scales lr 1e-4, a "
-                  "GPTQ-rounded conversion on fitted LUTs, v2 lr 2e-4 with trained LUTs) or seed (the seed's "
-                  "documented values); explicit flags win")
+                  "Defaults of the stage flags below: qatd (what bench/quality measured better: for q4 k-means "
+                  "LUTs, and at 2 bits scales lr 1e-4, weights lr 3e-5, both lr 5e-6; for q2 scales lr 1e-4, a "
+                  "GPTQ-rounded conversion on fitted LUTs, v2 lr 2e-4 with trained LUTs, 3000 v2 steps) or seed "
+                  "(the seed's documented values); explicit flags win")
       ->check(CLI::IsMember({"qatd", "seed"}))
       ->capture_default_str();
   f.Value<double>("--scales-lr", "scales: learning rate (default 1e-3 for a 16-entry q4 pipeline, else 1e-4; --recipe seed: 1e-3)",
@@ -312,6 +314,7 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
       l->set_hard_full_weight(0.0005);
       if (train_.has_batch_size()) l->set_batch_size(train_.batch_size());
       if (train_.has_eval_samples()) l->set_eval_samples(train_.eval_samples());
+      l->set_seed(train_.seed());
       if (!kd_cache_dir_.empty()) l->set_kd_cache_dir(kd_cache_dir_);
       v1::PipelineStage* stage = AddStage(pipeline, "layerwise", lbl);
       feed_cache(stage);
@@ -381,6 +384,7 @@ absl::StatusOr<v1::PipelineSpec> RecipeFlags::Build(Recipe recipe) {
   q->set_train_mlp_only(v2_mlp_only_);
   if (v2_train_lut) q->set_train_lut(true);
   q->set_kd_rand_neg(train_.kd_rand_neg());
+  q->set_seed(train_.seed());
   q->set_max_steps(Scaled(v2_steps_.value_or(defaults->v2_steps)));
   if (v2_lr.has_value()) q->set_lr(*v2_lr);
   q->set_early_stop_patience(train_.early_stop_patience() != 0 ? train_.early_stop_patience() : kRecipeEarlyStopPatience);

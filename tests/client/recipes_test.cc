@@ -315,6 +315,17 @@ TEST(Recipes, LayerwiseStageBeforeWeightsOnlyWithLblSteps) {
   EXPECT_NE(bad.status().message().find("--lbl-steps"), std::string::npos) << bad.status();
 }
 
+// --train-seed (issue #18: the benchmark's run-to-run noise) reaches every training stage.
+TEST(Recipes, TrainSeedReachesEveryTrainingStage) {
+  const v1::PipelineSpec q4 =
+      BuildOk(Recipe::kQ4, {"--model", "/m", "--kd-cache", "/c", "--train-seed", "8", "--lbl-steps", "2"});
+  for (const char* stage : {"scales", "weights", "both"}) EXPECT_EQ(Stage(q4, stage).spec().qat().seed(), 8) << stage;
+  EXPECT_EQ(Stage(q4, "layerwise").spec().layerwise().seed(), 8);
+  const v1::PipelineSpec q2 = BuildOk(Recipe::kQ2, {"--model", "/m", "--kd-cache", "/c", "--train-seed", "8"});
+  for (const char* stage : {"scales", "v2"}) EXPECT_EQ(Stage(q2, stage).spec().qat().seed(), 8) << stage;
+  EXPECT_EQ(Stage(BuildOk(Recipe::kQ2, {"--model", "/m", "--kd-cache", "/c"}), "v2").spec().qat().seed(), 0);
+}
+
 TEST(Recipes, KdRandNegReachesEveryTrainingStage) {
   for (Recipe r : {Recipe::kQ4, Recipe::kQ2}) {
     const v1::PipelineSpec off = BuildOk(r, {"--model", "/m", "--kd-cache", "/c"});
