@@ -77,6 +77,25 @@ struct Fixture {
   std::string cache;
 };
 
+// The fixture's KD cache job: 72 alpaca sequences of 24 tokens, top-16, on the CPU in fp32.
+inline jobs::KdCacheOptions TinyCacheOptions(const std::string& teacher, const std::string& output_dir) {
+  jobs::KdCacheOptions o;
+  o.teacher_model = teacher;
+  o.tokenizer = kTokenizer;
+  o.dataset = kData + "/kd/job_alpaca.json";
+  o.dataset_format = kd::DatasetFormat::kAlpacaChat;
+  o.enable_thinking = kd::ThinkingMode::kBoth;
+  o.max_length = 24;
+  o.topk = 16;
+  o.num_sequences = 72;
+  o.batch_size = 8;
+  o.shard_size = 32;
+  o.device = "cpu";
+  o.dtype = jobs::Dtype::kFp32;
+  o.output_dir = output_dir;
+  return o;
+}
+
 inline const Fixture& Teacher() {
   static const Fixture f = [] {
     Fixture out;
@@ -92,20 +111,7 @@ inline const Fixture& Teacher() {
     model::SaveOptions save;
     save.dtype = at::kFloat;
     EXPECT_TRUE(model::SaveQwen3(*m, *config, out.teacher, save).ok());
-    jobs::KdCacheOptions o;
-    o.teacher_model = out.teacher;
-    o.tokenizer = kTokenizer;
-    o.dataset = kData + "/kd/job_alpaca.json";
-    o.dataset_format = kd::DatasetFormat::kAlpacaChat;
-    o.enable_thinking = kd::ThinkingMode::kBoth;
-    o.max_length = 24;
-    o.topk = 16;
-    o.num_sequences = 72;
-    o.batch_size = 8;
-    o.shard_size = 32;
-    o.device = "cpu";
-    o.dtype = jobs::Dtype::kFp32;
-    o.output_dir = out.cache;
+    const jobs::KdCacheOptions o = TinyCacheOptions(out.teacher, out.cache);
     QuietReporter rep;
     jobs::CancelToken cancel;
     absl::Status s = jobs::RunKdCache(o, rep, cancel);

@@ -558,21 +558,8 @@ TEST(E2eTrainer, BadOptionsNameTheField) {
 TEST(E2eTrainer, KdRandNegTrainsOverTheNegativesAndKeepsTheMetric) {
   const std::string neg_cache = Scratch().File("cache_neg");
   {
-    jobs::KdCacheOptions c;
-    c.teacher_model = Teacher().teacher;
-    c.tokenizer = kTokenizer;
-    c.dataset = kData + "/kd/job_alpaca.json";
-    c.dataset_format = kd::DatasetFormat::kAlpacaChat;
-    c.enable_thinking = kd::ThinkingMode::kBoth;
-    c.max_length = 24;
-    c.topk = 16;
+    jobs::KdCacheOptions c = TinyCacheOptions(Teacher().teacher, neg_cache);
     c.rand_neg = 8;
-    c.num_sequences = 72;
-    c.batch_size = 8;
-    c.shard_size = 32;
-    c.device = "cpu";
-    c.dtype = jobs::Dtype::kFp32;
-    c.output_dir = neg_cache;
     QuietReporter rep;
     jobs::CancelToken cancel;
     ASSERT_TRUE(jobs::RunKdCache(c, rep, cancel).ok());
